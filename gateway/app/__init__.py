@@ -1,0 +1,1 @@
+"""Server wiring: the aiohttp application, its handlers and middleware."""

@@ -1,0 +1,1 @@
+"""Config: YAML schema -> compile -> frozen snapshot, loading and hot reload."""

@@ -1,0 +1,167 @@
+"""The one error tree of spendgate.
+
+Every failure a client can see is a `GatewayError`; one middleware renders it as OpenAI's error
+JSON (`{"error": {"message", "type", "param", "code"}}`) with the status below, so SDK retry logic
+behaves as it does against OpenAI (it retries 408/409/429/5xx, never 400/401/404/413).
+
+    GatewayError                        status  type                    code
+    ├── InvalidRequest                  400     invalid_request_error   (varies)
+    ├── PayloadTooLarge                 413     invalid_request_error   request_too_large
+    ├── AuthenticationFailed            401     authentication_error    invalid_api_key
+    ├── PermissionDenied                403     permission_error        (varies)
+    ├── ModelNotFound                   404     invalid_request_error   model_not_found
+    ├── NotFound                        404     invalid_request_error   not_found
+    ├── RateLimited                     429     rate_limit_error        (varies)       retryable
+    ├── ServiceUnavailable              503     server_error            service_unavailable retryable
+    └── UpstreamError                   502     server_error            upstream_error  (retryable
+        └── UpstreamTimeout             504     server_error            upstream_timeout  per status)
+
+`UpstreamError.retryable` tells the router whether another attempt (same or next deployment) may
+succeed: 429, 5xx, connection errors and timeouts are; 4xx answers from the upstream are not, and
+those are passed back to the client with the upstream's own status and message.
+`ConfigError` is not an HTTP error: it carries the file, key path and reason of a bad config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+# Anything shaped like a credential is cut out of upstream messages before they reach a client
+# or a log line: OpenAI/Anthropic/virtual keys, bearer tokens and long hex/base64 runs.
+_SECRET_PATTERN = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9._\-]{8,}|[A-Fa-f0-9]{32,}|"
+    r"(?i:api[_-]?key)[\"'=:\s]+[A-Za-z0-9._\-]{8,})"
+)
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like a secret with a fixed marker."""
+    return _SECRET_PATTERN.sub("[redacted]", text)
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = "internal_error"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers: Mapping[str, str] = headers or {}
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    retryable = True
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+    retryable = True
+
+
+class UpstreamError(GatewayError):
+    """An upstream answered badly or not at all. `upstream_status` is None for transport errors."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        retryable: bool = True,
+        body: bytes | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(redact(message), code=code)
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+        self.body = body
+        # A non-retryable 4xx from the upstream is the client's problem: keep its status.
+        if upstream_status is not None and 400 <= upstream_status < 500 and not retryable:
+            self.status = upstream_status
+            self.type = "invalid_request_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used: every problem with its file, key path and reason."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s)"]
+        lines += [f"  {path or '<root>'}: {reason}" for path, reason in self.problems]
+        return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Prices (litellm's bundled table plus YAML overrides), token counting and cost."""

@@ -1,0 +1,1 @@
+"""Model table lookups, deployment selection strategies and per-deployment health."""

@@ -1,0 +1,1 @@
+"""The shared state: a Redis connection (or the embedded fakeredis) and virtual keys."""
