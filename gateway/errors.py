@@ -16,6 +16,9 @@ behaves as it does against OpenAI (it retries 408/409/429/5xx, never 400/401/404
     └── UpstreamError                   502     server_error            upstream_error  (retryable
         └── UpstreamTimeout             504     server_error            upstream_timeout  per status)
 
+An upstream 429 that outlasts the retries is passed on as 429; an upstream 4xx other than
+408/409/429 is passed on with its own status and message.
+
 `UpstreamError.retryable` tells the router whether another attempt (same or next deployment) may
 succeed: 429, 5xx, connection errors and timeouts are; 4xx answers from the upstream are not, and
 those are passed back to the client with the upstream's own status and message.
@@ -142,8 +145,13 @@ class UpstreamError(GatewayError):
         self.upstream_status = upstream_status
         self.retryable = retryable
         self.body = body
-        # A non-retryable 4xx from the upstream is the client's problem: keep its status.
-        if upstream_status is not None and 400 <= upstream_status < 500 and not retryable:
+        # A non-retryable 4xx from the upstream is the client's problem: keep its status. A 429
+        # that outlasted our retries stays a 429, so the client's SDK backs off in turn.
+        if upstream_status == 429:
+            self.status = 429
+            self.type = "rate_limit_error"
+            self.code = "rate_limit_exceeded"
+        elif upstream_status is not None and 400 <= upstream_status < 500 and not retryable:
             self.status = upstream_status
             self.type = "invalid_request_error"
 

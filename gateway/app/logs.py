@@ -1,0 +1,48 @@
+"""Structured logging: one JSON object per line on stderr, secrets redacted.
+
+Access lines carry their fields under the record attribute `access` (see pipeline.Record); other
+lines are plain messages. Configured by `serve`, never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import orjson
+
+from gateway.errors import redact
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            doc["msg"] = record.msg
+            doc.update(access)
+        else:
+            doc["msg"] = redact(record.getMessage())
+        if record.exc_info:
+            doc["exc"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(doc, default=str).decode()
+
+
+def configure_logging(level: str = "INFO", access_log: bool = True, json: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("spendgate.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    # aiohttp's own access log would duplicate ours (and print raw request lines).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

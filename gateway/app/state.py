@@ -1,0 +1,21 @@
+"""The application's state slots (aiohttp AppKeys). Components are built in `server.create_app`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from gateway.config.reload import LiveConfig
+    from gateway.metrics import Metrics
+    from gateway.pipeline import Pipeline
+    from gateway.store.keys import Keyring
+
+LIVE_CONFIG: web.AppKey[LiveConfig] = web.AppKey("live_config")
+REDIS: web.AppKey[Redis] = web.AppKey("redis")
+KEYRING: web.AppKey[Keyring] = web.AppKey("keyring")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")

@@ -1,0 +1,25 @@
+"""Build the provider objects for a config snapshot (cheap: they share the app's session)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import aiohttp
+
+from gateway.config.model import Config
+from gateway.providers.base import Provider
+from gateway.providers.openai_compat import OpenAICompatProvider
+
+
+def build_providers(config: Config, session: aiohttp.ClientSession) -> Mapping[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for name, provider in config.providers.items():
+        if provider.kind == "openai":
+            providers[name] = OpenAICompatProvider(provider, session)
+        else:
+            # Imported here so OpenAI-compatible deployments never load litellm.
+            from gateway.providers.litellm_adapter import LiteLLMProvider
+
+            providers[name] = LiteLLMProvider(provider)
+    return MappingProxyType(providers)
