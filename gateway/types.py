@@ -38,7 +38,7 @@ class Principal:
     project: str | None = None
     environment: str | None = None
     workload: str | None = None
-    tags: Mapping[str, str] = field(default=EMPTY_TAGS)
+    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
     name: str | None = None
 
 
