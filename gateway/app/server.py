@@ -1,0 +1,112 @@
+"""Wiring: build the aiohttp application from a config and own every component's lifetime.
+
+`create_app` is the only place components meet: store, HTTP session, keyring, router,
+providers, pipeline, config reload. Each lives in a cleanup context, so it is opened when the
+app starts and closed, in reverse order, when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.app.admin import admin_routes
+from gateway.app.handlers import ops_routes, v1_routes
+from gateway.app.middleware import error_middleware
+from gateway.app.state import KEYRING, LIVE_CONFIG, METRICS, PIPELINE, REDIS
+from gateway.config.model import Config
+from gateway.config.reload import LiveConfig
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.providers.factory import build_providers
+from gateway.routing.router import Router
+from gateway.store.connect import close_store, is_embedded, open_store, redact_url
+from gateway.store.keys import Keyring
+
+log = logging.getLogger("spendgate.app")
+
+TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("tasks")
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
+
+# aiohttp's own hard cap on a request body; the configured limit (checked in the pipeline,
+# reloadable) must stay below it to be the one a client meets.
+_HARD_BODY_LIMIT = 256 * 1024 * 1024
+
+
+def spawn(app: web.Application, coro: Coroutine[Any, Any, None]) -> None:
+    """Run a background task owned by the app; it is cancelled and awaited on shutdown."""
+    task = asyncio.get_running_loop().create_task(coro)
+    app[TASKS].add(task)
+    task.add_done_callback(app[TASKS].discard)
+
+
+async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[TASKS] = set()
+    yield
+    tasks = list(app[TASKS])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    url = app[LIVE_CONFIG].current.store.url
+    app[REDIS] = await open_store(url)
+    if is_embedded(url):
+        log.warning("store is embedded (memory://): keys and spend are kept in this process "
+                    "only and lost when it stops; use store.url: redis://... in production")
+    else:
+        log.info("store: %s", redact_url(url))
+    yield
+    await close_store(app[REDIS])
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    app[HTTP] = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+    yield
+    await app[HTTP].close()
+
+
+async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    live, metrics = app[LIVE_CONFIG], app[METRICS]
+    config = live.current
+    keyring = Keyring(app[REDIS], config.keys, config.server.key_cache_ttl_s)
+    pipeline = Pipeline(
+        config, build_providers(config, app[HTTP]), keyring, Router(metrics), metrics
+    )
+    app[KEYRING], app[PIPELINE] = keyring, pipeline
+
+    def on_swap(old: Config, new: Config) -> None:
+        pipeline.swap(new, build_providers(new, app[HTTP]))
+        keyring.set_declared(new.keys)
+
+    def on_result(ok: bool, reason: str) -> None:
+        metrics.config_reloads.labels("ok" if ok else "failed").inc()
+
+    live.listeners.append(on_swap)
+    live.on_result = on_result
+    if live.path is not None:
+        spawn(app, live.watch())
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            live.install_sighup(asyncio.get_running_loop())
+    yield
+    live.listeners.remove(on_swap)
+
+
+def create_app(config: Config, config_path: str | None = None,
+               metrics: Metrics | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=_HARD_BODY_LIMIT)
+    app[LIVE_CONFIG] = LiveConfig(config, config_path)
+    app[METRICS] = metrics or Metrics()
+    app.cleanup_ctx.extend([_tasks_ctx, _store_ctx, _http_ctx, _pipeline_ctx])
+    app.add_routes(v1_routes())
+    app.add_routes(ops_routes())
+    app.add_routes(admin_routes())
+    return app

@@ -1,0 +1,124 @@
+"""The `spendgate` command. Each subcommand imports what it needs when it runs, so `--help`
+and light commands start fast and never load the server (or litellm) for nothing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from gateway import __version__
+
+
+def config_path(given: str | None) -> str | None:
+    """--config, else $SPENDGATE_CONFIG, else ./config/gateway.yaml, else the packaged default."""
+    if given:
+        return given
+    if os.environ.get("SPENDGATE_CONFIG"):
+        return os.environ["SPENDGATE_CONFIG"]
+    local = Path("config/gateway.yaml")
+    return str(local) if local.is_file() else None
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # Windows, or a build without it: asyncio's loop works, slower
+        return
+    uvloop.install()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.app.logs import configure_logging
+    from gateway.app.server import create_app
+    from gateway.config.loader import load_config
+    from gateway.errors import ConfigError
+
+    path = config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    configure_logging(args.log_level, access_log=config.server.access_log)
+    _install_uvloop()
+    app = create_app(config, path)
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    print(f"spendgate {__version__} serving on http://{host}:{port} "
+          f"(config: {config.source})", file=sys.stderr, flush=True)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from gateway.config.loader import check_config_main
+
+    return check_config_main(args.path)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from gateway.store.keys_cli import run
+
+    return run(args)
+
+
+def _mock_upstream(args: argparse.Namespace) -> int:
+    from gateway.providers.mock import main
+
+    return main(args.mock_args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.app.demo import run_demo
+
+    _install_uvloop()
+    return run_demo(port=args.port, upstream_port=args.upstream_port, duration=args.duration,
+                    requests=args.requests)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spendgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"spendgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="routing YAML (default: ./config/gateway.yaml or the "
+                       "packaged offline default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser("demo", help="offline demo: mock upstream + gateway + sample traffic")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--upstream-port", type=int, default=9911)
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: serve until Ctrl-C)")
+    demo.add_argument("--requests", type=int, default=60, help="sample requests to send")
+    demo.set_defaults(func=_demo)
+
+    check = sub.add_parser("check-config", help="validate a routing YAML and explain problems")
+    check.add_argument("path")
+    check.set_defaults(func=_check_config)
+
+    keys = sub.add_parser("keys", help="create, list and revoke virtual keys")
+    from gateway.store.keys_cli import add_arguments
+
+    add_arguments(keys)
+    keys.set_defaults(func=_keys)
+
+    mock = sub.add_parser("mock-upstream", help="run the OpenAI/Anthropic-compatible mock",
+                          add_help=False)
+    mock.add_argument("mock_args", nargs=argparse.REMAINDER)
+    mock.set_defaults(func=_mock_upstream)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,167 @@
+"""Shared fixtures: a mock upstream on a real socket, and gateways built from fixture configs.
+
+`gateway_factory(config_file)` loads `tests/fixtures/<config_file>` with SPENDGATE_UPSTREAM_URL
+pointing at the test's mock upstream, starts the app on a free port, and returns a `Gateway` with
+its base URL, app and a ready key per team (created through the keyring, as `keys create` does).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
+    from gateway.providers.mock import MockUpstream
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ADMIN_KEY = "sk-sg-admin-test-key-0123456789"
+
+
+@dataclass
+class Gateway:
+    server: TestServer
+    app: web.Application
+    config_path: Path
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def metrics(self) -> Metrics:
+        from gateway.app.state import METRICS
+
+        return self.app[METRICS]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for family in self.metrics.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_redis(port: int, proc: subprocess.Popen[bytes]) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not answer PING within 10 s")
+
+
+@pytest.fixture(scope="session")
+def real_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server for this test run: our own redis-server on a free port (so runs never
+    collide), else $SPENDGATE_TEST_REDIS_URL. Skips when neither exists, unless
+    SPENDGATE_REQUIRE_REDIS=1 (CI), where a missing Redis is a failure."""
+    if os.environ.get("SPENDGATE_TEST_REDIS_URL"):
+        yield os.environ["SPENDGATE_TEST_REDIS_URL"]
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("SPENDGATE_REQUIRE_REDIS") == "1":
+            pytest.fail("a real Redis is required (SPENDGATE_REQUIRE_REDIS=1) but redis-server "
+                        "is not installed and SPENDGATE_TEST_REDIS_URL is not set")
+        pytest.skip("no redis-server on PATH and SPENDGATE_TEST_REDIS_URL unset")
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_redis(port, proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+async def mock_upstream() -> AsyncIterator[MockUpstream]:
+    from gateway.providers.mock import MockUpstream
+
+    async with MockUpstream() as mock:
+        yield mock
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def gateway_factory(
+    mock_upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[GatewayFactory]:
+    # Imported here so that unit tests of one module never depend on the whole app importing.
+    from gateway.app.server import create_app
+    from gateway.app.state import KEYRING
+    from gateway.config.loader import load_config
+
+    monkeypatch.setenv("SPENDGATE_UPSTREAM_URL", mock_upstream.base_url)
+    monkeypatch.setenv("SPENDGATE_UPSTREAM_ROOT", mock_upstream.url)
+    monkeypatch.setenv("SPENDGATE_ADMIN_KEY", ADMIN_KEY)
+    started: list[TestServer] = []
+
+    async def make(config_file: str = "gateway.yaml", teams: tuple[str, ...] = ("alpha", "beta"),
+                   copy: bool = True) -> Gateway:
+        source = FIXTURES / config_file
+        # A private copy, so a test can rewrite it to exercise hot reload.
+        path = tmp_path / config_file if copy else source
+        if copy:
+            path.write_text(source.read_text())
+        config = load_config(path)
+        app = create_app(config, str(path))
+        server = TestServer(app)
+        await server.start_server()
+        started.append(server)
+        gateway = Gateway(server, app, path)
+        for team in teams:
+            secret, _ = await app[KEYRING].create(team, project=f"{team}-project")
+            gateway.keys[team] = secret
+        return gateway
+
+    yield make
+    for server in started:
+        await server.close()
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> Gateway:
+    return await gateway_factory()
+
+
