@@ -1,0 +1,193 @@
+"""Opening and closing the one Redis client a process uses, from `store.url`.
+
+`memory://` is an in-process fakeredis with Lua (the embedded default); `redis://`, `rediss://`,
+`unix://` and `redis+sentinel://` reach a real server. Clients return bytes (redis-py's default)
+so binary cache values round-trip; callers decode. URLs are logged only through `redact_url`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+EMBEDDED_SCHEME = "memory"
+_DIRECT_SCHEMES = frozenset({"redis", "rediss", "unix"})
+_SENTINEL_SCHEME = "redis+sentinel"
+_SENTINEL_DEFAULT_PORT = 26379
+
+# Defaults for a real server; query-string options in the URL win (redis-py's rule), so ops can
+# tune them without a code change, e.g. redis://host/0?socket_timeout=30&max_connections=256.
+# socket_timeout must stay above the longest XREADGROUP BLOCK the aggregator uses.
+_CLIENT_DEFAULTS: dict[str, object] = {
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 10.0,
+    "socket_keepalive": True,
+    "health_check_interval": 30,
+    "client_name": "spendgate",
+}
+# A blocking pool makes a burst wait briefly for a connection instead of failing with
+# "Too many connections"; the cap keeps one replica from exhausting Redis's maxclients.
+_MAX_CONNECTIONS = 128
+_POOL_WAIT_S = 5.0
+
+
+def _retry() -> Retry:
+    # Only connection errors are retried: a timed-out command may already have run on the
+    # server, and running a reserve/settle script twice would double-count money.
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.02, cap=0.5),
+        retries=3,
+        supported_errors=(RedisConnectionError,),
+    )
+
+
+def is_embedded(url: str) -> bool:
+    """True for the in-process store (`memory://`), which lives and dies with this process."""
+    return urlsplit(url).scheme.lower() == EMBEDDED_SCHEME
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (userinfo or `password=` query options) replaced by `***`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and userinfo:
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}:***@{hosts}" if colon else f"***@{hosts}"
+    options = []
+    for item in parts.query.split("&") if parts.query else ():
+        name = item.partition("=")[0]
+        options.append(f"{name}=***" if "password" in name.lower() else item)
+    query = "&".join(options)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # Rebuilt by hand: urlunsplit drops the "//" of an empty authority (unix:///path).
+    tail = (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    return f"{parts.scheme}://{netloc}{parts.path}{tail}"
+
+
+async def open_store(url: str) -> aioredis.Redis:
+    """A client for `url`. Real servers are not contacted yet: connections open on first use."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == EMBEDDED_SCHEME:
+        return await _open_embedded()
+    if scheme in _DIRECT_SCHEMES:
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=_POOL_WAIT_S,
+            retry=_retry(),
+            **_CLIENT_DEFAULTS,
+        )
+        return aioredis.Redis.from_pool(pool)
+    if scheme == _SENTINEL_SCHEME:
+        return _open_sentinel(_SentinelUrl.parse(url))
+    raise ValueError(
+        f"unsupported store url {redact_url(url)!r}: use memory://, redis://, rediss://, "
+        "unix:// or redis+sentinel://"
+    )
+
+
+async def close_store(r: aioredis.Redis) -> None:
+    """Close the client, its pool and, for Sentinel, the clients that talk to the sentinels."""
+    pool = r.connection_pool
+    await r.aclose()
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel_client in pool.sentinel_manager.sentinels:
+            await sentinel_client.aclose()
+
+
+async def _open_embedded() -> aioredis.Redis:
+    import fakeredis  # imported here: only the embedded store needs it
+
+    # Each call gets its own FakeServer, so two embedded stores (tests, two apps) never share data.
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    try:
+        await client.eval("return 1", 0)
+    except ResponseError as exc:
+        await client.aclose()
+        # Budgets are Lua scripts; without lupa the embedded store cannot enforce them.
+        raise RuntimeError(
+            "the embedded store (memory://) needs Lua scripting: install fakeredis[lua] (lupa)"
+        ) from exc
+    return client
+
+
+@dataclass(frozen=True, slots=True)
+class _SentinelUrl:
+    """`redis+sentinel://[user:password@]host:port,host:port/service_name[/db][?options]`.
+
+    The userinfo authenticates to the master; `sentinel_password` (query) to the sentinels.
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    db: int
+    username: str | None
+    password: str | None
+    sentinel_password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> _SentinelUrl:
+        # urlsplit cannot parse a comma-separated host list's ports, so split by hand.
+        parts = urlsplit(url)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        username, _, password = userinfo.partition(":")
+        sentinels = tuple(_host_port(h) for h in hosts.split(",") if h)
+        path = [unquote(p) for p in parts.path.split("/") if p]
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if not sentinels or not path or len(path) > 2:
+            raise ValueError(
+                f"bad sentinel url {redact_url(url)!r}: expected "
+                "redis+sentinel://host:port[,host:port...]/service_name[/db]"
+            )
+        db_text = path[1] if len(path) == 2 else query.get("db", "0")
+        if not db_text.isdigit():
+            raise ValueError(f"bad sentinel url {redact_url(url)!r}: db must be a number")
+        return cls(
+            sentinels=sentinels,
+            service_name=path[0],
+            db=int(db_text),
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            sentinel_password=query.get("sentinel_password"),
+        )
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port`; the sentinel port 26379 by default."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:  # a bare name, or a bare IPv6 address (no port possible without brackets)
+        host, port = text, ""
+    if port and not port.isdigit():
+        raise ValueError(f"bad sentinel address {text!r}: port must be a number")
+    return host, int(port) if port else _SENTINEL_DEFAULT_PORT
+
+
+def _open_sentinel(spec: _SentinelUrl) -> aioredis.Redis:
+    timeouts = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.startswith("socket_")}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        list(spec.sentinels),
+        sentinel_kwargs={**timeouts, "password": spec.sentinel_password},
+        **_CLIENT_DEFAULTS,
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        spec.service_name,
+        db=spec.db,
+        username=spec.username,
+        password=spec.password,
+        retry=_retry(),
+    )
+    return client

@@ -1,0 +1,371 @@
+"""Virtual keys: issuing, resolving and revoking the `sk-sg-...` secrets callers present.
+
+Only sha256 digests are kept (in Redis and in the YAML); a key's public id is `key_` plus 12 hex
+digits of the digest. `Keyring.resolve` runs on every request, so an in-process TTL cache answers
+most calls without I/O: a revoke reaches the other replicas within `server.key_cache_ttl_s`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
+
+import orjson
+from redis.exceptions import RedisError
+
+from gateway import rediskeys
+from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.types import EMPTY_TAGS, Principal
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.typing import EncodableT, FieldT
+
+    from gateway.config.model import DeclaredKey
+
+KEY_PREFIX = "sk-sg-"
+KeySource = Literal["store", "config"]
+
+_KEY_ID = re.compile(r"key_[0-9a-f]{12}")
+# Unknown keys are remembered briefly (a client retrying a bad key must not hit Redis every
+# time) but not for long, and in a smaller cache of their own, so a flood of random keys can
+# neither evict the good entries nor keep a just-created key out for a full TTL.
+# The same short TTL bounds how long an expired entry is served while Redis is unreachable.
+_NEGATIVE_TTL_CAP_S = 5.0
+_DEFAULT_MAX_ENTRIES = 100_000
+_LIST_BATCH = 500
+
+
+def hash_key(secret: str) -> str:
+    """The sha256 hex digest under which a secret is stored and looked up."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A fresh secret: 256 random bits, so an unsalted sha256 of it is safe to store."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_id_for(key_hash: str) -> str:
+    """The public id of a key: safe to log, show in lists and put in spend events."""
+    return "key_" + key_hash[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What an admin sees of a key. `created_at` (epoch seconds) is None for declared keys."""
+
+    key_id: str
+    name: str | None
+    team: str
+    project: str | None
+    environment: str | None
+    workload: str | None
+    tags: Mapping[str, str]
+    created_at: float | None
+    revoked: bool
+    source: KeySource
+    revoked_at: float | None = field(default=None)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready; there is no secret or full digest in a KeyInfo to leak."""
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "team": self.team,
+            "project": self.project,
+            "environment": self.environment,
+            "workload": self.workload,
+            "tags": dict(self.tags),
+            "created_at": self.created_at,
+            "revoked": self.revoked,
+            "revoked_at": self.revoked_at,
+            "source": self.source,
+        }
+
+    @classmethod
+    def declared(cls, key: DeclaredKey) -> KeyInfo:
+        p = key.principal
+        return cls(
+            key_id=p.key_id,
+            name=p.name,
+            team=p.team,
+            project=p.project,
+            environment=p.environment,
+            workload=p.workload,
+            tags=p.tags,
+            created_at=None,
+            revoked=False,
+            source="config",
+        )
+
+    def principal(self) -> Principal:
+        tags = MappingProxyType(dict(self.tags)) if self.tags else EMPTY_TAGS
+        return Principal(
+            key_id=self.key_id,
+            team=self.team,
+            project=self.project,
+            environment=self.environment,
+            workload=self.workload,
+            tags=tags,
+            name=self.name,
+        )
+
+
+class Keyring:
+    """Resolves secrets to principals (cache -> declared keys -> Redis) and manages store keys.
+
+    The cache keeps digests, never secrets. Eviction drops the entry refreshed longest ago
+    (insertion order; entries are re-inserted on refresh), which is LRU-ish without paying a
+    reorder on every hit.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        declared: tuple[DeclaredKey, ...] = (),
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        max_entries: int = _DEFAULT_MAX_ENTRIES,
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._max_known = max_entries
+        self._max_unknown = max(1, max_entries // 10)
+        self._known: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        # Bumped whenever cached answers become wrong (reload, revoke); a Redis read that
+        # started before the bump must not write its now-stale answer into the cache.
+        self._generation = 0
+        self._declared: dict[str, DeclaredKey] = {}
+        self._ttl_s = ttl_s
+        self.set_declared(declared, ttl_s=ttl_s)
+
+    def set_declared(
+        self, declared: tuple[DeclaredKey, ...], *, ttl_s: float | None = None
+    ) -> None:
+        """Install a (re)loaded config's keys; cached answers may be wrong now, so drop them."""
+        self._declared = {key.key_hash: key for key in declared}
+        if ttl_s is not None:
+            self._ttl_s = ttl_s
+        self.clear_cache()
+
+    def clear_cache(self) -> None:
+        self._known.clear()
+        self._unknown.clear()
+        self._generation += 1
+
+    async def resolve(self, secret: str) -> Principal | None:
+        """The principal a secret authenticates, or None for unknown and revoked keys."""
+        key_hash = hash_key(secret)
+        now = self._clock()
+        known = self._known.get(key_hash)
+        if known is not None and known[0] > now:
+            return known[1]
+        unknown_until = self._unknown.get(key_hash)
+        if unknown_until is not None and unknown_until > now:
+            return None
+        declared = self._declared.get(key_hash)
+        if declared is not None:
+            return declared.principal
+        return await self._load(key_hash, stale=known[1] if known else None)
+
+    async def _load(self, key_hash: str, *, stale: Principal | None) -> Principal | None:
+        generation = self._generation
+        try:
+            raw = await self._redis.hgetall(rediskeys.key_record(key_hash))
+        except RedisError as exc:
+            # A Redis outage must not log out callers we saw recently: serve the expired entry,
+            # and keep serving it a little while so each request does not wait on a dead server.
+            if stale is not None:
+                self._remember(key_hash, stale, ttl_s=min(self._ttl_s, _NEGATIVE_TTL_CAP_S))
+                return stale
+            raise ServiceUnavailable("the key store is unreachable; try again shortly") from exc
+        record = _decode(raw)
+        principal = None
+        if record and record.get("revoked") != "1":
+            principal = _info_from_record(key_hash, record).principal()
+        if generation == self._generation:
+            self._remember(key_hash, principal, ttl_s=self._ttl_s)
+        return principal
+
+    def _remember(self, key_hash: str, principal: Principal | None, *, ttl_s: float) -> None:
+        now = self._clock()
+        # pop-then-insert moves the entry to the young end of the eviction order.
+        self._known.pop(key_hash, None)
+        self._unknown.pop(key_hash, None)
+        if principal is None:
+            self._unknown[key_hash] = now + min(self._ttl_s, _NEGATIVE_TTL_CAP_S)
+            if len(self._unknown) > self._max_unknown:
+                self._unknown.popitem(last=False)
+        else:
+            self._known[key_hash] = (now + ttl_s, principal)
+            if len(self._known) > self._max_known:
+                self._known.popitem(last=False)
+
+    async def create(
+        self,
+        team: str,
+        *,
+        project: str | None = None,
+        environment: str | None = None,
+        workload: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name: str | None = None,
+        known_teams: Collection[str] | None = None,
+    ) -> tuple[str, KeyInfo]:
+        """Issue a key. The secret is returned here once and never stored or shown again."""
+        if not team:
+            raise InvalidRequest("team must be a non-empty string", param="team")
+        if known_teams is not None and team not in known_teams:
+            known = ", ".join(sorted(known_teams)) or "none"
+            raise InvalidRequest(
+                f"unknown team {team!r}: teams in the config are {known}",
+                param="team",
+                code="unknown_team",
+            )
+        secret = new_key()
+        key_hash = hash_key(secret)
+        info = KeyInfo(
+            key_id=key_id_for(key_hash),
+            name=name,
+            team=team,
+            project=project,
+            environment=environment,
+            workload=workload,
+            tags=dict(tags or {}),
+            created_at=self._wall_clock(),
+            revoked=False,
+            source="store",
+        )
+        with _store_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(rediskeys.key_record(key_hash), mapping=_record(info))
+                pipe.sadd(rediskeys.key_index(), key_hash)
+                await pipe.execute()
+        return secret, info
+
+    async def list(
+        self, team: str | None = None, include_revoked: bool = False
+    ) -> builtins.list[KeyInfo]:
+        """Store keys and declared keys, oldest first; declared keys (no creation time) last."""
+        infos = [KeyInfo.declared(key) for key in self._declared.values()]
+        with _store_errors():
+            hashes = [_text(h) for h in await self._redis.smembers(rediskeys.key_index())]
+            for start in range(0, len(hashes), _LIST_BATCH):
+                batch = hashes[start : start + _LIST_BATCH]
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key_hash in batch:
+                        pipe.hgetall(rediskeys.key_record(key_hash))
+                    raws = await pipe.execute()
+                infos += [
+                    _info_from_record(h, _decode(raw))
+                    for h, raw in zip(batch, raws, strict=True)
+                    if raw
+                ]
+        infos = [
+            info
+            for info in infos
+            if (team is None or info.team == team) and (include_revoked or not info.revoked)
+        ]
+        infos.sort(key=lambda i: (i.created_at is None, i.created_at or 0.0, i.key_id))
+        return infos
+
+    async def revoke(self, key_id: str) -> bool:
+        """Mark a store key revoked (the record stays for audit). False if no such key."""
+        for key_hash, key in self._declared.items():
+            if key_id in (key.principal.key_id, key_id_for(key_hash)):
+                raise InvalidRequest(
+                    f"{key_id} is declared in the config file: remove it from the YAML `keys:` "
+                    "section and reload; it cannot be revoked through the store",
+                    param="key_id",
+                    code="key_declared_in_config",
+                )
+        if not _KEY_ID.fullmatch(key_id):
+            return False  # also keeps glob characters out of the SSCAN pattern below
+        with _store_errors():
+            found = await self._find(key_id)
+            if found is None:
+                return False
+            await self._redis.hset(
+                rediskeys.key_record(found),
+                mapping={"revoked": "1", "revoked_at": repr(self._wall_clock())},
+            )
+        self._known.pop(found, None)
+        self._generation += 1
+        return True
+
+    async def _find(self, key_id: str) -> str | None:
+        prefix = key_id.removeprefix("key_")
+        matches = [
+            _text(member)
+            async for member in self._redis.sscan_iter(
+                rediskeys.key_index(), match=prefix + "*", count=1000
+            )
+        ]
+        if len(matches) > 1:
+            # 48 bits of id: a collision needs ~16M keys, but never revoke the wrong one.
+            raise InvalidRequest(f"{key_id} matches {len(matches)} keys", param="key_id")
+        return matches[0] if matches else None
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise ServiceUnavailable("the key store is unreachable; try again shortly") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _record(info: KeyInfo) -> dict[FieldT, EncodableT]:
+    """The Redis hash of a key (see rediskeys.key_record); absent fields mean None."""
+    fields = {
+        "key_id": info.key_id,
+        "team": info.team,
+        "project": info.project,
+        "environment": info.environment,
+        "workload": info.workload,
+        "name": info.name,
+        "tags": orjson.dumps(dict(info.tags), option=orjson.OPT_SORT_KEYS).decode(),
+        "created_at": repr(info.created_at),
+        "revoked": "1" if info.revoked else "0",
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _info_from_record(key_hash: str, record: Mapping[str, str]) -> KeyInfo:
+    tags = orjson.loads(record["tags"]) if "tags" in record else {}
+    revoked_at = record.get("revoked_at")
+    return KeyInfo(
+        key_id=record.get("key_id") or key_id_for(key_hash),
+        name=record.get("name"),
+        team=record.get("team", ""),
+        project=record.get("project"),
+        environment=record.get("environment"),
+        workload=record.get("workload"),
+        tags={str(k): str(v) for k, v in tags.items()},
+        created_at=float(record["created_at"]) if "created_at" in record else None,
+        revoked=record.get("revoked") == "1",
+        source="store",
+        revoked_at=float(revoked_at) if revoked_at else None,
+    )

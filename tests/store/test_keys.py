@@ -1,0 +1,333 @@
+"""Keyring against both stores: embedded fakeredis and a real Redis (db 15 of the test server)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway import rediskeys
+from gateway.config.model import DeclaredKey
+from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.store import keys as keys_module
+from gateway.store.connect import close_store, open_store
+from gateway.store.keys import KeyInfo, Keyring, hash_key, key_id_for, new_key
+from gateway.types import Principal
+
+TTL = 30.0
+DECLARED_SECRET = "sk-sg-declared-in-yaml-0123456789"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    if request.param == "memory":
+        r = await open_store("memory://")
+        yield r
+        await close_store(r)
+        return
+    # The test run's own Redis (tests/conftest.py), db 15: only this db is ever flushed.
+    base = request.getfixturevalue("real_redis_url")
+    r = await open_store(urlsplit(base)._replace(path="/15").geturl())
+    await r.flushdb()
+    yield r
+    await r.flushdb()
+    await close_store(r)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def declared_key() -> DeclaredKey:
+    key_hash = hash_key(DECLARED_SECRET)
+    principal = Principal(key_id=key_id_for(key_hash), team="alpha", project="yaml-project")
+    return DeclaredKey(key_hash=key_hash, principal=principal)
+
+
+@pytest.fixture
+def keyring(store: Redis, clock: FakeClock) -> Keyring:
+    return Keyring(store, (declared_key(),), TTL, clock)
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, store: Redis, name: str) -> list[object]:
+    """Record every call of `store.<name>` (the real method still runs)."""
+    calls: list[object] = []
+    original: Callable[..., Awaitable[object]] = getattr(store, name)
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, name, counting)
+    return calls
+
+
+def test_key_helpers() -> None:
+    secret = new_key()
+    assert secret.startswith("sk-sg-") and len(secret) > 40
+    assert new_key() != secret
+    digest = hash_key(secret)
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert key_id_for(digest) == "key_" + digest[:12]
+
+
+async def test_create_then_resolve(keyring: Keyring) -> None:
+    secret, info = await keyring.create(
+        "alpha",
+        project="search",
+        environment="prod",
+        workload="chat",
+        tags={"cost-center": "42"},
+        name="search-api",
+    )
+    assert secret.startswith("sk-sg-")
+    assert info.key_id == key_id_for(hash_key(secret))
+    assert (info.team, info.source, info.revoked) == ("alpha", "store", False)
+    principal = await keyring.resolve(secret)
+    assert principal == Principal(
+        key_id=info.key_id,
+        team="alpha",
+        project="search",
+        environment="prod",
+        workload="chat",
+        tags={"cost-center": "42"},
+        name="search-api",
+    )
+    assert await keyring.resolve(secret + "x") is None
+
+
+async def test_a_fresh_keyring_reads_keys_from_redis(keyring: Keyring, store: Redis) -> None:
+    secret, info = await keyring.create("beta")
+    other = Keyring(store, (), TTL)
+    principal = await other.resolve(secret)
+    assert principal is not None and principal.key_id == info.key_id
+    assert principal.project is None and dict(principal.tags) == {}
+
+
+async def test_cache_hit_does_no_io(
+    keyring: Keyring, store: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, _ = await keyring.create("alpha")
+    calls = count_calls(monkeypatch, store, "hgetall")
+    for _ in range(5):
+        assert await keyring.resolve(secret) is not None
+    assert len(calls) == 1
+
+
+async def test_revoke_elsewhere_is_seen_after_the_ttl(
+    keyring: Keyring, store: Redis, clock: FakeClock
+) -> None:
+    secret, info = await keyring.create("alpha")
+    assert await keyring.resolve(secret) is not None
+    other = Keyring(store, (), TTL, clock)
+    assert await other.revoke(info.key_id) is True
+    assert await other.resolve(secret) is None
+    clock.advance(TTL - 1)
+    assert await keyring.resolve(secret) is not None  # still cached on this replica
+    clock.advance(2)
+    assert await keyring.resolve(secret) is None
+
+
+async def test_revoke_here_takes_effect_at_once_and_keeps_the_record(
+    keyring: Keyring, store: Redis
+) -> None:
+    secret, info = await keyring.create("alpha", name="old")
+    assert await keyring.resolve(secret) is not None
+    assert await keyring.revoke(info.key_id) is True
+    assert await keyring.resolve(secret) is None
+    assert await keyring.revoke(info.key_id) is True  # idempotent
+    record = await store.hgetall(rediskeys.key_record(hash_key(secret)))
+    assert record[b"revoked"] == b"1" and record[b"team"] == b"alpha"
+    assert await store.sismember(rediskeys.key_index(), hash_key(secret))
+
+
+async def test_revoke_unknown_or_malformed_ids(keyring: Keyring) -> None:
+    await keyring.create("alpha")
+    assert await keyring.revoke("key_000000000000") is False
+    for bad in ("key_*", "key_", "nonsense", "key_0123456789abX"):
+        assert await keyring.revoke(bad) is False
+
+
+async def test_negative_caching(
+    keyring: Keyring, store: Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = new_key()
+    calls = count_calls(monkeypatch, store, "hgetall")
+    assert await keyring.resolve(secret) is None
+    assert await keyring.resolve(secret) is None
+    assert len(calls) == 1
+    # The key is created (say, on another replica) right after the miss was cached:
+    monkeypatch.setattr(keys_module, "new_key", lambda: secret)
+    await Keyring(store, (), TTL).create("alpha")
+    assert await keyring.resolve(secret) is None
+    clock.advance(5.5)  # negative entries live far shorter than the positive TTL
+    assert await keyring.resolve(secret) is not None
+    assert len(calls) == 2
+
+
+async def test_revoked_keys_are_negatively_cached(
+    keyring: Keyring, store: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, info = await keyring.create("alpha")
+    await keyring.revoke(info.key_id)
+    calls = count_calls(monkeypatch, store, "hgetall")
+    for _ in range(3):
+        assert await keyring.resolve(secret) is None
+    assert len(calls) == 1
+
+
+async def test_cache_is_bounded(store: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyring = Keyring(store, (), TTL, max_entries=3)
+    secrets = [(await keyring.create("alpha"))[0] for _ in range(5)]
+    for secret in secrets:
+        assert await keyring.resolve(secret) is not None
+    calls = count_calls(monkeypatch, store, "hgetall")
+    for secret in secrets[-3:]:
+        await keyring.resolve(secret)
+    assert calls == []  # the three most recent are cached...
+    await keyring.resolve(secrets[0])
+    assert len(calls) == 1  # ...the oldest was evicted
+
+
+async def test_declared_keys(
+    keyring: Keyring, store: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_calls(monkeypatch, store, "hgetall")
+    principal = await keyring.resolve(DECLARED_SECRET)
+    assert principal is not None and principal.team == "alpha"
+    assert calls == []
+    with pytest.raises(InvalidRequest, match="remove it from the YAML"):
+        await keyring.revoke(declared_key().principal.key_id)
+    listed = await keyring.list()
+    assert [(i.key_id, i.source, i.created_at) for i in listed] == [
+        (declared_key().principal.key_id, "config", None)
+    ]
+
+
+async def test_set_declared_replaces_keys_and_clears_the_cache(
+    keyring: Keyring, store: Redis, clock: FakeClock
+) -> None:
+    secret, info = await keyring.create("alpha")
+    assert await keyring.resolve(secret) is not None
+    await Keyring(store, (), TTL).revoke(info.key_id)
+    keyring.set_declared(())
+    assert await keyring.resolve(DECLARED_SECRET) is None
+    assert await keyring.resolve(secret) is None  # the cache was dropped, not just the YAML keys
+
+
+async def test_list_filters_and_orders(keyring: Keyring, clock: FakeClock) -> None:
+    wall = iter(range(100, 200))
+    keyring._wall_clock = lambda: float(next(wall))
+    _, a1 = await keyring.create("alpha", name="a1")
+    _, b1 = await keyring.create("beta", name="b1")
+    _, a2 = await keyring.create("alpha", name="a2")
+    await keyring.revoke(a1.key_id)
+    declared_id = declared_key().principal.key_id
+
+    def ids(infos: list[KeyInfo]) -> list[str]:
+        return [i.key_id for i in infos]
+
+    assert ids(await keyring.list()) == [b1.key_id, a2.key_id, declared_id]
+    assert ids(await keyring.list("alpha")) == [a2.key_id, declared_id]
+    everything = await keyring.list(include_revoked=True)
+    assert ids(everything) == [a1.key_id, b1.key_id, a2.key_id, declared_id]
+    revoked = everything[0]
+    assert revoked.revoked and revoked.revoked_at is not None and revoked.created_at == 100.0
+    assert ids(await keyring.list("nobody")) == []
+
+
+async def test_create_checks_the_team(keyring: Keyring) -> None:
+    with pytest.raises(InvalidRequest, match="unknown team 'gamma'") as info:
+        await keyring.create("gamma", known_teams={"alpha", "beta"})
+    assert info.value.param == "team"
+    with pytest.raises(InvalidRequest):
+        await keyring.create("")
+    _, created = await keyring.create("beta", known_teams={"alpha", "beta"})
+    assert created.team == "beta"
+
+
+async def test_only_hashes_are_stored(keyring: Keyring, store: Redis) -> None:
+    created = [await keyring.create("alpha", name=f"k{i}", tags={"t": "v"}) for i in range(3)]
+    await keyring.revoke(created[0][1].key_id)
+    dump: list[bytes] = []
+    async for name in store.scan_iter(match="*"):
+        dump.append(name)
+        kind = await store.type(name)
+        if kind == b"hash":
+            for field, value in (await store.hgetall(name)).items():
+                dump += [field, value]
+        elif kind == b"set":
+            dump += list(await store.smembers(name))
+        else:
+            pytest.fail(f"unexpected key type {kind!r} at {name!r}")
+    blob = b"\n".join(dump)
+    for secret, info in created:
+        assert secret.encode() not in blob
+        assert secret.removeprefix("sk-sg-").encode()[:16] not in blob
+        assert hash_key(secret).encode() in blob  # stored by digest
+        # The public view never carries the full digest either.
+        assert hash_key(secret) not in str(info.to_dict())
+
+
+async def test_redis_outage(
+    keyring: Keyring, store: Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, _ = await keyring.create("alpha")
+    assert await keyring.resolve(secret) is not None
+    clock.advance(TTL + 1)
+
+    async def down(*args: object, **kwargs: object) -> object:
+        raise RedisConnectionError("connection refused")
+
+    monkeypatch.setattr(store, "hgetall", down)
+    # A caller seen before keeps working on its expired entry...
+    assert await keyring.resolve(secret) is not None
+    # ...an unknown one gets a retryable 503, not a 401.
+    with pytest.raises(ServiceUnavailable):
+        await keyring.resolve(new_key())
+    monkeypatch.setattr(store, "smembers", down)
+    with pytest.raises(ServiceUnavailable):
+        await keyring.list()
+
+
+def test_key_info_to_dict() -> None:
+    info = KeyInfo(
+        key_id="key_0123456789ab",
+        name=None,
+        team="alpha",
+        project="p",
+        environment=None,
+        workload=None,
+        tags={"a": "b"},
+        created_at=12.5,
+        revoked=False,
+        source="store",
+    )
+    assert info.to_dict() == {
+        "key_id": "key_0123456789ab",
+        "name": None,
+        "team": "alpha",
+        "project": "p",
+        "environment": None,
+        "workload": None,
+        "tags": {"a": "b"},
+        "created_at": 12.5,
+        "revoked": False,
+        "revoked_at": None,
+        "source": "store",
+    }
