@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 _USAGE = b'"usage"'
-_COMPLETED = b'"response.completed"'
 
 
 def _data_of(event: bytes) -> bytes | None:
@@ -51,7 +50,7 @@ class StreamScanner:
             self._pending = data
             return b""
         complete, self._pending = data[: end + 2], data[end + 2 :]
-        if _USAGE not in complete and _COMPLETED not in complete:
+        if _USAGE not in complete:
             self.events.append(complete)
             return complete
         out = []
@@ -72,7 +71,7 @@ class StreamScanner:
 
     def _inspect(self, event: bytes) -> bool:
         """Record usage carried by this event; return whether the client should see it."""
-        if not _has_usage_value(event) and _COMPLETED not in event:
+        if not _has_usage_value(event):
             return True
         payload = _data_of(event)
         if payload is None or payload == b"[DONE]":
@@ -83,7 +82,8 @@ class StreamScanner:
             return True
         if not isinstance(obj, dict):
             return True
-        if obj.get("type") == "response.completed" and isinstance(obj.get("response"), dict):
+        # Responses API: the final event (completed, incomplete or failed) holds the response.
+        if isinstance(obj.get("response"), dict):
             usage = obj["response"].get("usage")
         else:
             usage = obj.get("usage")

@@ -85,7 +85,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 
     def on_swap(old: Config, new: Config) -> None:
         pipeline.swap(new, build_providers(new, app[HTTP]))
-        keyring.set_declared(new.keys)
+        keyring.set_declared(new.keys, ttl_s=new.server.key_cache_ttl_s)
 
     def on_result(ok: bool, reason: str) -> None:
         metrics.config_reloads.labels("ok" if ok else "failed").inc()
