@@ -7,6 +7,7 @@ never changes the rules under a request in flight.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -207,6 +208,9 @@ class Pipeline:
             record.outcome, record.status = "client_disconnected", 499
         except UpstreamError as exc:
             record.outcome, record.error = "upstream_broken", exc.code
+            # The status line is long gone; an error event is how OpenAI's SDKs learn of it.
+            with contextlib.suppress(*_CLIENT_GONE):
+                await response.write(b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n")
         finally:
             await upstream.aclose()
             self.router.done(deployment)

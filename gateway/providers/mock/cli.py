@@ -18,7 +18,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="A deterministic OpenAI- and Anthropic-compatible upstream for tests.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--port", type=int, default=9911)  # where the default config looks
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="between stream chunks")
     parser.add_argument("--completion-tokens", type=int, default=16, help="reply length in words")
