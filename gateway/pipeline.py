@@ -7,6 +7,7 @@ never changes the rules under a request in flight.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -206,6 +207,10 @@ class Pipeline:
             await response.write_eof()
         except _CLIENT_GONE:
             record.outcome, record.status = "client_disconnected", 499
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client goes away mid-stream.
+            record.outcome, record.status = "client_disconnected", 499
+            raise
         except UpstreamError as exc:
             record.outcome, record.error = "upstream_broken", exc.code
             # The status line is long gone; an error event is how OpenAI's SDKs learn of it.
