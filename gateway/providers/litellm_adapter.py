@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -68,6 +69,8 @@ class LiteLLMStream:
 class LiteLLMProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
+        # Prices are ours (from the same bundled table); litellm must not fetch its map online.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         self._litellm: Any = importlib.import_module("litellm")
         self._kwargs: dict[str, Any] = {
             **_FIXED_KWARGS,
