@@ -54,6 +54,8 @@ def attribute(principal: Principal, headers: Mapping[str, str]) -> Principal:
         tags = _parse_tags(raw_tags)
         for key, value in tags.items():
             if principal.tags.get(key, value) != value:
-                raise PermissionDenied(f"x-sg-tags: this key is bound to tag {key}={principal.tags[key]}")
+                raise PermissionDenied(
+                    f"x-sg-tags: this key is bound to tag {key}={principal.tags[key]}"
+                )
         changes["tags"] = MappingProxyType({**tags, **principal.tags})
     return dataclasses.replace(principal, **changes) if changes else principal  # type: ignore[arg-type]

@@ -48,8 +48,11 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(config, path)
     host = args.host or config.server.host
     port = args.port or config.server.port
-    print(f"spendgate {__version__} serving on http://{host}:{port} "
-          f"(config: {config.source})", file=sys.stderr, flush=True)
+    print(
+        f"spendgate {__version__} serving on http://{host}:{port} (config: {config.source})",
+        file=sys.stderr,
+        flush=True,
+    )
     web.run_app(app, host=host, port=port, access_log=None, print=None)
     return 0
 
@@ -76,8 +79,12 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.app.demo import run_demo
 
     _install_uvloop()
-    return run_demo(port=args.port, upstream_port=args.upstream_port, duration=args.duration,
-                    requests=args.requests)
+    return run_demo(
+        port=args.port,
+        upstream_port=args.upstream_port,
+        duration=args.duration,
+        requests=args.requests,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="routing YAML (default: ./config/gateway.yaml or the "
-                       "packaged offline default)")
+    serve.add_argument(
+        "--config",
+        help="routing YAML (default: ./config/gateway.yaml or the packaged offline default)",
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="INFO")
@@ -96,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo: mock upstream + gateway + sample traffic")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--upstream-port", type=int, default=9911)
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: serve until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: serve until Ctrl-C)",
+    )
     demo.add_argument("--requests", type=int, default=60, help="sample requests to send")
     demo.set_defaults(func=_demo)
 
@@ -111,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(keys)
     keys.set_defaults(func=_keys)
 
-    mock = sub.add_parser("mock-upstream", help="run the OpenAI/Anthropic-compatible mock",
-                          add_help=False)
+    mock = sub.add_parser(
+        "mock-upstream", help="run the OpenAI/Anthropic-compatible mock", add_help=False
+    )
     mock.add_argument("mock_args", nargs=argparse.REMAINDER)
     mock.set_defaults(func=_mock_upstream)
     return parser

@@ -11,10 +11,10 @@ behaves as it does against OpenAI (it retries 408/409/429/5xx, never 400/401/404
     ├── PermissionDenied                403     permission_error        (varies)
     ├── ModelNotFound                   404     invalid_request_error   model_not_found
     ├── NotFound                        404     invalid_request_error   not_found
-    ├── RateLimited                     429     rate_limit_error        (varies)       retryable
-    ├── ServiceUnavailable              503     server_error            service_unavailable retryable
-    └── UpstreamError                   502     server_error            upstream_error  (retryable
-        └── UpstreamTimeout             504     server_error            upstream_timeout  per status)
+    ├── RateLimited                     429     rate_limit_error        (varies)
+    ├── ServiceUnavailable              503     server_error            service_unavailable
+    └── UpstreamError                   502     server_error            upstream_error
+        └── UpstreamTimeout             504     server_error            upstream_timeout
 
 An upstream 429 that outlasts the retries is passed on as 429; an upstream 4xx other than
 408/409/429 is passed on with its own status and message.

@@ -67,8 +67,12 @@ class Record:
 
 class Pipeline:
     def __init__(
-        self, config: Config, providers: Mapping[str, Provider], keyring: Keyring,
-        router: Router, metrics: Metrics,
+        self,
+        config: Config,
+        providers: Mapping[str, Provider],
+        keyring: Keyring,
+        router: Router,
+        metrics: Metrics,
     ) -> None:
         self._snapshot = (config, providers)
         self.keyring = keyring
@@ -107,11 +111,14 @@ class Pipeline:
             record.model = body["model"]
             route = config.models.get(body["model"])
             if route is None:
-                raise ModelNotFound(f"model '{body['model']}' does not exist or is not served "
-                                    "by this gateway; GET /v1/models lists the models",
-                                    param="model")
+                raise ModelNotFound(
+                    f"model '{body['model']}' does not exist or is not served "
+                    "by this gateway; GET /v1/models lists the models",
+                    param="model",
+                )
             record.route = route
             record.stream = body.get("stream") is True
+            body = _with_token_cap(record.endpoint, body, config.server.default_max_tokens)
             if record.stream:
                 return await self._stream(request, record, route, providers, body)
             return await self._send(record, route, providers, body)
@@ -123,14 +130,19 @@ class Pipeline:
             self._finish(record)
 
     async def _send(
-        self, record: Record, route: ModelRoute, providers: Mapping[str, Provider],
+        self,
+        record: Record,
+        route: ModelRoute,
+        providers: Mapping[str, Provider],
         body: dict[str, Any],
     ) -> web.Response:
         upstream_started = time.perf_counter()
         result, deployment, record.attempts = await self.router.run(
-            route, providers,
-            lambda d, p: p.send(UpstreamCall(record.endpoint, {**body, "model": d.model}, False,
-                                             record.request_id)),
+            route,
+            providers,
+            lambda d, p: p.send(
+                UpstreamCall(record.endpoint, {**body, "model": d.model}, False, record.request_id)
+            ),
         )
         self.router.done(deployment)
         record.upstream_s = time.perf_counter() - upstream_started
@@ -143,17 +155,26 @@ class Pipeline:
         if isinstance(usage, dict):
             record.usage = usage_from_openai(usage)
         else:
-            record.usage = _estimate(body, record.endpoint, deployment.model,
-                                     message_text(answer) if isinstance(answer, dict) else "")
+            record.usage = _estimate(
+                body,
+                record.endpoint,
+                deployment.model,
+                message_text(answer) if isinstance(answer, dict) else "",
+            )
         record.cost_nano = cost_nano(record.usage, deployment.price)
         return web.Response(
-            body=result.body, content_type=None,
+            body=result.body,
+            content_type=None,
             headers={"Content-Type": result.content_type, **_headers(record, deployment)},
         )
 
     async def _stream(
-        self, request: web.Request, record: Record, route: ModelRoute,
-        providers: Mapping[str, Provider], body: dict[str, Any],
+        self,
+        request: web.Request,
+        record: Record,
+        route: ModelRoute,
+        providers: Mapping[str, Provider],
+        body: dict[str, Any],
     ) -> web.StreamResponse:
         options = body.get("stream_options") or {}
         client_wants_usage = options.get("include_usage") is True
@@ -183,8 +204,11 @@ class Pipeline:
         self._served_by(record, deployment, providers, upstream.ttfb_s)
         scanner = StreamScanner(hide_usage_chunk=hide_usage)
         response = web.StreamResponse(
-            headers={"Content-Type": upstream.content_type, "Cache-Control": "no-cache",
-                     **_headers(record, deployment, with_cost=False)}
+            headers={
+                "Content-Type": upstream.content_type,
+                "Cache-Control": "no-cache",
+                **_headers(record, deployment, with_cost=False),
+            }
         )
         accounted = False
         try:
@@ -225,17 +249,25 @@ class Pipeline:
         return response
 
     def _account_stream(
-        self, record: Record, body: dict[str, Any], deployment: Deployment, scanner: StreamScanner,
+        self,
+        record: Record,
+        body: dict[str, Any],
+        deployment: Deployment,
+        scanner: StreamScanner,
     ) -> None:
         if scanner.usage is not None:
             record.usage = usage_from_openai(scanner.usage)
         else:
-            record.usage = _estimate(body, record.endpoint, deployment.model,
-                                     scanner.generated_text())
+            record.usage = _estimate(
+                body, record.endpoint, deployment.model, scanner.generated_text()
+            )
         record.cost_nano = cost_nano(record.usage, deployment.price)
 
     def _served_by(
-        self, record: Record, deployment: Deployment, providers: Mapping[str, Provider],
+        self,
+        record: Record,
+        deployment: Deployment,
+        providers: Mapping[str, Provider],
         ttfb_s: float,
     ) -> None:
         record.deployment = deployment
@@ -247,16 +279,20 @@ class Pipeline:
         m = self.metrics
         model = record.route.name if record.route else "<unknown>"
         team = record.principal.team if record.principal else "<none>"
-        m.requests.labels(record.endpoint, model, record.provider or "<none>", team,
-                          str(record.status)).inc()
+        m.requests.labels(
+            record.endpoint, model, record.provider or "<none>", team, str(record.status)
+        ).inc()
         m.request_seconds.labels(record.endpoint, model).observe(elapsed)
-        overhead = (record.first_byte_s if record.first_byte_s is not None else elapsed)
+        overhead = record.first_byte_s if record.first_byte_s is not None else elapsed
         m.overhead_seconds.labels(record.endpoint).observe(max(0.0, overhead - record.upstream_s))
         u = record.usage
         if record.principal and record.route and (u.prompt_tokens or u.completion_tokens):
-            for kind, count in (("prompt", u.prompt_tokens), ("cached_prompt",
-                                u.cached_prompt_tokens), ("completion", u.completion_tokens),
-                                ("reasoning", u.reasoning_tokens)):
+            for kind, count in (
+                ("prompt", u.prompt_tokens),
+                ("cached_prompt", u.cached_prompt_tokens),
+                ("completion", u.completion_tokens),
+                ("reasoning", u.reasoning_tokens),
+            ):
                 if count:
                     m.tokens.labels(team, model, kind).inc(count)
             m.cost_usd.labels(team, model).inc(record.cost_nano / NANO_PER_USD)
@@ -276,6 +312,22 @@ def _headers(record: Record, deployment: Deployment, with_cost: bool = True) -> 
     if with_cost:
         headers["x-sg-cost-usd"] = nano_to_usd_str(record.cost_nano)
     return headers
+
+
+# The output cap each endpoint understands; chat's max_completion_tokens also bounds reasoning.
+_CAP_FIELDS = {
+    "chat/completions": ("max_completion_tokens", ("max_tokens", "max_completion_tokens")),
+    "completions": ("max_tokens", ("max_tokens",)),
+    "responses": ("max_output_tokens", ("max_output_tokens",)),
+}
+
+
+def _with_token_cap(endpoint: str, body: dict[str, Any], cap: int) -> dict[str, Any]:
+    """Bound the output of a request that sets no limit, so its worst-case cost is known."""
+    fields = _CAP_FIELDS.get(endpoint)
+    if fields is None or any(body.get(name) is not None for name in fields[1]):
+        return body
+    return {**body, fields[0]: cap}
 
 
 def _estimate(body: dict[str, Any], endpoint: str, model: str, generated: str) -> Usage:

@@ -59,7 +59,7 @@ def parse_body(raw: bytes, limit: int) -> dict[str, Any]:
 def _check_type(body: dict[str, Any], field: str, types: tuple[type, ...]) -> None:
     value = body[field]
     # bool is an int in Python but not in JSON Schema: `"max_tokens": true` is a type error.
-    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         expected = " or ".join("number" if t is float else t.__name__ for t in types)
         raise InvalidRequest(
             f"'{field}' must be {expected}, got {_type_name(value)}",
@@ -72,8 +72,9 @@ def validate_body(endpoint: str, body: dict[str, Any]) -> None:
     """Raise InvalidRequest naming the first field that is missing or of the wrong type."""
     for field, types in _REQUIRED[endpoint].items():
         if body.get(field) is None:
-            raise InvalidRequest(f"'{field}' is required", code="missing_required_parameter",
-                                 param=field)
+            raise InvalidRequest(
+                f"'{field}' is required", code="missing_required_parameter", param=field
+            )
         _check_type(body, field, types)
     for field, types in _OPTIONAL.items():
         if body.get(field) is not None:
@@ -81,8 +82,9 @@ def validate_body(endpoint: str, body: dict[str, Any]) -> None:
     for field in _POSITIVE:
         value = body.get(field)
         if value is not None and value < 1:
-            raise InvalidRequest(f"'{field}' must be at least 1, got {value}", param=field,
-                                 code="invalid_value")
+            raise InvalidRequest(
+                f"'{field}' must be at least 1, got {value}", param=field, code="invalid_value"
+            )
     if endpoint == "chat/completions":
         messages = body["messages"]
         if not messages:

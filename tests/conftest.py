@@ -54,7 +54,9 @@ class Gateway:
         total = 0.0
         for family in self.metrics.registry.collect():
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     total += sample.value
         return total
 
@@ -94,15 +96,29 @@ def real_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("SPENDGATE_REQUIRE_REDIS") == "1":
-            pytest.fail("a real Redis is required (SPENDGATE_REQUIRE_REDIS=1) but redis-server "
-                        "is not installed and SPENDGATE_TEST_REDIS_URL is not set")
+            pytest.fail(
+                "a real Redis is required (SPENDGATE_REQUIRE_REDIS=1) but redis-server "
+                "is not installed and SPENDGATE_TEST_REDIS_URL is not set"
+            )
         pytest.skip("no redis-server on PATH and SPENDGATE_TEST_REDIS_URL unset")
     port = _free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_redis(port, proc)
@@ -137,8 +153,11 @@ async def gateway_factory(
     monkeypatch.setenv("SPENDGATE_ADMIN_KEY", ADMIN_KEY)
     started: list[TestServer] = []
 
-    async def make(config_file: str = "gateway.yaml", teams: tuple[str, ...] = ("alpha", "beta"),
-                   copy: bool = True) -> Gateway:
+    async def make(
+        config_file: str = "gateway.yaml",
+        teams: tuple[str, ...] = ("alpha", "beta"),
+        copy: bool = True,
+    ) -> Gateway:
         source = FIXTURES / config_file
         # A private copy, so a test can rewrite it to exercise hot reload.
         path = tmp_path / config_file if copy else source
@@ -163,5 +182,3 @@ async def gateway_factory(
 @pytest.fixture
 async def gateway(gateway_factory: GatewayFactory) -> Gateway:
     return await gateway_factory()
-
-

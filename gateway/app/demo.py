@@ -72,8 +72,9 @@ def _spend_table(metrics: Metrics) -> str:
 
 
 async def _run(port: int, upstream_port: int, duration: float | None, requests: int) -> int:
-    mock = await serve_mock("127.0.0.1", upstream_port, MockOptions(latency_s=0.01,
-                                                                   chunk_delay_s=0.002))
+    mock = await serve_mock(
+        "127.0.0.1", upstream_port, MockOptions(latency_s=0.01, chunk_delay_s=0.002)
+    )
     os.environ["SPENDGATE_UPSTREAM_URL"] = f"http://127.0.0.1:{upstream_port}/v1"
     try:
         config = load_config(None)
@@ -89,21 +90,25 @@ async def _run(port: int, upstream_port: int, duration: float | None, requests: 
         base = f"http://127.0.0.1:{port}"
         keys = {}
         for team, project in TEAMS.items():
-            secret, _ = await app[KEYRING].create(team, project=project, environment="dev",
-                                                  name=f"{team}-demo")
+            secret, _ = await app[KEYRING].create(
+                team, project=project, environment="dev", name=f"{team}-demo"
+            )
             keys[team] = secret
         print(f"spendgate demo: gateway on {base}/v1, mock upstream on port {upstream_port}")
         failures = await _traffic(base, keys, requests)
         print(f"\nsent {requests} requests as {len(keys)} teams ({failures} failed)\n")
         print(_spend_table(app[METRICS]))
-        print("\nTry it yourself (this key belongs to team 'search'):\n"
-              f"  export OPENAI_BASE_URL={base}/v1\n"
-              f"  export OPENAI_API_KEY={keys['search']}\n"
-              f"  curl -s $OPENAI_BASE_URL/chat/completions -H \"Authorization: Bearer "
-              f"$OPENAI_API_KEY\" -H 'Content-Type: application/json' \\\n"
-              "    -d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", "
-              "\"content\": \"hi\"}]}' -i\n"
-              f"  metrics: {base}/metrics\n", flush=True)
+        print(
+            "\nTry it yourself (this key belongs to team 'search'):\n"
+            f"  export OPENAI_BASE_URL={base}/v1\n"
+            f"  export OPENAI_API_KEY={keys['search']}\n"
+            f'  curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer '
+            f"$OPENAI_API_KEY\" -H 'Content-Type: application/json' \\\n"
+            '    -d \'{"model": "gpt-4o-mini", "messages": [{"role": "user", '
+            '"content": "hi"}]}\' -i\n'
+            f"  metrics: {base}/metrics\n",
+            flush=True,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -26,7 +26,11 @@ _HTTP_ERROR_CODES = {
 
 
 def error_response(
-    status: int, message: str, type_: str, code: str | None, param: str | None = None,
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}

@@ -8,7 +8,6 @@ app starts and closed, in reverse order, when it stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -47,9 +46,10 @@ def spawn(app: web.Application, coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[TASKS] = set()
+    owned: set[asyncio.Task[None]] = set()
+    app[TASKS] = owned
     yield
-    tasks = list(app[TASKS])
+    tasks = list(owned)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -59,8 +59,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     url = app[LIVE_CONFIG].current.store.url
     app[REDIS] = await open_store(url)
     if is_embedded(url):
-        log.warning("store is embedded (memory://): keys and spend are kept in this process "
-                    "only and lost when it stops; use store.url: redis://... in production")
+        log.warning(
+            "store is embedded (memory://): keys and spend are kept in this process "
+            "only and lost when it stops; use store.url: redis://... in production"
+        )
     else:
         log.info("store: %s", redact_url(url))
     yield
@@ -92,16 +94,18 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 
     live.listeners.append(on_swap)
     live.on_result = on_result
+    loop = asyncio.get_running_loop()
     if live.path is not None:
         spawn(app, live.watch())
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            live.install_sighup(asyncio.get_running_loop())
+        live.install_sighup(loop)
     yield
+    live.remove_sighup(loop)
     live.listeners.remove(on_swap)
 
 
-def create_app(config: Config, config_path: str | None = None,
-               metrics: Metrics | None = None) -> web.Application:
+def create_app(
+    config: Config, config_path: str | None = None, metrics: Metrics | None = None
+) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=_HARD_BODY_LIMIT)
     app[LIVE_CONFIG] = LiveConfig(config, config_path)
     app[METRICS] = metrics or Metrics()

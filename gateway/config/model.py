@@ -94,12 +94,12 @@ class ServerConfig:
     admin_key_hash: str | None = field(default=None, repr=False)  # sha256 hex of the admin key
     key_cache_ttl_s: float = 30.0
     access_log: bool = True
-    default_max_tokens: int = 4096  # injected upstream when a chat request sends none
+    default_max_tokens: int = 4096  # output cap sent upstream when a request sets none
 
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    url: str = "memory://"
+    url: str = field(default="memory://", repr=False)  # may hold a password
 
 
 @dataclass(frozen=True, slots=True)

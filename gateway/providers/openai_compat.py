@@ -70,7 +70,7 @@ class OpenAIStream:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(self._provider, exc) from exc
 
     async def aclose(self) -> None:
@@ -99,13 +99,13 @@ class OpenAICompatProvider:
                 params=self._params,
                 timeout=self._timeout,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(self.config.name, exc) from exc
         ttfb = time.perf_counter() - started
         if response.status >= 400:
             try:
                 body = await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 body = b""
             finally:
                 response.release()
@@ -116,7 +116,7 @@ class OpenAICompatProvider:
         response, ttfb = await self._open(call)
         try:
             body = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(self.config.name, exc) from exc
         finally:
             response.release()

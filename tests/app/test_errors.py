@@ -15,14 +15,16 @@ from tests.conftest import ADMIN_KEY, Gateway
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def post(gateway: Gateway, path: str, data: bytes | None = None, json: Any = None,
-               key: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+async def post(
+    gateway: Gateway, path: str, data: bytes | None = None, json: Any = None, key: str | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
-    async with aiohttp.ClientSession() as http, http.post(
-        gateway.url + path, data=data, json=json, headers=headers
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(gateway.url + path, data=data, json=json, headers=headers) as response,
+    ):
         return response.status, await response.json(), dict(response.headers)
 
 
@@ -33,43 +35,50 @@ def error_of(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_malformed_json_is_400(gateway: Gateway) -> None:
-    status, body, _ = await post(gateway, "/v1/chat/completions", data=b'{"model": "gpt-4o",',
-                                 key=gateway.keys["alpha"])
+    status, body, _ = await post(
+        gateway, "/v1/chat/completions", data=b'{"model": "gpt-4o",', key=gateway.keys["alpha"]
+    )
     assert status == 400
     assert error_of(body)["type"] == "invalid_request_error"
     assert "not valid JSON" in body["error"]["message"]
 
 
-@pytest.mark.parametrize(("patch", "param"), [
-    ({"messages": "hello"}, "messages"),
-    ({"max_tokens": "10"}, "max_tokens"),
-    ({"max_tokens": True}, "max_tokens"),
-    ({"stream": "yes"}, "stream"),
-    ({"temperature": "hot"}, "temperature"),
-    ({"model": 4}, "model"),
-    ({"messages": [{"content": "no role"}]}, "messages[0]"),
-    ({"n": 0}, "n"),
-])
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        ({"messages": "hello"}, "messages"),
+        ({"max_tokens": "10"}, "max_tokens"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"stream": "yes"}, "stream"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"model": 4}, "model"),
+        ({"messages": [{"content": "no role"}]}, "messages[0]"),
+        ({"n": 0}, "n"),
+    ],
+)
 async def test_wrong_types_are_400_naming_the_field(
     gateway: Gateway, patch: dict[str, Any], param: str
 ) -> None:
-    status, body, _ = await post(gateway, "/v1/chat/completions", json={**CHAT, **patch},
-                                 key=gateway.keys["alpha"])
+    status, body, _ = await post(
+        gateway, "/v1/chat/completions", json={**CHAT, **patch}, key=gateway.keys["alpha"]
+    )
     assert status == 400
     assert error_of(body)["param"] == param
 
 
 async def test_json_that_is_not_an_object_is_400(gateway: Gateway) -> None:
-    status, body, _ = await post(gateway, "/v1/embeddings", data=b"[1, 2]",
-                                 key=gateway.keys["alpha"])
+    status, body, _ = await post(
+        gateway, "/v1/embeddings", data=b"[1, 2]", key=gateway.keys["alpha"]
+    )
     assert status == 400
     assert "JSON object" in error_of(body)["message"]
 
 
 async def test_body_over_the_limit_is_413(gateway: Gateway, mock_upstream: MockUpstream) -> None:
     huge = {**CHAT, "messages": [{"role": "user", "content": "x" * 70_000}]}
-    status, body, _ = await post(gateway, "/v1/chat/completions", json=huge,
-                                 key=gateway.keys["alpha"])
+    status, body, _ = await post(
+        gateway, "/v1/chat/completions", json=huge, key=gateway.keys["alpha"]
+    )
     assert status == 413
     assert error_of(body)["code"] == "request_too_large"
     assert mock_upstream.requests == []
@@ -78,27 +87,33 @@ async def test_body_over_the_limit_is_413(gateway: Gateway, mock_upstream: MockU
 async def test_missing_unknown_and_revoked_keys_are_401(gateway: Gateway) -> None:
     status, body, _ = await post(gateway, "/v1/chat/completions", json=CHAT)
     assert (status, error_of(body)["code"]) == (401, "invalid_api_key")
-    status, body, _ = await post(gateway, "/v1/chat/completions", json=CHAT,
-                                 key="sk-sg-not-a-real-key-at-all-000000")
+    status, body, _ = await post(
+        gateway, "/v1/chat/completions", json=CHAT, key="sk-sg-not-a-real-key-at-all-000000"
+    )
     assert status == 401
     assert "sk-sg-not-a-real-key" not in body["error"]["message"]
 
     key = gateway.keys["beta"]
     assert (await post(gateway, "/v1/chat/completions", json=CHAT, key=key))[0] == 200
     async with aiohttp.ClientSession() as http:
-        async with http.get(gateway.url + "/admin/keys", params={"team": "beta"},
-                            headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as response:
+        async with http.get(
+            gateway.url + "/admin/keys",
+            params={"team": "beta"},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as response:
             key_id = (await response.json())["data"][0]["key_id"]
-        async with http.delete(gateway.url + f"/admin/keys/{key_id}",
-                               headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as response:
+        async with http.delete(
+            gateway.url + f"/admin/keys/{key_id}", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ) as response:
             assert response.status == 200
     status, body, _ = await post(gateway, "/v1/chat/completions", json=CHAT, key=key)
     assert (status, error_of(body)["type"]) == (401, "authentication_error")
 
 
 async def test_unknown_model_is_404_model_not_found(gateway: Gateway) -> None:
-    async with openai.AsyncOpenAI(base_url=gateway.base_url, api_key=gateway.keys["alpha"],
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=gateway.base_url, api_key=gateway.keys["alpha"], max_retries=0
+    ) as client:
         with pytest.raises(openai.NotFoundError) as caught:
             await client.chat.completions.create(model="gpt-9", messages=CHAT["messages"])
     assert caught.value.code == "model_not_found"
@@ -108,9 +123,10 @@ async def test_unknown_model_is_404_model_not_found(gateway: Gateway) -> None:
 async def test_unknown_route_and_method_are_openai_shaped(gateway: Gateway) -> None:
     status, body, _ = await post(gateway, "/v1/nope", json={}, key=gateway.keys["alpha"])
     assert (status, error_of(body)["code"]) == (404, "not_found")
-    async with aiohttp.ClientSession() as http, http.get(
-        gateway.url + "/v1/chat/completions"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(gateway.url + "/v1/chat/completions") as response,
+    ):
         assert response.status == 405
         assert error_of(await response.json())["code"] == "method_not_allowed"
 
@@ -118,10 +134,14 @@ async def test_unknown_route_and_method_are_openai_shaped(gateway: Gateway) -> N
 async def test_upstream_5xx_after_retries_is_502_with_its_message_minus_secrets(
     gateway: Gateway, mock_upstream: MockUpstream
 ) -> None:
-    mock_upstream.inject(status=500, model="gpt-4o-mini",
-                         message="backend exploded; key sk-proj-abcdef1234567890XYZ rejected")
-    status, body, _ = await post(gateway, "/v1/chat/completions", json=CHAT,
-                                 key=gateway.keys["alpha"])
+    mock_upstream.inject(
+        status=500,
+        model="gpt-4o-mini",
+        message="backend exploded; key sk-proj-abcdef1234567890XYZ rejected",
+    )
+    status, body, _ = await post(
+        gateway, "/v1/chat/completions", json=CHAT, key=gateway.keys["alpha"]
+    )
     assert status == 502
     message = error_of(body)["message"]
     assert "backend exploded" in message
@@ -132,8 +152,9 @@ async def test_upstream_5xx_after_retries_is_502_with_its_message_minus_secrets(
 
 async def test_upstream_timeout_is_504(gateway: Gateway, mock_upstream: MockUpstream) -> None:
     mock_upstream.inject(mode="timeout", delay_s=30, model="hasty-model")
-    status, body, _ = await post(gateway, "/v1/chat/completions",
-                                 json={**CHAT, "model": "hasty"}, key=gateway.keys["alpha"])
+    status, body, _ = await post(
+        gateway, "/v1/chat/completions", json={**CHAT, "model": "hasty"}, key=gateway.keys["alpha"]
+    )
     assert (status, error_of(body)["code"]) == (504, "upstream_timeout")
     assert len(mock_upstream.requests) == 2  # retries: 1
 
@@ -142,8 +163,9 @@ async def test_upstream_400_is_passed_back_without_retry(
     gateway: Gateway, mock_upstream: MockUpstream
 ) -> None:
     mock_upstream.inject(status=400, message="'messages' is too long for this model")
-    status, body, _ = await post(gateway, "/v1/chat/completions", json=CHAT,
-                                 key=gateway.keys["alpha"])
+    status, body, _ = await post(
+        gateway, "/v1/chat/completions", json=CHAT, key=gateway.keys["alpha"]
+    )
     assert status == 400
     assert "too long for this model" in error_of(body)["message"]
     assert len(mock_upstream.requests) == 1
@@ -153,7 +175,8 @@ async def test_upstream_429_outlasting_retries_stays_429(
     gateway: Gateway, mock_upstream: MockUpstream
 ) -> None:
     mock_upstream.inject(status=429)
-    async with openai.AsyncOpenAI(base_url=gateway.base_url, api_key=gateway.keys["alpha"],
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=gateway.base_url, api_key=gateway.keys["alpha"], max_retries=0
+    ) as client:
         with pytest.raises(openai.RateLimitError):
             await client.chat.completions.create(**CHAT)

@@ -83,7 +83,10 @@ async def test_streaming_chat_keeps_usage_for_clients_that_ask(
     client: openai.AsyncOpenAI,
 ) -> None:
     stream = await client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, max_tokens=4, stream=True,
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        max_tokens=4,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
@@ -95,9 +98,15 @@ async def test_streaming_chat_keeps_usage_for_clients_that_ask(
 async def test_tools_json_mode_and_n_pass_through(
     client: openai.AsyncOpenAI, mock_upstream: MockUpstream
 ) -> None:
-    tools = [{"type": "function", "function": {
-        "name": "get_weather", "parameters": {"type": "object", "properties": {
-            "city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     called = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=tools)
     assert called.choices[0].finish_reason == "tool_calls"
     assert called.choices[0].message.tool_calls[0].function.name == "get_weather"
@@ -108,8 +117,7 @@ async def test_tools_json_mode_and_n_pass_through(
     )
     assert isinstance(json.loads(as_json.choices[0].message.content or ""), dict)
 
-    two = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, n=2,
-                                               max_tokens=3)
+    two = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, n=2, max_tokens=3)
     assert [c.index for c in two.choices] == [0, 1]
     assert two.usage.completion_tokens == 6
 
@@ -135,7 +143,8 @@ async def test_embeddings_base64_vectors_arrive_intact(client: openai.AsyncOpenA
     )
     result = raw.parse()
     assert [d.embedding for d in result.data] == [
-        pytest.approx(embedding_for("alpha beta")), pytest.approx(embedding_for("gamma"))
+        pytest.approx(embedding_for("alpha beta")),
+        pytest.approx(embedding_for("gamma")),
     ]
     assert result.usage.prompt_tokens == 3
     # text-embedding-3-small: $0.02 / 1M tokens -> 3 * 0.02 = 0.06 per 1M.
@@ -145,11 +154,14 @@ async def test_embeddings_base64_vectors_arrive_intact(client: openai.AsyncOpenA
 async def test_embeddings_float_format(gateway: Gateway) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as http, http.post(
-        gateway.base_url + "/embeddings",
-        json={"model": "text-embedding-3-small", "input": "x", "encoding_format": "base64"},
-        headers={"Authorization": f"Bearer {gateway.keys['beta']}"},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gateway.base_url + "/embeddings",
+            json={"model": "text-embedding-3-small", "input": "x", "encoding_format": "base64"},
+            headers={"Authorization": f"Bearer {gateway.keys['beta']}"},
+        ) as response,
+    ):
         body = await response.json()
     packed = base64.b64decode(body["data"][0]["embedding"])
     floats = struct.unpack(f"<{len(packed) // 4}f", packed)
@@ -168,7 +180,9 @@ async def test_responses_api_stream_and_not(
     client: openai.AsyncOpenAI, mock_upstream: MockUpstream, gateway: Gateway
 ) -> None:
     raw = await client.responses.with_raw_response.create(
-        model="o3-mini", input="Explain budgets briefly", max_output_tokens=4,
+        model="o3-mini",
+        input="Explain budgets briefly",
+        max_output_tokens=4,
         metadata={"mock_reasoning_tokens": "2", "mock_cached_tokens": "1"},
     )
     response = raw.parse()
@@ -190,3 +204,16 @@ async def test_responses_api_stream_and_not(
     assert gateway.metric("sg_cost_usd_total", team="alpha", model="o3-mini") == pytest.approx(
         0.00002915 + 0.0000165
     )
+
+
+async def test_an_output_cap_is_sent_when_the_client_sets_none(
+    client: openai.AsyncOpenAI, mock_upstream: MockUpstream
+) -> None:
+    await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=7)
+    await client.responses.create(model="o3-mini", input="hi")
+    first, second, third = (r.body for r in mock_upstream.requests)
+    assert first is not None and first["max_completion_tokens"] == 4096  # server default
+    assert second is not None and "max_completion_tokens" not in second
+    assert second["max_tokens"] == 7
+    assert third is not None and third["max_output_tokens"] == 4096

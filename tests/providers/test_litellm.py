@@ -24,8 +24,9 @@ async def test_anthropic_through_litellm_stream_and_not(
     gateway_factory: GatewayFactory, mock_upstream: MockUpstream
 ) -> None:
     gateway = await gateway_factory("litellm.yaml")
-    async with openai.AsyncOpenAI(base_url=gateway.base_url, api_key=gateway.keys["alpha"],
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=gateway.base_url, api_key=gateway.keys["alpha"], max_retries=0
+    ) as client:
         raw = await client.chat.completions.with_raw_response.create(
             model="claude-haiku", messages=MESSAGES, max_tokens=5
         )
@@ -61,8 +62,9 @@ async def test_anthropic_errors_fail_over_and_surface_in_openai_shape(
 ) -> None:
     gateway = await gateway_factory("litellm.yaml")
     mock_upstream.inject(status=529, path="/v1/messages")
-    async with openai.AsyncOpenAI(base_url=gateway.base_url, api_key=gateway.keys["alpha"],
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=gateway.base_url, api_key=gateway.keys["alpha"], max_retries=0
+    ) as client:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.chat.completions.create(model="claude-haiku", messages=MESSAGES)
     assert caught.value.status_code == 502
@@ -101,6 +103,7 @@ def test_openai_compatible_traffic_never_imports_litellm() -> None:
 
         asyncio.run(main())
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip() == "False"

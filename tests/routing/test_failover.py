@@ -30,7 +30,9 @@ def reached(mock: MockUpstream) -> list[str | None]:
 
 @pytest.mark.parametrize("failure", [{"status": 503}, {"status": 429}, {"mode": "disconnect"}])
 async def test_a_failing_primary_falls_back_to_the_secondary(
-    client: openai.AsyncOpenAI, mock_upstream: MockUpstream, gateway: Gateway,
+    client: openai.AsyncOpenAI,
+    mock_upstream: MockUpstream,
+    gateway: Gateway,
     failure: dict[str, object],
 ) -> None:
     mock_upstream.inject(model="primary-model", times=1, **failure)  # type: ignore[arg-type]
@@ -45,13 +47,18 @@ async def test_a_failing_primary_falls_back_to_the_secondary(
 
 async def test_timeouts_fail_over_too(gateway: Gateway, mock_upstream: MockUpstream) -> None:
     mock_upstream.inject(mode="timeout", delay_s=30, model="hasty-model", times=1)
-    async with openai.AsyncOpenAI(base_url=gateway.base_url, api_key=gateway.keys["alpha"],
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=gateway.base_url, api_key=gateway.keys["alpha"], max_retries=0
+    ) as client:
         completion = await client.chat.completions.create(model="hasty", messages=MESSAGES)
     assert completion.choices[0].message.content
     assert reached(mock_upstream) == ["hasty-model", "hasty-model"]
-    assert gateway.metric("sg_upstream_errors_total", deployment="impatient/hasty-model",
-                          reason="timeout") == 1
+    assert (
+        gateway.metric(
+            "sg_upstream_errors_total", deployment="impatient/hasty-model", reason="timeout"
+        )
+        == 1
+    )
 
 
 async def test_the_circuit_opens_after_repeated_failures_and_skips_the_deployment(
@@ -114,5 +121,4 @@ async def test_a_stream_broken_after_its_first_byte_is_not_replayed(
     assert "".join(pieces).split() == ["mock", "reply"]
     assert reached(mock_upstream) == ["primary-model"]
     # ... and is billed for it (counted with tiktoken, as the upstream never sent usage).
-    assert gateway.metric("sg_tokens_total", team="alpha", model="resilient",
-                          kind="completion") > 0
+    assert gateway.metric("sg_tokens_total", team="alpha", model="resilient", kind="completion") > 0
