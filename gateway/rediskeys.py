@@ -21,3 +21,73 @@ def key_record(key_hash: str) -> str:
 def key_index() -> str:
     """Set of the sha256 digests of every key ever created (revoked ones included)."""
     return f"{PREFIX}:{_KEYS_TAG}:index"
+
+
+# Budgets, reservations, the spend stream and its rollups all live in the team's slot
+# (`{t:<team>}`): one Lua call reserves against every budget of a request, settles them and
+# appends the event; the aggregator applies a batch's rollups and XACKs in one script.
+def team_tag(team: str) -> str:
+    return "{t:" + team + "}"
+
+
+def budget_counter(team: str, budget: str, period_id: str) -> str:
+    """Hash: spent_nano, spent_tokens, reserved_nano, reserved_tokens. `period_id` is e.g.
+    "d20261126", "w2026W48", "m202611" or "total": a new period is simply a new key."""
+    return f"{PREFIX}:{team_tag(team)}:b:{budget}:{period_id}"
+
+
+def reservation(team: str, request_id: str) -> str:
+    """Hash: what one in-flight request reserved, per budget counter."""
+    return f"{PREFIX}:{team_tag(team)}:res:{request_id}"
+
+
+def reservation_deadlines(team: str) -> str:
+    """Sorted set: request id -> deadline (epoch ms) of every open reservation of the team."""
+    return f"{PREFIX}:{team_tag(team)}:resdl"
+
+
+def settled_events(team: str, hour: str) -> str:
+    """Set of event ids settled in that UTC hour (YYYYMMDDHH); makes settle idempotent."""
+    return f"{PREFIX}:{team_tag(team)}:settled:{hour}"
+
+
+SETTLED_TTL_S = 72 * 3600  # longer than any spool outage we replay
+
+
+def alerted_thresholds(team: str, budget: str, period_id: str) -> str:
+    """Set of threshold percents already alerted for this budget period."""
+    return f"{PREFIX}:{team_tag(team)}:alerted:{budget}:{period_id}"
+
+
+def events_stream(team: str) -> str:
+    """The team's spend stream (XADD by the settle script, read by the aggregator group)."""
+    return f"{PREFIX}:{team_tag(team)}:events"
+
+
+EVENTS_GROUP = "aggregators"
+
+
+def streams_registry() -> str:
+    """Set of team names that have a spend stream, so the aggregator finds them all."""
+    return f"{PREFIX}:streams"
+
+
+def rollup(team: str, granularity: str, bucket: str, dimension: str) -> str:
+    """Hash of one rollup: field "<value>|<metric>" -> integer. granularity "h" (bucket
+    YYYYMMDDHH) or "d" (YYYYMMDD); dimension e.g. "team", "project", "model", "key", "tag"."""
+    return f"{PREFIX}:{team_tag(team)}:r:{granularity}:{bucket}:{dimension}"
+
+
+def archive_cursor(team: str) -> str:
+    """String: the last stream id written to the cold-tier archive."""
+    return f"{PREFIX}:{team_tag(team)}:archived"
+
+
+def admin_budgets() -> str:
+    """Hash: budget name -> JSON definition, for budgets created through the admin API."""
+    return f"{PREFIX}:{{budgets}}:defs"
+
+
+def alert_cooldown(kind: str, subject: str) -> str:
+    """String with a TTL: set when an alert is sent, so it is not sent again within the cooldown."""
+    return f"{PREFIX}:{{alerts}}:sent:{kind}:{subject}"

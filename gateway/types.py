@@ -55,3 +55,88 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class SpendEvent:
+    """One entry of the spend ledger: what a request (or a posted external cost) cost, and why.
+
+    Producer (the settle script) and consumer (the aggregator) share only this schema and the
+    key names in `rediskeys`. In the Redis stream it is a flat map of strings (`to_fields`).
+    `list_cost_nano` is what the request would have cost at the requested model's list price
+    with no optimization; `list_cost_nano - cost_nano` is the saving, credited to `optimization`.
+    """
+
+    event_id: str  # unique; settling twice with the same id counts once
+    ts_ms: int  # UTC epoch milliseconds when the request finished
+    team: str
+    kind: str = "request"  # "request" | "external" (a cost posted through the admin API)
+    request_id: str = ""
+    key_id: str = ""
+    project: str | None = None
+    environment: str | None = None
+    workload: str | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
+    endpoint: str = ""
+    requested_model: str = ""
+    served_model: str = ""
+    provider: str = ""
+    deployment: str = ""
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    tokens_estimated: bool = False
+    cost_nano: int = 0
+    list_cost_nano: int = 0
+    optimization: str | None = None  # "cache" | "tiering" | "downgrade" | "coalescing" | ...
+    cache: str = "none"  # "hit" | "miss" | "bypass" | "none"
+    route: str | None = None  # the routing decision, for explainability
+    latency_ms: float = 0.0
+    status: int = 200
+    outcome: str = "ok"  # ok | error | client_disconnected | upstream_broken
+    revenue_nano: int | None = None
+    description: str | None = None  # external costs: what it was
+
+    def to_fields(self) -> dict[str, str]:
+        import orjson
+
+        fields: dict[str, str] = {}
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "tags":
+                fields[name] = orjson.dumps(dict(value)).decode()
+            elif isinstance(value, bool):
+                fields[name] = "1" if value else "0"
+            else:
+                fields[name] = str(value)
+        return fields
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> SpendEvent:
+        import dataclasses
+
+        import orjson
+
+        data = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        kwargs: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            text = data[f.name]
+            if f.name == "tags":
+                kwargs[f.name] = MappingProxyType(orjson.loads(text))
+            elif f.type in ("int", "int | None"):
+                kwargs[f.name] = int(text)
+            elif f.type == "float":
+                kwargs[f.name] = float(text)
+            elif f.type == "bool":
+                kwargs[f.name] = text == "1"
+            else:
+                kwargs[f.name] = text
+        return cls(**kwargs)  # type: ignore[arg-type]

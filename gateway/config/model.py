@@ -15,6 +15,11 @@ from gateway.types import Principal
 ProviderKind = Literal["openai", "litellm"]
 AuthStyle = Literal["bearer", "api-key", "none"]
 Strategy = Literal["weighted", "ordered", "least-busy", "cheapest"]
+Period = Literal["daily", "weekly", "monthly", "total"]
+BudgetScope = Literal["key", "team", "project", "tag"]
+OnExceed = Literal["block", "downgrade", "alert"]
+AllocationMethod = Literal["proportional", "even", "fixed"]
+OnUnavailable = Literal["open", "closed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +105,87 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     url: str = field(default="memory://", repr=False)  # may hold a password
+    # When Redis cannot be reached: "open" serves without budget checks (events are spooled),
+    # "closed" refuses requests with 503.
+    on_unavailable: OnUnavailable = "open"
+    spool_dir: str = "var/spool"  # local append-only spool for spend events during an outage
+    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_fsync_interval_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class TeamConfig:
     name: str
     description: str | None = None
+    # Spend of a shared team (a platform team, untagged traffic) is not billed to it in
+    # chargeback: it is allocated over the other teams by `Config.shared_spend_allocation`.
+    shared: bool = False
+    revenue_per_request_nano: int | None = None  # for inference margin
+    monthly_revenue_nano: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    """One budget. Every budget belongs to a team: the team is its Redis Cluster slot, so one
+    Lua call can reserve against all budgets of a request."""
+
+    name: str  # unique across the config (and admin-created budgets); [A-Za-z0-9_.-]+
+    team: str
+    scope: BudgetScope  # what within the team it limits
+    match: str | None  # key: key id ("key_..."); project: project name; tag: "k=v"; team: None
+    period: Period  # calendar periods in UTC; weeks start on Monday (ISO weeks)
+    limit_nano: int | None  # USD limit in nano-USD; at least one of the two limits is set
+    limit_tokens: int | None
+    on_exceed: OnExceed = "block"
+    downgrade_to: str | None = None  # an exposed model name, required for on_exceed=downgrade
+    thresholds: tuple[int, ...] = (50, 75, 90, 100)  # percent; each alerts once per period
+    source: Literal["config", "admin"] = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetsConfig:
+    rules: tuple[BudgetConfig, ...] = ()
+    # A reservation not settled by then (its replica crashed) is released by the next script
+    # that touches the team's budgets.
+    reservation_ttl_s: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    name: str
+    url: str = field(repr=False)  # may embed a token (Slack)
+    events: tuple[str, ...] = ("budget_threshold", "budget_exceeded", "anomaly")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    webhooks: tuple[Webhook, ...] = ()
+    cooldown_s: float = 3600.0  # the same alert (kind + subject) is sent at most once per cooldown
+    timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorConfig:
+    batch_size: int = 500
+    block_ms: int = 1000
+    claim_idle_s: float = 60.0  # pending entries idle this long are reclaimed from dead consumers
+    archive_dir: str = "var/archive"  # cold tier: <dir>/<team>/<YYYY-MM-DD>.jsonl.gz
+    stream_retention_s: float = 48 * 3600.0  # archived and acked events older than this are trimmed
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    method: AllocationMethod = "proportional"
+    weights: Mapping[str, int] = field(default_factory=dict)  # team -> weight, for "fixed"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedCost:
+    """A cost outside the request ledger (platform fee, cache infrastructure) shared by teams."""
+
+    name: str
+    monthly_nano: int
+    allocation: Allocation = Allocation()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +197,8 @@ class Config:
     models: Mapping[str, ModelRoute]
     teams: Mapping[str, TeamConfig]
     keys: tuple[DeclaredKey, ...] = ()
+    budgets: BudgetsConfig = BudgetsConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    aggregator: AggregatorConfig = AggregatorConfig()
+    shared_costs: tuple[SharedCost, ...] = ()
+    shared_spend_allocation: Allocation = Allocation()
