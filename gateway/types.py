@@ -102,7 +102,7 @@ class SpendEvent:
         import orjson
 
         fields: dict[str, str] = {}
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             value = getattr(self, name)
             if value is None:
                 continue
