@@ -1,0 +1,174 @@
+"""Processes under test: spawn pinned to a core, wait for the first served request, stop, and
+read resident memory and CPU time from /proc (each summed over the process and its children).
+
+Linux only: pinning is sched_setaffinity (what `taskset -c N` does) and the readings are /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(
+    cmd: list[str],
+    *,
+    core: int,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `cmd` pinned to `core`, in its own session (so `stop` reaches its children).
+    Output goes to `log`, or to /dev/null (servers under test log every request)."""
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            cmd,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+        )
+    finally:
+        if log is not None and not isinstance(out, int):
+            out.close()
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
+    """SIGTERM the process group we started, then SIGKILL it if it is still there."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace_s)
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes] | None,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    started: float,
+    timeout_s: float,
+) -> float:
+    """Poll with a real POST every 5 ms until one answers 200; return seconds since `started`.
+    Raises RuntimeError if the process exits or `timeout_s` passes first."""
+    deadline = started + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode} before serving ({last})")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=max(0.5, timeout_s / 4))
+        try:
+            conn.request("POST", path, body=body, headers=dict(headers))
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                return time.monotonic() - started
+            last = f"HTTP {response.status}"
+        except OSError as exc:
+            last = type(exc).__name__
+        finally:
+            conn.close()
+        time.sleep(0.005)
+    raise RuntimeError(f"not serving after {timeout_s:.0f} s ({last})")
+
+
+def _family(pid: int) -> list[int]:
+    """`pid` and all its descendants, from /proc/<pid>/task/<tid>/children."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(c) for c in children.read_text().split())
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory (VmRSS) of `pid` and its descendants."""
+    total = 0
+    for member in _family(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by `pid` and its live descendants."""
+    ticks = 0
+    for member in _family(pid):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{member}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / _CLK_TCK
+
+
+class CpuMeter:
+    """CPU share of a process family over an interval: `start()`, then `percent()`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._cpu = 0.0
+        self._wall = 0.0
+
+    def start(self) -> None:
+        self._cpu, self._wall = cpu_seconds(self.pid), time.monotonic()
+
+    def percent(self) -> float:
+        wall = time.monotonic() - self._wall
+        return 100.0 * (cpu_seconds(self.pid) - self._cpu) / wall if wall > 0 else 0.0
+
+
+def _core_ticks(core: int) -> tuple[int, int]:
+    """(busy, total) jiffies of one CPU since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + values[4]  # idle + iowait
+            return sum(values) - idle, sum(values)
+    return 0, 0
+
+
+class CoreMeter:
+    """How busy one core was over an interval (all processes on it): `start()`, `percent()`.
+    For the generator's core: near 100 % means the generator and mock, not the server under
+    test, set the pace."""
+
+    def __init__(self, core: int) -> None:
+        self.core = core
+        self._busy, self._total = 0, 0
+
+    def start(self) -> None:
+        self._busy, self._total = _core_ticks(self.core)
+
+    def percent(self) -> float:
+        busy, total = _core_ticks(self.core)
+        return 100.0 * (busy - self._busy) / (total - self._total) if total > self._total else 0.0

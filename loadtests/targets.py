@@ -1,0 +1,214 @@
+"""The servers under test and the mock they all call: how each is configured, started on its own
+core, authenticated against, and stopped.
+
+`direct` is the mock itself (the reference every "added" figure subtracts); `bare` is
+bare_proxy.py; `litellm` is LiteLLM's proxy from its own virtual environment; `spendgate` is
+`spendgate serve` with the generated config (loadtests/config/spendgate.yaml plus overlays).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadtests import procs
+from loadtests.scenarios import SCENARIOS
+
+HERE = Path(__file__).parent
+# The gateway (and its mock) run from this checkout, whatever the venv's editable install
+# points at: a benchmark of a clean clone measures that clone.
+REPO = HERE.parent
+CHECKOUT = {"PYTHONPATH": str(REPO)}
+LITELLM_VENV = HERE / ".venv-litellm"
+SPENDGATE_TEMPLATE = HERE / "config" / "spendgate.yaml"
+
+MOCK_KEY = "mock-upstream-key"
+SPENDGATE_KEY = "sk-sg-loadtest-search-0001"
+LITELLM_MASTER_KEY = "sk-litellm-loadtest-master-0001"
+NAMES = ("direct", "bare", "litellm", "spendgate")
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every target shares in one run."""
+
+    mock_url: str  # http://127.0.0.1:PORT, without /v1
+    mock_pid: int
+    workdir: Path  # generated configs (and server logs with --server-logs)
+    server_core: int
+    server_logs: bool = False
+    overlays: tuple[Path, ...] = ()
+    start_timeout_s: float = 120.0
+
+    def log_for(self, name: str) -> Path | None:
+        return self.workdir / f"{name}.log" if self.server_logs else None
+
+
+@dataclass
+class Running:
+    """A target that is serving: where, as which process, and how long it took to start."""
+
+    name: str
+    url: str
+    headers: dict[str, str]
+    pid: int
+    startup_s: float | None  # None for `direct`: the mock is started once per run
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            procs.stop(self.proc)
+
+
+def start_mock(core: int, log: Path | None) -> tuple[subprocess.Popen[bytes], str]:
+    """The shared upstream, on the generator's core. Started through its module because
+    `spendgate mock-upstream --port P` loses its options to argparse (see the README)."""
+    port = procs.free_port()
+    code = "import sys; from gateway.providers.mock.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", code, "--port", str(port)]
+    proc = procs.spawn(cmd, core=core, env=CHECKOUT, log=log)
+    url = f"http://127.0.0.1:{port}"
+    _ready(proc, port, {"Authorization": f"Bearer {MOCK_KEY}"}, time.monotonic(), 30.0)
+    return proc, url
+
+
+def _ready(
+    proc: subprocess.Popen[bytes] | None,
+    port: int,
+    headers: Mapping[str, str],
+    started: float,
+    timeout_s: float,
+) -> float:
+    chat = SCENARIOS["chat"]
+    body = chat.make_body("ready")
+    send = {**headers, "Content-Type": "application/json"}
+    return procs.wait_ready(proc, port, chat.path, body, send, started=started, timeout_s=timeout_s)
+
+
+def _launch(
+    bench: Bench, name: str, cmd: list[str], port: int, headers: dict[str, str], **env: str
+) -> Running:
+    started = time.monotonic()
+    proc = procs.spawn(cmd, core=bench.server_core, env=env, log=bench.log_for(name))
+    try:
+        startup = _ready(proc, port, headers, started, bench.start_timeout_s)
+    except RuntimeError as exc:
+        procs.stop(proc)
+        hint = "" if bench.server_logs else " (rerun with --server-logs to keep its output)"
+        raise RuntimeError(f"{name}: {exc}{hint}") from exc
+    return Running(name, f"http://127.0.0.1:{port}", headers, proc.pid, startup, proc)
+
+
+def start_direct(bench: Bench) -> Running:
+    headers = {"Authorization": f"Bearer {MOCK_KEY}"}
+    return Running("direct", bench.mock_url, headers, bench.mock_pid, None)
+
+
+def start_bare(bench: Bench) -> Running:
+    port = procs.free_port()
+    cmd = [sys.executable, str(HERE / "bare_proxy.py"), "--port", str(port)]
+    cmd += ["--upstream", bench.mock_url]
+    return _launch(bench, "bare", cmd, port, {"Authorization": f"Bearer {MOCK_KEY}"})
+
+
+def litellm_installed() -> bool:
+    return (LITELLM_VENV / "bin" / "litellm").exists()
+
+
+def install_litellm(timeout_s: float = 1200.0) -> None:
+    """Create loadtests/.venv-litellm and install `litellm[proxy]` into it from the index."""
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(LITELLM_VENV)], check=True)
+    pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "litellm[proxy]"]
+    subprocess.run(pip, check=True, timeout=timeout_s)
+
+
+def litellm_config(mock_url: str) -> dict[str, Any]:
+    """One deployment per model, pointed at the mock; a master key; no database."""
+    params = {"api_base": mock_url + "/v1", "api_key": MOCK_KEY}
+    models = ("gpt-4o-mini", "text-embedding-3-small")
+    return {
+        "model_list": [
+            {"model_name": m, "litellm_params": {"model": f"openai/{m}", **params}} for m in models
+        ],
+        "general_settings": {"master_key": LITELLM_MASTER_KEY},
+    }
+
+
+def start_litellm(bench: Bench) -> Running:
+    if not litellm_installed():
+        raise RuntimeError(f"litellm: {LITELLM_VENV} is not installed")
+    config = bench.workdir / "litellm.yaml"
+    config.write_text(yaml.safe_dump(litellm_config(bench.mock_url), sort_keys=False))
+    port = procs.free_port()
+    cmd = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    headers = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
+    return _launch(
+        bench,
+        "litellm",
+        cmd,
+        port,
+        headers,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # offline: the bundled price map, no fetch
+    )
+
+
+def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge `over` into a copy of `base`: mappings key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def spendgate_config(overlays: tuple[Path, ...]) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(SPENDGATE_TEMPLATE.read_text())
+    for path in overlays:
+        config = merge(config, yaml.safe_load(path.read_text()) or {})
+    return config
+
+
+def start_spendgate(bench: Bench) -> Running:
+    config = bench.workdir / "spendgate.yaml"
+    config.write_text(yaml.safe_dump(spendgate_config(bench.overlays), sort_keys=False))
+    port = procs.free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return _launch(
+        bench,
+        "spendgate",
+        cmd,
+        port,
+        {"Authorization": f"Bearer {SPENDGATE_KEY}"},
+        LOADTEST_UPSTREAM_URL=bench.mock_url + "/v1",
+        LOADTEST_SPENDGATE_KEY=SPENDGATE_KEY,
+        **CHECKOUT,
+    )
+
+
+STARTERS: dict[str, Callable[[Bench], Running]] = {
+    "direct": start_direct,
+    "bare": start_bare,
+    "litellm": start_litellm,
+    "spendgate": start_spendgate,
+}
