@@ -172,3 +172,27 @@ class CoreMeter:
     def percent(self) -> float:
         busy, total = _core_ticks(self.core)
         return 100.0 * (busy - self._busy) / (total - self._total) if total > self._total else 0.0
+
+
+def wait_quiet(
+    cores: tuple[int, ...],
+    *,
+    busy_pct: float = 15.0,
+    window_s: float = 0.5,
+    max_wait_s: float = 30.0,
+) -> float:
+    """Between cells, wait (at most `max_wait_s`) until no core in `cores` is more than
+    `busy_pct` busy over `window_s`: on a shared machine other work would skew the next cell.
+    Returns the seconds waited."""
+    if max_wait_s <= 0:
+        return 0.0
+    started = time.monotonic()
+    meters = [CoreMeter(c) for c in cores]
+    while True:
+        for meter in meters:
+            meter.start()
+        time.sleep(window_s)
+        if all(m.percent() <= busy_pct for m in meters):
+            return time.monotonic() - started
+        if time.monotonic() - started >= max_wait_s:
+            return time.monotonic() - started

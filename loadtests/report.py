@@ -40,7 +40,15 @@ def cell(results: Results, target: str, scenario: str, connections: int) -> dict
     ]
     if not rows:
         return None
-    keys = ("rps", "p50_us", "p99_us", "server_cpu_pct", "mock_cpu_pct", "generator_core_pct")
+    keys = (
+        "rps",
+        "p50_us",
+        "p99_us",
+        "server_cpu_pct",
+        "mock_cpu_pct",
+        "generator_core_pct",
+        "server_core_other_pct",
+    )
     out: dict[str, Any] = {k: _median(r[k] for r in rows) for k in keys}
     out["errors"] = sum(r["errors"] for r in rows)
     out["rounds"] = len(rows)
@@ -144,7 +152,8 @@ def throughput_table(results: Results) -> str:
 def cpu_table(results: Results) -> str:
     """Per cell: the server's CPU % (alone on its core), the mock's CPU % and how busy the
     generator's core was (mock + wrk share it). A server well below 100 % while that core is
-    near 100 % was not the bottleneck: its req/s then understates what it could do."""
+    near 100 % was not the bottleneck: its req/s then understates what it could do. "+N other"
+    is CPU that something else on the machine took on the server's core during the cell."""
     targets: list[str] = results["meta"]["targets"]
     rows = []
     for scenario in results["meta"]["scenarios"]:
@@ -158,7 +167,9 @@ def cpu_table(results: Results) -> str:
                 gen = m.get("generator_core_pct")
                 tail = "" if gen is None else f" / {gen:.0f}"
                 server = "-" if t == "direct" else f"{m['server_cpu_pct']:.0f}"
-                row.append(f"{server} / {m['mock_cpu_pct']:.0f}{tail}")
+                other = m.get("server_core_other_pct")
+                noise = f" (+{other:.0f} other)" if other is not None and other > 5 else ""
+                row.append(f"{server} / {m['mock_cpu_pct']:.0f}{tail}{noise}")
             rows.append(row)
     return _table(["scenario", "conns", *targets], rows)
 

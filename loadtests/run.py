@@ -51,11 +51,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="py-spy spendgate under chat load")
     p.add_argument("--server-logs", action="store_true", help="keep server output in the run dir")
     p.add_argument("--no-install", action="store_true", help="skip LiteLLM if its venv is missing")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each cell, wait up to this many seconds for other work to leave the cores",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="before each cell, wait up to this many seconds for other work to leave the cores "
+        "(default 30; quick 0: no check)",
+    )
     p.add_argument("--out", type=Path, help="results JSON (default loadtests/results/<time>.json)")
     args = p.parse_args(argv)
     args.duration = args.duration or (1.0 if args.quick else 10.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.probe_requests = args.probe_requests or (200 if args.quick else 2000)
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 30.0
     args.targets = _names(args.targets, targets.NAMES, p)
     args.scenarios = _names(args.scenarios, tuple(SCENARIOS), p)
     args.connections = [int(c) for c in args.connections.split(",")]
@@ -83,6 +97,7 @@ def measure_target(
     loads: list[dict[str, Any]] = []
     server, mock = procs.CpuMeter(running.pid), procs.CpuMeter(mock_pid)
     generator_core = procs.CoreMeter(GENERATOR_CORE)
+    server_core = procs.CoreMeter(SERVER_CORE)
     warm = generators.run_probe(
         running.url, SCENARIOS["chat"], 200, running.headers, budget_s=args.duration * 2
     )
@@ -92,6 +107,8 @@ def measure_target(
     if "chat" in args.scenarios:
         cells.append(("chat", 1))  # one client at a time: the added-latency figure
     for name, connections in cells:
+        waited = procs.wait_quiet((GENERATOR_CORE, SERVER_CORE), max_wait_s=args.quiet_wait)
+        server_core.start()
         server.start()
         mock.start()
         generator_core.start()
@@ -108,13 +125,17 @@ def measure_target(
             "server_cpu_pct": server.percent(),
             "mock_cpu_pct": mock.percent(),
             "generator_core_pct": generator_core.percent(),
+            # CPU on the server's core used by anything but the server: other work on the machine
+            "server_core_other_pct": server_core.percent() - server.percent(),
+            "quiet_wait_s": waited,
         }
         loads.append(row)
         log(
             f"  {running.name:9} {name:10} c={connections:<3} {load.rps:9,.0f} req/s  "
             f"p50 {load.p50_us / 1e3:7.2f} ms  p99 {load.p99_us / 1e3:7.2f} ms  "
             f"cpu {row['server_cpu_pct']:3.0f}% mock {row['mock_cpu_pct']:3.0f}% "
-            f"core{GENERATOR_CORE} {row['generator_core_pct']:3.0f}%"
+            f"core{GENERATOR_CORE} {row['generator_core_pct']:3.0f}% "
+            f"other{SERVER_CORE} {row['server_core_other_pct']:3.0f}%"
             + (f"  ERRORS {load.errors}: {load.error_detail}" if load.errors else "")
         )
     probes = []
@@ -244,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         else "server output kept in the run dir",
         "overlays": [str(p) for p in args.overlay],
         "skipped": skipped,
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         "workdir": str(workdir),
     }
     results: dict[str, Any] = {"meta": meta, "loads": [], "probes": [], "starts": []}
@@ -290,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["failed"] = failed
     finally:
         procs.stop(mock_proc)
+    meta["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     out.write_text(json.dumps(results, indent=1))
     if failed:
         log(f"FAILED: {failed} (partial results in {out})")
