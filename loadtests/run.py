@@ -54,12 +54,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quiet-wait",
         type=float,
-        default=30.0,
-        help="before each cell, wait up to this many seconds for other work to leave the cores",
-    )
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
         help="before each cell, wait up to this many seconds for other work to leave the cores "
         "(default 30; quick 0: no check)",
     )
