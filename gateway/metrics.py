@@ -115,3 +115,61 @@ class Metrics:
             "Requests being served right now.",
             registry=r,
         )
+        # Cost optimizers: cache, coalescing, batching, tiering, cascades, and what they saved.
+        self.cache_lookups = Counter(
+            "sg_cache_lookups_total",
+            "Response cache lookups by result (hit, miss, bypass) and level (memory, redis; "
+            "none for bypass). A request missing memory then hitting Redis counts at both levels.",
+            ["result", "level"],
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "sg_cache_redis_errors_total",
+            "Response cache Redis operations that failed (read, write, decode); served as misses.",
+            ["operation"],
+            registry=r,
+        )
+        self.cache_memory_bytes = Gauge(
+            "sg_cache_memory_bytes",
+            "Bytes held by the in-process response cache.",
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "sg_coalesced_requests_total",
+            "Requests answered by another identical request's upstream call (followers only).",
+            ["model"],
+            registry=r,
+        )
+        self.embedding_batch_requests = Histogram(
+            "sg_embedding_batch_requests",
+            "Client requests merged into one upstream embeddings call.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.embedding_batch_inputs = Histogram(
+            "sg_embedding_batch_inputs",
+            "Inputs sent in one upstream embeddings call.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+            registry=r,
+        )
+        self.tier_decisions = Counter(
+            "sg_tier_decisions_total",
+            "Tier routing decisions by tier, rule that fired (default when none) and model.",
+            ["tier", "rule", "model"],
+            registry=r,
+        )
+        self.cascade_escalations = Counter(
+            "sg_cascade_escalations_total",
+            "Cascade escalations to a better candidate, by tier and failed check.",
+            ["tier", "check"],
+            registry=r,
+        )
+        self.savings_usd = Counter(
+            "sg_savings_usd_total",
+            "List cost minus billed cost, in USD, by team and optimization "
+            "(cache, tiering, cascade, coalescing, batching, downgrade).",
+            ["team", "optimization"],
+            registry=r,
+        )

@@ -91,3 +91,11 @@ def admin_budgets() -> str:
 def alert_cooldown(kind: str, subject: str) -> str:
     """String with a TTL: set when an alert is sent, so it is not sent again within the cooldown."""
     return f"{PREFIX}:{{alerts}}:sent:{kind}:{subject}"
+
+
+# Response cache. Entries are independent single keys with no hash tag, so a cluster spreads them
+# over every slot. `key` is what `cache.key.cache_key` returns: "<namespace>:<sha256 hex>", the
+# namespace being "t:<team>" or "shared", so one team's entries can be found (SCAN) and purged.
+def cache_entry(key: str) -> str:
+    """String: a zlib-compressed cached response (`cache.store`), SET with PX = its TTL."""
+    return f"{PREFIX}:cache:{key}"

@@ -81,6 +81,12 @@ class ModelRoute:
     retries: int = 2  # extra attempts after the first, across deployments
     backoff_s: float = 0.05  # base of the exponential backoff between attempts
     owned_by: str = "spendgate"
+    # Prompt caps. A request asking for more output than `max_tokens_cap` (max_tokens,
+    # max_completion_tokens or max_output_tokens), or whose prompt counts more tokens than
+    # `max_prompt_tokens`, is refused with a 400; a request that sets no output limit is sent
+    # with the cap (instead of server.default_max_tokens). See `gateway.routing.caps`.
+    max_tokens_cap: int | None = None
+    max_prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,3 +208,155 @@ class Config:
     aggregator: AggregatorConfig = AggregatorConfig()
     shared_costs: tuple[SharedCost, ...] = ()
     shared_spend_allocation: Allocation = Allocation()
+    # Defined below with the other optimizer sections, hence the factories.
+    tiers: Mapping[str, TierConfig] = field(default_factory=dict)
+    cache: CacheConfig = field(default_factory=lambda: CacheConfig())
+    batching: BatchingConfig = field(default_factory=lambda: BatchingConfig())
+
+
+# --- Cost optimizers: tiers and cascades, the response cache, coalescing and batching. ---------
+#
+# YAML shapes (the schema in `config/schema.py` mirrors these; every key is optional unless noted):
+#
+#   tiers:
+#     auto:                                  # an exposed model name clients send
+#       candidates: [gpt-4o-mini, gpt-4o]    # required; exposed model names, cheapest first
+#       default: gpt-4o-mini                 # required; one of the candidates
+#       rules:                               # first match wins; all conditions of a rule must hold
+#         - name: premium-hint
+#           use: gpt-4o                      # one of the candidates
+#           when: {hint: [premium]}
+#         - name: long-prompt
+#           use: gpt-4o
+#           when: {prompt_tokens_gt: 4000}
+#         - name: budget-saver
+#           use: gpt-4o-mini
+#           when: {budget_used_pct_gte: 90}
+#       cascade:                             # optional; absent means no cascade
+#         checks: [length, invalid_json, empty, refusal]
+#         stream: false
+#
+#   cache:
+#     enabled: true
+#     memory_max_bytes: 33554432
+#     max_entry_bytes: 1048576
+#     use_redis: true
+#     default_ttl_s: 3600
+#     hit_cost_fraction: 0.0
+#     routes:                                # keyed by exposed model (or tier) name
+#       gpt-4o-mini: {mode: always, ttl_s: 600, shared: true}
+#
+#   batching:
+#     coalesce: true
+#     coalesce_billing: first                # or split
+#     embeddings: {enabled: false, window_ms: 5, max_inputs: 256}
+#
+#   models.<name>.max_tokens_cap / models.<name>.max_prompt_tokens: see ModelRoute.
+
+TierHint = Literal["economy", "standard", "premium"]
+CascadeCheck = Literal["length", "invalid_json", "empty", "refusal"]
+CacheMode = Literal["deterministic", "always", "off"]
+CoalesceBilling = Literal["first", "split"]
+
+TIER_HINTS: tuple[TierHint, ...] = ("economy", "standard", "premium")
+CASCADE_CHECKS: tuple[CascadeCheck, ...] = ("length", "invalid_json", "empty", "refusal")
+
+
+@dataclass(frozen=True, slots=True)
+class TierCondition:
+    """When a tier rule applies: every condition that is set must hold (an empty one always
+    does). Tuples mean "is one of"; a request without the attribute (no hint, no project, no
+    budget) never matches a condition on it."""
+
+    prompt_tokens_gt: int | None = None
+    prompt_tokens_lte: int | None = None
+    hint: tuple[TierHint, ...] = ()  # from header x-sg-tier or metadata.sg_tier
+    team: tuple[str, ...] = ()
+    project: tuple[str, ...] = ()
+    environment: tuple[str, ...] = ()
+    budget_used_pct_gte: float | None = None  # the tightest applicable budget, 0..100+
+    has_tools: bool | None = None
+    has_response_format: bool | None = None  # a JSON mode / schema was asked for
+    has_code: bool | None = None  # code fences or code tokens in the last user message
+    messages_gt: int | None = None  # conversation length
+
+
+@dataclass(frozen=True, slots=True)
+class TierRule:
+    name: str  # unique within its tier; shown in x-sg-route and spend events
+    use: str  # one of the tier's candidates
+    when: TierCondition = TierCondition()
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeConfig:
+    """Try the decided candidate, escalate to the next (better) candidate while the answer fails
+    one of `checks`. Streaming requests cascade only when `stream` is set: the attempts are
+    then made without streaming and the final answer is replayed as SSE (no early first byte)."""
+
+    checks: tuple[CascadeCheck, ...] = CASCADE_CHECKS
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TierConfig:
+    """An exposed model name whose requests are routed to one of `candidates` per request.
+    Candidates are exposed model names (keys of `Config.models`), never other tiers; a tier may
+    share its name with a model it tiers (e.g. tier `gpt-4o` over [gpt-4o-mini, gpt-4o])."""
+
+    name: str
+    candidates: tuple[str, ...]  # ordered cheapest -> best
+    default: str  # one of the candidates
+    rules: tuple[TierRule, ...] = ()
+    cascade: CascadeConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRoutePolicy:
+    """How one exposed model (or tier) uses the response cache.
+
+    `deterministic`: only requests with temperature 0 or a seed (and n <= 1); `always`: any
+    request (for routes whose answers need not vary); `off`: never. `shared` drops the per-team
+    namespace, so every team reads and writes the same entries. `ttl_s` None: the default TTL.
+    """
+
+    mode: CacheMode = "deterministic"
+    ttl_s: float | None = None
+    shared: bool = False
+
+
+DEFAULT_CACHE_POLICY = CacheRoutePolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    enabled: bool = True
+    memory_max_bytes: int = 32 * 1024 * 1024  # the in-process LRU, 0 disables that level
+    max_entry_bytes: int = 1024 * 1024  # larger answers are never cached
+    use_redis: bool = True  # second level, shared by replicas
+    default_ttl_s: float = 3600.0
+    # A hit is billed at this fraction of the list cost of the answer it replays (internal
+    # chargeback of the cache); 0 bills hits at nothing. 0 <= fraction <= 1.
+    hit_cost_fraction: float = 0.0
+    routes: Mapping[str, CacheRoutePolicy] = field(default_factory=dict)
+
+    def policy_for(self, model: str) -> CacheRoutePolicy:
+        """The policy of an exposed model or tier name; routes not listed use the default."""
+        return self.routes.get(model, DEFAULT_CACHE_POLICY)
+
+    def ttl_for(self, policy: CacheRoutePolicy) -> float:
+        return self.default_ttl_s if policy.ttl_s is None else policy.ttl_s
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    # Identical deterministic non-streaming requests in flight at once share one upstream call.
+    coalesce: bool = True
+    # Who pays the shared call: the first caller ("first": the others are billed 0 and record
+    # the saving) or everyone equally ("split").
+    coalesce_billing: CoalesceBilling = "first"
+    # Concurrent embedding requests with identical parameters within the window are merged
+    # into one upstream call of at most `embeddings_max_inputs` inputs.
+    embeddings_enabled: bool = False
+    embeddings_window_s: float = 0.005
+    embeddings_max_inputs: int = 256

@@ -1,0 +1,1 @@
+"""Sharing upstream calls: in-flight coalescing of identical requests, embeddings micro-batching."""

@@ -1,0 +1,1 @@
+"""Response cache: exact-match keys, the two-level store and SSE replay of cached answers."""

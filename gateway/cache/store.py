@@ -1,0 +1,302 @@
+"""The response cache's two levels: an in-process LRU bounded by bytes, then Redis.
+
+A lookup tries this process's memory first, then Redis (zlib-compressed, shared by replicas),
+and copies a Redis hit into memory until the entry's own expiry. The cache is an optimization:
+a Redis error or a slow Redis reads as a miss and a failed write is dropped, logged at most once
+per interval, and the Redis level is then skipped for `redis_backoff_s`, so an outage costs one
+timeout per backoff period rather than one per request. The cache never fails a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import orjson
+from redis.exceptions import RedisError
+
+from gateway import rediskeys
+from gateway.types import Usage
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from gateway.metrics import Metrics
+
+log = logging.getLogger("spendgate.cache")
+
+Level = Literal["memory", "redis", "none"]
+# Python object headers, the dict slot, the key string: what an entry costs beyond its bytes.
+_ENTRY_OVERHEAD = 400
+_FORMAT_VERSION = 1
+_PPM = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    """One stored answer. Shared by every hit on it: treat it (and its `usage`) as read-only.
+
+    `body` is the final non-streaming JSON (a streamed miss is stored assembled, see
+    `cache.replay`). `cost_nano` is what the original call was billed, `list_cost_nano` its list
+    cost (the requested model's list price): a hit saves `list_cost_nano`, minus what
+    `hit_cost_nano` bills it at.
+    """
+
+    body: bytes
+    content_type: str = "application/json"
+    usage: Usage = field(default_factory=Usage)
+    served_model: str = ""  # the upstream model that produced the answer
+    deployment: str = ""
+    cost_nano: int = 0
+    list_cost_nano: int = 0
+    created_at: float = 0.0  # epoch seconds when stored
+
+    def hit_cost_nano(self, fraction: float) -> int:
+        """What a hit is billed: `fraction` (0..1, CacheConfig.hit_cost_fraction) of the list
+        cost, in whole nano-USD rounded half up."""
+        ppm = round(min(max(fraction, 0.0), 1.0) * _PPM)
+        return (self.list_cost_nano * ppm + _PPM // 2) // _PPM
+
+    def encode(self, expires_at: float) -> bytes:
+        u = self.usage
+        meta = {
+            "v": _FORMAT_VERSION,
+            "ct": self.content_type,
+            "u": [u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens, u.reasoning_tokens],
+            "ue": u.estimated,
+            "m": self.served_model,
+            "d": self.deployment,
+            "c": self.cost_nano,
+            "l": self.list_cost_nano,
+            "t": self.created_at,
+            "x": expires_at,
+        }
+        # orjson never writes a raw newline, so the first one ends the header.
+        return zlib.compress(orjson.dumps(meta) + b"\n" + self.body, 6)
+
+    @classmethod
+    def decode(cls, blob: bytes) -> tuple[CachedResponse, float]:
+        """The response and its expiry (epoch seconds); ValueError if `blob` is not ours."""
+        try:
+            raw = zlib.decompress(blob)
+            header, _, body = raw.partition(b"\n")
+            meta = orjson.loads(header)
+            if not isinstance(meta, dict) or meta.get("v") != _FORMAT_VERSION:
+                raise ValueError("unknown cache entry format")
+            prompt, cached, completion, reasoning = meta["u"]
+            value = cls(
+                body=body,
+                content_type=meta["ct"],
+                usage=Usage(prompt, cached, completion, reasoning, bool(meta["ue"])),
+                served_model=meta["m"],
+                deployment=meta["d"],
+                cost_nano=int(meta["c"]),
+                list_cost_nano=int(meta["l"]),
+                created_at=float(meta["t"]),
+            )
+            return value, float(meta["x"])
+        except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"corrupt cache entry: {exc}") from None
+
+    @property
+    def size(self) -> int:
+        """Bytes this entry is charged in the memory level."""
+        return (
+            len(self.body)
+            + len(self.content_type)
+            + len(self.served_model)
+            + len(self.deployment)
+            + _ENTRY_OVERHEAD
+        )
+
+
+@dataclass(slots=True)
+class _Slot:
+    value: CachedResponse
+    expires_at: float
+    size: int
+
+
+class MemoryLRU:
+    """Least-recently-used entries bounded by their total size in bytes, each with its expiry."""
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.time) -> None:
+        self.max_bytes = max(0, max_bytes)
+        self.bytes = 0
+        self._clock = clock
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def get(self, key: str) -> CachedResponse | None:
+        slot = self._slots.get(key)
+        if slot is None:
+            return None
+        if slot.expires_at <= self._clock():
+            self._drop(key)
+            return None
+        self._slots.move_to_end(key)
+        return slot.value
+
+    def put(self, key: str, value: CachedResponse, expires_at: float) -> None:
+        size = len(key) + value.size
+        if key in self._slots:
+            self._drop(key)
+        if size > self.max_bytes or expires_at <= self._clock():
+            return
+        self._slots[key] = _Slot(value, expires_at, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._slots)))
+
+    def clear(self) -> None:
+        self._slots.clear()
+        self.bytes = 0
+
+    def _drop(self, key: str) -> None:
+        self.bytes -= self._slots.pop(key).size
+
+
+class ResponseCache:
+    """`get` / `put` over memory then Redis. `redis=None` runs with the memory level only.
+
+    `put` writes memory at once and awaits the Redis SET (bounded by `redis_timeout_s`);
+    `put_soon` returns after the memory write and leaves the Redis SET to a task this cache
+    owns, which `aclose` waits for. Entries above `max_entry_bytes` are not stored at all.
+    """
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        max_memory_bytes: int,
+        *,
+        max_entry_bytes: int = 1024 * 1024,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        redis_timeout_s: float = 0.25,
+        redis_backoff_s: float = 5.0,
+        error_log_interval_s: float = 60.0,
+    ) -> None:
+        self.redis = redis
+        self.memory = MemoryLRU(max_memory_bytes, clock)
+        self.max_entry_bytes = max_entry_bytes
+        self.metrics = metrics
+        self.redis_timeout_s = redis_timeout_s
+        self.redis_backoff_s = redis_backoff_s
+        self.redis_errors = 0
+        self._redis_down_until = -float("inf")
+        self._clock = clock
+        self._error_log_interval_s = error_log_interval_s
+        self._last_error_log = -float("inf")
+        self._suppressed = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: str) -> CachedResponse | None:
+        return (await self.lookup(key))[0]
+
+    async def lookup(self, key: str) -> tuple[CachedResponse | None, Level]:
+        """The entry and the level that answered ("none" on a miss)."""
+        value = self.memory.get(key)
+        self._count("memory", value is not None)
+        if value is not None:
+            return value, "memory"
+        redis = self._usable_redis()
+        if redis is None:
+            return None, "none"
+        try:
+            async with asyncio.timeout(self.redis_timeout_s):
+                blob = await redis.get(rediskeys.cache_entry(key))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._redis_failed("read", exc)
+            blob = None
+        found: CachedResponse | None = None
+        if isinstance(blob, bytes):
+            try:
+                found, expires_at = CachedResponse.decode(blob)
+            except ValueError as exc:
+                self._redis_failed("decode", exc)
+            else:
+                self._memorize(key, found, expires_at)
+        self._count("redis", found is not None)
+        return found, ("redis" if found is not None else "none")
+
+    async def put(self, key: str, value: CachedResponse, ttl_s: float) -> None:
+        expires_at = self._clock() + ttl_s
+        if not self._accept(value, ttl_s):
+            return
+        self._memorize(key, value, expires_at)
+        await self._write(key, value, expires_at, ttl_s)
+
+    def put_soon(self, key: str, value: CachedResponse, ttl_s: float) -> None:
+        """`put` without waiting for Redis: for a response path that must not pay the write."""
+        expires_at = self._clock() + ttl_s
+        if not self._accept(value, ttl_s):
+            return
+        self._memorize(key, value, expires_at)
+        if self._usable_redis() is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._write(key, value, expires_at, ttl_s)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Wait for the Redis writes `put_soon` started."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _accept(self, value: CachedResponse, ttl_s: float) -> bool:
+        return ttl_s > 0 and value.size <= self.max_entry_bytes
+
+    def _memorize(self, key: str, value: CachedResponse, expires_at: float) -> None:
+        self.memory.put(key, value, expires_at)
+        if self.metrics is not None:
+            self.metrics.cache_memory_bytes.set(self.memory.bytes)
+
+    async def _write(
+        self, key: str, value: CachedResponse, expires_at: float, ttl_s: float
+    ) -> None:
+        redis = self._usable_redis()
+        if redis is None:
+            return
+        blob = value.encode(expires_at)
+        try:
+            async with asyncio.timeout(self.redis_timeout_s):
+                await redis.set(rediskeys.cache_entry(key), blob, px=max(1, round(ttl_s * 1000)))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._redis_failed("write", exc)
+
+    def _usable_redis(self) -> Redis | None:
+        """The Redis client, unless there is none or it failed within the backoff period."""
+        return self.redis if self._clock() >= self._redis_down_until else None
+
+    def _count(self, level: Level, hit: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.cache_lookups.labels("hit" if hit else "miss", level).inc()
+
+    def _redis_failed(self, what: str, exc: BaseException) -> None:
+        self.redis_errors += 1
+        if what != "decode":  # a bad entry says nothing about Redis's health
+            self._redis_down_until = self._clock() + self.redis_backoff_s
+        if self.metrics is not None:
+            self.metrics.cache_errors.labels(what).inc()
+        now = time.monotonic()
+        if now - self._last_error_log < self._error_log_interval_s:
+            self._suppressed += 1
+            return
+        log.warning(
+            "response cache: Redis %s failed (%s: %s); serving without the shared level "
+            "(%d similar errors not logged since the last message)",
+            what,
+            type(exc).__name__,
+            exc,
+            self._suppressed,
+        )
+        self._last_error_log, self._suppressed = now, 0

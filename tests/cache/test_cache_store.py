@@ -1,0 +1,255 @@
+"""The two-level response cache: the byte-bounded LRU, Redis (fakeredis and a real server),
+TTLs, team namespaces, and a Redis that fails or hangs (a miss, never an error)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import zlib
+from collections.abc import AsyncIterator
+
+import fakeredis
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from gateway import rediskeys
+from gateway.cache.key import cache_key
+from gateway.cache.store import CachedResponse, MemoryLRU, ResponseCache
+from gateway.metrics import Metrics
+from gateway.types import Usage
+
+BODY = orjson.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello " * 200}}],
+    }
+)
+
+
+def answer(body: bytes = BODY, list_cost: int = 1000) -> CachedResponse:
+    return CachedResponse(
+        body=body,
+        usage=Usage(prompt_tokens=10, cached_prompt_tokens=2, completion_tokens=5),
+        served_model="gpt-4o-mini",
+        deployment="mock/gpt-4o-mini",
+        cost_nano=400,
+        list_cost_nano=list_cost,
+        created_at=1.0,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lru_evicts_least_recently_used_by_bytes() -> None:
+    one = answer(b"x" * 1000)
+    lru = MemoryLRU(max_bytes=3 * (one.size + 2), clock=Clock())
+    for name in ("k1", "k2", "k3"):
+        lru.put(name, one, expires_at=2000)
+    assert len(lru) == 3 and lru.bytes == 3 * (one.size + 2)
+    assert lru.get("k1") is one  # k1 becomes the most recent
+    lru.put("k4", one, expires_at=2000)
+    assert lru.get("k2") is None  # the least recent went
+    assert {k for k in ("k1", "k3", "k4") if lru.get(k)} == {"k1", "k3", "k4"}
+    assert lru.bytes <= lru.max_bytes
+
+
+def test_lru_rejects_entries_larger_than_itself_and_replaces_in_place() -> None:
+    lru = MemoryLRU(max_bytes=500, clock=Clock())
+    lru.put("big", answer(b"x" * 1000), expires_at=2000)
+    assert lru.get("big") is None and lru.bytes == 0
+    small = answer(b"{}")
+    lru.put("k", small, expires_at=2000)
+    lru.put("k", small, expires_at=2000)
+    assert len(lru) == 1 and lru.bytes == small.size + 1
+
+
+def test_lru_ttl_with_injected_clock() -> None:
+    clock = Clock()
+    lru = MemoryLRU(max_bytes=1 << 20, clock=clock)
+    lru.put("k", answer(), expires_at=clock.now + 60)
+    clock.now += 59.9
+    assert lru.get("k") is not None
+    clock.now += 0.2
+    assert lru.get("k") is None
+    assert lru.bytes == 0 and len(lru) == 0
+
+
+async def test_memory_only_cache_ttl_and_namespaces() -> None:
+    clock = Clock()
+    cache = ResponseCache(None, 1 << 20, clock=clock)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "temperature": 0}
+    alpha = cache_key("chat/completions", body, "t:alpha")
+    beta = cache_key("chat/completions", body, "t:beta")
+    await cache.put(alpha, answer(), ttl_s=30)
+    hit, level = await cache.lookup(alpha)
+    assert hit is not None and hit.body == BODY and level == "memory"
+    assert await cache.get(beta) is None  # another team never sees alpha's answer
+    clock.now += 31
+    assert await cache.get(alpha) is None
+
+
+async def test_entries_over_the_entry_limit_are_not_stored() -> None:
+    cache = ResponseCache(None, 1 << 20, max_entry_bytes=100)
+    await cache.put("t:a:k", answer(), ttl_s=30)
+    assert await cache.get("t:a:k") is None
+
+
+def test_encoding_round_trips_and_compresses() -> None:
+    value = answer()
+    blob = value.encode(expires_at=1234.5)
+    assert len(blob) < len(BODY) / 5
+    decoded, expires_at = CachedResponse.decode(blob)
+    assert decoded == value and expires_at == 1234.5
+    with pytest.raises(ValueError, match="corrupt"):
+        CachedResponse.decode(b"not zlib")
+
+
+@pytest.mark.parametrize(
+    ("fraction", "cost"), [(0.0, 0), (1.0, 1001), (0.1, 100), (0.25, 250), (2.0, 1001)]
+)
+def test_hit_cost_is_a_fraction_of_list_cost(fraction: float, cost: int) -> None:
+    assert answer(list_cost=1001).hit_cost_nano(fraction) == cost
+
+
+@pytest.fixture
+async def fake_redis() -> AsyncIterator[aioredis.Redis]:
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    yield client
+    await client.aclose()
+
+
+async def test_redis_level_is_shared_by_replicas(fake_redis: aioredis.Redis) -> None:
+    metrics = Metrics()
+    one = ResponseCache(fake_redis, 1 << 20, metrics=metrics)
+    two = ResponseCache(fake_redis, 1 << 20, metrics=metrics)  # another replica
+    await one.put("t:alpha:abc", answer(), ttl_s=60)
+    raw = await fake_redis.get(rediskeys.cache_entry("t:alpha:abc"))
+    assert raw is not None and zlib.decompress(raw).endswith(BODY)
+    assert 0 < await fake_redis.pttl(rediskeys.cache_entry("t:alpha:abc")) <= 60_000
+    hit, level = await two.lookup("t:alpha:abc")
+    assert hit == answer() and level == "redis"
+    hit, level = await two.lookup("t:alpha:abc")  # now promoted to two's memory
+    assert level == "memory"
+    assert await two.get("t:beta:abc") is None
+
+    def count(result: str, level: str) -> float:
+        return (
+            metrics.registry.get_sample_value(
+                "sg_cache_lookups_total", {"result": result, "level": level}
+            )
+            or 0.0
+        )
+
+    assert count("hit", "redis") == 1 and count("hit", "memory") == 1
+    assert count("miss", "memory") == 2 and count("miss", "redis") == 1
+
+
+async def test_put_soon_writes_redis_in_the_background(fake_redis: aioredis.Redis) -> None:
+    cache = ResponseCache(fake_redis, 1 << 20)
+    cache.put_soon("t:a:k", answer(), ttl_s=60)
+    assert cache.memory.get("t:a:k") is not None  # memory at once
+    await cache.aclose()
+    assert await fake_redis.exists(rediskeys.cache_entry("t:a:k")) == 1
+
+
+async def test_corrupt_redis_entry_is_a_miss(fake_redis: aioredis.Redis) -> None:
+    await fake_redis.set(rediskeys.cache_entry("t:a:k"), b"garbage")
+    cache = ResponseCache(fake_redis, 1 << 20)
+    assert await cache.get("t:a:k") is None
+    assert cache.redis_errors == 1
+
+
+async def test_real_redis_round_trip_and_ttl_expiry(real_redis_url: str) -> None:
+    client = aioredis.Redis.from_url(real_redis_url.rsplit("/", 1)[0] + "/3")
+    try:
+        await client.flushdb()
+        writer = ResponseCache(client, 1 << 20)
+        reader = ResponseCache(client, 0)  # no memory level: every read goes to Redis
+        await writer.put("t:alpha:k", answer(), ttl_s=0.4)
+        hit, level = await reader.lookup("t:alpha:k")
+        assert hit == answer() and level == "redis"
+        assert await reader.get("t:beta:k") is None
+        await asyncio.sleep(0.6)
+        assert await reader.get("t:alpha:k") is None  # Redis expired it
+        assert await client.exists(rediskeys.cache_entry("t:alpha:k")) == 0
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+async def test_redis_promoted_entry_keeps_its_remaining_ttl(fake_redis: aioredis.Redis) -> None:
+    clock = Clock()
+    writer = ResponseCache(fake_redis, 1 << 20, clock=clock)
+    await writer.put("t:a:k", answer(), ttl_s=100)
+    clock.now += 90
+    reader = ResponseCache(fake_redis, 1 << 20, clock=clock)
+    assert await reader.get("t:a:k") is not None  # from Redis, expiring at the original time
+    clock.now += 11
+    assert reader.memory.get("t:a:k") is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_unreachable_redis_is_a_miss_then_skipped_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    client = aioredis.Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=0.2)
+    try:
+        cache = ResponseCache(
+            client, 1 << 20, clock=clock, redis_timeout_s=0.3, redis_backoff_s=5.0
+        )
+        with caplog.at_level(logging.WARNING, logger="spendgate.cache"):
+            assert await cache.get("t:a:k1") is None  # fails (refused or timed out)
+            assert cache.redis_errors == 1
+            # Within the backoff Redis is not even tried: no wait, no new error.
+            started = asyncio.get_running_loop().time()
+            await cache.put("t:a:k2", answer(), ttl_s=60)
+            assert await cache.get("t:a:k3") is None
+            assert asyncio.get_running_loop().time() - started < 0.05
+            assert cache.redis_errors == 1
+            assert await cache.get("t:a:k2") is not None  # the memory level still works
+            clock.now += 5.0  # backoff over: Redis is tried (and fails) again
+            assert await cache.get("t:a:k4") is None
+            assert cache.redis_errors == 2
+        assert len([r for r in caplog.records if "Redis" in r.getMessage()]) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_hanging_redis_times_out_as_a_miss() -> None:
+    done = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await done.wait()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+    try:
+        cache = ResponseCache(client, 1 << 20, redis_timeout_s=0.1)
+        started = asyncio.get_running_loop().time()
+        assert await cache.get("t:a:k") is None
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert cache.redis_errors == 1
+    finally:
+        await client.aclose()
+        done.set()
+        server.close()
+        await server.wait_closed()
