@@ -1,8 +1,9 @@
 """Validated specs -> the frozen runtime `Config`, checking every cross-reference on the way.
 
 Deployments must name a defined provider and resolve to a price (override, then litellm's
-table); deployment ids and declared keys must be unique. Plain secrets leave as sha256 digests,
-and every mapping in the result is read-only.
+table); deployment ids, declared keys and budget names must be unique; budgets name a defined
+team, model and key; `fixed` allocations weigh every non-shared team. Plain secrets leave as
+sha256 digests, and every mapping in the result is read-only.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import hashlib
 from types import MappingProxyType
 
+from gateway.config.checks import Problem, did_you_mean
 from gateway.config.model import (
+    AggregatorConfig,
     CircuitBreakerConfig,
     Config,
     DeclaredKey,
@@ -24,15 +27,16 @@ from gateway.config.model import (
     Timeouts,
 )
 from gateway.config.schema import (
+    AggregatorSpec,
     DeploymentSpec,
     KeySpec,
     ModelSpec,
-    Problem,
     ProviderSpec,
     RootSpec,
+    StoreSpec,
     TeamSpec,
-    did_you_mean,
 )
+from gateway.config.spend import SpendCompiler
 from gateway.errors import ConfigError
 from gateway.pricing.table import PriceTable, load_price_table, price_from_override
 from gateway.types import Principal
@@ -74,16 +78,22 @@ class _Compiler:
         self.incomplete |= None in root.models.values() or None in root.providers.values()
         self.check_unused_overrides()
         server = self.server()
+        keys = self.keys(server.admin_key_hash)
+        spend = SpendCompiler(root, keys, self.problems)
+        spend.check_shared_teams()
         return Config(
             source=source,
             server=server,
-            store=StoreConfig(url=root.store.url),
+            store=_store(root.store),
             providers=MappingProxyType(providers),
             models=MappingProxyType(models),
-            teams=MappingProxyType(
-                {name: TeamConfig(name, spec.description) for name, spec in self.teams()}
-            ),
-            keys=self.keys(server.admin_key_hash),
+            teams=MappingProxyType({name: _team(name, spec) for name, spec in self.teams()}),
+            keys=keys,
+            budgets=spend.budgets(),
+            alerts=spend.alerts(),
+            aggregator=_aggregator(root.aggregator),
+            shared_costs=spend.shared_costs(),
+            shared_spend_allocation=spend.shared_spend_allocation(),
         )
 
     def teams(self) -> list[tuple[str, TeamSpec]]:
@@ -262,4 +272,35 @@ def _provider(name: str, spec: ProviderSpec) -> ProviderConfig:
             failure_threshold=spec.circuit_breaker.failure_threshold,
             cooldown_s=spec.circuit_breaker.cooldown_s,
         ),
+    )
+
+
+def _store(spec: StoreSpec) -> StoreConfig:
+    return StoreConfig(
+        url=spec.url,
+        on_unavailable=spec.on_unavailable,
+        spool_dir=spec.spool_dir,
+        spool_max_bytes=spec.spool_max_bytes,
+        spool_fsync_interval_s=spec.spool_fsync_interval_s,
+    )
+
+
+def _team(name: str, spec: TeamSpec) -> TeamConfig:
+    revenue = spec.revenue
+    return TeamConfig(
+        name=name,
+        description=spec.description,
+        shared=spec.shared,
+        revenue_per_request_nano=revenue.per_request_usd if revenue else None,
+        monthly_revenue_nano=revenue.monthly_usd if revenue else None,
+    )
+
+
+def _aggregator(spec: AggregatorSpec) -> AggregatorConfig:
+    return AggregatorConfig(
+        batch_size=spec.batch_size,
+        block_ms=spec.block_ms,
+        claim_idle_s=spec.claim_idle_s,
+        archive_dir=spec.archive_dir,
+        stream_retention_s=spec.stream_retention_s,
     )

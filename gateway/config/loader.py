@@ -17,9 +17,10 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gateway.config.checks import INVALID, Problem, Substituted, join
 from gateway.config.compile import compile_config
 from gateway.config.model import Config
-from gateway.config.schema import INVALID, Problem, Substituted, join, validate
+from gateway.config.schema import validate
 from gateway.errors import ConfigError
 from gateway.pricing.table import PriceTable
 

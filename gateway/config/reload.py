@@ -1,8 +1,8 @@
 """The live config: one reference to the current snapshot, swapped whole on a good reload.
 
 Reloads come from a file watcher or SIGHUP. A file that fails to load, or that changes what
-only a restart can apply (listen address, store), is refused: the running config stays, the
-reason is logged, and `on_result` is told (the app counts it as a metric).
+only a restart can apply (listen address, store, spool directory), is refused: the running
+config stays, the reason is logged, and `on_result` is told (the app counts it as a metric).
 """
 
 from __future__ import annotations
@@ -156,4 +156,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         changes.append(f"server.port ({old.server.port} -> {new.server.port})")
     if old.store.url != new.store.url:
         changes.append("store.url")  # values not shown: a store URL may hold a password
+    # Events spooled during an outage are replayed from this directory: moving it at run time
+    # would strand them.
+    if old.store.spool_dir != new.store.spool_dir:
+        changes.append(f"store.spool_dir ({old.store.spool_dir} -> {new.store.spool_dir})")
     return changes

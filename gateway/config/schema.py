@@ -2,352 +2,45 @@
 
 `validate(raw)` checks a parsed, env-substituted document against it and returns typed specs
 for `compile`, collecting every problem as (key path, reason). A new section is one spec
-dataclass here plus one field on `RootSpec`; the generic checks do the rest.
+dataclass here plus one field on `RootSpec`; the generic checks in `checks` do the rest.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import datetime
-import difflib
-import math
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final, Generic, Protocol, TypeVar, get_args
-from urllib.parse import urlsplit
-
-from gateway.config.model import AuthStyle, ProviderKind, Strategy
-from gateway.errors import redact
-
-Problem = tuple[str, str]  # (key path, reason)
-
-T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
-
-
-class Invalid:
-    """Marks a value that failed its check (its problem is already recorded)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "INVALID"
-
-
-INVALID: Final = Invalid()
-
-
-class Substituted(str):
-    """A string that came (partly) from `${VAR}` substitution: never echoed in a problem."""
-
-    variables: tuple[str, ...]
-
-    def __new__(cls, text: str, variables: tuple[str, ...]) -> Substituted:
-        value = super().__new__(cls, text)
-        value.variables = variables
-        return value
-
-    @property
-    def origin(self) -> str:
-        return ", ".join(f"${{{name}}}" for name in self.variables)
-
-
-def join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def did_you_mean(word: object, choices: list[str]) -> str:
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.7)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-_TYPE_NAMES: Final[Mapping[type, str]] = {
-    dict: "mapping",
-    list: "list",
-    type(None): "null",
-    datetime.date: "date",
-    datetime.datetime: "timestamp",
-}
-
-
-def describe(value: object, *, secret: bool = False) -> str:
-    """How a problem names a bad value: its type, and its text only when that is safe."""
-    if isinstance(value, Substituted):
-        return f"a value from {value.origin}"
-    kind = _TYPE_NAMES.get(type(value), type(value).__name__)
-    if secret or value is None or isinstance(value, dict | list):
-        return kind
-    shown = repr(value)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
-    return f"{kind} {redact(shown)}"
-
-
-class Check(Protocol[T_co]):
-    """Validates one value at `path`: the clean value, or INVALID after recording why."""
-
-    def __call__(self, value: object, path: str, problems: list[Problem]) -> T_co | Invalid: ...
-
-
-def _fail(problems: list[Problem], path: str, reason: str) -> Invalid:
-    problems.append((path, reason))
-    return INVALID
-
-
-class Str:
-    def __init__(
-        self,
-        *,
-        allow_empty: bool = False,
-        pattern: str | None = None,
-        rule: str = "",
-        secret: bool = False,
-    ) -> None:
-        self.allow_empty = allow_empty
-        self.pattern = re.compile(pattern) if pattern else None
-        self.rule = rule  # says what `pattern` means, for the problem
-        self.secret = secret
-
-    def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
-        if not isinstance(value, str):
-            hint = ""
-            if isinstance(value, int | float | datetime.date) and not self.secret:
-                hint = " (quote it in YAML to make it text)"
-            return _fail(problems, path, f"expected a string, got {describe(value)}{hint}")
-        if not value and not self.allow_empty:
-            return _fail(problems, path, "must not be empty")
-        if self.pattern and value and not self.pattern.fullmatch(value):
-            got = describe(value, secret=self.secret)
-            return _fail(problems, path, f"{self.rule}, got {got}")
-        return str(value)  # a plain str: the runtime config never carries `Substituted`
-
-
-class OneOf:
-    def __init__(self, *choices: str) -> None:
-        self.choices = list(choices)
-
-    def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
-        if isinstance(value, str) and value in self.choices:
-            return str(value)
-        expected = ", ".join(repr(c) for c in self.choices)
-        hint = did_you_mean(value, self.choices) if isinstance(value, str) else ""
-        return _fail(problems, path, f"expected one of {expected}, got {describe(value)}{hint}")
-
-
-class Int:
-    def __init__(self, *, min: int | None = None, max: int | None = None) -> None:
-        self.min, self.max = min, max
-
-    def __call__(self, value: object, path: str, problems: list[Problem]) -> int | Invalid:
-        # Env vars are always text, so `${PORT}` may stand for a number; YAML text may not.
-        if isinstance(value, Substituted) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            return _fail(problems, path, f"expected an integer, got {describe(value)}")
-        return INVALID if _out_of_range(value, self.min, self.max, path, problems) else value
-
-
-class Number:
-    def __init__(self, *, min: float | None = None, positive: bool = False) -> None:
-        self.min, self.positive = min, positive
-
-    def __call__(self, value: object, path: str, problems: list[Problem]) -> float | Invalid:
-        if isinstance(value, Substituted):
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return _fail(problems, path, f"expected a number, got {describe(value)}")
-        if not math.isfinite(value):
-            return _fail(problems, path, f"expected a finite number, got {describe(value)}")
-        if self.positive and value <= 0:
-            return _fail(problems, path, f"must be greater than 0, got {describe(value)}")
-        number = float(value)
-        return INVALID if _out_of_range(number, self.min, None, path, problems) else number
-
-
-def _out_of_range(
-    value: float, low: float | None, high: float | None, path: str, problems: list[Problem]
-) -> bool:
-    if low is not None and value < low:
-        problems.append((path, f"must be at least {low:g}, got {value:g}"))
-        return True
-    if high is not None and value > high:
-        problems.append((path, f"must be at most {high:g}, got {value:g}"))
-        return True
-    return False
-
-
-class Bool:
-    _WORDS: Final[Mapping[str, bool]] = {
-        **dict.fromkeys(("true", "yes", "on", "1"), True),
-        **dict.fromkeys(("false", "no", "off", "0"), False),
-    }
-
-    def __call__(self, value: object, path: str, problems: list[Problem]) -> bool | Invalid:
-        if isinstance(value, Substituted) and value.strip().lower() in self._WORDS:
-            return self._WORDS[value.strip().lower()]
-        if not isinstance(value, bool):
-            return _fail(problems, path, f"expected true or false, got {describe(value)}")
-        return value
-
-
-class Url:
-    """An absolute URL with one of `schemes`; http(s) URLs lose their trailing slash."""
-
-    def __init__(self, *schemes: str, secret: bool = False) -> None:
-        self.schemes = schemes
-        self.secret = secret  # store URLs may carry a password
-
-    def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
-        if not isinstance(value, str) or not value:
-            return _fail(problems, path, f"expected a URL, got {describe(value)}")
-        parts = urlsplit(value)
-        wanted = ", ".join(f"{s}://" for s in self.schemes)
-        got = describe(value, secret=self.secret)
-        if parts.scheme not in self.schemes:
-            return _fail(problems, path, f"expected a URL starting with {wanted}; got {got}")
-        if parts.scheme in ("http", "https") and not parts.hostname:
-            return _fail(problems, path, f"expected a URL with a host name, got {got}")
-        return str(value).rstrip("/") if parts.scheme in ("http", "https") else str(value)
-
-
-class StrMap:
-    """A mapping of non-empty string keys to string values (headers, tags)."""
-
-    def __init__(self, key: Str, value: Str) -> None:
-        self.key, self.value = key, value
-
-    def __call__(
-        self, value: object, path: str, problems: list[Problem]
-    ) -> dict[str, str] | Invalid:
-        if not isinstance(value, dict):
-            return _fail(problems, path, f"expected a mapping, got {describe(value)}")
-        out: dict[str, str] = {}
-        before = len(problems)
-        for key, item in value.items():
-            name = self.key(key, join(path, key), problems)
-            checked = self.value(item, join(path, key), problems)
-            if not isinstance(name, Invalid) and not isinstance(checked, Invalid):
-                out[name] = checked
-        return out if len(problems) == before else INVALID
-
-
-class ListOf(Generic[T]):
-    """A list; an item that fails its check stays as None so later items keep their index."""
-
-    def __init__(self, item: Check[T], *, required_one: str | None = None) -> None:
-        self.item = item
-        self.required_one = required_one  # "deployment": at least one must be listed
-
-    def __call__(
-        self, value: object, path: str, problems: list[Problem]
-    ) -> list[T | None] | Invalid:
-        if not isinstance(value, list):
-            return _fail(problems, path, f"expected a list, got {describe(value)}")
-        if self.required_one and not value:
-            return _fail(problems, path, f"must list at least one {self.required_one}")
-        out: list[T | None] = []
-        for i, item in enumerate(value):
-            checked = _check(self.item, item, f"{path}[{i}]", problems)
-            out.append(None if isinstance(checked, Invalid) else checked)
-        return out
-
-
-class Entries(Generic[T]):
-    """Named entries (providers, models, teams): a broken entry stays as None, so its name
-    still counts as defined and a reference to it adds no second, misleading problem."""
-
-    def __init__(self, item: Check[T], *, name: Str, required_one: str | None = None) -> None:
-        self.item, self.name = item, name
-        self.required_one = required_one  # "provider": at least one must be defined
-
-    def __call__(
-        self, value: object, path: str, problems: list[Problem]
-    ) -> dict[str, T | None] | Invalid:
-        if not isinstance(value, dict):
-            return _fail(problems, path, f"expected a mapping, got {describe(value)}")
-        if self.required_one and not value:
-            return _fail(problems, path, f"must define at least one {self.required_one}")
-        out: dict[str, T | None] = {}
-        for key, item in value.items():
-            name = self.name(key, join(path, key), problems)
-            checked = _check(self.item, item, join(path, key), problems)
-            if isinstance(name, Invalid) or isinstance(checked, Invalid):
-                out[str(key)] = None
-            else:
-                out[name] = checked
-        return out
-
-
-def _check(check: Check[T], value: object, path: str, problems: list[Problem]) -> T | Invalid:
-    # INVALID in the raw tree is an unresolved `${VAR}`, already reported by substitution.
-    return INVALID if isinstance(value, Invalid) else check(value, path, problems)
-
-
-def checks(check: Check[object]) -> dict[str, object]:
-    """Field metadata naming the check a spec key's YAML value must pass."""
-    return {"check": check}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Spec:
-    """Base of every section; `problems` reports rules that span keys, relative to the spec."""
-
-    def problems(self) -> Iterator[Problem]:
-        return iter(())
-
-
-S = TypeVar("S", bound=Spec)
-
-
-class Record(Generic[S]):
-    """A mapping with exactly the keys of spec class `cls`; null or absent keys take defaults.
-
-    A bad value makes the whole record INVALID, unless `lenient`: then a bad key that has a
-    default takes it, so one broken section doesn't stop the others' cross-reference checks.
-    """
-
-    def __init__(self, cls: type[S], *, lenient: bool = False) -> None:
-        self.cls = cls
-        self.lenient = lenient
-        self.fields = {f.name: f for f in dataclasses.fields(cls)}
-
-    def __call__(self, value: object, path: str, problems: list[Problem]) -> S | Invalid:
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            return _fail(problems, path, f"expected a mapping, got {describe(value)}")
-        known = list(self.fields)
-        for key in value:
-            if key not in self.fields:
-                hint = did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
-                problems.append((join(path, key), f"unknown key {str(key)!r}{hint}"))
-        # An unknown key spoils nothing else; a bad or missing value leaves nothing to build.
-        values: dict[str, object] = {}
-        complete = True
-        for name, spec_field in self.fields.items():
-            raw = value.get(name)
-            required = spec_field.default is dataclasses.MISSING and (
-                spec_field.default_factory is dataclasses.MISSING
-            )
-            if raw is None and required:
-                problems.append((join(path, name), "required key is missing"))
-                complete = False
-            elif raw is not None:
-                checked = _check(spec_field.metadata["check"], raw, join(path, name), problems)
-                if not isinstance(checked, Invalid):
-                    values[name] = checked
-                elif not (self.lenient and not required):
-                    complete = False
-        if not complete:
-            return INVALID
-        result: S = self.cls(**values)
-        rules = [(join(path, key), reason) for key, reason in result.problems()]
-        problems.extend(rules)
-        return INVALID if rules else result
-
+from typing import Final, get_args
+
+from gateway.config.checks import (
+    Bool,
+    Entries,
+    Increasing,
+    Int,
+    Invalid,
+    ListOf,
+    Number,
+    OneOf,
+    Problem,
+    Record,
+    Spec,
+    Str,
+    StrMap,
+    SubsetOf,
+    Url,
+    Usd,
+    checks,
+    describe,
+)
+from gateway.config.model import (
+    AllocationMethod,
+    AuthStyle,
+    BudgetScope,
+    OnExceed,
+    OnUnavailable,
+    Period,
+    ProviderKind,
+    Strategy,
+)
 
 # The shape of the file.
 _PROVIDER_NAME = Str(pattern=r"[a-z0-9_-]+", rule="provider names use only a-z, 0-9, _ and -")
@@ -359,8 +52,20 @@ _HEADER_VALUE = Str(
 _SECRET = Str(allow_empty=True, secret=True)  # empty means "not set" (e.g. `${VAR:-}`)
 # A pasted plain key in the wrong field must not be echoed, so digests count as secret too.
 _SHA256 = Str(pattern=r"[0-9a-fA-F]{64}", rule="expected 64 hex digits", secret=True)
+_NAME_RULE = "use only A-Z, a-z, 0-9, _, . and -"
+_BUDGET_NAME = Str(pattern=r"[A-Za-z0-9_.-]+", rule=f"budget names {_NAME_RULE}")
+_NAME = Str(pattern=r"[A-Za-z0-9_.-]+", rule=f"names {_NAME_RULE}")
+_THRESHOLDS = Increasing(Int(min=1, max=1000))  # percent of the limit
 KEY_PREFIX = "sk-sg-"
 KEY_MIN_LEN = 20
+# What a webhook can be sent; model.Webhook's default subscribes to all of them.
+ALERT_EVENTS: Final = ("budget_threshold", "budget_exceeded", "anomaly")
+DEFAULT_THRESHOLDS: Final = (50, 75, 90, 100)
+_MATCH_HELP: Final = {
+    "key": "a key id (key_ and 12 hex digits) or the name of one of the team's keys",
+    "project": "the project name",
+    "tag": "a tag written key=value",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,6 +85,12 @@ class StoreSpec(Spec):
         default="memory://",
         metadata=checks(Url("memory", "redis", "rediss", "unix", "redis+sentinel", secret=True)),
     )
+    on_unavailable: OnUnavailable = field(
+        default="open", metadata=checks(OneOf(*get_args(OnUnavailable)))
+    )
+    spool_dir: str = field(default="var/spool", metadata=checks(Str()))
+    spool_max_bytes: int = field(default=256 * 1024 * 1024, metadata=checks(Int(min=1)))
+    spool_fsync_interval_s: float = field(default=1.0, metadata=checks(Number(positive=True)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -463,10 +174,47 @@ class PriceSpec(Spec):
     reasoning_per_1m: float | None = field(default=None, metadata=checks(Number(min=0)))
 
 
+def _allocation_problems(method: AllocationMethod, weights: dict[str, int]) -> Iterator[Problem]:
+    if method == "fixed" and not weights:
+        yield "weights", "required when allocation is 'fixed': a weight for every non-shared team"
+    elif method != "fixed" and weights:
+        yield "weights", f"only used when allocation is 'fixed', not {method!r}"
+
+
+_ALLOCATION = OneOf(*get_args(AllocationMethod))
+_WEIGHTS = StrMap(Str(), Int(min=1))  # team -> weight; teams are checked by compile
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllocationSpec(Spec):
+    allocation: AllocationMethod = field(default="proportional", metadata=checks(_ALLOCATION))
+    weights: dict[str, int] = field(default_factory=dict, metadata=checks(_WEIGHTS))
+
+    def problems(self) -> Iterator[Problem]:
+        return _allocation_problems(self.allocation, self.weights)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedCostSpec(Spec):
+    name: str = field(metadata=checks(_NAME))
+    monthly_usd: int = field(metadata=checks(Usd()))  # Usd checks yield nano-USD
+    allocation: AllocationMethod = field(default="proportional", metadata=checks(_ALLOCATION))
+    weights: dict[str, int] = field(default_factory=dict, metadata=checks(_WEIGHTS))
+
+    def problems(self) -> Iterator[Problem]:
+        return _allocation_problems(self.allocation, self.weights)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PricingSpec(Spec):
     overrides: dict[str, PriceSpec | None] = field(
         default_factory=dict, metadata=checks(Entries(Record(PriceSpec), name=Str()))
+    )
+    shared_costs: list[SharedCostSpec | None] = field(
+        default_factory=list, metadata=checks(ListOf(Record(SharedCostSpec)))
+    )
+    shared_spend: AllocationSpec = field(
+        default_factory=AllocationSpec, metadata=checks(Record(AllocationSpec))
     )
 
 
@@ -492,11 +240,102 @@ class KeySpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class BudgetSpec(Spec):
+    """A budget under `teams.<team>.budgets`, where the team is implied."""
+
+    name: str = field(metadata=checks(_BUDGET_NAME))
+    period: Period = field(metadata=checks(OneOf(*get_args(Period))))
+    limit_usd: int | None = field(default=None, metadata=checks(Usd(positive=True)))  # nano
+    limit_tokens: int | None = field(default=None, metadata=checks(Int(min=1)))
+    scope: BudgetScope = field(default="team", metadata=checks(OneOf(*get_args(BudgetScope))))
+    match: str | None = field(default=None, metadata=checks(Str()))
+    on_exceed: OnExceed = field(default="block", metadata=checks(OneOf(*get_args(OnExceed))))
+    downgrade_to: str | None = field(default=None, metadata=checks(Str()))
+    thresholds: tuple[int, ...] | None = field(default=None, metadata=checks(_THRESHOLDS))
+
+    def problems(self) -> Iterator[Problem]:
+        if self.limit_usd is None and self.limit_tokens is None:
+            yield "limit_usd", "give limit_usd, limit_tokens or both"
+        if self.scope == "team" and self.match is not None:
+            yield "match", "only allowed when scope is not 'team' (a team budget covers it all)"
+        elif self.scope != "team" and self.match is None:
+            yield "match", f"required when scope is {self.scope!r}: {_MATCH_HELP[self.scope]}"
+        elif self.scope == "tag" and self.match is not None:
+            tag, _, value = self.match.partition("=")
+            if not tag or not value:
+                yield "match", f"expected key=value when scope is 'tag', got {describe(self.match)}"
+        if self.on_exceed == "downgrade" and self.downgrade_to is None:
+            yield "downgrade_to", "required when on_exceed is 'downgrade' (a model under models)"
+        elif self.on_exceed != "downgrade" and self.downgrade_to is not None:
+            reason = f"only allowed when on_exceed is 'downgrade', not {self.on_exceed!r}"
+            yield "downgrade_to", reason
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetRuleSpec(BudgetSpec):
+    """A budget under `budgets.rules`, which names its team."""
+
+    team: str = field(metadata=checks(Str()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevenueSpec(Spec):
+    per_request_usd: int | None = field(default=None, metadata=checks(Usd()))  # nano-USD
+    monthly_usd: int | None = field(default=None, metadata=checks(Usd()))
+
+    def problems(self) -> Iterator[Problem]:
+        if self.per_request_usd is None and self.monthly_usd is None:
+            yield "per_request_usd", "give per_request_usd, monthly_usd or both"
+
+
+@dataclass(frozen=True, kw_only=True)
 class TeamSpec(Spec):
     description: str | None = field(default=None, metadata=checks(Str(allow_empty=True)))
+    shared: bool = field(default=False, metadata=checks(Bool()))
+    revenue: RevenueSpec | None = field(default=None, metadata=checks(Record(RevenueSpec)))
+    budgets: list[BudgetSpec | None] = field(
+        default_factory=list, metadata=checks(ListOf(Record(BudgetSpec)))
+    )
     keys: list[KeySpec | None] = field(
         default_factory=list, metadata=checks(ListOf(Record(KeySpec)))
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetsSpec(Spec):
+    reservation_ttl_s: float = field(default=900.0, metadata=checks(Number(positive=True)))
+    thresholds: tuple[int, ...] = field(default=DEFAULT_THRESHOLDS, metadata=checks(_THRESHOLDS))
+    rules: list[BudgetRuleSpec | None] = field(
+        default_factory=list, metadata=checks(ListOf(Record(BudgetRuleSpec)))
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSpec(Spec):
+    name: str = field(metadata=checks(_NAME))
+    # Slack-style URLs embed their token, so the URL is never echoed.
+    url: str = field(repr=False, metadata=checks(Url("http", "https", secret=True)))
+    events: tuple[str, ...] = field(
+        default=ALERT_EVENTS, metadata=checks(SubsetOf(*ALERT_EVENTS, what="event"))
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertsSpec(Spec):
+    cooldown_s: float = field(default=3600.0, metadata=checks(Number(min=0)))
+    timeout_s: float = field(default=5.0, metadata=checks(Number(positive=True)))
+    webhooks: list[WebhookSpec | None] = field(
+        default_factory=list, metadata=checks(ListOf(Record(WebhookSpec)))
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregatorSpec(Spec):
+    batch_size: int = field(default=500, metadata=checks(Int(min=1, max=10_000)))
+    block_ms: int = field(default=1000, metadata=checks(Int(min=1)))
+    claim_idle_s: float = field(default=60.0, metadata=checks(Number(positive=True)))
+    archive_dir: str = field(default="var/archive", metadata=checks(Str()))
+    stream_retention_s: float = field(default=48 * 3600.0, metadata=checks(Number(positive=True)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -509,9 +348,18 @@ class RootSpec(Spec):
     models: dict[str, ModelSpec | None] = field(
         metadata=checks(Entries(Record(ModelSpec), name=Str(), required_one="model"))
     )
-    pricing: PricingSpec = field(default_factory=PricingSpec, metadata=checks(Record(PricingSpec)))
+    # Lenient, so that a broken shared cost doesn't lose the overrides (and report every
+    # overridden model as unpriced).
+    pricing: PricingSpec = field(
+        default_factory=PricingSpec, metadata=checks(Record(PricingSpec, lenient=True))
+    )
     teams: dict[str, TeamSpec | None] = field(
         default_factory=dict, metadata=checks(Entries(Record(TeamSpec), name=_TEAM_NAME))
+    )
+    budgets: BudgetsSpec = field(default_factory=BudgetsSpec, metadata=checks(Record(BudgetsSpec)))
+    alerts: AlertsSpec = field(default_factory=AlertsSpec, metadata=checks(Record(AlertsSpec)))
+    aggregator: AggregatorSpec = field(
+        default_factory=AggregatorSpec, metadata=checks(Record(AggregatorSpec))
     )
 
 

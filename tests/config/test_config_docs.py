@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.config.schema import Check, Entries, ListOf, Record, RootSpec
+from gateway.config.checks import Check, Entries, ListOf, Record
+from gateway.config.schema import RootSpec
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

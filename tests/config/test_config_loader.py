@@ -9,6 +9,7 @@ import pytest
 
 from gateway.config.loader import check_config_main, default_config_path, load_config, load_text
 from gateway.errors import ConfigError
+from gateway.types import NANO_PER_USD
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "examples" / "production.yaml"
@@ -22,6 +23,7 @@ EXAMPLE_ENV = {
     "AZURE_OPENAI_API_KEY": "fake-azure-key",
     "ANTHROPIC_API_KEY": "sk-ant-fake",
     "SUPPORT_BOT_KEY": "sk-sg-support-bot-fake-0001",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/fake-token",
 }
 
 
@@ -46,6 +48,17 @@ def test_default_config_is_the_offline_demo(monkeypatch: pytest.MonkeyPatch) -> 
     assert config.store.url == "memory://"
     assert config.server.admin_key_hash is not None
     assert sorted(k.principal.team for k in config.keys) == ["research", "search", "support"]
+    budgets = {b.name: b for b in config.budgets.rules}
+    assert [
+        (b.team, b.scope, b.match, b.period, b.limit_nano, b.on_exceed) for b in budgets.values()
+    ] == [
+        ("search", "team", None, "monthly", 50 * NANO_PER_USD, "block"),
+        ("support", "team", None, "daily", 5 * NANO_PER_USD, "downgrade"),
+        ("research", "project", "evals", "weekly", 10 * NANO_PER_USD, "alert"),
+    ]
+    assert budgets["support-daily"].downgrade_to == "gpt-4o-mini"
+    assert budgets["search-monthly"].thresholds == (50, 75, 90, 100)
+    assert config.store.on_unavailable == "open"
 
 
 def test_default_config_follows_its_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,6 +76,20 @@ def test_production_example_compiles_with_its_env_vars() -> None:
     assert [d.provider for d in config.models["gpt-4o"].deployments] == ["openai", "azure-gpt-4o"]
     llama = config.models["llama-3.1-70b"].deployments[0]
     assert llama.price.source == "override"
+    # Budgets, alerts and chargeback
+    assert config.store.spool_dir == "/var/lib/spendgate/spool"
+    assert [t for t, team in config.teams.items() if team.shared] == ["platform"]
+    budgets = {b.name: b for b in config.budgets.rules}
+    assert len(budgets) == len(config.budgets.rules) >= 5
+    assert all(
+        b.downgrade_to in config.models for b in budgets.values() if b.on_exceed == "downgrade"
+    )
+    ranking_key = next(k for k in config.keys if k.principal.name == "search-ranking-prod")
+    assert budgets["search-ranking-daily"].match == ranking_key.principal.key_id
+    assert config.alerts.webhooks[0].url == EXAMPLE_ENV["SLACK_WEBHOOK_URL"]
+    assert EXAMPLE_ENV["SLACK_WEBHOOK_URL"] not in repr(config)
+    assert {cost.name for cost in config.shared_costs} == {"gateway-platform", "vector-db"}
+    assert config.shared_costs[1].monthly_nano == 850 * NANO_PER_USD
 
 
 def test_production_example_names_every_missing_variable() -> None:

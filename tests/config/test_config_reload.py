@@ -103,6 +103,11 @@ def test_deleted_file_keeps_the_running_config(live: LiveConfig, config_file: Pa
         ("port: 8080", "port: 9090", "server.port (8080 -> 9090)"),
         ("server:\n", "server:\n  host: 0.0.0.0\n", "server.host (127.0.0.1 -> 0.0.0.0)"),
         ("server:\n", "store: {url: 'redis://:pw@r:6379/0'}\nserver:\n", "store.url"),
+        (
+            "server:\n",
+            "store: {spool_dir: /var/lib/spendgate/spool}\nserver:\n",
+            "store.spool_dir (var/spool -> /var/lib/spendgate/spool)",
+        ),
     ],
 )
 def test_changes_that_need_a_restart_are_refused(

@@ -109,10 +109,12 @@ def test_unknown_key_suggests_the_close_one() -> None:
 
 
 def test_unknown_top_level_section_lists_the_known_ones() -> None:
-    found = problems(PROVIDERS + MODELS + "budgetz: {}\n")
-    assert reason_at(found, "budgetz") == (
-        "unknown key 'budgetz' (known keys: server, store, providers, models, pricing, teams)"
+    found = problems(PROVIDERS + MODELS + "routing: {}\nbudgetz: {}\n")
+    assert reason_at(found, "routing") == (
+        "unknown key 'routing' (known keys: server, store, providers, models, pricing, teams, "
+        "budgets, alerts, aggregator)"
     )
+    assert reason_at(found, "budgetz") == "unknown key 'budgetz' (did you mean 'budgets'?)"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,426 @@
+"""Value checks for the config schema: each validates one YAML value at a key path and records
+every problem as (key path, reason), naming a bad value without echoing secrets.
+
+`Record` turns a mapping into a `Spec` dataclass whose fields name their checks; `schema` uses
+these to describe gateway.yaml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import difflib
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Final, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from gateway.errors import redact
+from gateway.types import usd_to_nano
+
+Problem = tuple[str, str]  # (key path, reason)
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Invalid:
+    """Marks a value that failed its check (its problem is already recorded)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Final = Invalid()
+
+
+class Substituted(str):
+    """A string that came (partly) from `${VAR}` substitution: never echoed in a problem."""
+
+    variables: tuple[str, ...]
+
+    def __new__(cls, text: str, variables: tuple[str, ...]) -> Substituted:
+        value = super().__new__(cls, text)
+        value.variables = variables
+        return value
+
+    @property
+    def origin(self) -> str:
+        return ", ".join(f"${{{name}}}" for name in self.variables)
+
+
+def join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def did_you_mean(word: object, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_TYPE_NAMES: Final[Mapping[type, str]] = {
+    dict: "mapping",
+    list: "list",
+    type(None): "null",
+    datetime.date: "date",
+    datetime.datetime: "timestamp",
+}
+
+
+def describe(value: object, *, secret: bool = False) -> str:
+    """How a problem names a bad value: its type, and its text only when that is safe."""
+    if isinstance(value, Substituted):
+        return f"a value from {value.origin}"
+    kind = _TYPE_NAMES.get(type(value), type(value).__name__)
+    if secret or value is None or isinstance(value, dict | list):
+        return kind
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"{kind} {redact(shown)}"
+
+
+class Check(Protocol[T_co]):
+    """Validates one value at `path`: the clean value, or INVALID after recording why."""
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> T_co | Invalid: ...
+
+
+def _fail(problems: list[Problem], path: str, reason: str) -> Invalid:
+    problems.append((path, reason))
+    return INVALID
+
+
+class Str:
+    def __init__(
+        self,
+        *,
+        allow_empty: bool = False,
+        pattern: str | None = None,
+        rule: str = "",
+        secret: bool = False,
+    ) -> None:
+        self.allow_empty = allow_empty
+        self.pattern = re.compile(pattern) if pattern else None
+        self.rule = rule  # says what `pattern` means, for the problem
+        self.secret = secret
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
+        if not isinstance(value, str):
+            hint = ""
+            if isinstance(value, int | float | datetime.date) and not self.secret:
+                hint = " (quote it in YAML to make it text)"
+            return _fail(problems, path, f"expected a string, got {describe(value)}{hint}")
+        if not value and not self.allow_empty:
+            return _fail(problems, path, "must not be empty")
+        if self.pattern and value and not self.pattern.fullmatch(value):
+            got = describe(value, secret=self.secret)
+            return _fail(problems, path, f"{self.rule}, got {got}")
+        return str(value)  # a plain str: the runtime config never carries `Substituted`
+
+
+class OneOf:
+    def __init__(self, *choices: str) -> None:
+        self.choices = list(choices)
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
+        if isinstance(value, str) and value in self.choices:
+            return str(value)
+        expected = ", ".join(repr(c) for c in self.choices)
+        hint = did_you_mean(value, self.choices) if isinstance(value, str) else ""
+        return _fail(problems, path, f"expected one of {expected}, got {describe(value)}{hint}")
+
+
+class Int:
+    def __init__(self, *, min: int | None = None, max: int | None = None) -> None:
+        self.min, self.max = min, max
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> int | Invalid:
+        # Env vars are always text, so `${PORT}` may stand for a number; YAML text may not.
+        if isinstance(value, Substituted) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return _fail(problems, path, f"expected an integer, got {describe(value)}")
+        return INVALID if _out_of_range(value, self.min, self.max, path, problems) else value
+
+
+class Number:
+    def __init__(self, *, min: float | None = None, positive: bool = False) -> None:
+        self.min, self.positive = min, positive
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> float | Invalid:
+        if isinstance(value, Substituted):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return _fail(problems, path, f"expected a number, got {describe(value)}")
+        if not math.isfinite(value):
+            return _fail(problems, path, f"expected a finite number, got {describe(value)}")
+        if self.positive and value <= 0:
+            return _fail(problems, path, f"must be greater than 0, got {describe(value)}")
+        number = float(value)
+        return INVALID if _out_of_range(number, self.min, None, path, problems) else number
+
+
+def _out_of_range(
+    value: float, low: float | None, high: float | None, path: str, problems: list[Problem]
+) -> bool:
+    if low is not None and value < low:
+        problems.append((path, f"must be at least {low:g}, got {value:g}"))
+        return True
+    if high is not None and value > high:
+        problems.append((path, f"must be at most {high:g}, got {value:g}"))
+        return True
+    return False
+
+
+class Usd:
+    """A USD amount, written as a number or a decimal string, returned as exact nano-USD.
+
+    A YAML float goes through its shortest repr (what was written), so 0.15 is exactly
+    150_000_000 nano; an amount finer than a nano-dollar is refused rather than rounded.
+    """
+
+    MAX_USD: Final = 10**12  # keeps the nano-USD conversion exact, and catches runaway zeros
+
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> int | Invalid:
+        amount = None
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            with contextlib.suppress(InvalidOperation):
+                amount = Decimal(str(value).strip())
+        if amount is None or not amount.is_finite():
+            kind = "a USD amount (a number, or a decimal string like '12.50')"
+            return _fail(problems, path, f"expected {kind}, got {describe(value)}")
+        got = describe(value)
+        if amount < 0:
+            return _fail(problems, path, f"must not be negative, got {got}")
+        if self.positive and amount == 0:
+            return _fail(problems, path, f"must be greater than 0, got {got}")
+        if amount > self.MAX_USD:
+            return _fail(problems, path, f"must be at most {self.MAX_USD}, got {got}")
+        _, digits, exponent = amount.as_tuple()
+        below_nano = -9 - int(exponent)  # digits past the 9th decimal must all be zero
+        if below_nano > 0 and any(digits[-below_nano:]):
+            reason = "more than 9 decimals: amounts are kept in whole nano-USD"
+            return _fail(problems, path, f"{reason}, got {got}")
+        return usd_to_nano(str(amount))
+
+
+class Increasing:
+    """A list of integers in strictly increasing order (budget alert thresholds)."""
+
+    def __init__(self, item: Int) -> None:
+        self.items = ListOf(item)
+
+    def __call__(
+        self, value: object, path: str, problems: list[Problem]
+    ) -> tuple[int, ...] | Invalid:
+        items = self.items(value, path, problems)
+        if isinstance(items, Invalid):
+            return INVALID
+        numbers = [item for item in items if item is not None]
+        if len(numbers) < len(items):
+            return INVALID  # an item's own problem is recorded
+        for i in range(1, len(numbers)):
+            if numbers[i] <= numbers[i - 1]:
+                reason = f"must be greater than the value before it ({numbers[i - 1]})"
+                return _fail(problems, f"{path}[{i}]", f"{reason}, got {numbers[i]}")
+        return tuple(numbers)
+
+
+class SubsetOf:
+    """A non-empty list of distinct choices (webhook event kinds), as a tuple."""
+
+    def __init__(self, *choices: str, what: str) -> None:
+        self.items = ListOf(OneOf(*choices), required_one=what)
+
+    def __call__(
+        self, value: object, path: str, problems: list[Problem]
+    ) -> tuple[str, ...] | Invalid:
+        items = self.items(value, path, problems)
+        if isinstance(items, Invalid):
+            return INVALID
+        chosen = [item for item in items if item is not None]
+        if len(chosen) < len(items):
+            return INVALID
+        for i, item in enumerate(chosen):
+            if item in chosen[:i]:
+                return _fail(problems, f"{path}[{i}]", f"{item!r} is listed twice")
+        return tuple(chosen)
+
+
+class Bool:
+    _WORDS: Final[Mapping[str, bool]] = {
+        **dict.fromkeys(("true", "yes", "on", "1"), True),
+        **dict.fromkeys(("false", "no", "off", "0"), False),
+    }
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> bool | Invalid:
+        if isinstance(value, Substituted) and value.strip().lower() in self._WORDS:
+            return self._WORDS[value.strip().lower()]
+        if not isinstance(value, bool):
+            return _fail(problems, path, f"expected true or false, got {describe(value)}")
+        return value
+
+
+class Url:
+    """An absolute URL with one of `schemes`; http(s) URLs lose their trailing slash."""
+
+    def __init__(self, *schemes: str, secret: bool = False) -> None:
+        self.schemes = schemes
+        self.secret = secret  # store URLs may carry a password
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
+        if not isinstance(value, str) or not value:
+            return _fail(problems, path, f"expected a URL, got {describe(value)}")
+        parts = urlsplit(value)
+        wanted = ", ".join(f"{s}://" for s in self.schemes)
+        got = describe(value, secret=self.secret)
+        if parts.scheme not in self.schemes:
+            return _fail(problems, path, f"expected a URL starting with {wanted}; got {got}")
+        if parts.scheme in ("http", "https") and not parts.hostname:
+            return _fail(problems, path, f"expected a URL with a host name, got {got}")
+        return str(value).rstrip("/") if parts.scheme in ("http", "https") else str(value)
+
+
+class StrMap(Generic[T]):
+    """A mapping of non-empty string keys to checked values (headers, tags, weights)."""
+
+    def __init__(self, key: Str, value: Check[T]) -> None:
+        self.key, self.value = key, value
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> dict[str, T] | Invalid:
+        if not isinstance(value, dict):
+            return _fail(problems, path, f"expected a mapping, got {describe(value)}")
+        out: dict[str, T] = {}
+        before = len(problems)
+        for key, item in value.items():
+            name = self.key(key, join(path, key), problems)
+            checked = self.value(item, join(path, key), problems)
+            if not isinstance(name, Invalid) and not isinstance(checked, Invalid):
+                out[name] = checked
+        return out if len(problems) == before else INVALID
+
+
+class ListOf(Generic[T]):
+    """A list; an item that fails its check stays as None so later items keep their index."""
+
+    def __init__(self, item: Check[T], *, required_one: str | None = None) -> None:
+        self.item = item
+        self.required_one = required_one  # "deployment": at least one must be listed
+
+    def __call__(
+        self, value: object, path: str, problems: list[Problem]
+    ) -> list[T | None] | Invalid:
+        if not isinstance(value, list):
+            return _fail(problems, path, f"expected a list, got {describe(value)}")
+        if self.required_one and not value:
+            return _fail(problems, path, f"must list at least one {self.required_one}")
+        out: list[T | None] = []
+        for i, item in enumerate(value):
+            checked = _check(self.item, item, f"{path}[{i}]", problems)
+            out.append(None if isinstance(checked, Invalid) else checked)
+        return out
+
+
+class Entries(Generic[T]):
+    """Named entries (providers, models, teams): a broken entry stays as None, so its name
+    still counts as defined and a reference to it adds no second, misleading problem."""
+
+    def __init__(self, item: Check[T], *, name: Str, required_one: str | None = None) -> None:
+        self.item, self.name = item, name
+        self.required_one = required_one  # "provider": at least one must be defined
+
+    def __call__(
+        self, value: object, path: str, problems: list[Problem]
+    ) -> dict[str, T | None] | Invalid:
+        if not isinstance(value, dict):
+            return _fail(problems, path, f"expected a mapping, got {describe(value)}")
+        if self.required_one and not value:
+            return _fail(problems, path, f"must define at least one {self.required_one}")
+        out: dict[str, T | None] = {}
+        for key, item in value.items():
+            name = self.name(key, join(path, key), problems)
+            checked = _check(self.item, item, join(path, key), problems)
+            if isinstance(name, Invalid) or isinstance(checked, Invalid):
+                out[str(key)] = None
+            else:
+                out[name] = checked
+        return out
+
+
+def _check(check: Check[T], value: object, path: str, problems: list[Problem]) -> T | Invalid:
+    # INVALID in the raw tree is an unresolved `${VAR}`, already reported by substitution.
+    return INVALID if isinstance(value, Invalid) else check(value, path, problems)
+
+
+def checks(check: Check[object]) -> dict[str, object]:
+    """Field metadata naming the check a spec key's YAML value must pass."""
+    return {"check": check}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    """Base of every section; `problems` reports rules that span keys, relative to the spec."""
+
+    def problems(self) -> Iterator[Problem]:
+        return iter(())
+
+
+S = TypeVar("S", bound=Spec)
+
+
+class Record(Generic[S]):
+    """A mapping with exactly the keys of spec class `cls`; null or absent keys take defaults.
+
+    A bad value makes the whole record INVALID, unless `lenient`: then a bad key that has a
+    default takes it, so one broken section doesn't stop the others' cross-reference checks.
+    """
+
+    def __init__(self, cls: type[S], *, lenient: bool = False) -> None:
+        self.cls = cls
+        self.lenient = lenient
+        self.fields = {f.name: f for f in dataclasses.fields(cls)}
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> S | Invalid:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return _fail(problems, path, f"expected a mapping, got {describe(value)}")
+        known = list(self.fields)
+        for key in value:
+            if key not in self.fields:
+                hint = did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
+                problems.append((join(path, key), f"unknown key {str(key)!r}{hint}"))
+        # An unknown key spoils nothing else; a bad or missing value leaves nothing to build.
+        values: dict[str, object] = {}
+        complete = True
+        for name, spec_field in self.fields.items():
+            raw = value.get(name)
+            required = spec_field.default is dataclasses.MISSING and (
+                spec_field.default_factory is dataclasses.MISSING
+            )
+            if raw is None and required:
+                problems.append((join(path, name), "required key is missing"))
+                complete = False
+            elif raw is not None:
+                checked = _check(spec_field.metadata["check"], raw, join(path, name), problems)
+                if not isinstance(checked, Invalid):
+                    values[name] = checked
+                elif not (self.lenient and not required):
+                    complete = False
+        if not complete:
+            return INVALID
+        result: S = self.cls(**values)
+        rules = [(join(path, key), reason) for key, reason in result.problems()]
+        problems.extend(rules)
+        return INVALID if rules else result
