@@ -99,3 +99,12 @@ def alert_cooldown(kind: str, subject: str) -> str:
 def cache_entry(key: str) -> str:
     """String: a zlib-compressed cached response (`cache.store`), SET with PX = its TTL."""
     return f"{PREFIX}:cache:{key}"
+
+
+# Budget lifetimes. A counter outlives its period by BUDGET_COUNTER_RETENTION_S, so a settle that
+# lands after the period rolled over (the request started before midnight) still finds its
+# counter, and reports can read the previous period. A reservation hash outlives its deadline by
+# RESERVATION_GRACE_S: expired reservations are released by the team's next reserve, so the hash
+# must still be there then; it only expires on its own if the team reserves nothing for a week.
+BUDGET_COUNTER_RETENTION_S = 35 * 86400
+RESERVATION_GRACE_S = 7 * 86400

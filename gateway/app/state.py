@@ -19,3 +19,14 @@ REDIS: web.AppKey[Redis] = web.AppKey("redis")
 KEYRING: web.AppKey[Keyring] = web.AppKey("keyring")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
+
+if TYPE_CHECKING:
+    from gateway.budgets.alerts import AlertSender
+    from gateway.budgets.ledger import BudgetLedger
+    from gateway.budgets.registry import BudgetRegistry
+    from gateway.budgets.spool import Spool
+
+BUDGETS: web.AppKey[BudgetRegistry] = web.AppKey("budgets")
+LEDGER: web.AppKey[BudgetLedger] = web.AppKey("ledger")
+SPOOL: web.AppKey[Spool] = web.AppKey("spool")
+ALERTS: web.AppKey[AlertSender] = web.AppKey("alerts")

@@ -1,0 +1,450 @@
+"""Reserve and settle against budgets, and append spend events: one Lua call each.
+
+`reserve` holds a request's worst-case cost against every budget that applies (releasing the
+team's expired reservations first); `settle` gives the reservation back, adds the actual cost and
+appends the spend event to the team's stream, once per event id. Redis failures propagate as
+`redis.exceptions.RedisError` / `OSError`: the caller decides fail-open or closed and spools
+settles it could not deliver (`Spool`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway import rediskeys
+from gateway.budgets.periods import end_of_period_id, hour_id, period_at, period_end, period_id
+from gateway.config.model import BudgetConfig
+from gateway.errors import RateLimited
+from gateway.types import SpendEvent, nano_to_usd_str
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+# The scripts compare amounts as Lua numbers (doubles): totals per counter are exact below this,
+# 2^53 nano-USD ~ 9 million USD (and 9e15 tokens). Increments themselves are 64-bit HINCRBYs.
+MAX_EXACT = 2**53
+
+REMAINING_USD_HEADER = "x-sg-budget-remaining-usd"
+REMAINING_TOKENS_HEADER = "x-sg-budget-remaining-tokens"
+
+_PERIOD_TEXT = {
+    "daily": "per day",
+    "weekly": "per week",
+    "monthly": "per month",
+    "total": "in total",
+}
+
+
+def load_script(name: str) -> str:
+    return resources.files("gateway.budgets").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """One budget in one period: what is spent and what requests in flight hold."""
+
+    budget: BudgetConfig
+    period_id: str
+    period_end: datetime | None  # None for "total"
+    spent_nano: int = 0
+    reserved_nano: int = 0
+    spent_tokens: int = 0
+    reserved_tokens: int = 0
+
+    @property
+    def remaining_nano(self) -> int | None:
+        """Limit minus spent minus reserved; negative when a soft budget is overspent."""
+        limit = self.budget.limit_nano
+        return None if limit is None else limit - self.spent_nano - self.reserved_nano
+
+    @property
+    def remaining_tokens(self) -> int | None:
+        limit = self.budget.limit_tokens
+        return None if limit is None else limit - self.spent_tokens - self.reserved_tokens
+
+    @property
+    def pct(self) -> float:
+        """Spent as a percentage of the limit: the higher of the USD and the token figure."""
+        pcts = [
+            _pct(spent, limit)
+            for spent, limit in (
+                (self.spent_nano, self.budget.limit_nano),
+                (self.spent_tokens, self.budget.limit_tokens),
+            )
+            if limit is not None
+        ]
+        return max(pcts, default=0.0)
+
+
+def _pct(spent: int, limit: int) -> float:
+    if limit <= 0:
+        return 100.0 if spent > 0 else 0.0
+    return 100.0 * spent / limit
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The outcome of `reserve`. Settle with it, so the request is charged to the periods it
+    reserved in even if a period rolled over meanwhile."""
+
+    ok: bool
+    team: str
+    request_id: str
+    budgets: tuple[BudgetConfig, ...]
+    period_ids: tuple[str, ...]
+    status: tuple[BudgetStatus, ...]  # per budget, after this reservation (before, if refused)
+    amount_nano: int = 0
+    amount_tokens: int = 0
+    deadline_ms: int = 0
+    exceeded: BudgetConfig | None = None  # the budget that refused (block before downgrade)
+    retry_after_s: int | None = None  # until the exceeded budget's period resets; None: total
+    released_expired: int = 0  # expired reservations of the team this call released
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        return tuple(
+            rediskeys.budget_counter(self.team, b.name, pid)
+            for b, pid in zip(self.budgets, self.period_ids, strict=True)
+        )
+
+    @property
+    def exceeded_status(self) -> BudgetStatus | None:
+        for status in self.status:
+            if status.budget is self.exceeded:
+                return status
+        return None
+
+    @property
+    def remaining_nano(self) -> int | None:
+        """The tightest remaining USD budget (never below 0); None without USD budgets."""
+        values = [s.remaining_nano for s in self.status if s.remaining_nano is not None]
+        return max(0, min(values)) if values else None
+
+    @property
+    def remaining_tokens(self) -> int | None:
+        values = [s.remaining_tokens for s in self.status if s.remaining_tokens is not None]
+        return max(0, min(values)) if values else None
+
+    @property
+    def soft_exceeded(self) -> tuple[BudgetConfig, ...]:
+        """`alert` budgets this reservation took over their limit (served anyway)."""
+        return tuple(
+            s.budget
+            for s in self.status
+            if s.budget.on_exceed == "alert"
+            and (
+                (s.remaining_nano is not None and s.remaining_nano < 0)
+                or (s.remaining_tokens is not None and s.remaining_tokens < 0)
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    duplicate: bool  # the event id was settled before: nothing changed
+    stream_id: str | None = None
+    released: bool = False  # the reservation was still held (not yet released by its deadline)
+    crossed: tuple[tuple[BudgetConfig, int], ...] = ()  # (budget, threshold %) newly reached
+    status: tuple[BudgetStatus, ...] = ()  # per budget, after this settle
+
+    @property
+    def spent_nano(self) -> dict[str, int]:
+        return {s.budget.name: s.spent_nano for s in self.status}
+
+    @property
+    def remaining_nano(self) -> int | None:
+        values = [s.remaining_nano for s in self.status if s.remaining_nano is not None]
+        return max(0, min(values)) if values else None
+
+
+class BudgetLedger:
+    """Reserve / settle / status over one Redis client. Cheap to build; holds no money state."""
+
+    def __init__(self, redis: Redis, *, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._clock = clock
+        # register_script: calls use EVALSHA, falling back to loading the script once.
+        self._reserve: AsyncScript = redis.register_script(load_script("reserve.lua"))
+        self._settle: AsyncScript = redis.register_script(load_script("settle.lua"))
+        self._registered: set[str] = set()  # teams whose stream is in the registry
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def reserve(
+        self,
+        team: str,
+        request_id: str,
+        budgets: Sequence[BudgetConfig],
+        amount_nano: int,
+        amount_tokens: int,
+        ttl_s: float,
+        *,
+        enforce_downgrade: bool = True,
+    ) -> Reservation:
+        """Hold `amount_*` against every budget in `budgets` (all of `team`), or nothing if any
+        block/downgrade budget would go over. No budgets: no Redis call at all.
+
+        `enforce_downgrade=False` is for the second reserve of a request that a `downgrade`
+        budget refused, now for the cheaper model: downgrade budgets then only count (as
+        `alert` ones do) and `block` budgets still hold.
+        """
+        _check_amount(amount_nano, "amount_nano")
+        _check_amount(amount_tokens, "amount_tokens")
+        now_ms = int(self._clock() * 1000)
+        deadline_ms = now_ms + max(1, int(ttl_s * 1000))
+        if not budgets:
+            return Reservation(True, team, request_id, (), (), (), amount_nano, amount_tokens)
+        budgets = tuple(budgets)
+        _check_team(team, budgets)
+        periods = [period_at(b.period, now_ms) for b in budgets]
+        period_ids = tuple(pid for pid, _ in periods)
+        ends = tuple(end for _, end in periods)
+        keys = [
+            rediskeys.budget_counter(team, b.name, p)
+            for b, p in zip(budgets, period_ids, strict=True)
+        ]
+        keys += [rediskeys.reservation(team, request_id), rediskeys.reservation_deadlines(team)]
+        hold_ms = deadline_ms - now_ms + rediskeys.RESERVATION_GRACE_S * 1000
+        args: list[str | int] = [request_id, now_ms, deadline_ms, amount_nano, amount_tokens]
+        args.append(hold_ms)
+        for budget, end in zip(budgets, ends, strict=True):
+            mode = budget.on_exceed
+            if mode == "downgrade" and not enforce_downgrade:
+                mode = "alert"
+            args += [_limit(budget.limit_nano), _limit(budget.limit_tokens), mode]
+            args.append(_ttl_ms(end, now_ms))
+        raw = await self._reserve(keys=keys, args=args)
+        code, failed, released = int(raw[0]), int(raw[1]), int(raw[2])
+        exceeded, retry = None, None
+        if code == 0:
+            exceeded = budgets[failed - 1]
+            end = ends[failed - 1]
+            retry = None if end is None else max(1, math.ceil(end.timestamp() - now_ms / 1000))
+        return Reservation(
+            ok=code != 0,
+            team=team,
+            request_id=request_id,
+            budgets=budgets,
+            period_ids=period_ids,
+            status=_statuses(budgets, period_ids, ends, raw[3:]),
+            amount_nano=amount_nano,
+            amount_tokens=amount_tokens,
+            deadline_ms=deadline_ms,
+            exceeded=exceeded,
+            retry_after_s=retry,
+            released_expired=released,
+        )
+
+    async def settle(
+        self,
+        reservation: Reservation | None,
+        team: str,
+        request_id: str,
+        budgets: Sequence[BudgetConfig],
+        event: SpendEvent,
+    ) -> SettleResult:
+        """Charge `event.cost_nano` (and its tokens) and append the event, once per event id.
+
+        With a reservation: to the budgets and periods it reserved in (`budgets` is ignored).
+        Without one (no reserve was possible): to `budgets` in the periods of `event.ts_ms`.
+        """
+        if reservation is not None:
+            if reservation.request_id != request_id or reservation.team != team:
+                # It would charge the spend but leave the reservation held until its deadline.
+                raise ValueError(
+                    f"reservation of {reservation.request_id!r} settled as {request_id!r}"
+                )
+            return await self.settle_periods(
+                team, request_id, reservation.budgets, reservation.period_ids, event
+            )
+        period_ids = tuple(period_at(b.period, event.ts_ms)[0] for b in budgets)
+        return await self.settle_periods(team, request_id, tuple(budgets), period_ids, event)
+
+    async def settle_periods(
+        self,
+        team: str,
+        request_id: str,
+        budgets: Sequence[BudgetConfig],
+        period_ids: Sequence[str],
+        event: SpendEvent,
+    ) -> SettleResult:
+        """`settle` with the periods given explicitly (what a spool replay uses)."""
+        if event.team != team:
+            raise ValueError(f"event of team {event.team!r} settled for team {team!r}")
+        _check_team(team, budgets)
+        _check_amount(event.cost_nano, "cost_nano")
+        tokens = event.prompt_tokens + event.completion_tokens
+        _check_amount(tokens, "tokens")
+        if team not in self._registered:
+            # Outside the script: the registry is not in the team's slot. SADD is idempotent.
+            await self._redis.sadd(rediskeys.streams_registry(), team)
+            self._registered.add(team)
+        ends = tuple(end_of_period_id(p) for p in period_ids)
+        now_ms = int(self._clock() * 1000)
+        hour = hour_id(event.ts_ms)
+        pairs = list(zip(budgets, period_ids, strict=True))
+        keys = [rediskeys.budget_counter(team, b.name, p) for b, p in pairs]
+        keys += [
+            rediskeys.reservation(team, request_id),
+            rediskeys.reservation_deadlines(team),
+            rediskeys.settled_events(team, hour),
+            rediskeys.events_stream(team),
+        ]
+        keys += [rediskeys.alerted_thresholds(team, b.name, p) for b, p in pairs]
+        args: list[str | int | bytes] = [request_id, event.event_id, event.cost_nano, tokens]
+        args.append(rediskeys.SETTLED_TTL_S)
+        for budget, end in zip(budgets, ends, strict=True):
+            args += [_limit(budget.limit_nano), _limit(budget.limit_tokens)]
+            args += [",".join(str(t) for t in budget.thresholds), _ttl_ms(end, now_ms)]
+        args.append(orjson.dumps([x for item in event.to_fields().items() for x in item]))
+        raw = await self._settle(keys=keys, args=args)
+        if int(raw[0]) == 0:
+            return SettleResult(duplicate=True)
+        status = _statuses(tuple(budgets), tuple(period_ids), ends, raw[3])
+        flat = [int(v) for v in raw[4]]
+        crossed = tuple((budgets[i - 1], t) for i, t in zip(flat[::2], flat[1::2], strict=True))
+        return SettleResult(False, _text(raw[1]), int(raw[2]) == 1, crossed, status)
+
+    async def release_expired(self, team: str) -> int:
+        """Release the team's reservations past their deadline (at most 100 per call)."""
+        keys = [rediskeys.reservation(team, ""), rediskeys.reservation_deadlines(team)]
+        raw = await self._reserve(keys=keys, args=["", int(self._clock() * 1000), 0, 0, 0, 0])
+        return int(raw[2])
+
+    def forget_streams(self) -> None:
+        """Register team streams again on next settle (after Redis may have lost its data)."""
+        self._registered.clear()
+
+    async def budget_status(self, team: str, budgets: Sequence[BudgetConfig]) -> list[BudgetStatus]:
+        """Each budget's current period: spent, reserved (for reports and the admin API)."""
+        _check_team(team, budgets)
+        now = self.now()
+        period_ids = tuple(period_id(b.period, now) for b in budgets)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for budget, pid in zip(budgets, period_ids, strict=True):
+                pipe.hmget(
+                    rediskeys.budget_counter(team, budget.name, pid),
+                    ["spent_nano", "reserved_nano", "spent_tokens", "reserved_tokens"],
+                )
+            rows = await pipe.execute()
+        return [
+            BudgetStatus(b, pid, period_end(b.period, now), *(int(v or 0) for v in row))
+            for b, pid, row in zip(budgets, period_ids, rows, strict=True)
+        ]
+
+
+def exceeded_error(reservation: Reservation) -> RateLimited:
+    """The 429 for a refused reservation: which budget, its limit and period, when it resets."""
+    status = reservation.exceeded_status
+    if status is None:
+        raise ValueError("the reservation was not refused")
+    budget = status.budget
+    limits = []
+    if budget.limit_nano is not None:
+        limits.append(f"${format_usd(budget.limit_nano)}")
+    if budget.limit_tokens is not None:
+        limits.append(f"{budget.limit_tokens:,} tokens")
+    used = []
+    if budget.limit_nano is not None:
+        used.append(
+            f"${format_usd(status.spent_nano)} spent + ${format_usd(status.reserved_nano)} held "
+            "by requests in flight; this request needs up to "
+            f"${format_usd(reservation.amount_nano)}"
+        )
+    if budget.limit_tokens is not None:
+        used.append(
+            f"{status.spent_tokens:,} tokens spent + {status.reserved_tokens:,} held; this "
+            f"request needs up to {reservation.amount_tokens:,}"
+        )
+    message = (
+        f"Budget '{budget.name}' ({describe_scope(budget)}) is exhausted: limit "
+        f"{' and '.join(limits)} {_PERIOD_TEXT[budget.period]}; {'; '.join(used)}."
+    )
+    headers: dict[str, str] = {}
+    if status.period_end is not None and reservation.retry_after_s is not None:
+        message += (
+            f" It resets at {status.period_end:%Y-%m-%dT%H:%M:%SZ} "
+            f"(in {reservation.retry_after_s} s)."
+        )
+        headers["Retry-After"] = str(reservation.retry_after_s)
+    else:
+        message += " It is a total budget and does not reset: ask an admin to raise it."
+    return RateLimited(message, code="budget_exceeded", headers=headers)
+
+
+def remaining_headers(reservation: Reservation) -> dict[str, str]:
+    """`x-sg-budget-remaining-usd` / `-tokens`: the tightest budget, after this reservation."""
+    headers = {}
+    if (nano := reservation.remaining_nano) is not None:
+        headers[REMAINING_USD_HEADER] = format_usd(nano)
+    if (tokens := reservation.remaining_tokens) is not None:
+        headers[REMAINING_TOKENS_HEADER] = str(tokens)
+    return headers
+
+
+def format_usd(nano: int) -> str:
+    """Exact, without float rounding, trailing zeros trimmed to cents: 1.50, 0.000001234."""
+    whole, _, frac = nano_to_usd_str(nano).partition(".")
+    frac = frac.rstrip("0")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def describe_scope(budget: BudgetConfig) -> str:
+    """ "team alpha", "project search of team alpha", "tag exp=a1 of team alpha"."""
+    if budget.scope == "team":
+        return f"team {budget.team}"
+    return f"{budget.scope} {budget.match} of team {budget.team}"
+
+
+def _statuses(
+    budgets: tuple[BudgetConfig, ...],
+    period_ids: tuple[str, ...],
+    ends: tuple[datetime | None, ...],
+    flat: Sequence[Any],
+) -> tuple[BudgetStatus, ...]:
+    values = [int(v) for v in flat]
+    return tuple(
+        BudgetStatus(b, pid, end, *values[4 * i : 4 * i + 4])
+        for i, (b, pid, end) in enumerate(zip(budgets, period_ids, ends, strict=True))
+    )
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _ttl_ms(end: datetime | None, now_ms: int) -> int:
+    """A counter's TTL: its period's end plus retention, relative to our clock (so a replica's
+    clock skew or an injected test clock never expires it early); -1: never (total)."""
+    if end is None:
+        return -1
+    expire_at_ms = (int(end.timestamp()) + rediskeys.BUDGET_COUNTER_RETENTION_S) * 1000
+    return max(1000, expire_at_ms - now_ms)
+
+
+def _check_amount(value: int, name: str) -> None:
+    if not 0 <= value < MAX_EXACT:
+        raise ValueError(f"{name} must be an integer in [0, 2^53), not {value!r}")
+
+
+def _check_team(team: str, budgets: Sequence[BudgetConfig]) -> None:
+    for budget in budgets:
+        if budget.team != team:
+            # Another team's counter is in another cluster slot: one script cannot touch both.
+            raise ValueError(
+                f"budget {budget.name!r} belongs to team {budget.team!r}, not {team!r}"
+            )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
