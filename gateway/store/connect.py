@@ -37,6 +37,7 @@ _CLIENT_DEFAULTS: dict[str, object] = {
 # "Too many connections"; the cap keeps one replica from exhausting Redis's maxclients.
 _MAX_CONNECTIONS = 128
 _POOL_WAIT_S = 5.0
+_EMBEDDED_MAX_CONNECTIONS = 1_000_000
 
 
 def _retry() -> Retry:
@@ -109,7 +110,11 @@ async def _open_embedded() -> aioredis.Redis:
     import fakeredis  # imported here: only the embedded store needs it
 
     # Each call gets its own FakeServer, so two embedded stores (tests, two apps) never share data.
-    client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    # Fake connections cost nothing, but redis-py's pool refuses a 101st concurrent one by
+    # default ("Too many connections"), which a burst of requests on the embedded store hits.
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(
+        server=fakeredis.FakeServer(), max_connections=_EMBEDDED_MAX_CONNECTIONS
+    )
     try:
         await client.eval("return 1", 0)
     except ResponseError as exc:
