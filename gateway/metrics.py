@@ -173,3 +173,21 @@ class Metrics:
             ["team", "optimization"],
             registry=r,
         )
+        # Budgets and the ledger.
+        self.budget_refusals = Counter(
+            "sg_budget_refusals_total",
+            "Requests a budget refused (block) or sent to a cheaper model (downgrade).",
+            ["team", "budget", "action"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "sg_alerts_total",
+            "Alerts by kind and outcome (sent, suppressed by cooldown, webhook_failed).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "sg_spool_bytes",
+            "Spend events waiting in the local spool for Redis to come back.",
+            registry=r,
+        )

@@ -1,68 +1,86 @@
-"""The request path, top to bottom: parse, authenticate, route, call upstream, account, respond.
+"""The request path, top to bottom: parse, authenticate, plan, cache, reserve, call, respond.
 
 `Pipeline.handle` is the whole of it for the four POST endpoints. Each request reads one config
 snapshot (config + the providers built for it) at its start and keeps it to the end, so a reload
-never changes the rules under a request in flight.
+never changes the rules under a request in flight. Money is the `Accountant`'s: reserve before
+the upstream call, settle (always) after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from gateway.accounting import Accountant, Charge, Record
 from gateway.attribution import attribute
-from gateway.config.model import Config, Deployment, ModelRoute
+from gateway.batching.coalesce import Coalescer, coalesced_cost_nano
+from gateway.batching.embeddings import EmbeddingBatcher, group_key
+from gateway.budgets.ledger import remaining_headers
+from gateway.cache.key import cache_directive, cache_key, cacheable, namespace_for, storable
+from gateway.cache.replay import chunks_to_completion, completion_to_chunks
+from gateway.cache.store import CachedResponse, ResponseCache
+from gateway.config.model import Config, Deployment, ModelRoute, Price
 from gateway.errors import AuthenticationFailed, GatewayError, ModelNotFound, UpstreamError
 from gateway.metrics import Metrics
-from gateway.pricing.cost import cost_nano, usage_from_openai
+from gateway.pricing.cost import usage_from_openai
 from gateway.pricing.tokens import count_prompt, count_text
 from gateway.providers.base import Provider, UpstreamCall, UpstreamStream
+from gateway.routing.caps import check_caps, default_output_cap
+from gateway.routing.cascade import run_cascade
 from gateway.routing.router import Router
+from gateway.routing.tiers import TierDecision, decide, explain, features
 from gateway.sse import StreamScanner, message_text
 from gateway.store.keys import Keyring
-from gateway.types import NANO_PER_USD, Principal, Usage, nano_to_usd_str
+from gateway.types import Principal, Usage, nano_to_usd_str
 from gateway.validation import parse_body, validate_body
-
-log = logging.getLogger("spendgate.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # Endpoints whose streams can carry a usage chunk when asked with stream_options.
 _USAGE_OPTION_ENDPOINTS = frozenset({"chat/completions", "completions"})
+_REPLAYABLE = frozenset({"chat/completions", "completions"})
 _CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
+# The output cap each endpoint understands; chat's max_completion_tokens also bounds reasoning.
+_CAP_FIELDS = {
+    "chat/completions": ("max_completion_tokens", ("max_tokens", "max_completion_tokens")),
+    "completions": ("max_tokens", ("max_tokens",)),
+    "responses": ("max_output_tokens", ("max_output_tokens",)),
+}
 
 
 @dataclass(slots=True)
-class Record:
-    """What one request did: the access log line and the metrics are written from it."""
+class Plan:
+    """What the request will do, decided before any money is held."""
 
-    request_id: str
-    endpoint: str
-    started: float
-    stream: bool = False
-    status: int = 200
-    outcome: str = "ok"
-    principal: Principal | None = None
-    model: str | None = None
-    route: ModelRoute | None = None
-    deployment: Deployment | None = None
-    provider: str | None = None
-    usage: Usage = field(default_factory=Usage)
-    cost_nano: int = 0
-    upstream_s: float = 0.0
-    first_byte_s: float | None = None
-    attempts: int = 0
-    error: str | None = None
+    body: dict[str, Any]
+    route: ModelRoute  # the model that serves it
+    list_price: Price  # the requested model's price: list cost, so savings are visible
+    prompt_tokens: int | None
+    decision: TierDecision | None = None
+    cache_key: str | None = None
+    cache_ttl_s: float = 0.0
+    refresh: bool = False  # x-sg-cache: refresh: skip the lookup, store the fresh answer
+
+
+@dataclass(slots=True)
+class Answer:
+    """A whole (non-streaming) upstream answer."""
+
+    body: bytes
+    content_type: str
+    json: dict[str, Any]
+    deployment: Deployment
+    provider: str
+    usage: Usage
 
 
 class Pipeline:
@@ -73,19 +91,36 @@ class Pipeline:
         keyring: Keyring,
         router: Router,
         metrics: Metrics,
+        accountant: Accountant,
+        cache: ResponseCache,
     ) -> None:
         self._snapshot = (config, providers)
         self.keyring = keyring
         self.router = router
         self.metrics = metrics
+        self.accountant = accountant
+        self.cache = cache
+        self.coalescer: Coalescer[Answer] = Coalescer()
+        self.batcher: EmbeddingBatcher[tuple[Deployment, str]] = EmbeddingBatcher(
+            config.batching.embeddings_window_s,
+            config.batching.embeddings_max_inputs,
+            self._embed_batch,
+            metrics=metrics,
+        )
 
     def swap(self, config: Config, providers: Mapping[str, Provider]) -> None:
         """Install a new config snapshot; requests already running keep theirs."""
         self._snapshot = (config, providers)
+        self.batcher.window_s = config.batching.embeddings_window_s
+        self.batcher.max_inputs = max(1, config.batching.embeddings_max_inputs)
 
     @property
     def config(self) -> Config:
         return self._snapshot[0]
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+        await self.coalescer.aclose()
 
     async def authenticate(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")
@@ -108,36 +143,161 @@ class Pipeline:
             body = parse_body(await request.read(), config.server.max_body_bytes)
             validate_body(endpoint, body)
             record.principal = attribute(await self.authenticate(request), request.headers)
-            record.model = body["model"]
-            route = config.models.get(body["model"])
-            if route is None:
-                raise ModelNotFound(
-                    f"model '{body['model']}' does not exist or is not served "
-                    "by this gateway; GET /v1/models lists the models",
-                    param="model",
-                )
-            record.route = route
-            record.stream = body.get("stream") is True
-            body = _with_token_cap(record.endpoint, body, config.server.default_max_tokens)
-            if record.stream:
-                return await self._stream(request, record, route, providers, body)
-            return await self._send(record, route, providers, body)
+            record.model, record.stream = body["model"], body.get("stream") is True
+            plan = self._plan(config, record, body, request.headers)
+            if plan.cache_key is not None and not plan.refresh:
+                hit, _ = await self.cache.lookup(plan.cache_key)
+                if hit is not None:
+                    return await self._serve_hit(request, record, plan, hit, config)
+            await self._reserve(config, record, plan)
+            if record.stream and not (plan.decision and plan.decision.cascade):
+                return await self._stream(request, record, plan, providers)
+            answer = await self._answer(config, record, plan, providers)
+            return await self._respond(request, record, plan, answer)
         except GatewayError as exc:
             record.status, record.outcome, record.error = exc.status, "error", exc.code
             raise
         finally:
             self.metrics.inflight.dec()
-            self._finish(record)
+            self.accountant.finish(record)
 
-    async def _send(
+    def _plan(
+        self, config: Config, record: Record, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> Plan:
+        """Tier decision, prompt caps, output cap and cache key: no I/O, no money yet."""
+        assert record.principal is not None
+        name, endpoint = body["model"], record.endpoint
+        tier = config.tiers.get(name)
+        prompt_tokens = None
+        decision = None
+        if tier is not None:
+            prompt_tokens = count_prompt(body, endpoint, tier.default)
+            decision = decide(
+                tier,
+                features(body, endpoint, prompt_tokens, headers),
+                record.principal,
+                self.accountant.used_pct(record.principal),
+            )
+            route = config.models[decision.model]
+            listed = config.models.get(name) or config.models[tier.candidates[-1]]
+            record.route_text = explain(decision)
+            self.metrics.tier_decisions.labels(tier.name, decision.rule_name, route.name).inc()
+        else:
+            route = config.models.get(name)  # type: ignore[assignment]
+            if route is None:
+                raise ModelNotFound(
+                    f"model '{name}' does not exist or is not served by this "
+                    "gateway; GET /v1/models lists the models",
+                    param="model",
+                )
+            listed = route
+        record.route = route
+        if route.max_prompt_tokens is not None and prompt_tokens is None:
+            prompt_tokens = count_prompt(body, endpoint, route.deployments[0].model)
+        check_caps(route, endpoint, body, prompt_tokens)
+        body = _with_token_cap(
+            endpoint, body, default_output_cap(route, config.server.default_max_tokens)
+        )
+        plan = Plan(body, route, listed.deployments[0].price, prompt_tokens, decision)
+        policy = config.cache.policy_for(name)
+        directive = cache_directive(headers)
+        if (
+            config.cache.enabled
+            and cacheable(body, policy, directive, endpoint)
+            and not (record.stream and endpoint not in _REPLAYABLE)
+        ):
+            namespace = namespace_for(record.principal, policy)
+            variant = decision.model if decision else ""
+            plan.cache_key = cache_key(endpoint, body, namespace, variant)
+            plan.cache_ttl_s = config.cache.ttl_for(policy)
+            plan.refresh = directive == "refresh"
+            record.cache = "miss"
+        else:
+            record.cache = "bypass"
+            self.metrics.cache_lookups.labels("bypass", "none").inc()
+        return plan
+
+    async def _reserve(self, config: Config, record: Record, plan: Plan) -> None:
+        """Hold the worst case; a `downgrade` budget switches the plan to the cheaper model."""
+        assert record.principal is not None
+        if plan.prompt_tokens is None and self.accountant.registry.rules_for(record.principal):
+            plan.prompt_tokens = count_prompt(
+                plan.body, record.endpoint, plan.route.deployments[0].model
+            )
+        refused = await self.accountant.reserve(
+            record, config, plan.route, plan.body, plan.prompt_tokens or 0
+        )
+        if refused is None:
+            return
+        assert refused.exceeded is not None and refused.exceeded.downgrade_to is not None
+        target, budget = refused.exceeded.downgrade_to, refused.exceeded.name
+        self.metrics.budget_refusals.labels(record.principal.team, budget, "downgrade").inc()
+        plan.route = record.route = config.models[target]
+        plan.decision = None  # a downgraded request does not cascade back up
+        record.route_text = f"budget={budget}; downgrade; model={target}"
+        plan.cache_key = None
+        await self.accountant.reserve(
+            record, config, plan.route, plan.body, plan.prompt_tokens or 0, downgrade=False
+        )
+
+    async def _serve_hit(
+        self, request: web.Request, record: Record, plan: Plan, hit: CachedResponse, config: Config
+    ) -> web.StreamResponse:
+        record.cache = "hit"
+        cost = hit.hit_cost_nano(config.cache.hit_cost_fraction)
+        record.charges.append(_hit_charge(hit, cost))
+        headers = self._headers(record, hit.served_model)
+        if not record.stream:
+            headers["x-sg-cost-usd"] = nano_to_usd_str(cost)
+            return web.Response(
+                body=hit.body, headers={"Content-Type": hit.content_type, **headers}
+            )
+        options = plan.body.get("stream_options") or {}
+        chunks = completion_to_chunks(orjson.loads(hit.body), options.get("include_usage") is True)
+        return await _send_sse(request, headers, chunks, nano_to_usd_str(cost))
+
+    async def _answer(
+        self, config: Config, record: Record, plan: Plan, providers: Mapping[str, Provider]
+    ) -> Answer:
+        """A whole answer, by the cheapest means the config allows."""
+        if plan.decision is not None and plan.decision.cascade:
+            answer = await self._cascade(config, record, plan, providers)
+        elif record.endpoint == "embeddings" and config.batching.embeddings_enabled:
+            answer = await self._batched_embedding(record, plan)
+        elif plan.cache_key is not None and config.batching.coalesce:
+            answer = await self._coalesced(config, record, plan, providers)
+        else:
+            answer = await self._call(record, plan.route, providers, plan.body)
+            record.charge(answer.deployment, answer.provider, answer.usage, plan.list_price)
+        if plan.cache_key is not None and storable(record.endpoint, answer.json):
+            self._store(plan, answer, record)
+        return answer
+
+    async def _respond(
+        self, request: web.Request, record: Record, plan: Plan, answer: Answer
+    ) -> web.StreamResponse:
+        headers = self._headers(record, answer.deployment.model)
+        cost = nano_to_usd_str(record.cost_nano)
+        if not record.stream:
+            headers["x-sg-cost-usd"] = cost
+            return web.Response(
+                body=answer.body, headers={"Content-Type": answer.content_type, **headers}
+            )
+        # A cascaded stream: the attempts were whole answers; the final one is replayed as SSE.
+        options = plan.body.get("stream_options") or {}
+        chunks = completion_to_chunks(answer.json, options.get("include_usage") is True)
+        return await _send_sse(request, headers, chunks, cost)
+
+    async def _call(
         self,
         record: Record,
         route: ModelRoute,
         providers: Mapping[str, Provider],
         body: dict[str, Any],
-    ) -> web.Response:
-        upstream_started = time.perf_counter()
-        result, deployment, record.attempts = await self.router.run(
+    ) -> Answer:
+        """One non-streaming upstream call through the router (retries, fallbacks)."""
+        started = time.perf_counter()
+        result, deployment, attempts = await self.router.run(
             route,
             providers,
             lambda d, p: p.send(
@@ -145,42 +305,148 @@ class Pipeline:
             ),
         )
         self.router.done(deployment)
-        record.upstream_s = time.perf_counter() - upstream_started
-        self._served_by(record, deployment, providers, result.ttfb_s)
+        record.attempts += attempts
+        record.upstream_s += time.perf_counter() - started
+        provider = providers[deployment.provider].config.name
+        self.metrics.upstream_ttfb_seconds.labels(provider, deployment.model).observe(result.ttfb_s)
         try:
             answer = orjson.loads(result.body)
         except orjson.JSONDecodeError:
-            answer = {}
-        usage = answer.get("usage") if isinstance(answer, dict) else None
+            answer = None
+        answer = answer if isinstance(answer, dict) else {}
+        usage = answer.get("usage")
         if isinstance(usage, dict):
-            record.usage = usage_from_openai(usage)
+            counted = usage_from_openai(usage)
         else:
-            record.usage = _estimate(
-                body,
-                record.endpoint,
-                deployment.model,
-                message_text(answer) if isinstance(answer, dict) else "",
+            counted = _estimate(body, record.endpoint, deployment.model, message_text(answer))
+        return Answer(result.body, result.content_type, answer, deployment, provider, counted)
+
+    async def _coalesced(
+        self, config: Config, record: Record, plan: Plan, providers: Mapping[str, Provider]
+    ) -> Answer:
+        """Identical requests in flight at once share one upstream call."""
+        assert plan.cache_key is not None
+        shared = await self.coalescer.run(
+            plan.cache_key, lambda: self._call(record, plan.route, providers, plan.body)
+        )
+        answer = shared.result
+        charge = record.charge(answer.deployment, answer.provider, answer.usage, plan.list_price)
+        full = charge.cost_nano
+        charge.cost_nano = coalesced_cost_nano(
+            full, shared.is_leader, shared.group_size, config.batching.coalesce_billing
+        )
+        if not shared.is_leader:
+            charge.optimization = "coalescing"
+            charge.list_cost_nano = max(charge.list_cost_nano, full)
+            self.metrics.coalesced.labels(plan.route.name).inc()
+        return answer
+
+    async def _cascade(
+        self, config: Config, record: Record, plan: Plan, providers: Mapping[str, Provider]
+    ) -> Answer:
+        """Cheapest candidate first; escalate while the answer fails a verifiable check.
+        Every attempt is billed; only the answer the client gets carries a list cost."""
+        assert plan.decision is not None
+        tier = config.tiers[plan.decision.tier]
+        checks = tier.cascade.checks if tier.cascade else ()
+        body = {k: v for k, v in plan.body.items() if k not in ("stream", "stream_options")}
+
+        async def attempt(model: str) -> tuple[dict[str, Any], Answer]:
+            answer = await self._call(record, config.models[model], providers, body)
+            return answer.json, answer
+
+        result = await run_cascade(plan.decision.cascade, attempt, checks, body)
+        for meta in result.metas:
+            final = meta is result.metas[-1]
+            charge = record.charge(
+                meta.deployment,
+                meta.provider,
+                meta.usage,
+                plan.list_price,
+                optimization="cascade" if final else None,
             )
-        record.cost_nano = cost_nano(record.usage, deployment.price)
-        return web.Response(
-            body=result.body,
-            content_type=None,
-            headers={"Content-Type": result.content_type, **_headers(record, deployment)},
+            if not final:
+                charge.list_cost_nano = 0
+        for escalation in result.escalations:
+            self.metrics.cascade_escalations.labels(tier.name, escalation.check).inc()
+        record.route_text = explain(plan.decision, result.model, result.escalations)
+        plan.route = record.route = config.models[result.model]
+        return result.metas[-1]
+
+    async def _batched_embedding(self, record: Record, plan: Plan) -> Answer:
+        """Concurrent embedding requests share one upstream call; each pays its own tokens."""
+        share = await self.batcher.submit(group_key(plan.body), plan.body)
+        deployment, provider = share.meta
+        if share.batch_requests > 1:
+            self.metrics.embedding_batch_requests.labels(plan.route.name).observe(
+                share.batch_requests
+            )
+        usage = Usage(prompt_tokens=share.usage_share, estimated=share.estimated)
+        record.charge(
+            deployment,
+            provider,
+            usage,
+            plan.list_price,
+            optimization="batching" if share.batch_requests > 1 else None,
+        )
+        return Answer(
+            orjson.dumps(share.response),
+            "application/json",
+            share.response,
+            deployment,
+            provider,
+            usage,
         )
 
+    async def _embed_batch(
+        self, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], tuple[Deployment, str]]:
+        """The batcher's upstream call: one (merged) embeddings request on today's config."""
+        config, providers = self._snapshot
+        record = Record(_new_request_id(), "embeddings", time.perf_counter())
+        answer = await self._call(record, config.models[body["model"]], providers, body)
+        return answer.json, (answer.deployment, answer.provider)
+
+    def _store(self, plan: Plan, answer: Answer, record: Record) -> None:
+        assert plan.cache_key is not None
+        cost = sum(c.cost_nano for c in record.charges)
+        listed = sum(c.list_cost_nano for c in record.charges) or cost
+        self.cache.put_soon(
+            plan.cache_key,
+            CachedResponse(
+                body=answer.body,
+                content_type=answer.content_type,
+                usage=answer.usage,
+                served_model=answer.deployment.model,
+                deployment=answer.deployment.id,
+                cost_nano=cost,
+                list_cost_nano=listed,
+                created_at=time.time(),
+            ),
+            plan.cache_ttl_s,
+        )
+
+    def _headers(self, record: Record, served_model: str) -> dict[str, str]:
+        headers = {
+            "x-request-id": record.request_id,
+            "x-sg-model": served_model,
+            "x-sg-cache": record.cache,
+        }
+        if record.route_text:
+            headers["x-sg-route"] = record.route_text
+        if record.reservation is not None:
+            headers.update(remaining_headers(record.reservation))
+        return headers
+
     async def _stream(
-        self,
-        request: web.Request,
-        record: Record,
-        route: ModelRoute,
-        providers: Mapping[str, Provider],
-        body: dict[str, Any],
+        self, request: web.Request, record: Record, plan: Plan, providers: Mapping[str, Provider]
     ) -> web.StreamResponse:
+        body = plan.body
         options = body.get("stream_options") or {}
         client_wants_usage = options.get("include_usage") is True
-        if record.endpoint in _USAGE_OPTION_ENDPOINTS and not client_wants_usage:
-            body = {**body, "stream_options": {**options, "include_usage": True}}
         hide_usage = record.endpoint in _USAGE_OPTION_ENDPOINTS and not client_wants_usage
+        if hide_usage:
+            body = {**body, "stream_options": {**options, "include_usage": True}}
 
         async def open_stream(d: Deployment, p: Provider) -> tuple[UpstreamStream, Any, bytes]:
             # Failing over is only possible before the client has seen a byte, so the first
@@ -196,21 +462,24 @@ class Pipeline:
                 raise
             return upstream, chunks, first
 
-        upstream_started = time.perf_counter()
+        started = time.perf_counter()
         (upstream, chunks, first), deployment, record.attempts = await self.router.run(
-            route, providers, open_stream
+            plan.route, providers, open_stream
         )
-        record.upstream_s = time.perf_counter() - upstream_started
-        self._served_by(record, deployment, providers, upstream.ttfb_s)
+        record.upstream_s = time.perf_counter() - started
+        provider = providers[deployment.provider].config.name
+        self.metrics.upstream_ttfb_seconds.labels(provider, deployment.model).observe(
+            upstream.ttfb_s
+        )
         scanner = StreamScanner(hide_usage_chunk=hide_usage)
         response = web.StreamResponse(
             headers={
                 "Content-Type": upstream.content_type,
                 "Cache-Control": "no-cache",
-                **_headers(record, deployment, with_cost=False),
+                **self._headers(record, deployment.model),
             }
         )
-        accounted = False
+        charged = False
         try:
             await response.prepare(request)
             await response.write(scanner.feed(first))
@@ -223,11 +492,19 @@ class Pipeline:
                     await response.write(out)
                 waited = time.perf_counter()
             await response.write(scanner.flush())
-            self._account_stream(record, body, deployment, scanner)
-            accounted = True
+            charge = record.charge(
+                deployment,
+                provider,
+                _stream_usage(scanner, body, record, deployment),
+                plan.list_price,
+            )
+            charged = True
+            if plan.cache_key is not None:
+                self._store_stream(plan, scanner, record, deployment)
             # Cost is known only now; an SSE comment carries it to clients that want it.
-            cost = nano_to_usd_str(record.cost_nano)
-            await response.write(f": x-sg-cost-usd={cost}\n\n".encode())
+            await response.write(
+                f": x-sg-cost-usd={nano_to_usd_str(charge.cost_nano)}\n\n".encode()
+            )
             await response.write_eof()
         except _CLIENT_GONE:
             record.outcome, record.status = "client_disconnected", 499
@@ -243,83 +520,83 @@ class Pipeline:
         finally:
             await upstream.aclose()
             self.router.done(deployment)
-            if not accounted:
+            if not charged:
                 # A client that left, or an upstream that broke, still pays what was generated.
-                self._account_stream(record, body, deployment, scanner)
+                record.charge(
+                    deployment,
+                    provider,
+                    _stream_usage(scanner, body, record, deployment),
+                    plan.list_price,
+                )
         return response
 
-    def _account_stream(
-        self,
-        record: Record,
-        body: dict[str, Any],
-        deployment: Deployment,
-        scanner: StreamScanner,
+    def _store_stream(
+        self, plan: Plan, scanner: StreamScanner, record: Record, deployment: Deployment
     ) -> None:
-        if scanner.usage is not None:
-            record.usage = usage_from_openai(scanner.usage)
-        else:
-            record.usage = _estimate(
-                body, record.endpoint, deployment.model, scanner.generated_text()
-            )
-        record.cost_nano = cost_nano(record.usage, deployment.price)
+        completion = chunks_to_completion(scanner.events)
+        if completion is None or plan.cache_key is None:
+            return
+        data = orjson.dumps(completion)
+        cost = record.cost_nano
+        self.cache.put_soon(
+            plan.cache_key,
+            CachedResponse(
+                body=data,
+                content_type="application/json",
+                usage=record.charges[-1].usage,
+                served_model=deployment.model,
+                deployment=deployment.id,
+                cost_nano=cost,
+                list_cost_nano=sum(c.list_cost_nano for c in record.charges) or cost,
+                created_at=time.time(),
+            ),
+            plan.cache_ttl_s,
+        )
 
-    def _served_by(
-        self,
-        record: Record,
-        deployment: Deployment,
-        providers: Mapping[str, Provider],
-        ttfb_s: float,
-    ) -> None:
-        record.deployment = deployment
-        record.provider = providers[deployment.provider].config.name
-        self.metrics.upstream_ttfb_seconds.labels(record.provider, deployment.model).observe(ttfb_s)
 
-    def _finish(self, record: Record) -> None:
-        elapsed = time.perf_counter() - record.started
-        m = self.metrics
-        model = record.route.name if record.route else "<unknown>"
-        team = record.principal.team if record.principal else "<none>"
-        m.requests.labels(
-            record.endpoint, model, record.provider or "<none>", team, str(record.status)
-        ).inc()
-        m.request_seconds.labels(record.endpoint, model).observe(elapsed)
-        overhead = record.first_byte_s if record.first_byte_s is not None else elapsed
-        m.overhead_seconds.labels(record.endpoint).observe(max(0.0, overhead - record.upstream_s))
-        u = record.usage
-        if record.principal and record.route and (u.prompt_tokens or u.completion_tokens):
-            for kind, count in (
-                ("prompt", u.prompt_tokens),
-                ("cached_prompt", u.cached_prompt_tokens),
-                ("completion", u.completion_tokens),
-                ("reasoning", u.reasoning_tokens),
-            ):
-                if count:
-                    m.tokens.labels(team, model, kind).inc(count)
-            m.cost_usd.labels(team, model).inc(record.cost_nano / NANO_PER_USD)
-        if log.isEnabledFor(logging.INFO):
-            log.info("request", extra={"access": _access_fields(record, elapsed)})
+async def _send_sse(
+    request: web.Request, headers: dict[str, str], chunks: list[bytes], cost: str
+) -> web.StreamResponse:
+    """Send a whole answer as an SSE stream (a cache hit, or a cascaded stream)."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers}
+    )
+    await response.prepare(request)
+    await response.write(b"".join(chunks))
+    await response.write(f": x-sg-cost-usd={cost}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+def _hit_charge(hit: CachedResponse, cost: int) -> Charge:
+    return Charge(
+        hit.served_model,
+        "cache",
+        hit.deployment,
+        Usage(),
+        cost,
+        max(hit.list_cost_nano, cost),
+        "cache",
+    )
+
+
+def _stream_usage(
+    scanner: StreamScanner, body: dict[str, Any], record: Record, deployment: Deployment
+) -> Usage:
+    if scanner.usage is not None:
+        return usage_from_openai(scanner.usage)
+    return _estimate(body, record.endpoint, deployment.model, scanner.generated_text())
 
 
 def _request_id(request: web.Request) -> str:
     given = request.headers.get("x-request-id")
     if given and _REQUEST_ID.match(given):
         return given
+    return _new_request_id()
+
+
+def _new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
-
-
-def _headers(record: Record, deployment: Deployment, with_cost: bool = True) -> dict[str, str]:
-    headers = {"x-request-id": record.request_id, "x-sg-model": deployment.model}
-    if with_cost:
-        headers["x-sg-cost-usd"] = nano_to_usd_str(record.cost_nano)
-    return headers
-
-
-# The output cap each endpoint understands; chat's max_completion_tokens also bounds reasoning.
-_CAP_FIELDS = {
-    "chat/completions": ("max_completion_tokens", ("max_tokens", "max_completion_tokens")),
-    "completions": ("max_tokens", ("max_tokens",)),
-    "responses": ("max_output_tokens", ("max_output_tokens",)),
-}
 
 
 def _with_token_cap(endpoint: str, body: dict[str, Any], cap: int) -> dict[str, Any]:
@@ -337,33 +614,3 @@ def _estimate(body: dict[str, Any], endpoint: str, model: str, generated: str) -
         completion_tokens=count_text(generated, model) if generated else 0,
         estimated=True,
     )
-
-
-def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:
-    p, u = record.principal, record.usage
-    return {
-        "request_id": record.request_id,
-        "endpoint": record.endpoint,
-        "status": record.status,
-        "outcome": record.outcome,
-        "error": record.error,
-        "stream": record.stream,
-        "key_id": p.key_id if p else None,
-        "team": p.team if p else None,
-        "project": p.project if p else None,
-        "environment": p.environment if p else None,
-        "workload": p.workload if p else None,
-        "model": record.model,
-        "served_model": record.deployment.model if record.deployment else None,
-        "deployment": record.deployment.id if record.deployment else None,
-        "provider": record.provider,
-        "attempts": record.attempts,
-        "prompt_tokens": u.prompt_tokens,
-        "cached_prompt_tokens": u.cached_prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "tokens_estimated": u.estimated,
-        "cost_usd": nano_to_usd_str(record.cost_nano),
-        "latency_ms": round(elapsed * 1000, 3),
-        "upstream_ms": round(record.upstream_s * 1000, 3),
-    }

@@ -15,10 +15,27 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gateway.accounting import Accountant
 from gateway.app.admin import admin_routes
+from gateway.app.admin_budgets import admin_budget_routes
 from gateway.app.handlers import ops_routes, v1_routes
 from gateway.app.middleware import error_middleware
-from gateway.app.state import KEYRING, LIVE_CONFIG, METRICS, PIPELINE, REDIS
+from gateway.app.state import (
+    ALERTS,
+    BUDGETS,
+    KEYRING,
+    LEDGER,
+    LIVE_CONFIG,
+    METRICS,
+    PIPELINE,
+    REDIS,
+    SPOOL,
+)
+from gateway.budgets.alerts import AlertSender
+from gateway.budgets.ledger import BudgetLedger
+from gateway.budgets.registry import BudgetRegistry
+from gateway.budgets.spool import Spool
+from gateway.cache.store import ResponseCache
 from gateway.config.model import Config
 from gateway.config.reload import LiveConfig
 from gateway.metrics import Metrics
@@ -76,18 +93,65 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[HTTP].close()
 
 
+async def _budgets_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Budgets in force, the ledger, the spool for outages and the alert sender."""
+    config, redis, metrics = app[LIVE_CONFIG].current, app[REDIS], app[METRICS]
+    app[BUDGETS] = BudgetRegistry(redis, config.budgets.rules)
+    app[LEDGER] = ledger = BudgetLedger(redis)
+    app[ALERTS] = AlertSender(app[HTTP], redis, config.alerts, metrics.alerts)
+    # The embedded store cannot become unreachable, so it needs no spool (and none is created
+    # in the directory the demo runs in).
+    embedded = is_embedded(config.store.url)
+    spool = (
+        None
+        if embedded
+        else Spool(
+            config.store.spool_dir,
+            config.store.spool_max_bytes,
+            config.store.spool_fsync_interval_s,
+        )
+    )
+    if spool is not None:
+        app[SPOOL] = spool
+        metrics.spool_bytes.set_function(lambda: spool.size_bytes)
+        spawn(app, spool.maintain(ledger))
+    spawn(app, app[BUDGETS].refresh_forever())
+    yield
+    if spool is not None:
+        spool.close()
+
+
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     live, metrics = app[LIVE_CONFIG], app[METRICS]
     config = live.current
     keyring = Keyring(app[REDIS], config.keys, config.server.key_cache_ttl_s)
+    accountant = Accountant(app[LEDGER], app[BUDGETS], app.get(SPOOL), app[ALERTS], metrics)
+    # With the embedded store the process memory is the only level: a fakeredis copy would be
+    # a second, unbounded one.
+    cache = ResponseCache(
+        None if is_embedded(config.store.url) or not config.cache.use_redis else app[REDIS],
+        config.cache.memory_max_bytes,
+        max_entry_bytes=config.cache.max_entry_bytes,
+        metrics=metrics,
+    )
     pipeline = Pipeline(
-        config, build_providers(config, app[HTTP]), keyring, Router(metrics), metrics
+        config,
+        build_providers(config, app[HTTP]),
+        keyring,
+        Router(metrics),
+        metrics,
+        accountant,
+        cache,
     )
     app[KEYRING], app[PIPELINE] = keyring, pipeline
 
     def on_swap(old: Config, new: Config) -> None:
         pipeline.swap(new, build_providers(new, app[HTTP]))
         keyring.set_declared(new.keys, ttl_s=new.server.key_cache_ttl_s)
+        app[BUDGETS].set_config_rules(new.budgets.rules)
+        app[ALERTS].set_config(new.alerts)
+        cache.memory.max_bytes = new.cache.memory_max_bytes
+        cache.max_entry_bytes = new.cache.max_entry_bytes
 
     def on_result(ok: bool, reason: str) -> None:
         metrics.config_reloads.labels("ok" if ok else "failed").inc()
@@ -101,6 +165,9 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     live.remove_sighup(loop)
     live.listeners.remove(on_swap)
+    await pipeline.aclose()
+    await accountant.drain()
+    await cache.aclose()
 
 
 def create_app(
@@ -109,8 +176,9 @@ def create_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=_HARD_BODY_LIMIT)
     app[LIVE_CONFIG] = LiveConfig(config, config_path)
     app[METRICS] = metrics or Metrics()
-    app.cleanup_ctx.extend([_tasks_ctx, _store_ctx, _http_ctx, _pipeline_ctx])
+    app.cleanup_ctx.extend([_tasks_ctx, _store_ctx, _http_ctx, _budgets_ctx, _pipeline_ctx])
     app.add_routes(v1_routes())
     app.add_routes(ops_routes())
     app.add_routes(admin_routes())
+    app.add_routes(admin_budget_routes())
     return app

@@ -1,0 +1,346 @@
+"""Money for one request: reserve its worst case against its budgets, then settle what it cost.
+
+`Accountant.reserve` runs before the upstream call (429 `budget_exceeded`, or a downgrade to a
+cheaper model); `Accountant.finish` runs for every request, whatever its outcome: it writes the
+metrics and the access-log line at once and settles the spend events in a task the accountant
+owns, so neither a slow Redis nor a cancelled handler can lose or delay them. A settle that
+cannot reach Redis goes to the local spool and is replayed, idempotently, when Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gateway.budgets.alerts import AlertSender
+from gateway.budgets.ledger import BudgetLedger, Reservation, exceeded_error
+from gateway.budgets.registry import BudgetRegistry
+from gateway.budgets.spool import Spool
+from gateway.config.model import BudgetConfig, Config, Deployment, ModelRoute, Price
+from gateway.errors import ServiceUnavailable
+from gateway.metrics import Metrics
+from gateway.pricing.cost import cost_nano
+from gateway.types import NANO_PER_USD, Principal, SpendEvent, Usage, nano_to_usd_str
+
+log = logging.getLogger("spendgate.access")
+budget_log = logging.getLogger("spendgate.budgets")
+
+_OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+@dataclass(slots=True)
+class Charge:
+    """One thing the request is billed for: an upstream call, or a cache hit."""
+
+    served_model: str
+    provider: str
+    deployment: str
+    usage: Usage
+    cost_nano: int
+    list_cost_nano: int
+    optimization: str | None = None
+
+
+@dataclass(slots=True)
+class Record:
+    """What one request did; the spend events, metrics and access log are written from it."""
+
+    request_id: str
+    endpoint: str
+    started: float
+    stream: bool = False
+    status: int = 200
+    outcome: str = "ok"
+    principal: Principal | None = None
+    model: str | None = None  # the name the client asked for
+    route: ModelRoute | None = None  # the model that serves it (after tiering / downgrade)
+    charges: list[Charge] = field(default_factory=list)
+    cache: str = "none"
+    route_text: str | None = None  # the x-sg-route explanation of a tier decision
+    budgets: tuple[BudgetConfig, ...] = ()
+    reservation: Reservation | None = None
+    upstream_s: float = 0.0
+    first_byte_s: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    revenue_nano: int | None = None
+
+    @property
+    def cost_nano(self) -> int:
+        return sum(c.cost_nano for c in self.charges)
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage(estimated=any(c.usage.estimated for c in self.charges))
+        for c in self.charges:
+            total.prompt_tokens += c.usage.prompt_tokens
+            total.cached_prompt_tokens += c.usage.cached_prompt_tokens
+            total.completion_tokens += c.usage.completion_tokens
+            total.reasoning_tokens += c.usage.reasoning_tokens
+        return total
+
+    def charge(
+        self,
+        deployment: Deployment,
+        provider: str,
+        usage: Usage,
+        list_price: Price,
+        optimization: str | None = None,
+    ) -> Charge:
+        """Bill one upstream call: its cost at the deployment's price, its list cost at the
+        requested model's price (the difference is what the optimization saved)."""
+        cost = cost_nano(usage, deployment.price)
+        listed = cost_nano(usage, list_price)
+        if optimization is None and listed > cost:
+            optimization = "tiering"
+        item = Charge(deployment.model, provider, deployment.id, usage, cost, listed, optimization)
+        self.charges.append(item)
+        return item
+
+
+def worst_case(
+    route: ModelRoute, body: Mapping[str, Any], prompt_tokens: int, endpoint: str
+) -> tuple[int, int]:
+    """(nano-USD, tokens) the request can cost at most, on the route's dearest deployment."""
+    output = 0
+    if endpoint != "embeddings":
+        output = next((body[f] for f in _OUTPUT_FIELDS if isinstance(body.get(f), int)), 0)
+        n = body.get("n")
+        output *= n if isinstance(n, int) else 1
+    worst = 0
+    for d in route.deployments:
+        p = d.price
+        per_m = prompt_tokens * max(p.input_per_m, p.cached_input_per_m)
+        per_m += output * max(p.output_per_m, p.reasoning_per_m)
+        worst = max(worst, -(-per_m // 1_000_000))
+    return worst, prompt_tokens + output
+
+
+class Accountant:
+    def __init__(
+        self,
+        ledger: BudgetLedger,
+        registry: BudgetRegistry,
+        spool: Spool | None,
+        alerts: AlertSender,
+        metrics: Metrics,
+    ) -> None:
+        self.ledger = ledger
+        self.registry = registry
+        self.spool = spool
+        self.alerts = alerts
+        self.metrics = metrics
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._used_pct: dict[str, float] = {}  # team -> tightest budget's used %, last seen
+
+    def used_pct(self, principal: Principal) -> float | None:
+        """The tightest budget's used percent as this replica last saw it (for tier rules)."""
+        return self._used_pct.get(principal.team)
+
+    async def reserve(
+        self,
+        record: Record,
+        config: Config,
+        route: ModelRoute,
+        body: Mapping[str, Any],
+        prompt_tokens: int,
+        downgrade: bool = True,
+    ) -> Reservation | None:
+        """Hold the worst case against every budget of the request. Raises the 429 of a
+        `block` budget; returns the refused reservation when a `downgrade` budget refused (the
+        caller then reserves again for the cheaper model with `downgrade=False`)."""
+        assert record.principal is not None
+        record.budgets = budgets = self.registry.rules_for(record.principal)
+        if not budgets:
+            return None
+        amount, tokens = worst_case(route, body, prompt_tokens, record.endpoint)
+        try:
+            reservation = await self.ledger.reserve(
+                record.principal.team,
+                record.request_id,
+                budgets,
+                amount,
+                tokens,
+                config.budgets.reservation_ttl_s,
+                enforce_downgrade=downgrade,
+            )
+        except (RedisError, OSError) as exc:
+            if config.store.on_unavailable == "closed":
+                raise ServiceUnavailable(
+                    "budgets cannot be checked (the store is unreachable) and this gateway "
+                    "is configured to refuse requests then (store.on_unavailable: closed)"
+                ) from exc
+            budget_log.warning("store unreachable, serving without a budget check: %s", exc)
+            return None
+        self._remember(record.principal.team, reservation)
+        if reservation.ok:
+            record.reservation = reservation
+            return None
+        self._spawn(self.alerts.budget_exceeded(reservation))
+        if reservation.exceeded is not None and reservation.exceeded.on_exceed == "downgrade":
+            return reservation
+        raise exceeded_error(reservation)
+
+    def finish(self, record: Record) -> None:
+        """Metrics and the access line now; the spend events in the background."""
+        elapsed = time.perf_counter() - record.started
+        self._observe(record, elapsed)
+        if record.principal is not None and (record.route is not None or record.charges):
+            self._spawn(self._settle(record, int(time.time() * 1000), elapsed))
+
+    async def drain(self) -> None:
+        """Wait for every settle in progress (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _remember(self, team: str, reservation: Reservation) -> None:
+        pcts = [s.pct for s in reservation.status]
+        if pcts:
+            self._used_pct[team] = max(pcts)
+
+    def _events(self, record: Record, ts_ms: int, elapsed: float) -> list[SpendEvent]:
+        p = record.principal
+        assert p is not None
+        charges = record.charges or [Charge("", "", "", Usage(), 0, 0)]
+        events = []
+        for i, c in enumerate(charges):
+            events.append(
+                SpendEvent(
+                    event_id=record.request_id if i == 0 else f"{record.request_id}:{i}",
+                    ts_ms=ts_ms,
+                    team=p.team,
+                    request_id=record.request_id,
+                    key_id=p.key_id,
+                    project=p.project,
+                    environment=p.environment,
+                    workload=p.workload,
+                    tags=p.tags,
+                    endpoint=record.endpoint,
+                    requested_model=record.model or "",
+                    served_model=c.served_model,
+                    provider=c.provider,
+                    deployment=c.deployment,
+                    prompt_tokens=c.usage.prompt_tokens,
+                    cached_prompt_tokens=c.usage.cached_prompt_tokens,
+                    completion_tokens=c.usage.completion_tokens,
+                    reasoning_tokens=c.usage.reasoning_tokens,
+                    tokens_estimated=c.usage.estimated,
+                    cost_nano=c.cost_nano,
+                    list_cost_nano=c.list_cost_nano,
+                    optimization=c.optimization,
+                    cache=record.cache,
+                    route=record.route_text,
+                    latency_ms=round(elapsed * 1000, 3),
+                    status=record.status,
+                    outcome=record.outcome,
+                    revenue_nano=record.revenue_nano if i == 0 else None,
+                )
+            )
+        return events
+
+    async def _settle(self, record: Record, ts_ms: int, elapsed: float) -> None:
+        team = record.principal.team if record.principal else ""
+        for i, event in enumerate(self._events(record, ts_ms, elapsed)):
+            reservation = record.reservation if i == 0 else None
+            try:
+                result = await self.ledger.settle(
+                    reservation, team, record.request_id, record.budgets, event
+                )
+            except (RedisError, OSError) as exc:
+                if self.spool is None:
+                    budget_log.error(
+                        "spend event %s lost: the store failed and there is no spool: %s",
+                        event.event_id,
+                        exc,
+                    )
+                    continue
+                budget_log.warning(
+                    "store unreachable, spooling spend event %s: %s", event.event_id, exc
+                )
+                self.spool.append_settle(
+                    reservation, team, record.request_id, record.budgets, event
+                )
+                continue
+            if result.status:
+                self._used_pct[team] = max(s.pct for s in result.status)
+            for budget, threshold in result.crossed:
+                status = next(s for s in result.status if s.budget is budget)
+                await self.alerts.budget_threshold(budget, threshold, status)
+
+    def _observe(self, record: Record, elapsed: float) -> None:
+        m = self.metrics
+        model = record.model if record.route is not None else "<unknown>"
+        model = model or "<unknown>"
+        team = record.principal.team if record.principal else "<none>"
+        provider = record.charges[-1].provider if record.charges else "<none>"
+        m.requests.labels(
+            record.endpoint, model, provider or "<none>", team, str(record.status)
+        ).inc()
+        m.request_seconds.labels(record.endpoint, model).observe(elapsed)
+        overhead = record.first_byte_s if record.first_byte_s is not None else elapsed
+        m.overhead_seconds.labels(record.endpoint).observe(max(0.0, overhead - record.upstream_s))
+        if record.principal is not None:
+            for c in record.charges:
+                u = c.usage
+                for kind, count in (
+                    ("prompt", u.prompt_tokens),
+                    ("cached_prompt", u.cached_prompt_tokens),
+                    ("completion", u.completion_tokens),
+                    ("reasoning", u.reasoning_tokens),
+                ):
+                    if count:
+                        m.tokens.labels(team, model, kind).inc(count)
+                if c.cost_nano:
+                    m.cost_usd.labels(team, model).inc(c.cost_nano / NANO_PER_USD)
+                if c.list_cost_nano > c.cost_nano and c.optimization:
+                    m.savings_usd.labels(team, c.optimization).inc(
+                        (c.list_cost_nano - c.cost_nano) / NANO_PER_USD
+                    )
+        if log.isEnabledFor(logging.INFO):
+            log.info("request", extra={"access": _access_fields(record, elapsed)})
+
+
+def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:
+    p, u = record.principal, record.usage
+    last = record.charges[-1] if record.charges else None
+    return {
+        "request_id": record.request_id,
+        "endpoint": record.endpoint,
+        "status": record.status,
+        "outcome": record.outcome,
+        "error": record.error,
+        "stream": record.stream,
+        "key_id": p.key_id if p else None,
+        "team": p.team if p else None,
+        "project": p.project if p else None,
+        "environment": p.environment if p else None,
+        "workload": p.workload if p else None,
+        "model": record.model,
+        "served_model": last.served_model if last else None,
+        "deployment": last.deployment if last else None,
+        "provider": last.provider if last else None,
+        "route": record.route_text,
+        "cache": record.cache,
+        "attempts": record.attempts,
+        "upstream_calls": len(record.charges),
+        "prompt_tokens": u.prompt_tokens,
+        "cached_prompt_tokens": u.cached_prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+        "tokens_estimated": u.estimated,
+        "cost_usd": nano_to_usd_str(record.cost_nano),
+        "list_cost_usd": nano_to_usd_str(sum(c.list_cost_nano for c in record.charges)),
+        "latency_ms": round(elapsed * 1000, 3),
+        "upstream_ms": round(record.upstream_s * 1000, 3),
+    }
