@@ -7,8 +7,10 @@ Linux only: pinning is sched_setaffinity (what `taskset -c N` does) and the read
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -17,6 +19,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+
+
+def _pin_and_tie(core: int) -> None:
+    """In the child before exec: pin it to `core`, and have the kernel SIGKILL it if the harness
+    dies without stopping it (killed by a test timeout, say), so no server outlives a run."""
+    os.sched_setaffinity(0, {core})
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -43,7 +54,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+            preexec_fn=lambda: _pin_and_tie(core),
         )
     finally:
         if log is not None and not isinstance(out, int):
@@ -196,3 +207,52 @@ def wait_quiet(
             return time.monotonic() - started
         if time.monotonic() - started >= max_wait_s:
             return time.monotonic() - started
+
+
+def _own_cpu_seconds() -> float:
+    """CPU used by this process and its finished children (wrk runs are children)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class CellMeter:
+    """Where the CPU went during one load cell, in % of one core: the server under test, the
+    mock, the generator (this harness plus its finished children, i.e. wrk), each core as a
+    whole, and on each core what none of those used: other work on the machine, which makes the
+    cell's figures suspect."""
+
+    def __init__(self, server_pid: int, server_core: int, mock_pid: int, mock_core: int) -> None:
+        self.server = CpuMeter(server_pid)
+        self.mock = CpuMeter(mock_pid)
+        self.server_is_mock = server_pid == mock_pid
+        self.server_core, self.mock_core = server_core, mock_core
+        self.cores = {c: CoreMeter(c) for c in (server_core, mock_core)}
+        self._own = 0.0
+        self._wall = 0.0
+
+    def start(self) -> None:
+        self.server.start()
+        self.mock.start()
+        for core in self.cores.values():
+            core.start()
+        self._own, self._wall = _own_cpu_seconds(), time.monotonic()
+
+    def read(self) -> dict[str, float]:
+        wall = time.monotonic() - self._wall
+        generator = 100.0 * (_own_cpu_seconds() - self._own) / wall if wall > 0 else 0.0
+        server, mock = self.server.percent(), self.mock.percent()
+        busy = {c: m.percent() for c, m in self.cores.items()}
+        ours = {self.mock_core: mock + generator, self.server_core: 0.0}
+        if not self.server_is_mock:
+            ours[self.server_core] += server
+        return {
+            "server_cpu_pct": server,
+            "mock_cpu_pct": mock,
+            "generator_cpu_pct": generator,
+            "generator_core_pct": busy[self.mock_core],
+            "server_core_pct": busy[self.server_core],
+            "other_cpu_pct": max(busy[c] - ours[c] for c in busy),
+        }

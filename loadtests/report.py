@@ -47,10 +47,11 @@ def cell(results: Results, target: str, scenario: str, connections: int) -> dict
         "server_cpu_pct",
         "mock_cpu_pct",
         "generator_core_pct",
-        "server_core_other_pct",
+        "other_cpu_pct",
     )
     out: dict[str, Any] = {k: _median(r[k] for r in rows) for k in keys}
     out["errors"] = sum(r["errors"] for r in rows)
+    out["disturbed"] = sum(bool(r.get("disturbed")) for r in rows)
     out["rounds"] = len(rows)
     return out
 
@@ -140,6 +141,7 @@ def throughput_table(results: Results) -> str:
                     row.append("n/a")
                     continue
                 text = f"{m['rps']:,.0f} ({m['p50_us'] / 1e3:.2f} / {m['p99_us'] / 1e3:.2f})"
+                text += " †" if m["disturbed"] else ""
                 row.append(text + (f" **{m['errors']} errors**" if m["errors"] else ""))
             for t in ("bare", "litellm"):
                 if "spendgate" in targets and t in targets:
@@ -167,7 +169,7 @@ def cpu_table(results: Results) -> str:
                 gen = m.get("generator_core_pct")
                 tail = "" if gen is None else f" / {gen:.0f}"
                 server = "-" if t == "direct" else f"{m['server_cpu_pct']:.0f}"
-                other = m.get("server_core_other_pct")
+                other = m.get("other_cpu_pct")
                 noise = f" (+{other:.0f} other)" if other is not None and other > 5 else ""
                 row.append(f"{server} / {m['mock_cpu_pct']:.0f}{tail}{noise}")
             rows.append(row)
@@ -322,6 +324,13 @@ def render(results: Results) -> str:
         "",
         target_table(results),
     ]
+    disturbed = [r for r in results["loads"] if r.get("disturbed")]
+    if disturbed:
+        parts += [
+            "",
+            f"† {len(disturbed)} of {len(results['loads'])} cell runs were disturbed by other "
+            'work on the machine even after retries (see the CPU table\'s "other").',
+        ]
     if "spendgate" in meta["targets"]:
         parts += ["", checks_table(results)]
     errors = [r for r in results["loads"] if r["errors"]] + [

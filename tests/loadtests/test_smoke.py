@@ -36,10 +36,18 @@ def test_quick_run_reports_every_target_without_errors(tmp_path: Path) -> None:
     cmd = [sys.executable, str(REPO / "loadtests" / "run.py"), "--quick"]
     cmd += ["--targets", "direct,bare,spendgate", "--scenarios", "chat,stream"]
     cmd += ["--probe-requests", "100", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    harness = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        stdout, stderr = harness.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        harness.terminate()  # the harness stops its servers and the mock on SIGTERM
+        stdout, stderr = harness.communicate(timeout=15)
+        pytest.fail(f"harness took over 60 s:\n{stderr[-3000:]}")
+    assert harness.returncode == 0, stderr[-3000:]
 
-    assert "| scenario | conns | direct | bare | spendgate | spendgate/bare |" in done.stdout
+    assert "| scenario | conns | direct | bare | spendgate | spendgate/bare |" in stdout
     results = json.loads(out.read_text())
     assert results["meta"]["generator"] == "wrk"
     for target in ("direct", "bare", "spendgate"):
