@@ -108,3 +108,31 @@ def cache_entry(key: str) -> str:
 # must still be there then; it only expires on its own if the team reserves nothing for a week.
 BUDGET_COUNTER_RETENTION_S = 35 * 86400
 RESERVATION_GRACE_S = 7 * 86400
+
+
+def events_dead_letter(team: str) -> str:
+    """Stream of the team's spend entries the aggregator could not parse (poison): each is acked
+    and copied here with `_source_id` and `_error`, so it never blocks the group."""
+    return f"{PREFIX}:{team_tag(team)}:events:dead"
+
+
+DEAD_LETTER_MAXLEN = 100_000  # approximate cap; a flood of poison must not exhaust memory
+
+
+def archive_lock(team: str) -> str:
+    """String with a TTL: held by the aggregator replica archiving the team's stream, so two
+    replicas never write the cold tier of one team at the same time."""
+    return f"{PREFIX}:{team_tag(team)}:archiving"
+
+
+def external_cost_marker(team: str, cost_id: str) -> str:
+    """String: set (NX) when an external cost with this idempotency id was posted; holds a digest
+    of the request so a retry is recognised and a reuse with another body refused."""
+    return f"{PREFIX}:{team_tag(team)}:extcost:{cost_id}"
+
+
+# Rollups are kept long enough for month-over-month reports (hourly) and a year of chargeback
+# history plus a month of slack (daily); older raw events live in the cold-tier archive.
+ROLLUP_HOURLY_TTL_S = 35 * 86400
+ROLLUP_DAILY_TTL_S = 400 * 86400
+EXTERNAL_COST_MARKER_TTL_S = 400 * 86400

@@ -1,0 +1,120 @@
+"""`spendgate aggregate`: the aggregator as its own process, against a shared Redis.
+
+Several may run at once (one consumer group; each batch is applied exactly once). With the
+embedded store (memory://) there is nothing to share: the aggregator runs inside `serve`.
+SIGINT / SIGTERM stop it after the batch in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from gateway.errors import ConfigError
+from gateway.store.keys_cli import CONFIG_ENV, CliError, _config_path, _load_config
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from gateway.aggregator.metrics import AggregatorMetrics
+
+log = logging.getLogger("spendgate.aggregator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"gateway config (default: ${CONFIG_ENV}, else config/gateway.yaml if it exists)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://<--metrics-host>:PORT/metrics",
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.app.logs import configure_logging
+    from gateway.store.connect import is_embedded
+
+    try:
+        config = _load_config(_config_path(args.config))
+    except CliError as exc:
+        print(f"spendgate aggregate: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    if is_embedded(config.store.url):
+        print(
+            "spendgate aggregate: the store is embedded (memory://), which lives inside "
+            "`spendgate serve` and runs its aggregator there; run `spendgate aggregate` only "
+            "with a shared store (store.url: redis://...)",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(args.log_level, access_log=False)
+    return asyncio.run(_main(config.store.url, args))
+
+
+async def _main(url: str, args: argparse.Namespace) -> int:
+    from gateway.aggregator.metrics import AggregatorMetrics
+    from gateway.aggregator.service import run_service
+    from gateway.config.reload import LiveConfig
+    from gateway.store.connect import close_store, open_store, redact_url
+
+    path = _config_path(args.config)
+    live = LiveConfig(_load_config(path), path)  # follows edits of the `aggregator:` section
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    live.install_sighup(loop)
+    metrics = AggregatorMetrics()
+    redis = await open_store(url)
+    runner = await _serve_metrics(metrics, args.metrics_host, args.metrics_port)
+    watcher = loop.create_task(live.watch())
+    log.info("aggregating %s as one consumer of the group", redact_url(url))
+    try:
+        await run_service(redis, lambda: live.current, stop, metrics=metrics)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        live.remove_sighup(loop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await close_store(redis)
+    log.info("aggregator stopped")
+    return 0
+
+
+async def _serve_metrics(
+    metrics: AggregatorMetrics, host: str, port: int | None
+) -> web.AppRunner | None:
+    if port is None:
+        return None
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return runner

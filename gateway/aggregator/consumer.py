@@ -1,0 +1,324 @@
+"""The aggregator: one consumer group over every team's spend stream, rollups applied exactly once.
+
+Each batch is summed in Python (`RollupBatch`) and written by `lua/apply.lua` together with the
+XACK of its entries, in one atomic script call in the team's slot. The script writes only if
+every entry is still pending, so an entry another consumer reclaimed and applied is never
+counted twice, and a crash before the call loses nothing: the entries stay pending and are
+reclaimed (XAUTOCLAIM) once idle for `claim_idle_s`. Unparseable entries are acked and copied to
+the team's dead-letter stream so they never block the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway import rediskeys
+from gateway.aggregator.metrics import AggregatorMetrics
+from gateway.aggregator.rollups import RollupBatch
+from gateway.types import SpendEvent
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+    from gateway.config.model import AggregatorConfig
+
+log = logging.getLogger("spendgate.aggregator")
+
+# (entry id, fields) as redis-py returns them; fields are None for an entry deleted while pending.
+Entry = tuple[Any, Mapping[Any, Any] | None]
+
+_REGISTRY_REFRESH_S = 5.0  # a new team's stream is picked up within this
+_STATS_INTERVAL_S = 10.0
+_RECLAIM_PAGES = 10  # XAUTOCLAIM pages per stream per reclaim round, so one stream cannot starve
+_PRUNE_IDLE_MS = 3_600_000  # consumers idle this long with nothing pending are removed
+_MAX_BACKOFF_S = 5.0
+# Summing a batch is CPU work; embedded in `serve` it shares the event loop with requests, so
+# it hands the loop back every this many events (a few milliseconds).
+_YIELD_EVERY = 100
+
+
+class PoisonEntry(ValueError):
+    """A stream entry that is not a valid spend event of the stream's team."""
+
+
+def default_consumer_name() -> str:
+    """Unique per process: a restarted aggregator never inherits a dead one's pending entries
+    by name; they are reclaimed by idle time instead."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def load_lua(name: str) -> str:
+    return (importlib.resources.files("gateway.aggregator") / "lua" / name).read_text()
+
+
+def parse_entry(team: str, fields: Mapping[Any, Any] | None) -> SpendEvent:
+    if not fields:
+        raise PoisonEntry("entry has no fields (deleted or empty)")
+    try:
+        event = SpendEvent.from_fields(fields)
+    except (TypeError, ValueError) as exc:
+        raise PoisonEntry(f"not a spend event: {exc}") from exc
+    if event.team != team:
+        raise PoisonEntry(f"event of team {event.team!r} in the stream of team {team!r}")
+    return event
+
+
+class Aggregator:
+    def __init__(
+        self,
+        redis: Redis,
+        config: AggregatorConfig,
+        *,
+        consumer: str | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: AggregatorMetrics | None = None,
+        group: str = rediskeys.EVENTS_GROUP,
+    ) -> None:
+        self.redis = redis
+        self.config = config  # reassignable: the embedded aggregator follows config reloads
+        self.consumer = consumer or default_consumer_name()
+        self.clock = clock
+        self.metrics = metrics or AggregatorMetrics()
+        self.group = group
+        self._apply: AsyncScript = redis.register_script(load_lua("apply.lua"))
+        self._prune: AsyncScript = redis.register_script(load_lua("prune_consumer.lua"))
+        self._streams: dict[str, str] = {}  # stream key -> team
+        self._claim_cursor: dict[str, str] = {}
+        self._next_refresh = 0.0
+        self._next_reclaim = 0.0
+        self._next_stats = 0.0
+
+    @property
+    def teams(self) -> list[str]:
+        return sorted(self._streams.values())
+
+    async def refresh_streams(self) -> None:
+        """Join the group (creating it, from the first entry) on every registered team stream."""
+        registered = {_text(t) for t in await self.redis.smembers(rediskeys.streams_registry())}
+        for team in sorted(registered - set(self._streams.values())):
+            stream = rediskeys.events_stream(team)
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._streams[stream] = team
+
+    async def step(self) -> int:
+        """Read one batch per team stream and apply it; block (up to block_ms) only when no
+        stream had anything. Returns the number of entries this consumer applied."""
+        now = self.clock()
+        if now >= self._next_refresh:
+            await self.refresh_streams()
+            self._next_refresh = now + _REGISTRY_REFRESH_S
+        handled = 0
+        if now >= self._next_reclaim:
+            handled += await self.reclaim()
+            self._next_reclaim = now + max(self.config.claim_idle_s / 2, 0.1)
+        if now >= self._next_stats:
+            await self.update_stats()
+            self._next_stats = now + _STATS_INTERVAL_S
+        if not self._streams:
+            await asyncio.sleep(self.config.block_ms / 1000)
+            return handled
+        batches = await self._read_each()
+        if not batches and not handled:
+            batches = await self._read_blocking()
+        if batches:
+            done = await asyncio.gather(*(self.apply(team, entries) for team, entries in batches))
+            handled += sum(done)
+        return handled
+
+    async def apply(self, team: str, entries: Sequence[Entry]) -> int:
+        """Apply entries read (or claimed) from the team's stream; those another consumer applied
+        meanwhile are skipped. Returns how many this call applied (poison included)."""
+        started = time.perf_counter()
+        good: list[tuple[str, SpendEvent]] = []
+        poison: list[tuple[str, str]] = []
+        for n, (raw_id, fields) in enumerate(entries, 1):
+            entry_id = _text(raw_id)
+            try:
+                good.append((entry_id, parse_entry(team, fields)))
+            except PoisonEntry as exc:
+                poison.append((entry_id, str(exc)))
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        while good or poison:
+            batch = RollupBatch()
+            for n, (_, event) in enumerate(good, 1):
+                batch.add(event)
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            keys, args = self._script_args(team, batch, good, poison)
+            status, detail = await self._apply(keys=keys, args=args)
+            if status == 1:
+                self._record(team, len(good), poison, time.perf_counter() - started)
+                return len(good) + len(poison)
+            stale = {_text(i) for i in detail}
+            self.metrics.events.labels("stale").inc(len(stale))
+            good = [g for g in good if g[0] not in stale]
+            poison = [p for p in poison if p[0] not in stale]
+        return 0
+
+    async def reclaim(self) -> int:
+        """Claim and apply entries pending longer than claim_idle_s (their consumer died)."""
+        min_idle_ms = int(self.config.claim_idle_s * 1000)
+        handled = 0
+        for stream, team in list(self._streams.items()):
+            start = self._claim_cursor.get(stream, "0-0")
+            for _ in range(_RECLAIM_PAGES):
+                reply = await self.redis.xautoclaim(
+                    stream,
+                    self.group,
+                    self.consumer,
+                    min_idle_ms,
+                    start,
+                    count=self.config.batch_size,
+                )
+                start, claimed = _text(reply[0]), reply[1]
+                if claimed:
+                    self.metrics.reclaimed.inc(len(claimed))
+                    log.info("reclaimed %d idle entries of team %s", len(claimed), team)
+                    handled += await self.apply(team, claimed)
+                if start == "0-0":
+                    break
+            self._claim_cursor[stream] = start
+            await self._prune_consumers(stream)
+        return handled
+
+    async def update_stats(self) -> None:
+        """Lag (not yet delivered) and pending (delivered, unapplied) per team, as gauges."""
+        for stream, team in list(self._streams.items()):
+            try:
+                groups = await self.redis.xinfo_groups(stream)
+            except ResponseError:  # the stream vanished (FLUSHDB); the next refresh re-creates
+                continue
+            for info in groups:
+                if _text(info.get("name", b"")) != self.group:
+                    continue
+                self.metrics.pending.labels(team).set(int(info.get("pending") or 0))
+                lag = info.get("lag")
+                if lag is not None:
+                    self.metrics.lag.labels(team).set(int(lag))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step until `stop` is set; store outages are logged and retried with backoff."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self.step()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("aggregator: store unavailable (%s); retrying in %.1fs", exc, backoff)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    log.error("aggregator: redis refused a command: %s", exc)
+                else:  # a stream or group was deleted under us: rejoin everything
+                    self._streams.clear()
+                    self._next_refresh = 0.0
+                    continue
+            except RedisError as exc:
+                log.error("aggregator: %s", exc)
+            else:
+                backoff = 0.1
+                continue
+            await _sleep_or_stop(stop, backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _read_each(self) -> list[tuple[str, Sequence[Entry]]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self._streams:
+                pipe.xreadgroup(
+                    self.group, self.consumer, {stream: ">"}, count=self.config.batch_size
+                )
+            replies = await pipe.execute()
+        return [batch for reply in replies for batch in self._batches(reply)]
+
+    async def _read_blocking(self) -> list[tuple[str, Sequence[Entry]]]:
+        # One command over every stream (a single Redis or Sentinel; a cluster would need one
+        # blocking read per slot).
+        reply = await self.redis.xreadgroup(
+            self.group,
+            self.consumer,
+            dict.fromkeys(self._streams, ">"),
+            count=self.config.batch_size,
+            block=self.config.block_ms,
+        )
+        return self._batches(reply)
+
+    def _batches(self, reply: Any) -> list[tuple[str, Sequence[Entry]]]:
+        out = []
+        for stream, entries in reply or ():
+            team = self._streams.get(_text(stream))
+            if team is not None and entries:
+                out.append((team, entries))
+        return out
+
+    def _script_args(
+        self,
+        team: str,
+        batch: RollupBatch,
+        good: Sequence[tuple[str, SpendEvent]],
+        poison: Sequence[tuple[str, str]],
+    ) -> tuple[list[str], list[str | int]]:
+        cells = batch.items()
+        keys = [rediskeys.events_stream(team), rediskeys.events_dead_letter(team)]
+        keys += (key for key, _ in cells)
+        args: list[str | int] = [self.group, len(good), *(entry_id for entry_id, _ in good)]
+        args.append(len(poison))
+        for entry_id, reason in poison:
+            args += [entry_id, reason[:500]]
+        args.append(rediskeys.DEAD_LETTER_MAXLEN)
+        for key, sums in cells:
+            args += [batch.expiry[key], len(sums)]
+            for hash_field, amount in sums.items():
+                args += [hash_field, amount]
+        return keys, args
+
+    def _record(
+        self, team: str, applied: int, poison: Sequence[tuple[str, str]], seconds: float
+    ) -> None:
+        self.metrics.batches.inc()
+        self.metrics.apply_seconds.observe(seconds)
+        if applied:
+            self.metrics.events.labels("applied").inc(applied)
+        if poison:
+            self.metrics.events.labels("poison").inc(len(poison))
+            dead = rediskeys.events_dead_letter(team)
+            for entry_id, reason in poison:
+                log.warning(
+                    "poison spend entry %s of team %s moved to %s: %s", entry_id, team, dead, reason
+                )
+
+    async def _prune_consumers(self, stream: str) -> None:
+        try:
+            consumers = await self.redis.xinfo_consumers(stream, self.group)
+        except ResponseError:
+            return
+        for info in consumers:
+            name = _text(info.get("name", b""))
+            idle = int(info.get("idle") or 0)
+            if name != self.consumer and not info.get("pending") and idle > _PRUNE_IDLE_MS:
+                await self._prune(keys=[stream], args=[self.group, name])
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

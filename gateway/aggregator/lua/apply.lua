@@ -1,0 +1,75 @@
+-- Apply one batch of a team's spend stream to its rollups, exactly once, atomically.
+--
+-- KEYS[1]  the team's spend stream          KEYS[2]  its dead-letter stream
+-- KEYS[3..] rollup hashes (all in the team's slot)
+-- ARGV: group,
+--       n_ok, <n_ok entry ids>,
+--       n_poison, <n_poison pairs: entry id, reason>,
+--       dead-letter approximate maxlen,
+--       for each rollup key KEYS[2 + i]: expire-at (epoch s), n_fields, <n_fields pairs: field, amount>
+--
+-- The increments are the batch's sums, so they may be applied only if every entry of the batch
+-- is still pending (unacked) in the group. An entry that is not was applied by another consumer
+-- (it reclaimed the entry while we were stalled): then nothing is written and the ids are
+-- returned, {0, ids}, so the caller re-sums without them and calls again. Otherwise every entry
+-- is acked, each poison entry copied to the dead-letter stream, every sum added: {1, n}.
+-- Amounts stay strings from ARGV to HINCRBY: no Lua number (a double) ever holds money.
+
+local stream, dead = KEYS[1], KEYS[2]
+local group = ARGV[1]
+local pos = 2
+local n_ok = tonumber(ARGV[pos])
+local ok_first = pos + 1
+pos = ok_first + n_ok
+local n_poison = tonumber(ARGV[pos])
+local poison_first = pos + 1
+pos = poison_first + 2 * n_poison
+local dead_maxlen = ARGV[pos]
+pos = pos + 1
+
+local stale = {}
+local function check(id)
+  if #redis.call('XPENDING', stream, group, id, id, 1) == 0 then
+    stale[#stale + 1] = id
+  end
+end
+for i = ok_first, ok_first + n_ok - 1 do
+  check(ARGV[i])
+end
+for i = 0, n_poison - 1 do
+  check(ARGV[poison_first + 2 * i])
+end
+if #stale > 0 then
+  return {0, stale}
+end
+
+for i = ok_first, ok_first + n_ok - 1 do
+  redis.call('XACK', stream, group, ARGV[i])
+end
+for i = 0, n_poison - 1 do
+  local id = ARGV[poison_first + 2 * i]
+  redis.call('XACK', stream, group, id)
+  local entry = redis.call('XRANGE', stream, id, id)
+  local copy = {'XADD', dead, 'MAXLEN', '~', dead_maxlen, '*',
+                '_source_id', id, '_error', ARGV[poison_first + 2 * i + 1]}
+  if #entry > 0 then
+    for _, v in ipairs(entry[1][2]) do
+      copy[#copy + 1] = v
+    end
+  end
+  redis.call(unpack(copy))
+end
+
+for k = 3, #KEYS do
+  local key = KEYS[k]
+  local expire_at = ARGV[pos]
+  local n = tonumber(ARGV[pos + 1])
+  pos = pos + 2
+  for j = 0, n - 1 do
+    redis.call('HINCRBY', key, ARGV[pos + 2 * j], ARGV[pos + 2 * j + 1])
+  end
+  pos = pos + 2 * n
+  redis.call('EXPIREAT', key, expire_at)
+end
+
+return {1, n_ok + n_poison}

@@ -1,0 +1,58 @@
+"""The aggregator's Prometheus metrics, on a registry it is given (the gateway's, when the
+aggregator runs embedded in `serve`) or its own. Labels are bounded: outcome, and team names,
+which come from the config and the stream registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class AggregatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "sg_aggregator_events_total",
+            "Spend stream entries handled: applied to rollups, poison (dead-lettered), or stale "
+            "(already applied by another consumer, skipped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.batches = Counter(
+            "sg_aggregator_batches_total", "Apply script calls that wrote a batch.", registry=r
+        )
+        self.reclaimed = Counter(
+            "sg_aggregator_reclaimed_total",
+            "Entries reclaimed from consumers idle longer than aggregator.claim_idle_s.",
+            registry=r,
+        )
+        self.apply_seconds = Histogram(
+            "sg_aggregator_apply_seconds",
+            "Time to apply one batch (summing plus the apply script).",
+            buckets=_APPLY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "sg_aggregator_lag_events",
+            "Entries of the team's spend stream not yet delivered to the aggregator group.",
+            ["team"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "sg_aggregator_pending_events",
+            "Entries delivered to an aggregator but not yet applied (acked).",
+            ["team"],
+            registry=r,
+        )
+        self.archived = Counter(
+            "sg_aggregator_archived_events_total",
+            "Entries written to the cold-tier archive.",
+            registry=r,
+        )
+        self.trimmed = Counter(
+            "sg_aggregator_trimmed_events_total",
+            "Archived entries trimmed from the spend streams.",
+            registry=r,
+        )

@@ -1,0 +1,233 @@
+"""What one spend event adds to the rollups: pure functions, no I/O.
+
+A rollup is a Redis hash per (team, granularity, bucket, dimension) whose fields are
+"<value>|<metric>" and whose values are integer sums. Hourly buckets are YYYYMMDDHH (UTC), daily
+buckets YYYYMMDD. Metric names never contain "|", so a field splits at its last "|"
+(`split_field`); a value that combines several names (project_model, line) joins its parts with
+"|" after escaping "%" and "|" in each part (`join_parts` / `split_parts`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from gateway import rediskeys
+from gateway.types import SpendEvent
+
+MISSING = "-"  # the value of a dimension the event does not name (no project, ...)
+
+HOURLY = "h"
+DAILY = "d"
+
+# Single-name dimensions, then the combined ones. "line" is one row of the FOCUS export (daily
+# only): who (project / environment / workload), what (provider / deployment / served and
+# requested model), and the kind of charge, with the description of a posted external cost.
+SINGLE_DIMENSIONS = (
+    "team",
+    "project",
+    "environment",
+    "workload",
+    "model",
+    "served_model",
+    "deployment",
+    "provider",
+    "key",
+    "tag",
+)
+DIMENSIONS = (*SINGLE_DIMENSIONS, "project_model", "line")
+HOURLY_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "line")
+LINE_PARTS = (
+    "project",
+    "environment",
+    "workload",
+    "provider",
+    "deployment",
+    "served_model",
+    "requested_model",
+    "kind",
+    "description",
+)
+
+METRICS = (
+    "cost",
+    "list_cost",
+    "savings",
+    "prompt",
+    "cached_prompt",
+    "completion",
+    "reasoning",
+    "requests",
+    "errors",
+    "cache_hits",
+    "revenue",
+    "revenue_requests",  # requests that carried their own revenue (the rest use the team's rate)
+    "external",
+    "external_count",
+)
+SAVINGS_PREFIX = "savings:"  # "savings:<optimization>", one per optimization named by events
+
+_HOUR_MS = 3_600_000
+_DAY_MS = 86_400_000
+_TTL_S = {HOURLY: rediskeys.ROLLUP_HOURLY_TTL_S, DAILY: rediskeys.ROLLUP_DAILY_TTL_S}
+_BUCKET_MS = {HOURLY: _HOUR_MS, DAILY: _DAY_MS}
+
+
+def increments(event: SpendEvent) -> list[tuple[str, str, int]]:
+    """(rollup key, hash field, amount) for every non-zero sum the event contributes to."""
+    return [
+        (rediskeys.rollup(event.team, granularity, bucket, dimension), f, amount)
+        for granularity, bucket, dimension, f, amount in _cells(event)
+    ]
+
+
+def expire_at(granularity: str, bucket_start_ms: int) -> int:
+    """Epoch seconds at which a rollup key is dropped: its TTL after its bucket closes. Absolute,
+    so late events never extend a bucket's life and replaying old events cannot resurrect it."""
+    return (bucket_start_ms + _BUCKET_MS[granularity]) // 1000 + _TTL_S[granularity]
+
+
+def hour_bucket(ts_ms: int) -> str:
+    t = time.gmtime(ts_ms // 1000)
+    return f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}{t.tm_hour:02d}"
+
+
+def split_field(hash_field: str) -> tuple[str, str]:
+    """("<value>", "<metric>") of a rollup hash field."""
+    value, _, metric = hash_field.rpartition("|")
+    return value, metric
+
+
+def join_parts(*parts: str) -> str:
+    return "|".join(p.replace("%", "%25").replace("|", "%7C") for p in parts)
+
+
+def split_parts(value: str) -> tuple[str, ...]:
+    return tuple(p.replace("%7C", "|").replace("%25", "%") for p in value.split("|"))
+
+
+@dataclass(slots=True)
+class RollupBatch:
+    """The summed increments of many events, per key, with each key's absolute expiry: what
+    one apply script call writes. Same sums as `increments`, built without the tuples."""
+
+    cells: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> field -> amount
+    expiry: dict[str, int] = field(default_factory=dict)  # key -> epoch s
+    # (team, granularity, bucket) -> dimension -> the sums of its key
+    _buckets: dict[tuple[str, str, str], dict[str, dict[str, int]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def add(self, event: SpendEvent) -> None:
+        metrics = _metrics(event)
+        if not metrics:
+            return
+        values = _values(event)
+        hour = hour_bucket(event.ts_ms)
+        hourly = self._sums(event, HOURLY, hour, HOURLY_DIMENSIONS)
+        daily = self._sums(event, DAILY, hour[:8], DIMENSIONS)
+        for dimension in DIMENSIONS:
+            day_sums = daily[dimension]
+            hour_sums = hourly.get(dimension)
+            for value in values[dimension]:
+                prefix = value + "|"
+                for metric, amount in metrics:
+                    hash_field = prefix + metric
+                    day_sums[hash_field] = day_sums.get(hash_field, 0) + amount
+                    if hour_sums is not None:
+                        hour_sums[hash_field] = hour_sums.get(hash_field, 0) + amount
+
+    def items(self) -> list[tuple[str, dict[str, int]]]:
+        """(key, field -> amount) of every key with something to add."""
+        return [(key, sums) for key, sums in self.cells.items() if sums]
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.cells.values())
+
+    def _sums(
+        self, event: SpendEvent, granularity: str, bucket: str, dimensions: tuple[str, ...]
+    ) -> dict[str, dict[str, int]]:
+        ident = (event.team, granularity, bucket)
+        found = self._buckets.get(ident)
+        if found is None:
+            start = event.ts_ms - event.ts_ms % _BUCKET_MS[granularity]
+            found = self._buckets[ident] = {}
+            for dimension in dimensions:
+                key = rediskeys.rollup(event.team, granularity, bucket, dimension)
+                found[dimension] = self.cells.setdefault(key, {})
+                self.expiry[key] = expire_at(granularity, start)
+        return found
+
+
+def _cells(event: SpendEvent) -> Iterator[tuple[str, str, str, str, int]]:
+    metrics = _metrics(event)
+    if not metrics:
+        return
+    values = _values(event)
+    hour = hour_bucket(event.ts_ms)
+    for granularity, bucket, dimensions in (
+        (HOURLY, hour, HOURLY_DIMENSIONS),
+        (DAILY, hour[:8], DIMENSIONS),
+    ):
+        for dimension in dimensions:
+            for value in values[dimension]:
+                prefix = value + "|"
+                for metric, amount in metrics:
+                    yield granularity, bucket, dimension, prefix + metric, amount
+
+
+def _metrics(e: SpendEvent) -> list[tuple[str, int]]:
+    is_request = e.kind != "external"
+    savings = max(e.list_cost_nano - e.cost_nano, 0)
+    candidates: list[tuple[str, int]] = [
+        ("cost", e.cost_nano),
+        ("list_cost", e.list_cost_nano),
+        ("savings", savings),
+        ("prompt", e.prompt_tokens),
+        ("cached_prompt", e.cached_prompt_tokens),
+        ("completion", e.completion_tokens),
+        ("reasoning", e.reasoning_tokens),
+        ("requests", int(is_request)),
+        ("errors", int(is_request and (e.status >= 400 or e.outcome != "ok"))),
+        ("cache_hits", int(e.cache == "hit")),
+        ("external", 0 if is_request else e.cost_nano),
+        ("external_count", int(not is_request)),
+    ]
+    if e.revenue_nano is not None:
+        candidates.append(("revenue", e.revenue_nano))
+        candidates.append(("revenue_requests", int(is_request)))
+    if e.optimization and savings:
+        candidates.append((SAVINGS_PREFIX + join_parts(e.optimization), savings))
+    return [(m, a) for m, a in candidates if a]
+
+
+def _values(e: SpendEvent) -> Mapping[str, tuple[str, ...]]:
+    project = e.project or MISSING
+    model = e.requested_model or MISSING
+    description = (e.description or MISSING) if e.kind == "external" else MISSING
+    line = join_parts(
+        project,
+        e.environment or MISSING,
+        e.workload or MISSING,
+        e.provider or MISSING,
+        e.deployment or MISSING,
+        e.served_model or MISSING,
+        model,
+        e.kind or MISSING,
+        description,
+    )
+    return {
+        "team": (e.team,),
+        "project": (project,),
+        "environment": (e.environment or MISSING,),
+        "workload": (e.workload or MISSING,),
+        "model": (model,),
+        "served_model": (e.served_model or MISSING,),
+        "deployment": (e.deployment or MISSING,),
+        "provider": (e.provider or MISSING,),
+        "key": (e.key_id or MISSING,),
+        "tag": tuple(f"{k}={v}" for k, v in sorted(e.tags.items())),
+        "project_model": (join_parts(project, model),),
+        "line": (line,),
+    }

@@ -1,0 +1,60 @@
+"""The aggregator as a running service: the consumer loop and the archive loop, following the
+config. `spendgate aggregate` runs it against a shared Redis; `serve` runs it as an app task when
+the store is embedded (`run_embedded`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gateway.aggregator.archive import Archiver
+from gateway.aggregator.consumer import Aggregator
+from gateway.aggregator.metrics import AggregatorMetrics
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from gateway.config.model import Config
+
+_FOLLOW_S = 1.0  # how soon a reloaded `aggregator:` section takes effect
+
+
+async def run_service(
+    redis: Redis,
+    config_getter: Callable[[], Config],
+    stop: asyncio.Event,
+    *,
+    metrics: AggregatorMetrics | None = None,
+    consumer: str | None = None,
+) -> None:
+    """Consume, apply and archive until `stop` is set, following `config_getter().aggregator`.
+    Store outages are retried inside the loops; anything else stops both and propagates."""
+    config = config_getter().aggregator
+    metrics = metrics or AggregatorMetrics()
+    aggregator = Aggregator(redis, config, consumer=consumer, metrics=metrics)
+    archiver = Archiver(redis, config, metrics=metrics)
+
+    async def follow() -> None:
+        while not stop.is_set():
+            aggregator.config = archiver.config = config_getter().aggregator
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=_FOLLOW_S)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(aggregator.run(stop))
+        group.create_task(archiver.run(stop))
+        group.create_task(follow())
+
+
+async def run_embedded(
+    redis: Redis,
+    config_getter: Callable[[], Config],
+    stop: asyncio.Event,
+    *,
+    metrics: AggregatorMetrics | None = None,
+) -> None:
+    """The aggregator inside `serve` for the embedded store (memory://): the same loops and
+    guarantees, on the gateway's event loop. Build `metrics` once, on the app's registry."""
+    await run_service(redis, config_getter, stop, metrics=metrics)

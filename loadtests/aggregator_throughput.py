@@ -1,0 +1,196 @@
+"""Events per second one aggregator sustains: pre-load spend events, time one consumer draining.
+
+    .venv/bin/python loadtests/aggregator_throughput.py [--events 50000] [--teams 4]
+        [--batch-size 500] [--url redis://127.0.0.1:6379/9 | memory://] [--no-uvloop]
+
+Without --url it starts its own redis-server on a free port (no persistence). It FLUSHDBs the
+database it uses. Events look like production traffic: a few projects, models, deployments and
+keys per team, one or two tags, a mix of cache hits, tiering savings and errors, spread over
+three hours. Reports the drain rate, the apply-script share of the time and Redis's own CPU, and
+checks the rolled-up cost against the sum of the events (to the nano).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway import rediskeys
+from gateway.aggregator.consumer import Aggregator
+from gateway.aggregator.metrics import AggregatorMetrics
+from gateway.aggregator.rollups import hour_bucket
+from gateway.config.model import AggregatorConfig
+from gateway.store.connect import close_store, open_store
+from gateway.types import SpendEvent
+
+
+def make_events(n: int, teams: int, seed: int = 1) -> list[SpendEvent]:
+    rng = random.Random(seed)
+    start_ms = int(time.time() * 1000) - 3 * 3_600_000
+    models = [("gpt-4o", 2_500, 10_000), ("gpt-4o-mini", 150, 600), ("o3-mini", 1_100, 4_400)]
+    events = []
+    for i in range(n):
+        team = f"team{i % teams:02d}"
+        model, price_in, price_out = rng.choice(models)
+        prompt, completion = rng.randrange(50, 4000), rng.randrange(10, 800)
+        cost = (prompt * price_in + completion * price_out) // 1000 * 1000
+        hit = rng.random() < 0.1
+        tiered = not hit and model != "gpt-4o-mini" and rng.random() < 0.2
+        events.append(
+            SpendEvent(
+                event_id=f"ev-{i}",
+                ts_ms=start_ms + rng.randrange(0, 3 * 3_600_000),
+                team=team,
+                request_id=f"req-{i}",
+                key_id=f"key_{rng.randrange(8):012x}",
+                project=rng.choice(("search", "chat", "summaries", None)),
+                environment=rng.choice(("prod", "staging")),
+                workload=rng.choice(("online", "batch")),
+                tags={"exp": f"e{rng.randrange(5)}"}
+                | ({"run": str(rng.randrange(3))} if rng.random() < 0.3 else {}),
+                requested_model=model,
+                served_model="gpt-4o-mini" if tiered else model,
+                provider="openai",
+                deployment=f"openai/{'gpt-4o-mini' if tiered else model}",
+                prompt_tokens=prompt,
+                cached_prompt_tokens=prompt // 2 if rng.random() < 0.3 else 0,
+                completion_tokens=completion,
+                cost_nano=0 if hit else (cost // 10 if tiered else cost),
+                list_cost_nano=cost,
+                optimization="cache" if hit else ("tiering" if tiered else None),
+                cache="hit" if hit else "miss",
+                status=429 if rng.random() < 0.01 else 200,
+                latency_ms=rng.uniform(100, 3000),
+            )
+        )
+    return events
+
+
+async def preload(redis: object, events: list[SpendEvent]) -> None:
+    r = redis  # redis.asyncio.Redis
+    for i in range(0, len(events), 2000):
+        async with r.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
+            for e in events[i : i + 2000]:
+                pipe.xadd(rediskeys.events_stream(e.team), e.to_fields())
+            await pipe.execute()
+    await r.sadd(rediskeys.streams_registry(), *{e.team for e in events})  # type: ignore[attr-defined]
+
+
+async def redis_cpu_s(redis: object) -> float | None:
+    try:
+        info = await redis.info("cpu")  # type: ignore[attr-defined]
+    except Exception:  # fakeredis has no CPU section
+        return None
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+async def run(url: str, n: int, teams: int, batch_size: int) -> None:
+    redis = await open_store(url)
+    try:
+        await redis.flushdb()
+        events = make_events(n, teams)
+        t0 = time.perf_counter()
+        await preload(redis, events)
+        print(f"pre-loaded {n} events over {teams} team streams in {time.perf_counter() - t0:.1f}s")
+        metrics = AggregatorMetrics()
+        config = AggregatorConfig(batch_size=batch_size, block_ms=10, claim_idle_s=3600)
+        aggregator = Aggregator(redis, config, consumer="bench", metrics=metrics)
+        await aggregator.refresh_streams()
+        cpu0, redis0 = resource.getrusage(resource.RUSAGE_SELF), await redis_cpu_s(redis)
+        started = time.perf_counter()
+        applied = 0
+        while applied < n:
+            applied += await aggregator.step()
+        elapsed = time.perf_counter() - started
+        cpu1, redis1 = resource.getrusage(resource.RUSAGE_SELF), await redis_cpu_s(redis)
+        own_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+        apply_s = metrics.apply_seconds._sum.get()
+        batches = int(metrics.batches._value.get())
+        print(
+            f"drained {applied} events in {elapsed:.2f}s: {applied / elapsed:,.0f} events/s "
+            f"({batches} batches of <= {batch_size}, {url.split('://')[0]}://)"
+        )
+        print(f"  aggregator process CPU {own_cpu:.2f}s; apply (sum + script) {apply_s:.2f}s")
+        if redis0 is not None and redis1 is not None:
+            print(f"  redis-server CPU {redis1 - redis0:.2f}s")
+        rolled = 0
+        for team in sorted({e.team for e in events}):
+            buckets = sorted({hour_bucket(e.ts_ms)[:8] for e in events if e.team == team})
+            for day in buckets:
+                key = rediskeys.rollup(team, "d", day, "team")
+                rolled += int(await redis.hget(key, f"{team}|cost") or 0)
+        expected = sum(e.cost_nano for e in events)
+        status = "exact" if rolled == expected else f"MISMATCH (expected {expected})"
+        print(f"  rolled-up cost {rolled} nano: {status}")
+        await redis.flushdb()
+    finally:
+        await close_store(redis)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server not found: install it or pass --url")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="sg-bench-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.terminate()
+    sys.exit("redis-server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--teams", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--url", help="an existing Redis (its db is flushed), or memory://")
+    parser.add_argument("--no-uvloop", action="store_true", help="the default asyncio loop")
+    args = parser.parse_args()
+    proc = None
+    url = args.url
+    if url is None:
+        proc, url = start_redis()
+    try:
+        main_coro = run(url, args.events, args.teams, args.batch_size)
+        if args.no_uvloop:
+            asyncio.run(main_coro)
+        else:
+            import uvloop
+
+            uvloop.run(main_coro)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The aggregator against a real Redis: exact totals, crash and reclaim without double counting,
+two consumers at once, poison entries, key expiry, and the embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway import rediskeys
+from gateway.aggregator.consumer import Aggregator
+from gateway.aggregator.metrics import AggregatorMetrics
+from gateway.aggregator.rollups import hour_bucket, increments
+from gateway.config.model import AggregatorConfig
+from gateway.store.connect import close_store, open_store
+from gateway.types import SpendEvent
+from tests.ledger import T0_MS, backlog, drain, event, produce, produce_raw, rollup_hash
+
+GROUP = rediskeys.EVENTS_GROUP
+DAY = hour_bucket(T0_MS)[:8]
+FAST = AggregatorConfig(batch_size=50, block_ms=10, claim_idle_s=60)
+
+
+def expected(events: list[SpendEvent]) -> Counter[tuple[str, str]]:
+    totals: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        for key, field, amount in increments(e):
+            totals[key, field] += amount
+    return totals
+
+
+async def stored(redis: Redis, teams: set[str]) -> Counter[tuple[str, str]]:
+    totals: Counter[tuple[str, str]] = Counter()
+    for team in teams:
+        async for raw_key in redis.scan_iter(match=f"sg:{{t:{team}}}:r:*", count=1000):
+            key = raw_key.decode()
+            for field, value in (await redis.hgetall(key)).items():
+                totals[key, field.decode()] = int(value)
+    return totals
+
+
+def random_events(n: int, seed: int = 7) -> list[SpendEvent]:
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        cost = rng.randrange(0, 5_000_000)
+        events.append(
+            event(
+                i,
+                ts_ms=T0_MS + rng.randrange(0, 3 * 3_600_000),
+                team=rng.choice(("alpha", "beta", "gamma")),
+                project=rng.choice(("search", "chat", None)),
+                requested_model=rng.choice(("gpt-4o", "o3-mini")),
+                cost_nano=cost,
+                list_cost_nano=cost + rng.randrange(0, 1_000_000),
+                optimization=rng.choice((None, "cache", "tiering")),
+                prompt_tokens=rng.randrange(0, 4000),
+                completion_tokens=rng.randrange(0, 800),
+                status=rng.choice((200, 200, 200, 429)),
+                tags={"exp": rng.choice("abc")},
+            )
+        )
+    return events
+
+
+async def test_applies_every_event_exactly(redis: Redis) -> None:
+    events = random_events(400)
+    await produce(redis, events)
+    assert await drain(redis, FAST) == 400
+    assert await stored(redis, {"alpha", "beta", "gamma"}) == expected(events)
+    alpha = [e for e in events if e.team == "alpha"]
+    team = await rollup_hash(redis, "alpha", "d", DAY, "team")
+    assert team["alpha|cost"] == sum(e.cost_nano for e in alpha)
+    assert team["alpha|requests"] == len(alpha)
+    # Nothing left pending, and a second pass applies nothing more.
+    assert await backlog(redis, ["alpha", "beta", "gamma"]) == 0
+    assert await drain(redis, FAST) == 0
+    assert await stored(redis, {"alpha", "beta", "gamma"}) == expected(events)
+
+
+async def test_crash_mid_batch_then_reclaim_then_stale_apply(redis: Redis) -> None:
+    events = [event(i, cost_nano=1_000 + i) for i in range(120)]
+    await produce(redis, events)
+    a = Aggregator(redis, FAST, consumer="A")
+    await a.refresh_streams()
+    stream = rediskeys.events_stream("alpha")
+    # A reads a batch and "crashes" before applying it: the entries stay pending to A.
+    reply = await redis.xreadgroup(GROUP, "A", {stream: ">"}, count=80)
+    stale_batch = reply[0][1]
+    assert len(stale_batch) == 80
+    # B reclaims what A left (idle threshold 0 in the test) and applies everything.
+    metrics = AggregatorMetrics()
+    b = Aggregator(
+        redis, AggregatorConfig(block_ms=10, claim_idle_s=0), consumer="B", metrics=metrics
+    )
+    while await b.step():
+        pass
+    assert await stored(redis, {"alpha"}) == expected(events)
+    assert metrics.reclaimed._value.get() == 80
+    # A wakes up and applies its stale batch: every entry was acked by B, nothing is re-counted.
+    assert await a.apply("alpha", stale_batch) == 0
+    assert await stored(redis, {"alpha"}) == expected(events)
+    team = await rollup_hash(redis, "alpha", "d", DAY, "team")
+    assert team["alpha|cost"] == sum(1_000 + i for i in range(120))
+    assert team["alpha|requests"] == 120
+
+
+async def test_partly_stale_batch_applies_only_the_rest(redis: Redis) -> None:
+    events = [event(i, cost_nano=10 + i) for i in range(30)]
+    await produce(redis, events)
+    a = Aggregator(redis, FAST, consumer="A")
+    await a.refresh_streams()
+    stream = rediskeys.events_stream("alpha")
+    batch = (await redis.xreadgroup(GROUP, "A", {stream: ">"}, count=30))[0][1]
+    # B claims and applies the first ten while A is stalled.
+    b = Aggregator(redis, FAST, consumer="B")
+    claimed = await redis.xclaim(stream, GROUP, "B", 0, [entry_id for entry_id, _ in batch[:10]])
+    assert await b.apply("alpha", claimed) == 10
+    # A's batch: ten were applied by B, the other twenty by A, none twice.
+    assert await a.apply("alpha", batch) == 20
+    assert await stored(redis, {"alpha"}) == expected(events)
+    assert await backlog(redis, ["alpha"]) == 0
+
+
+async def test_two_aggregators_at_once_5000_events(redis: Redis) -> None:
+    events = random_events(5000, seed=11)
+    await produce(redis, events)
+    teams = {"alpha", "beta", "gamma"}
+    config = AggregatorConfig(batch_size=100, block_ms=10, claim_idle_s=60)
+    metrics = [AggregatorMetrics(), AggregatorMetrics()]
+    aggregators = [
+        Aggregator(redis, config, consumer=f"agg-{i}", metrics=metrics[i]) for i in range(2)
+    ]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(agg.run(stop)) for agg in aggregators]
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        known = all(agg.teams for agg in aggregators)
+        if known and await backlog(redis, teams) == 0:
+            break
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert await backlog(redis, teams) == 0
+    applied = [m.events.labels("applied")._value.get() for m in metrics]
+    assert sum(applied) == 5000
+    assert await stored(redis, teams) == expected(events)
+
+
+async def test_poison_entries_are_dead_lettered_and_never_block(redis: Redis) -> None:
+    good = [event(i) for i in range(5)]
+    await produce(redis, good[:2])
+    bad_ts = await produce_raw(redis, "alpha", {"event_id": "x", "ts_ms": "soon", "team": "alpha"})
+    other = await produce_raw(redis, "alpha", event(99, team="beta").to_fields())
+    missing = await produce_raw(redis, "alpha", {"hello": "world"})
+    await produce(redis, good[2:])
+    metrics = AggregatorMetrics()
+    aggregator = Aggregator(redis, FAST, consumer="A", metrics=metrics)
+    while await aggregator.step():
+        pass
+    assert await stored(redis, {"alpha"}) == expected(good)
+    assert await backlog(redis, ["alpha"]) == 0
+    dead = await redis.xrange(rediskeys.events_dead_letter("alpha"))
+    assert [fields[b"_source_id"].decode() for _, fields in dead] == [bad_ts, other, missing]
+    assert dead[0][1][b"ts_ms"] == b"soon"
+    assert b"stream of team 'alpha'" in dead[1][1][b"_error"]
+    assert dead[2][1][b"hello"] == b"world"
+    assert metrics.events.labels("poison")._value.get() == 3
+    assert metrics.events.labels("applied")._value.get() == 5
+
+
+async def test_rollup_keys_expire_after_their_bucket(redis: Redis) -> None:
+    now_ms = int(time.time() * 1000)
+    await produce(redis, [event(1, ts_ms=now_ms)])
+    await drain(redis, FAST)
+    hour = hour_bucket(now_ms)
+    hourly_ttl = await redis.ttl(rediskeys.rollup("alpha", "h", hour, "team"))
+    daily_ttl = await redis.ttl(rediskeys.rollup("alpha", "d", hour[:8], "team"))
+    assert 35 * 86400 <= hourly_ttl <= 35 * 86400 + 3600
+    assert 400 * 86400 <= daily_ttl <= 401 * 86400
+
+
+async def test_new_team_stream_is_joined_and_metrics_report_lag(redis: Redis) -> None:
+    metrics = AggregatorMetrics()
+    aggregator = Aggregator(redis, FAST, consumer="A", metrics=metrics)
+    assert await aggregator.step() == 0  # nothing registered yet: sleeps block_ms
+    await produce(redis, [event(i, team="delta") for i in range(3)])
+    aggregator._next_refresh = 0.0  # the registry is re-read every few seconds; now
+    await aggregator.refresh_streams()
+    await aggregator.update_stats()
+    assert metrics.lag.labels("delta")._value.get() == 3
+    assert await aggregator.step() == 3
+    await aggregator.update_stats()
+    assert metrics.lag.labels("delta")._value.get() == 0
+    assert metrics.pending.labels("delta")._value.get() == 0
+
+
+async def test_blocking_read_wakes_on_new_event(redis: Redis) -> None:
+    await produce(redis, [event(0)])
+    aggregator = Aggregator(redis, AggregatorConfig(block_ms=5000), consumer="A")
+    assert await aggregator.step() == 1
+
+    async def later() -> None:
+        await asyncio.sleep(0.2)
+        await produce(redis, [event(1)])
+
+    started = time.monotonic()
+    producer = asyncio.create_task(later())
+    assert await aggregator.step() == 1
+    await producer
+    assert time.monotonic() - started < 3
+
+
+async def test_run_stops_promptly(redis: Redis) -> None:
+    await produce(redis, [event(0)])
+    stop = asyncio.Event()
+    aggregator = Aggregator(redis, AggregatorConfig(block_ms=100), consumer="A")
+    task = asyncio.create_task(aggregator.run(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, timeout=2)
+    assert (await rollup_hash(redis, "alpha", "d", DAY, "team"))["alpha|requests"] == 1
+
+
+@pytest.mark.parametrize("url", ["memory://"])
+async def test_embedded_store_runs_the_same_scripts(url: str) -> None:
+    redis = await open_store(url)
+    try:
+        events = random_events(300, seed=3)
+        await produce(redis, events)
+        a = Aggregator(redis, FAST, consumer="A")
+        await a.refresh_streams()
+        stream = rediskeys.events_stream("alpha")
+        stale = (await redis.xreadgroup(GROUP, "A", {stream: ">"}, count=20))[0][1]
+        await drain(redis, AggregatorConfig(batch_size=64, block_ms=10, claim_idle_s=0))
+        assert await a.apply("alpha", stale) == 0
+        assert await stored(redis, {"alpha", "beta", "gamma"}) == expected(events)
+    finally:
+        await close_store(redis)
+
+
+async def test_events_from_the_settle_script_roll_up_exactly(redis: Redis) -> None:
+    from gateway.budgets.ledger import BudgetLedger
+
+    ledger = BudgetLedger(redis)
+    events = random_events(60, seed=21)
+    for e in events:
+        await ledger.settle(None, e.team, e.request_id, (), e)
+    await ledger.settle(None, events[0].team, events[0].request_id, (), events[0])  # a retry
+    assert await drain(redis, FAST) == 60
+    assert await stored(redis, {"alpha", "beta", "gamma"}) == expected(events)

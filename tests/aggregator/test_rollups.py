@@ -1,0 +1,157 @@
+"""Rollup increments of a known set of events against totals computed by hand, to the nano."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from gateway import rediskeys
+from gateway.aggregator.rollups import (
+    RollupBatch,
+    expire_at,
+    hour_bucket,
+    increments,
+    join_parts,
+    split_field,
+    split_parts,
+)
+from gateway.types import SpendEvent
+from tests.ledger import T0_MS, event
+
+
+def _events() -> list[SpendEvent]:
+    external = {
+        "kind": "external",
+        "requested_model": "",
+        "served_model": "",
+        "provider": "",
+        "deployment": "",
+        "key_id": "",
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_nano": 5_000_000_000,
+        "list_cost_nano": 0,
+        "description": "GPU hours | run 7",
+    }
+    return [
+        event(1, tags={"exp": "a"}),
+        event(
+            2,
+            served_model="gpt-4o-mini",
+            deployment="openai/gpt-4o-mini",
+            cost_nano=30_000,
+            cached_prompt_tokens=40,
+            optimization="tiering",
+            tags={"exp": "a", "run": "7"},
+        ),
+        event(3, project=None, cost_nano=0, cache="hit", optimization="cache"),
+        event(
+            4,
+            status=502,
+            outcome="error",
+            cost_nano=0,
+            list_cost_nano=0,
+            prompt_tokens=0,
+            completion_tokens=0,
+        ),
+        event(5, **external),
+        event(6, revenue_nano=1_000_000),
+        event(7, team="beta", cost_nano=7, list_cost_nano=11, reasoning_tokens=5),
+    ]
+
+
+def _totals(events: list[SpendEvent]) -> Counter[tuple[str, str]]:
+    totals: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        for key, field, amount in increments(e):
+            assert amount != 0, (key, field)
+            totals[key, field] += amount
+    return totals
+
+
+def test_daily_project_totals_by_hand() -> None:
+    totals = _totals(_events())
+    day = hour_bucket(T0_MS)[:8]
+    project = rediskeys.rollup("alpha", "d", day, "project")
+    got = {f: a for (k, f), a in totals.items() if k == project}
+    assert got == {
+        # e1 450_000 + e2 30_000 + e5 5 USD external + e6 450_000
+        "search|cost": 5_000_930_000,
+        "search|list_cost": 1_350_000,  # e1, e2, e6 (e4 and e5 have none)
+        "search|savings": 420_000,  # e2: 450_000 - 30_000
+        "search|savings:tiering": 420_000,
+        "search|prompt": 300,
+        "search|cached_prompt": 40,
+        "search|completion": 60,
+        "search|requests": 4,  # e1, e2, e4, e6: an external cost is no request
+        "search|errors": 1,
+        "search|external": 5_000_000_000,
+        "search|external_count": 1,
+        "search|revenue": 1_000_000,
+        "search|revenue_requests": 1,
+        "-|list_cost": 450_000,  # e3, a cache hit without a project
+        "-|savings": 450_000,
+        "-|savings:cache": 450_000,
+        "-|prompt": 100,
+        "-|completion": 20,
+        "-|requests": 1,
+        "-|cache_hits": 1,
+    }
+
+
+def test_team_model_tag_and_chargeback_detail() -> None:
+    totals = _totals(_events())
+    hour = hour_bucket(T0_MS)
+    day = hour[:8]
+    for granularity, bucket in (("h", hour), ("d", day)):
+        team = rediskeys.rollup("alpha", granularity, bucket, "team")
+        assert totals[team, "alpha|cost"] == 450_000 + 30_000 + 5_000_000_000 + 450_000
+        assert totals[team, "alpha|requests"] == 5
+    served = rediskeys.rollup("alpha", "d", day, "served_model")
+    assert totals[served, "gpt-4o-mini|cost"] == 30_000
+    assert totals[served, "gpt-4o|cost"] == 900_000
+    assert totals[served, "-|external"] == 5_000_000_000
+    tag = rediskeys.rollup("alpha", "d", day, "tag")
+    assert totals[tag, "exp=a|cost"] == 480_000
+    assert totals[tag, "run=7|cost"] == 30_000
+    detail = rediskeys.rollup("alpha", "d", day, "project_model")
+    assert totals[detail, "search|gpt-4o|cost"] == 930_000
+    assert totals[detail, "search|-|cost"] == 5_000_000_000
+    beta = rediskeys.rollup("beta", "d", day, "model")
+    assert totals[beta, "gpt-4o|cost"] == 7
+    assert totals[beta, "gpt-4o|savings"] == 4
+    assert totals[beta, "gpt-4o|reasoning"] == 5
+    # FOCUS lines are daily only, and carry the description of an external cost.
+    assert not any(k.endswith(":line") and ":r:h:" in k for k, _ in totals)
+    line = rediskeys.rollup("alpha", "d", day, "line")
+    external = [f for (k, f) in totals if k == line and f.endswith("|external")]
+    assert len(external) == 1
+    value, metric = split_field(external[0])
+    assert metric == "external"
+    assert split_parts(value)[-2:] == ("external", "GPU hours | run 7")
+
+
+def test_batch_sums_equal_increments() -> None:
+    batch = RollupBatch()
+    for e in _events():
+        batch.add(e)
+    flat = Counter({(k, f): a for k, fields in batch.cells.items() for f, a in fields.items()})
+    assert flat == _totals(_events())
+    hour_start = T0_MS - T0_MS % 3_600_000
+    day_start = T0_MS - T0_MS % 86_400_000
+    for key in batch.cells:
+        granularity = key.split(":r:")[1][0]
+        start = hour_start if granularity == "h" else day_start
+        assert batch.expiry[key] == expire_at(granularity, start)
+
+
+def test_expiry_is_absolute_from_bucket_end() -> None:
+    start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
+    assert expire_at("h", start) == start // 1000 + 3600 + 35 * 86400
+    day = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000
+    assert expire_at("d", day) == day // 1000 + 86400 + 400 * 86400
+
+
+def test_combined_values_round_trip_any_name() -> None:
+    for parts in (("a", "b"), ("x|y", "100%"), ("%7C", "|"), ("", "-")):
+        assert split_parts(join_parts(*parts)) == parts
+    assert split_field("a|b|cost") == ("a|b", "cost")

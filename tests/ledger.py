@@ -1,0 +1,138 @@
+"""Helpers for ledger tests: a private Redis database, spend events produced the way the settle
+script does (XADD of `SpendEvent.to_fields()` to the team stream, SADD of the team into the
+stream registry), and draining the streams with an aggregator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+
+from gateway import rediskeys
+from gateway.aggregator.consumer import Aggregator
+from gateway.aggregator.rollups import increments
+from gateway.analytics.rollupdata import RollupData
+from gateway.config.model import AggregatorConfig
+from gateway.store.connect import open_store
+from gateway.types import SpendEvent
+
+
+def _t0_ms() -> int:
+    # The 5th of the current month, 10:30 UTC: recent enough that no rollup key has expired,
+    # and in the middle of a month so a day or two either side stays in it.
+    now = datetime.now(UTC)
+    return int(datetime(now.year, now.month, 5, 10, 30, tzinfo=UTC).timestamp() * 1000)
+
+
+T0_MS = _t0_ms()
+
+
+def db_url(base: str, db: int) -> str:
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+async def open_db(base_url: str, db: int) -> Redis:
+    redis = await open_store(db_url(base_url, db))
+    await redis.flushdb()
+    return redis
+
+
+def event(n: int, **fields: object) -> SpendEvent:
+    values: dict[str, object] = {
+        "event_id": f"ev-{n}",
+        "ts_ms": T0_MS,
+        "team": "alpha",
+        "request_id": f"req-{n}",
+        "key_id": "key_000000000001",
+        "project": "search",
+        "environment": "prod",
+        "workload": "chat",
+        "requested_model": "gpt-4o",
+        "served_model": "gpt-4o",
+        "provider": "openai",
+        "deployment": "openai/gpt-4o",
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "cost_nano": 450_000,
+        "list_cost_nano": 450_000,
+    }
+    values.update(fields)
+    return SpendEvent(**values)  # type: ignore[arg-type]
+
+
+async def produce(redis: Redis, events: Iterable[SpendEvent]) -> list[str]:
+    ids: list[str] = []
+    teams: set[str] = set()
+    batch: list[SpendEvent] = []
+
+    async def flush() -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for e in batch:
+                pipe.xadd(rediskeys.events_stream(e.team), e.to_fields())  # type: ignore[arg-type]
+            ids.extend(i.decode() for i in await pipe.execute())
+        batch.clear()
+
+    for e in events:
+        teams.add(e.team)
+        batch.append(e)
+        if len(batch) >= 1000:
+            await flush()
+    await flush()
+    if teams:
+        await redis.sadd(rediskeys.streams_registry(), *teams)
+    return ids
+
+
+async def produce_raw(redis: Redis, team: str, fields: Mapping[str, str]) -> str:
+    entry_id = await redis.xadd(rediskeys.events_stream(team), dict(fields))  # type: ignore[arg-type]
+    await redis.sadd(rediskeys.streams_registry(), team)
+    return str(entry_id.decode())
+
+
+async def backlog(redis: Redis, teams: Iterable[str]) -> int:
+    """Entries not yet applied: pending plus never delivered, over the teams' streams."""
+    total = 0
+    for team in teams:
+        stream = rediskeys.events_stream(team)
+        for info in await redis.xinfo_groups(stream):
+            total += int(info["pending"]) + int(info["lag"] or 0)
+    return total
+
+
+async def drain(redis: Redis, config: AggregatorConfig | None = None) -> int:
+    """Apply everything in every registered stream with one aggregator; returns entries applied."""
+    aggregator = Aggregator(redis, config or AggregatorConfig(block_ms=10), consumer="drain")
+    total = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        applied = await aggregator.step()
+        total += applied
+        if applied == 0 and await backlog(redis, aggregator.teams) == 0:
+            return total
+    raise AssertionError("streams not drained within 30 s (entries pending to another consumer?)")
+
+
+async def rollup_hash(
+    redis: Redis, team: str, granularity: str, bucket: str, dimension: str
+) -> dict[str, int]:
+    raw = await redis.hgetall(rediskeys.rollup(team, granularity, bucket, dimension))
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def rollup_data(events: Iterable[SpendEvent], start: date, end: date) -> RollupData:
+    """The daily RollupData the aggregator would produce from `events` (no Redis involved)."""
+    hashes: dict[tuple[str, str, str], dict[str, int]] = {}
+    for e in events:
+        for key, field, amount in increments(e):
+            # sg:{t:<team>}:r:<granularity>:<bucket>:<dimension>
+            tag, rest = key.split("}:r:", 1)
+            granularity, bucket, dimension = rest.split(":", 2)
+            if granularity != "d":
+                continue
+            cell = hashes.setdefault((tag.removeprefix("sg:{t:"), bucket, dimension), {})
+            cell[field] = cell.get(field, 0) + amount
+    return RollupData.from_hashes("d", start, end, hashes)
