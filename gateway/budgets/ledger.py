@@ -386,7 +386,7 @@ def remaining_headers(reservation: Reservation) -> dict[str, str]:
     """`x-sg-budget-remaining-usd` / `-tokens`: the tightest budget, after this reservation."""
     headers = {}
     if (nano := reservation.remaining_nano) is not None:
-        headers[REMAINING_USD_HEADER] = format_usd(nano)
+        headers[REMAINING_USD_HEADER] = nano_to_usd_str(nano)  # same exact form as x-sg-cost-usd
     if (tokens := reservation.remaining_tokens) is not None:
         headers[REMAINING_TOKENS_HEADER] = str(tokens)
     return headers

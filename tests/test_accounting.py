@@ -1,0 +1,234 @@
+"""Budgets enforced through the gateway, against a real Redis: under concurrency no budget is
+overspent (one gateway and two gateway processes sharing Redis), a downgrade budget switches the
+model, refusals are OpenAI-shaped 429s, and every served request lands in the spend stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from gateway import rediskeys
+from gateway.app.state import LEDGER, PIPELINE
+from gateway.pricing.tokens import count_chat_prompt
+from gateway.providers.mock import MockUpstream
+from gateway.types import SpendEvent
+from tests.conftest import Gateway, GatewayFactory
+
+MESSAGES = [{"role": "user", "content": "Summarise the budget report"}]
+MAX_TOKENS = 10
+
+
+def gpt4o_worst_case_nano() -> int:
+    """What one request reserves: its prompt (tiktoken) plus MAX_TOKENS output at gpt-4o's list
+    price ($2.50 in / $10 out per 1M tokens), rounded up to a whole nano-dollar."""
+    prompt = count_chat_prompt(MESSAGES, "gpt-4o")
+    per_m = prompt * 2_500_000_000 + MAX_TOKENS * 10_000_000_000
+    return -(-per_m // 1_000_000)
+
+
+@pytest.fixture
+async def store_url(
+    real_redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    url = real_redis_url.rsplit("/", 1)[0] + "/5"
+    redis = Redis.from_url(url)
+    await redis.flushdb()
+    await redis.aclose()
+    monkeypatch.setenv("SPENDGATE_STORE_URL", url)
+    monkeypatch.setenv("SPENDGATE_SPOOL_DIR", str(tmp_path / "spool"))
+    yield url
+
+
+async def post_chat(
+    http: aiohttp.ClientSession, url: str, key: str, model: str = "gpt-4o"
+) -> tuple[int, dict[str, str], dict[str, object]]:
+    body = {"model": model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    async with http.post(
+        url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+    ) as response:
+        return response.status, dict(response.headers), await response.json()
+
+
+async def stream_events(url: str, team: str) -> list[SpendEvent]:
+    redis = Redis.from_url(url)
+    try:
+        entries = await redis.xrange(rediskeys.events_stream(team))
+    finally:
+        await redis.aclose()
+    return [SpendEvent.from_fields(fields) for _, fields in entries]
+
+
+async def spent_nano(gateway: Gateway, team: str) -> int:
+    registry = gateway.app[PIPELINE].accountant.registry
+    budgets = registry.all(team)
+    statuses = await gateway.app[LEDGER].budget_status(team, budgets)
+    assert all(s.reserved_nano == 0 for s in statuses), "reservations left behind"
+    return statuses[0].spent_nano
+
+
+@pytest.mark.parametrize("k", [1, 7, 40])
+async def test_concurrent_requests_never_overspend(
+    gateway_factory: GatewayFactory,
+    mock_upstream: MockUpstream,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    k: int,
+) -> None:
+    worst = gpt4o_worst_case_nano()
+    limit = k * worst + worst // 2  # room for exactly k worst cases
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{limit / 1e9:.9f}")
+    # Every request is in flight when the others reserve: none settles before all reserved.
+    mock_upstream.options.latency_s = 0.5
+    gateway = await gateway_factory("budgets.yaml", teams=("alpha",))
+    async with aiohttp.ClientSession() as http:
+        results = await asyncio.gather(
+            *(post_chat(http, gateway.url, gateway.keys["alpha"]) for _ in range(300))
+        )
+    statuses = [status for status, _, _ in results]
+    assert statuses.count(200) == k
+    assert statuses.count(429) == 300 - k
+    refusal = next(body for status, _, body in results if status == 429)
+    assert refusal["error"]["code"] == "budget_exceeded"  # type: ignore[index]
+    assert "alpha-daily" in refusal["error"]["message"]  # type: ignore[index]
+    retry_after = next(h for s, h, _ in results if s == 429)["Retry-After"]
+    assert 0 < int(retry_after) <= 86400
+    await gateway.app[PIPELINE].accountant.drain()
+    spent = await spent_nano(gateway, "alpha")
+    assert 0 < spent <= limit
+    served = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
+    assert len(served) == k
+    assert sum(e.cost_nano for e in served) == spent
+
+
+async def test_the_remaining_budget_is_in_every_response(
+    gateway_factory: GatewayFactory,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", "1")
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    async with aiohttp.ClientSession() as http:
+        status, headers, _ = await post_chat(http, gw.url, gw.keys["alpha"])
+    assert status == 200
+    # $1 minus this request's worst case, still reserved when the header was written.
+    expected = 1_000_000_000 - gpt4o_worst_case_nano()
+    assert headers["x-sg-budget-remaining-usd"] == f"{expected / 1e9:.9f}"
+
+
+async def test_a_downgrade_budget_switches_to_the_cheaper_model(
+    gateway_factory: GatewayFactory,
+    mock_upstream: MockUpstream,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worst = gpt4o_worst_case_nano()
+    monkeypatch.setenv("SPENDGATE_BETA_LIMIT_USD", f"{(worst * 3 // 2) / 1e9:.9f}")
+    gw = await gateway_factory("budgets.yaml", teams=("beta",))
+    async with aiohttp.ClientSession() as http:
+        first = await post_chat(http, gw.url, gw.keys["beta"])
+        await gw.app[PIPELINE].accountant.drain()
+        later = [await post_chat(http, gw.url, gw.keys["beta"]) for _ in range(3)]
+    assert first[0] == 200 and first[1]["x-sg-model"] == "gpt-4o"
+    for status, headers, _ in later:
+        assert status == 200
+        assert headers["x-sg-model"] == "gpt-4o-mini"
+        assert headers["x-sg-route"] == "budget=beta-daily; downgrade; model=gpt-4o-mini"
+    assert [r.model for r in mock_upstream.requests] == ["gpt-4o"] + ["gpt-4o-mini"] * 3
+    await gw.app[PIPELINE].accountant.drain()
+    events = await stream_events(store_url, "beta")
+    assert [e.served_model for e in events] == ["gpt-4o"] + ["gpt-4o-mini"] * 3
+    # The downgraded calls record what they saved against the requested model's list price.
+    assert all(e.list_cost_nano > e.cost_nano for e in events[1:])
+    assert gw.metric("sg_budget_refusals_total", team="beta", action="downgrade") == 3
+
+
+async def test_token_budgets_hold_too(
+    gateway_factory: GatewayFactory,
+    mock_upstream: MockUpstream,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prompt = count_chat_prompt(MESSAGES, "gpt-4o")
+    monkeypatch.setenv("SPENDGATE_GAMMA_TOKENS", str(5 * (prompt + MAX_TOKENS)))
+    mock_upstream.options.latency_s = 0.3
+    gw = await gateway_factory("budgets.yaml", teams=("gamma",))
+    async with aiohttp.ClientSession() as http:
+        results = await asyncio.gather(
+            *(post_chat(http, gw.url, gw.keys["gamma"]) for _ in range(50))
+        )
+    assert [s for s, _, _ in results].count(200) == 5
+    assert "x-sg-budget-remaining-tokens" in next(h for s, h, _ in results if s == 200)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_two_gateway_processes_sharing_redis_never_overspend(
+    gateway_factory: GatewayFactory,
+    mock_upstream: MockUpstream,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    k = 12
+    worst = gpt4o_worst_case_nano()
+    limit = k * worst + worst // 2
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{limit / 1e9:.9f}")
+    mock_upstream.options.latency_s = 0.5
+    first = await gateway_factory("budgets.yaml", teams=("alpha",))
+    port = _free_port()
+    env = {**os.environ, "SPENDGATE_SPOOL_DIR": str(tmp_path / "spool2")}
+    log = (tmp_path / "second.log").open("wb")
+    second = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            str(first.config_path),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    other = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(20):
+                while True:  # the second process is up when it answers
+                    try:
+                        async with http.get(other + "/readyz") as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.05)
+            key = first.keys["alpha"]
+            results = await asyncio.gather(
+                *(post_chat(http, first.url if i % 2 else other, key) for i in range(200))
+            )
+    finally:
+        second.terminate()
+        second.wait(timeout=20)
+        log.close()
+    statuses = [status for status, _, _ in results]
+    assert statuses.count(200) == k
+    await first.app[PIPELINE].accountant.drain()
+    # The second process settled before exiting (SIGTERM drains its settles).
+    assert await spent_nano(first, "alpha") <= limit
+    served = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
+    assert len(served) == k
