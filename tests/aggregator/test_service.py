@@ -114,3 +114,53 @@ async def test_aggregate_process_applies_and_stops_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), timeout=15)
     assert proc.returncode == 0, err.decode()
+
+
+async def _spawn_aggregate(path: Path) -> asyncio.subprocess.Process:
+    code = (
+        "import argparse, sys; from gateway.aggregator import cli; "
+        "p = argparse.ArgumentParser(); cli.add_arguments(p); "
+        "sys.exit(cli.run(p.parse_args(sys.argv[1:])))"
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "--config", str(path), "--log-level", "WARNING",
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def test_aggregator_killed_mid_run_and_restarted_totals_exact(
+    redis: Redis, real_redis_url: str, tmp_path: Path
+) -> None:
+    from tests.aggregator.test_consumer import expected, random_events, stored
+
+    path = tmp_path / "gateway.yaml"
+    config = CONFIG.format(url=db_url(real_redis_url, 2), archive=tmp_path / "archive")
+    path.write_text(config + "  batch_size: 100\n  claim_idle_s: 1\n")
+    events = random_events(6000, seed=99)
+    await produce(redis, events)
+    teams = {"alpha", "beta", "gamma"}
+    first = await _spawn_aggregate(path)
+    try:
+        for _ in range(600):  # until it is well under way
+            applied = 0
+            for t in teams:
+                applied += (await rollup_hash(redis, t, "d", DAY, "team")).get(f"{t}|requests", 0)
+            if applied >= 1000:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        first.kill()  # SIGKILL: no cleanup, whatever it had read stays pending
+        await first.wait()
+    assert await backlog(redis, teams) > 0
+    second = await _spawn_aggregate(path)
+    try:
+        for _ in range(600):
+            if await backlog(redis, teams) == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), timeout=15) == 0
+    assert await backlog(redis, teams) == 0
+    totals = await stored(redis, teams)
+    assert totals == expected(events)
