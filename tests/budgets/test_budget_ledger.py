@@ -372,7 +372,7 @@ async def test_exceeded_error_and_headers(store: Redis, clock: FakeClock) -> Non
     ledger = BudgetLedger(store, clock=clock)
     held = await ledger.reserve(TEAM, "r1", [monthly], 1_000_000_000, 10, TTL_S)
     assert remaining_headers(held) == {
-        "x-sg-budget-remaining-usd": "0.50",
+        "x-sg-budget-remaining-usd": "0.500000000",
         "x-sg-budget-remaining-tokens": "999990",
     }
     refused = await ledger.reserve(TEAM, "r2", [monthly], 600_000_000, 10, TTL_S)
