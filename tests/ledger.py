@@ -19,6 +19,9 @@ from gateway.config.model import AggregatorConfig
 from gateway.store.connect import open_store
 from gateway.types import SpendEvent
 
+AGGREGATOR_DB = 2  # the real-Redis database of tests/aggregator
+REPORTS_DB = 3  # and of tests/reports
+
 
 def _t0_ms() -> int:
     # The 5th of the current month, 10:30 UTC: recent enough that no rollup key has expired,

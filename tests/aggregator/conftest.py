@@ -6,9 +6,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.store.connect import close_store
-from tests.ledger import open_db
-
-AGGREGATOR_DB = 2
+from tests.ledger import AGGREGATOR_DB, open_db
 
 
 @pytest.fixture

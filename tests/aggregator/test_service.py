@@ -17,7 +17,7 @@ from gateway.aggregator.rollups import hour_bucket
 from gateway.aggregator.service import run_embedded
 from gateway.config.model import AggregatorConfig, Config, ServerConfig, StoreConfig, TeamConfig
 from gateway.store.connect import close_store, open_store
-from tests.ledger import T0_MS, backlog, db_url, event, produce, rollup_hash
+from tests.ledger import AGGREGATOR_DB, T0_MS, backlog, db_url, event, produce, rollup_hash
 
 DAY = hour_bucket(T0_MS)[:8]
 
@@ -85,7 +85,9 @@ async def test_aggregate_process_applies_and_stops_on_sigterm(
     redis: Redis, real_redis_url: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG.format(url=db_url(real_redis_url, 2), archive=tmp_path / "archive"))
+    path.write_text(
+        CONFIG.format(url=db_url(real_redis_url, AGGREGATOR_DB), archive=tmp_path / "archive")
+    )
     await produce(redis, [event(i, cost_nano=3) for i in range(200)])
     code = "import sys; from gateway.cli import main; sys.exit(main(sys.argv[1:]))"
     probe = await asyncio.create_subprocess_exec(
@@ -134,7 +136,7 @@ async def test_aggregator_killed_mid_run_and_restarted_totals_exact(
     from tests.aggregator.test_consumer import expected, random_events, stored
 
     path = tmp_path / "gateway.yaml"
-    config = CONFIG.format(url=db_url(real_redis_url, 2), archive=tmp_path / "archive")
+    config = CONFIG.format(url=db_url(real_redis_url, AGGREGATOR_DB), archive=tmp_path / "archive")
     path.write_text(config + "  batch_size: 100\n  claim_idle_s: 1\n")
     events = random_events(6000, seed=99)
     await produce(redis, events)

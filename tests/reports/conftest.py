@@ -6,9 +6,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.store.connect import close_store
-from tests.ledger import open_db
-
-REPORTS_DB = 3
+from tests.ledger import REPORTS_DB, open_db
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from gateway.app.admin_reports import admin_report_routes
 from gateway.app.middleware import error_middleware
 from gateway.app.state import LIVE_CONFIG, REDIS
 from gateway.reports import cli as report_cli
-from tests.ledger import db_url, drain, event, produce
-from tests.reports.conftest import REPORTS_DB
+from tests.ledger import REPORTS_DB, db_url, drain, event, produce
 from tests.reports.test_admin_reports import ADMIN_KEY, DAY, MONTH, StubLiveConfig, make_config
 
 CONFIG = """\
