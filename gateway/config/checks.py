@@ -126,12 +126,16 @@ class Str:
 
 
 class OneOf:
-    def __init__(self, *choices: str) -> None:
+    def __init__(self, *choices: str, false: str | None = None) -> None:
         self.choices = list(choices)
+        # YAML reads an unquoted `off` (or `no`) as false: the choice it then stands for.
+        self.false = false
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
         if isinstance(value, str) and value in self.choices:
             return str(value)
+        if value is False and self.false is not None:
+            return self.false
         expected = ", ".join(repr(c) for c in self.choices)
         hint = did_you_mean(value, self.choices) if isinstance(value, str) else ""
         return _fail(problems, path, f"expected one of {expected}, got {describe(value)}{hint}")
@@ -151,8 +155,10 @@ class Int:
 
 
 class Number:
-    def __init__(self, *, min: float | None = None, positive: bool = False) -> None:
-        self.min, self.positive = min, positive
+    def __init__(
+        self, *, min: float | None = None, max: float | None = None, positive: bool = False
+    ) -> None:
+        self.min, self.max, self.positive = min, max, positive
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> float | Invalid:
         if isinstance(value, Substituted):
@@ -165,7 +171,7 @@ class Number:
         if self.positive and value <= 0:
             return _fail(problems, path, f"must be greater than 0, got {describe(value)}")
         number = float(value)
-        return INVALID if _out_of_range(number, self.min, None, path, problems) else number
+        return INVALID if _out_of_range(number, self.min, self.max, path, problems) else number
 
 
 def _out_of_range(
@@ -237,25 +243,38 @@ class Increasing:
         return tuple(numbers)
 
 
-class SubsetOf:
-    """A non-empty list of distinct choices (webhook event kinds), as a tuple."""
+class Distinct(Generic[T]):
+    """A non-empty list of distinct values, as a tuple. With `single`, one value alone stands
+    for a one-item list (`hint: premium` is `hint: [premium]`)."""
 
-    def __init__(self, *choices: str, what: str) -> None:
-        self.items = ListOf(OneOf(*choices), required_one=what)
+    def __init__(self, item: Check[T], *, what: str, single: bool = False) -> None:
+        self.item = item
+        self.items = ListOf(item, required_one=what)
+        self.single = single
 
     def __call__(
         self, value: object, path: str, problems: list[Problem]
-    ) -> tuple[str, ...] | Invalid:
+    ) -> tuple[T, ...] | Invalid:
+        if self.single and not isinstance(value, list):
+            one = self.item(value, path, problems)
+            return INVALID if isinstance(one, Invalid) else (one,)
         items = self.items(value, path, problems)
         if isinstance(items, Invalid):
             return INVALID
         chosen = [item for item in items if item is not None]
         if len(chosen) < len(items):
-            return INVALID
+            return INVALID  # an item's own problem is recorded
         for i, item in enumerate(chosen):
             if item in chosen[:i]:
                 return _fail(problems, f"{path}[{i}]", f"{item!r} is listed twice")
         return tuple(chosen)
+
+
+class SubsetOf(Distinct[str]):
+    """A non-empty list of distinct choices (webhook event kinds, cascade checks), as a tuple."""
+
+    def __init__(self, *choices: str, what: str) -> None:
+        super().__init__(OneOf(*choices), what=what)
 
 
 class Bool:

@@ -2,8 +2,9 @@
 
 Deployments must name a defined provider and resolve to a price (override, then litellm's
 table); deployment ids, declared keys and budget names must be unique; budgets name a defined
-team, model and key; `fixed` allocations weigh every non-shared team. Plain secrets leave as
-sha256 digests, and every mapping in the result is read-only.
+team, model and key; `fixed` allocations weigh every non-shared team; tiers and cache routes
+name defined models (`optimizers`). Plain secrets leave as sha256 digests, and every mapping in
+the result is read-only.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.config.model import (
     TeamConfig,
     Timeouts,
 )
+from gateway.config.optimizers import OptimizerCompiler
 from gateway.config.schema import (
     AggregatorSpec,
     DeploymentSpec,
@@ -81,6 +83,7 @@ class _Compiler:
         keys = self.keys(server.admin_key_hash)
         spend = SpendCompiler(root, keys, self.problems)
         spend.check_shared_teams()
+        optimizers = OptimizerCompiler(root, self.problems)
         return Config(
             source=source,
             server=server,
@@ -94,6 +97,9 @@ class _Compiler:
             aggregator=_aggregator(root.aggregator),
             shared_costs=spend.shared_costs(),
             shared_spend_allocation=spend.shared_spend_allocation(),
+            tiers=optimizers.tiers(),
+            cache=optimizers.cache(),
+            batching=optimizers.batching(),
         )
 
     def teams(self) -> list[tuple[str, TeamSpec]]:
@@ -130,6 +136,8 @@ class _Compiler:
             retries=spec.retries,
             backoff_s=spec.backoff_s,
             owned_by=spec.owned_by,
+            max_tokens_cap=spec.max_tokens_cap,
+            max_prompt_tokens=spec.max_prompt_tokens,
         )
 
     def deployment(

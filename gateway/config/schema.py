@@ -13,6 +13,8 @@ from typing import Final, get_args
 
 from gateway.config.checks import (
     Bool,
+    Check,
+    Distinct,
     Entries,
     Increasing,
     Int,
@@ -30,16 +32,23 @@ from gateway.config.checks import (
     Usd,
     checks,
     describe,
+    did_you_mean,
 )
 from gateway.config.model import (
+    CASCADE_CHECKS,
+    TIER_HINTS,
     AllocationMethod,
     AuthStyle,
     BudgetScope,
+    CacheMode,
+    CascadeCheck,
+    CoalesceBilling,
     OnExceed,
     OnUnavailable,
     Period,
     ProviderKind,
     Strategy,
+    TierHint,
 )
 
 # The shape of the file.
@@ -161,6 +170,8 @@ class ModelSpec(Spec):
     retries: int = field(default=2, metadata=checks(Int(min=0)))
     backoff_s: float = field(default=0.05, metadata=checks(Number(min=0)))
     owned_by: str = field(default="spendgate", metadata=checks(Str()))
+    max_tokens_cap: int | None = field(default=None, metadata=checks(Int(min=1)))
+    max_prompt_tokens: int | None = field(default=None, metadata=checks(Int(min=1)))
     deployments: list[DeploymentSpec | None] = field(
         metadata=checks(ListOf(Record(DeploymentSpec), required_one="deployment"))
     )
@@ -338,6 +349,145 @@ class AggregatorSpec(Spec):
     stream_retention_s: float = field(default=48 * 3600.0, metadata=checks(Number(positive=True)))
 
 
+# Cost optimizers: tiers (rules and cascades), the response cache, coalescing and batching.
+# Which names a tier or cache route may use is checked by `optimizers`, which sees the models.
+_RULE_NAME = Str(pattern=r"[A-Za-z0-9_.-]+", rule=f"rule names {_NAME_RULE}")
+_CASCADE_CHECKS = SubsetOf(*CASCADE_CHECKS, what="check")
+_WINDOW_MS_MAX: Final = 1000.0
+_EMBEDDING_INPUTS_MAX: Final = 2048  # OpenAI's limit on inputs per embeddings request
+
+
+def _any_of(what: str, item: Check[str] | None = None) -> Distinct[str]:
+    """A rule condition's values: one, or a list of distinct ones (matching any of them)."""
+    return Distinct(item or Str(), what=what, single=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierConditionSpec(Spec):
+    prompt_tokens_gt: int | None = field(default=None, metadata=checks(Int(min=0)))
+    prompt_tokens_lte: int | None = field(default=None, metadata=checks(Int(min=0)))
+    hint: tuple[TierHint, ...] = field(
+        default=(), metadata=checks(_any_of("hint", OneOf(*TIER_HINTS)))
+    )
+    team: tuple[str, ...] = field(default=(), metadata=checks(_any_of("team")))
+    project: tuple[str, ...] = field(default=(), metadata=checks(_any_of("project")))
+    environment: tuple[str, ...] = field(default=(), metadata=checks(_any_of("environment")))
+    budget_used_pct_gte: float | None = field(
+        default=None, metadata=checks(Number(positive=True, max=1000))
+    )
+    has_tools: bool | None = field(default=None, metadata=checks(Bool()))
+    has_response_format: bool | None = field(default=None, metadata=checks(Bool()))
+    has_code: bool | None = field(default=None, metadata=checks(Bool()))
+    messages_gt: int | None = field(default=None, metadata=checks(Int(min=0)))
+
+    def problems(self) -> Iterator[Problem]:
+        low, high = self.prompt_tokens_gt, self.prompt_tokens_lte
+        if low is not None and high is not None and high <= low:
+            reason = f"must be greater than prompt_tokens_gt ({low}), got {high}"
+            yield "prompt_tokens_lte", f"{reason}: no prompt could match"
+
+    def always(self) -> bool:
+        """True when no condition is set, so the rule applies to every request."""
+        return self == TierConditionSpec()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierRuleSpec(Spec):
+    name: str = field(metadata=checks(_RULE_NAME))
+    use: str = field(metadata=checks(Str()))
+    when: TierConditionSpec = field(
+        default_factory=TierConditionSpec, metadata=checks(Record(TierConditionSpec))
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CascadeSpec(Spec):
+    stream: bool = field(default=False, metadata=checks(Bool()))
+    # Last: from here on the field's name hides the `checks` function in this class body.
+    checks: tuple[CascadeCheck, ...] = field(
+        default=CASCADE_CHECKS, metadata=checks(_CASCADE_CHECKS)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierSpec(Spec):
+    candidates: tuple[str, ...] = field(metadata=checks(Distinct(Str(), what="candidate")))
+    default: str = field(metadata=checks(Str()))
+    rules: list[TierRuleSpec | None] = field(
+        default_factory=list, metadata=checks(ListOf(Record(TierRuleSpec)))
+    )
+    cascade: CascadeSpec | None = field(default=None, metadata=checks(Record(CascadeSpec)))
+
+    def problems(self) -> Iterator[Problem]:
+        listed = ", ".join(self.candidates)
+        if self.default not in self.candidates:
+            hint = did_you_mean(self.default, list(self.candidates))
+            yield "default", f"{self.default!r} is not one of the candidates ({listed}){hint}"
+        for i, rule in enumerate(self.rules):
+            if rule is not None and rule.use not in self.candidates:
+                hint = did_you_mean(rule.use, list(self.candidates))
+                reason = f"{rule.use!r} is not one of the candidates ({listed}){hint}"
+                yield f"rules[{i}].use", reason
+        if self.cascade is not None and len(self.candidates) < 2:
+            yield "cascade", "needs at least two candidates, to escalate from one to the next"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheRouteSpec(Spec):
+    mode: CacheMode = field(
+        default="deterministic", metadata=checks(OneOf(*get_args(CacheMode), false="off"))
+    )
+    ttl_s: float | None = field(default=None, metadata=checks(Number(positive=True)))
+    shared: bool = field(default=False, metadata=checks(Bool()))
+
+    def problems(self) -> Iterator[Problem]:
+        if self.mode == "off" and self.ttl_s is not None:
+            yield "ttl_s", "not used when mode is 'off' (nothing is cached)"
+        if self.mode == "off" and self.shared:
+            yield "shared", "not used when mode is 'off' (nothing is cached)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheSpec(Spec):
+    enabled: bool = field(default=True, metadata=checks(Bool()))
+    memory_max_bytes: int = field(default=32 * 1024 * 1024, metadata=checks(Int(min=0)))
+    max_entry_bytes: int = field(default=1024 * 1024, metadata=checks(Int(min=1)))
+    use_redis: bool = field(default=True, metadata=checks(Bool()))
+    default_ttl_s: float = field(default=3600.0, metadata=checks(Number(positive=True)))
+    hit_cost_fraction: float = field(default=0.0, metadata=checks(Number(min=0, max=1)))
+    routes: dict[str, CacheRouteSpec | None] = field(
+        default_factory=dict, metadata=checks(Entries(Record(CacheRouteSpec), name=Str()))
+    )
+
+    def problems(self) -> Iterator[Problem]:
+        if self.enabled and self.memory_max_bytes == 0 and not self.use_redis:
+            reason = "with memory_max_bytes 0 the cache would keep nothing"
+            yield (
+                "use_redis",
+                f"{reason}: set use_redis: true, memory_max_bytes above 0, or enabled: false",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingsBatchingSpec(Spec):
+    enabled: bool = field(default=False, metadata=checks(Bool()))
+    window_ms: float = field(
+        default=5.0, metadata=checks(Number(positive=True, max=_WINDOW_MS_MAX))
+    )
+    max_inputs: int = field(default=256, metadata=checks(Int(min=1, max=_EMBEDDING_INPUTS_MAX)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchingSpec(Spec):
+    coalesce: bool = field(default=True, metadata=checks(Bool()))
+    coalesce_billing: CoalesceBilling = field(
+        default="first", metadata=checks(OneOf(*get_args(CoalesceBilling)))
+    )
+    embeddings: EmbeddingsBatchingSpec = field(
+        default_factory=EmbeddingsBatchingSpec, metadata=checks(Record(EmbeddingsBatchingSpec))
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class RootSpec(Spec):
     server: ServerSpec = field(default_factory=ServerSpec, metadata=checks(Record(ServerSpec)))
@@ -360,6 +510,13 @@ class RootSpec(Spec):
     alerts: AlertsSpec = field(default_factory=AlertsSpec, metadata=checks(Record(AlertsSpec)))
     aggregator: AggregatorSpec = field(
         default_factory=AggregatorSpec, metadata=checks(Record(AggregatorSpec))
+    )
+    tiers: dict[str, TierSpec | None] = field(
+        default_factory=dict, metadata=checks(Entries(Record(TierSpec), name=Str()))
+    )
+    cache: CacheSpec = field(default_factory=CacheSpec, metadata=checks(Record(CacheSpec)))
+    batching: BatchingSpec = field(
+        default_factory=BatchingSpec, metadata=checks(Record(BatchingSpec))
     )
 
 

@@ -108,6 +108,7 @@ def test_deleted_file_keeps_the_running_config(live: LiveConfig, config_file: Pa
             "store: {spool_dir: /var/lib/spendgate/spool}\nserver:\n",
             "store.spool_dir (var/spool -> /var/lib/spendgate/spool)",
         ),
+        ("server:\n", "cache: {use_redis: false}\nserver:\n", "cache.use_redis (True -> False)"),
     ],
 )
 def test_changes_that_need_a_restart_are_refused(
