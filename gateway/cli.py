@@ -69,6 +69,19 @@ def _keys(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from gateway.reports.cli import run
+
+    return run(args)
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from gateway.aggregator.cli import run
+
+    _install_uvloop()
+    return run(args)
+
+
 def _mock_upstream(args: argparse.Namespace) -> int:
     from gateway.providers.mock import main
 
@@ -123,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(keys)
     keys.set_defaults(func=_keys)
+
+    report = sub.add_parser("report", help="showback, chargeback and FOCUS reports")
+    from gateway.reports.cli import add_arguments as add_report_arguments
+
+    add_report_arguments(report)
+    report.set_defaults(func=_report)
+
+    aggregate = sub.add_parser("aggregate", help="run the spend aggregator (shared Redis)")
+    from gateway.aggregator.cli import add_arguments as add_aggregate_arguments
+
+    add_aggregate_arguments(aggregate)
+    aggregate.set_defaults(func=_aggregate)
 
     mock = sub.add_parser(
         "mock-upstream", help="run the OpenAI/Anthropic-compatible mock", add_help=False

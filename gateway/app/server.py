@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.accounting import Accountant
 from gateway.app.admin import admin_routes
 from gateway.app.admin_budgets import admin_budget_routes
+from gateway.app.admin_reports import admin_report_routes
 from gateway.app.handlers import ops_routes, v1_routes
 from gateway.app.middleware import error_middleware
 from gateway.app.state import (
@@ -170,15 +171,37 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     await cache.aclose()
 
 
+async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With the embedded store there is no separate `spendgate aggregate`: run it here."""
+    if not is_embedded(app[LIVE_CONFIG].current.store.url):
+        yield
+        return
+    from gateway.aggregator.metrics import AggregatorMetrics
+    from gateway.aggregator.service import run_embedded
+
+    stop = asyncio.Event()
+    live = app[LIVE_CONFIG]
+    metrics = AggregatorMetrics(app[METRICS].registry)
+    task = asyncio.get_running_loop().create_task(
+        run_embedded(app[REDIS], lambda: live.current, stop, metrics=metrics)
+    )
+    yield
+    stop.set()
+    await task
+
+
 def create_app(
     config: Config, config_path: str | None = None, metrics: Metrics | None = None
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=_HARD_BODY_LIMIT)
     app[LIVE_CONFIG] = LiveConfig(config, config_path)
     app[METRICS] = metrics or Metrics()
-    app.cleanup_ctx.extend([_tasks_ctx, _store_ctx, _http_ctx, _budgets_ctx, _pipeline_ctx])
+    app.cleanup_ctx.extend(
+        [_tasks_ctx, _store_ctx, _http_ctx, _budgets_ctx, _aggregator_ctx, _pipeline_ctx]
+    )
     app.add_routes(v1_routes())
     app.add_routes(ops_routes())
     app.add_routes(admin_routes())
     app.add_routes(admin_budget_routes())
+    app.add_routes(admin_report_routes())
     return app
