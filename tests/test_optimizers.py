@@ -122,7 +122,7 @@ async def test_a_cascade_escalates_on_a_cut_off_answer_only(
     assert got["x-sg-route"] == "tier=smart; rule=default; model=gpt-4o-mini"
     mock_upstream.clear_requests()
     # 5 tokens cut the answer off ("length"): gpt-4o is asked, and its answer returned.
-    status, got, body = await chat(gw, model="smart", max_tokens=5)
+    status, got, _ = await chat(gw, model="smart", max_tokens=5)
     assert models(mock_upstream) == ["gpt-4o-mini", "gpt-4o"]
     assert got["x-sg-model"] == "gpt-4o"
     assert got["x-sg-route"] == (
@@ -242,15 +242,15 @@ async def test_fifty_identical_concurrent_requests_make_one_upstream_call(
 async def test_concurrent_embeddings_are_batched_and_split_back(
     gw: Gateway, mock_upstream: MockUpstream
 ) -> None:
-    async def embed(i: int) -> tuple[str, list[float], int]:
+    async def embed(client: openai.AsyncOpenAI, i: int) -> tuple[str, list[float], int]:
         text = f"document number {i}"
-        async with openai.AsyncOpenAI(
-            base_url=gw.base_url, api_key=gw.keys["alpha"], max_retries=0
-        ) as client:
-            result = await client.embeddings.create(model="text-embedding-3-small", input=text)
+        result = await client.embeddings.create(model="text-embedding-3-small", input=text)
         return text, result.data[0].embedding, result.usage.prompt_tokens
 
-    results = await asyncio.gather(*(embed(i) for i in range(64)))
+    async with openai.AsyncOpenAI(
+        base_url=gw.base_url, api_key=gw.keys["alpha"], max_retries=0
+    ) as client:
+        results = await asyncio.gather(*(embed(client, i) for i in range(64)))
     assert len(mock_upstream.requests) <= 4
     for text, vector, tokens in results:
         assert vector == pytest.approx(embedding_for(text))

@@ -41,7 +41,7 @@ log = logging.getLogger("spendgate.aggregator")
 # (entry id, fields) as redis-py returns them; fields are None for an entry deleted while pending.
 Entry = tuple[Any, Mapping[Any, Any] | None]
 
-_REGISTRY_REFRESH_S = 5.0  # a new team's stream is picked up within this
+_REGISTRY_REFRESH_S = 1.0  # a new team's stream is picked up within this (one SMEMBERS)
 _STATS_INTERVAL_S = 10.0
 _RECLAIM_PAGES = 10  # XAUTOCLAIM pages per stream per reclaim round, so one stream cannot starve
 _PRUNE_IDLE_MS = 3_600_000  # consumers idle this long with nothing pending are removed

@@ -8,6 +8,7 @@ app starts and closed, in reverse order, when it stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -186,8 +187,12 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
         run_embedded(app[REDIS], lambda: live.current, stop, metrics=metrics)
     )
     yield
+    # Cancelling mid-batch is safe (unapplied entries stay pending); waiting for a blocking
+    # read to time out would only slow shutdown down.
     stop.set()
-    await task
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(
