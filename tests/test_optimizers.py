@@ -117,7 +117,7 @@ async def test_a_cascade_escalates_on_a_cut_off_answer_only(
     gw: Gateway, mock_upstream: MockUpstream
 ) -> None:
     # 50 output tokens is enough for the mock's 16-word answer: no escalation.
-    status, got, body = await chat(gw, model="smart", max_tokens=50)
+    status, got, _ = await chat(gw, model="smart", max_tokens=50)
     assert status == 200 and models(mock_upstream) == ["gpt-4o-mini"]
     assert got["x-sg-route"] == "tier=smart; rule=default; model=gpt-4o-mini"
     mock_upstream.clear_requests()
