@@ -191,7 +191,7 @@ async def test_two_gateway_processes_sharing_redis_never_overspend(
     port = _free_port()
     env = {**os.environ, "SPENDGATE_SPOOL_DIR": str(tmp_path / "spool2")}
     log = (tmp_path / "second.log").open("wb")
-    second = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
+    second = subprocess.Popen(
         [
             sys.executable,
             "-m",
