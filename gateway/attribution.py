@@ -3,6 +3,7 @@
 A key may pin project / environment / workload; where it does not, the caller may name them with
 `x-sg-project`, `x-sg-env`, `x-sg-workload`, and add tags with `x-sg-tags: k=v,k2=v2`. A header
 may never contradict what the key pins: spend cannot be moved to another team's project that way.
+`x-sg-revenue-usd` tells what the caller earns from the request, for inference margin.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from gateway.errors import InvalidRequest, PermissionDenied
-from gateway.types import Principal
+from gateway.types import Principal, usd_to_nano
 
 _HEADERS = (("project", "x-sg-project"), ("environment", "x-sg-env"), ("workload", "x-sg-workload"))
+_USD = re.compile(r"^\d{1,12}(\.\d{1,9})?$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 MAX_TAGS = 16
 
@@ -59,3 +61,16 @@ def attribute(principal: Principal, headers: Mapping[str, str]) -> Principal:
                 )
         changes["tags"] = MappingProxyType({**tags, **principal.tags})
     return dataclasses.replace(principal, **changes) if changes else principal  # type: ignore[arg-type]
+
+
+def revenue_of(headers: Mapping[str, str]) -> int | None:
+    """Revenue the caller attributes to this request (`x-sg-revenue-usd`), in nano-USD."""
+    raw = headers.get("x-sg-revenue-usd")
+    if raw is None:
+        return None
+    if not _USD.match(raw.strip()):
+        raise InvalidRequest(
+            f"x-sg-revenue-usd: '{raw[:40]}' must be a non-negative decimal USD amount "
+            "with at most 9 decimals"
+        )
+    return usd_to_nano(raw.strip())

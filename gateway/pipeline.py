@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from gateway.accounting import Accountant, Charge, Record
-from gateway.attribution import attribute
+from gateway.attribution import attribute, revenue_of
 from gateway.batching.coalesce import Coalescer, coalesced_cost_nano
 from gateway.batching.embeddings import EmbeddingBatcher, group_key
 from gateway.budgets.ledger import remaining_headers
@@ -143,6 +143,7 @@ class Pipeline:
             body = parse_body(await request.read(), config.server.max_body_bytes)
             validate_body(endpoint, body)
             record.principal = attribute(await self.authenticate(request), request.headers)
+            record.revenue_nano = revenue_of(request.headers)
             record.model, record.stream = body["model"], body.get("stream") is True
             plan = self._plan(config, record, body, request.headers)
             if plan.cache_key is not None and not plan.refresh:

@@ -232,3 +232,25 @@ async def test_two_gateway_processes_sharing_redis_never_overspend(
     assert await spent_nano(first, "alpha") <= limit
     served = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
     assert len(served) == k
+
+
+async def test_revenue_passed_with_the_request_reaches_the_ledger(
+    gateway_factory: GatewayFactory, store_url: str
+) -> None:
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gw.base_url + "/chat/completions",
+            json={"model": "gpt-4o", "messages": MESSAGES, "max_tokens": MAX_TOKENS},
+            headers={"Authorization": f"Bearer {gw.keys['alpha']}", "x-sg-revenue-usd": "0.05"},
+        ) as response:
+            assert response.status == 200
+        async with http.post(
+            gw.base_url + "/chat/completions",
+            json={"model": "gpt-4o", "messages": MESSAGES},
+            headers={"Authorization": f"Bearer {gw.keys['alpha']}", "x-sg-revenue-usd": "lots"},
+        ) as response:
+            assert response.status == 400
+    await gw.app[PIPELINE].accountant.drain()
+    (event,) = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
+    assert event.revenue_nano == 50_000_000
