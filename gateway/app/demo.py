@@ -10,16 +10,15 @@ import os
 import random
 import signal
 import sys
-from collections import defaultdict
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from gateway.app.server import create_app
-from gateway.app.state import KEYRING, METRICS
+from gateway.app.state import KEYRING, LIVE_CONFIG, REDIS
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
-from gateway.metrics import Metrics
 from gateway.providers.mock import MockOptions, serve_mock
 
 TEAMS = {"search": "ranking", "support": "helpdesk-bot", "research": "evals"}
@@ -39,11 +38,16 @@ async def _traffic(base: str, keys: dict[str, str], count: int) -> int:
         for i in range(count):
             team = list(keys)[i % len(keys)]
             headers = {"Authorization": f"Bearer {keys[team]}"}
-            kind = rng.choice(["chat", "chat", "stream", "embed"])
+            kind = rng.choice(["chat", "chat", "stream", "embed", "auto"])
             prompt = rng.choice(_PROMPTS)
             if kind == "embed":
                 path = "/v1/embeddings"
                 body: dict[str, object] = {"model": "text-embedding-3-small", "input": prompt}
+            elif kind == "auto":  # the tier picks the model; premium hints get the big one
+                path = "/v1/chat/completions"
+                body = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
+                if rng.random() < 0.3:
+                    headers["x-sg-tier"] = "premium"
             else:
                 path = "/v1/chat/completions"
                 body = {
@@ -58,16 +62,32 @@ async def _traffic(base: str, keys: dict[str, str], count: int) -> int:
     return failures
 
 
-def _spend_table(metrics: Metrics) -> str:
-    spend: dict[tuple[str, str], float] = defaultdict(float)
-    for family in metrics.cost_usd.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                spend[(sample.labels["team"], sample.labels["model"])] += sample.value
-    lines = [f"{'team':<10} {'model':<24} {'spend (USD)':>14}", "-" * 50]
-    for (team, model), usd in sorted(spend.items()):
-        lines.append(f"{team:<10} {model:<24} {usd:>14.6f}")
-    lines.append(f"{'total':<35} {sum(spend.values()):>14.6f}")
+async def _showback(app: web.Application, expected: int) -> str:
+    """Per-team spend from the ledger's rollups, once the embedded aggregator has them all."""
+    from gateway.reports.build import Period, build_report
+
+    config = app[LIVE_CONFIG].current
+    document: dict[str, Any] = {}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):
+            while True:
+                report = await build_report("showback", config, app[REDIS], Period.current_month())
+                document = dict(report.document)
+                if int(document.get("total", {}).get("requests", 0)) >= expected:
+                    break
+                await asyncio.sleep(0.1)
+    lines = [
+        f"{'team':<10} {'requests':>8} {'cache hits':>10} {'cost (USD)':>13} "
+        f"{'list (USD)':>13} {'saved (USD)':>13}",
+        "-" * 72,
+    ]
+    rows = [*document.get("teams", []), {"team": "total", **document.get("total", {})}]
+    for row in rows:
+        lines.append(
+            f"{row['team']:<10} {row.get('requests', 0):>8} {row.get('cache_hits', 0):>10} "
+            f"{row.get('cost_usd', '0'):>13.11} {row.get('list_cost_usd', '0'):>13.11} "
+            f"{row.get('savings_usd', '0'):>13.11}"
+        )
     return "\n".join(lines)
 
 
@@ -97,7 +117,7 @@ async def _run(port: int, upstream_port: int, duration: float | None, requests: 
         print(f"spendgate demo: gateway on {base}/v1, mock upstream on port {upstream_port}")
         failures = await _traffic(base, keys, requests)
         print(f"\nsent {requests} requests as {len(keys)} teams ({failures} failed)\n")
-        print(_spend_table(app[METRICS]))
+        print(await _showback(app, requests))
         print(
             "\nTry it yourself (this key belongs to team 'search'):\n"
             f"  export OPENAI_BASE_URL={base}/v1\n"
