@@ -158,6 +158,11 @@ class Pipeline:
         except GatewayError as exc:
             record.status, record.outcome, record.error = exc.status, "error", exc.code
             raise
+        except asyncio.CancelledError:
+            # The client went away (aiohttp cancels the handler); what was generated is billed.
+            if record.outcome == "ok":
+                record.outcome, record.status = "client_disconnected", 499
+            raise
         finally:
             self.metrics.inflight.dec()
             self.accountant.finish(record)
