@@ -70,6 +70,9 @@ class Record:
     attempts: int = 0
     error: str | None = None
     revenue_nano: int | None = None
+    # Why this request is served below list price, when the route itself says so (a budget
+    # downgrade); otherwise a cheaper served model counts as tiering.
+    optimization: str | None = None
 
     @property
     def cost_nano(self) -> int:
@@ -98,7 +101,7 @@ class Record:
         cost = cost_nano(usage, deployment.price)
         listed = cost_nano(usage, list_price)
         if optimization is None and listed > cost:
-            optimization = "tiering"
+            optimization = self.optimization or "tiering"
         item = Charge(deployment.model, provider, deployment.id, usage, cost, listed, optimization)
         self.charges.append(item)
         return item

@@ -241,6 +241,7 @@ class Pipeline:
         plan.route = record.route = config.models[target]
         plan.decision = None  # a downgraded request does not cascade back up
         record.route_text = f"budget={budget}; downgrade; model={target}"
+        record.optimization = "downgrade"
         plan.cache_key = None
         await self.accountant.reserve(
             record, config, plan.route, plan.body, plan.prompt_tokens or 0, downgrade=False

@@ -148,6 +148,7 @@ async def test_a_downgrade_budget_switches_to_the_cheaper_model(
     assert [e.served_model for e in events] == ["gpt-4o"] + ["gpt-4o-mini"] * 3
     # The downgraded calls record what they saved against the requested model's list price.
     assert all(e.list_cost_nano > e.cost_nano for e in events[1:])
+    assert [e.optimization for e in events] == [None] + ["downgrade"] * 3
     assert gw.metric("sg_budget_refusals_total", team="beta", action="downgrade") == 3
 
 
