@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 
 import aiohttp
@@ -255,3 +256,55 @@ async def test_revenue_passed_with_the_request_reaches_the_ledger(
     await gw.app[PIPELINE].accountant.drain()
     (event,) = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
     assert event.revenue_nano == 50_000_000
+
+
+async def test_budget_alerts_reach_the_webhook_once_per_threshold(
+    gateway_factory: GatewayFactory,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    received: list[dict[str, Any]] = []
+    all_in = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        footers = [r["attachments"][0]["footer"] for r in received]
+        if footers.count("spendgate budget_threshold") >= 2 and (
+            "spendgate budget_exceeded" in footers
+        ):
+            all_in.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    slack = TestServer(app)
+    await slack.start_server()
+    worst = gpt4o_worst_case_nano()
+    monkeypatch.setenv("SPENDGATE_WEBHOOK_URL", str(slack.make_url("/hook")))
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{(4 * worst) / 1e9:.9f}")
+    gw = await gateway_factory("alerts.yaml", teams=("alpha",))
+    try:
+        async with aiohttp.ClientSession() as http:
+            statuses = []
+            for _ in range(8):  # spends the budget one request at a time, then is refused
+                statuses.append((await post_chat(http, gw.url, gw.keys["alpha"]))[0])
+                await gw.app[PIPELINE].accountant.drain()
+        await asyncio.wait_for(all_in.wait(), timeout=10)
+    finally:
+        await slack.close()
+    # Each request costs $0.0001175 (the mock's 7 prompt and 10 output tokens at gpt-4o's
+    # price) and reserves $0.0001325: four are served (88.7% spent), the rest refused.
+    assert statuses == [200] * 4 + [429] * 4
+    thresholds = [
+        r["text"] for r in received if "budget_threshold" in r["attachments"][0]["footer"]
+    ]
+    assert len(thresholds) == 2
+    assert "reached 50%" in thresholds[0] and "reached 75%" in thresholds[1]
+    exceeded = [r for r in received if "budget_exceeded" in r["attachments"][0]["footer"]]
+    assert len(exceeded) == 1, "refusals after the first are within the cooldown"
+    assert "alpha-daily" in exceeded[0]["text"]
+    assert gw.metric("sg_alerts_total", kind="budget_exceeded", outcome="sent") == 1
+    assert gw.metric("sg_alerts_total", kind="budget_exceeded", outcome="suppressed") >= 1
