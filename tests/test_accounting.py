@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
