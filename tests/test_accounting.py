@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from gateway import rediskeys
 from gateway.app.state import LEDGER, PIPELINE
 from gateway.pricing.tokens import count_chat_prompt
 from gateway.providers.mock import MockUpstream
-from gateway.types import SpendEvent
+from gateway.types import SpendEvent, usd_to_nano
 from tests.conftest import Gateway, GatewayFactory
 
 MESSAGES = [{"role": "user", "content": "Summarise the budget report"}]
@@ -308,3 +309,57 @@ async def test_budget_alerts_reach_the_webhook_once_per_threshold(
     assert "alpha-daily" in exceeded[0]["text"]
     assert gw.metric("sg_alerts_total", kind="budget_exceeded", outcome="sent") == 1
     assert gw.metric("sg_alerts_total", kind="budget_exceeded", outcome="suppressed") >= 1
+
+
+@pytest.mark.parametrize("method", ["proportional", "even", "fixed"])
+async def test_chargeback_through_the_gateway_sums_exactly(
+    gateway_factory: GatewayFactory, tmp_path: Path, method: str
+) -> None:
+    from tests.conftest import ADMIN_KEY, FIXTURES
+
+    allocation = f"allocation: {method}"
+    if method == "fixed":
+        allocation += "\n      weights: {alpha: 3, beta: 2, gamma: 1}"
+    text = (FIXTURES / "chargeback.yaml").read_text()
+    config = tmp_path / f"chargeback-{method}.yaml"
+    config.write_text(
+        text.replace("      ALLOCATION", "      " + allocation).replace(
+            "    ALLOCATION", "    " + allocation.replace("\n      ", "\n    ")
+        )
+    )
+    gw = await gateway_factory(str(config), teams=("alpha", "beta", "gamma", "platform"))
+    async with aiohttp.ClientSession() as http:
+        # Uneven traffic, so that proportional, even and fixed shares all differ.
+        for team, n in (("alpha", 5), ("beta", 2), ("gamma", 1), ("platform", 3)):
+            for _ in range(n):
+                assert (await post_chat(http, gw.url, gw.keys[team]))[0] == 200
+        await gw.app[PIPELINE].accountant.drain()
+        month = datetime.now(UTC).strftime("%Y-%m")
+        async with asyncio.timeout(10):
+            while True:  # until the embedded aggregator has rolled up all 11 requests
+                async with http.get(
+                    gw.url + "/admin/reports/chargeback",
+                    params={"period": month, "format": "json"},
+                    headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                ) as r:
+                    assert r.status == 200
+                    report = await r.json()
+                if sum(s["requests"] for s in report["statements"]) == 11:
+                    break
+                await asyncio.sleep(0.05)
+    nano = usd_to_nano
+    direct = nano(report["direct_total_usd"])
+    fee = nano(report["shared_costs_usd"]["platform-fee"])
+    assert fee == 1_000_000_000_007  # $1000.000000007, an amount no split divides evenly
+    statements = {s["team"]: s for s in report["statements"]}
+    payers = ["alpha", "beta", "gamma"]
+    # Every nano-dollar lands on a paying team, and the statements reconcile exactly.
+    assert sum(nano(statements[t]["total_usd"]) for t in payers) == direct + fee
+    assert nano(statements["platform"]["total_usd"]) == 0
+    assert nano(report["unallocated_usd"]) == 0
+    fee_parts = [nano(statements[t]["allocated_usd"]["platform-fee"]) for t in payers]
+    assert sum(fee_parts) == fee
+    if method == "even":
+        assert max(fee_parts) - min(fee_parts) <= 1
+    if method == "fixed":
+        assert fee_parts[0] // 3 == pytest.approx(fee_parts[2], abs=1)
