@@ -7,8 +7,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
+
+if TYPE_CHECKING:
+    from gateway.config.model import Config
 
 
 def config_path(given: str | None) -> str | None:
@@ -44,10 +48,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(exc.render(), file=sys.stderr)
         return 1
     configure_logging(args.log_level, access_log=config.server.access_log)
-    _install_uvloop()
-    app = create_app(config, path)
     host = args.host or config.server.host
     port = args.port or config.server.port
+    if args.worker is not None:
+        return _serve_worker(args, config, path, host, port)
+    if args.workers > 1:
+        from gateway.app.workers import supervise
+
+        return supervise(config, path, host, port, args.workers, args.log_level)
+    _install_uvloop()
+    app = create_app(config, path)
     print(
         f"spendgate {__version__} serving on http://{host}:{port} (config: {config.source})",
         file=sys.stderr,
@@ -55,6 +65,34 @@ def _serve(args: argparse.Namespace) -> int:
     )
     web.run_app(app, host=host, port=port, access_log=None, print=None)
     return 0
+
+
+def _serve_worker(
+    args: argparse.Namespace, config: Config, path: str | None, host: str, port: int
+) -> int:
+    """One process of `serve --workers N`, started by its supervisor (gateway.app.workers)."""
+    from gateway.app.server import WorkerSlot
+    from gateway.app.workers import MULTIPROC_ENV, run_worker
+
+    metrics_dir = os.environ.get(MULTIPROC_ENV)
+    if not metrics_dir:
+        print(f"--worker is for `serve --workers N` (no {MULTIPROC_ENV})", file=sys.stderr)
+        return 2
+    index, count = args.worker
+    _install_uvloop()
+    return run_worker(config, path, host, port, WorkerSlot(index, count), metrics_dir)
+
+
+def _worker_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return count
+
+
+def _worker_slot(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    return int(index), int(count)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -113,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="gateway processes sharing the port (SO_REUSEPORT) under one supervisor; more "
+        "than 1 needs a shared store (store.url: redis://...) (default: 1)",
+    )
+    # Set by the supervisor on the processes it starts: "index/count".
+    serve.add_argument("--worker", type=_worker_slot, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="offline demo: mock upstream + gateway + sample traffic")

@@ -2,11 +2,16 @@
 
 Labels are bounded: model names and teams come from the config (an unknown model is recorded as
 "<unknown>"), providers and deployments too; never key ids, users or prompts.
+
+Under `serve --workers N` each worker writes its values to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode, chosen when it is imported) and any worker's /metrics
+merges them all; each gauge's `multiprocess_mode` says how (see docs/operations.md).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Gateway overhead is sub-millisecond when healthy; upstream latencies span ms to minutes.
 _OVERHEAD_BUCKETS = (
@@ -44,8 +49,13 @@ CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None
+    ) -> None:
+        """`multiprocess_dir`: the PROMETHEUS_MULTIPROC_DIR this process writes to, when it is
+        one worker of several; `exposition` then reports every worker's values."""
         self.registry = registry or CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
         r = self.registry
         self.requests = Counter(
             "sg_requests_total",
@@ -103,6 +113,8 @@ class Metrics:
             "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
             ["deployment"],
             registry=r,
+            # Each worker has its own breakers: report the worst state a live worker sees.
+            multiprocess_mode="livemax",
         )
         self.config_reloads = Counter(
             "sg_config_reloads_total",
@@ -114,6 +126,7 @@ class Metrics:
             "sg_inflight_requests",
             "Requests being served right now.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         # Cost optimizers: cache, coalescing, batching, tiering, cascades, and what they saved.
         self.cache_lookups = Counter(
@@ -131,8 +144,9 @@ class Metrics:
         )
         self.cache_memory_bytes = Gauge(
             "sg_cache_memory_bytes",
-            "Bytes held by the in-process response cache.",
+            "Bytes held by the in-process response cache (summed over workers).",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.coalesced = Counter(
             "sg_coalesced_requests_total",
@@ -190,4 +204,15 @@ class Metrics:
             "sg_spool_bytes",
             "Spend events waiting in the local spool for Redis to come back.",
             registry=r,
+            # Each worker spools in its own directory; a restarted worker takes over its slot's.
+            multiprocess_mode="livesum",
         )
+
+    def exposition(self) -> bytes:
+        """The text format: this registry, or with workers every worker's merged values (read
+        afresh from their files on each call)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -36,9 +37,9 @@ from gateway.app.state import (
 from gateway.budgets.alerts import AlertSender
 from gateway.budgets.ledger import BudgetLedger
 from gateway.budgets.registry import BudgetRegistry
-from gateway.budgets.spool import Spool
+from gateway.budgets.spool import Spool, adopt_segments, orphaned_directories, process_directory
 from gateway.cache.store import ResponseCache
-from gateway.config.model import Config
+from gateway.config.model import Config, StoreConfig
 from gateway.config.reload import LiveConfig
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
@@ -49,8 +50,18 @@ from gateway.store.keys import Keyring
 
 log = logging.getLogger("spendgate.app")
 
+
+@dataclass(frozen=True, slots=True)
+class WorkerSlot:
+    """Which of the processes of `serve --workers N` an app runs in."""
+
+    index: int
+    count: int
+
+
 TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("tasks")
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
+WORKER: web.AppKey[WorkerSlot | None] = web.AppKey("worker")
 
 # aiohttp's own hard cap on a request body; the configured limit (checked in the pipeline,
 # reloadable) must stay below it to be the one a client meets.
@@ -104,23 +115,29 @@ async def _budgets_ctx(app: web.Application) -> AsyncIterator[None]:
     # The embedded store cannot become unreachable, so it needs no spool (and none is created
     # in the directory the demo runs in).
     embedded = is_embedded(config.store.url)
-    spool = (
-        None
-        if embedded
-        else Spool(
-            config.store.spool_dir,
-            config.store.spool_max_bytes,
-            config.store.spool_fsync_interval_s,
-        )
-    )
+    spool = None if embedded else _open_spool(config.store, app[WORKER], metrics)
     if spool is not None:
         app[SPOOL] = spool
-        metrics.spool_bytes.set_function(lambda: spool.size_bytes)
         spawn(app, spool.maintain(ledger))
     spawn(app, app[BUDGETS].refresh_forever())
     yield
     if spool is not None:
         spool.close()
+
+
+def _open_spool(store: StoreConfig, slot: WorkerSlot | None, metrics: Metrics) -> Spool:
+    """This process's spool (one directory per worker), after adopting the segments that no
+    process of this run would replay otherwise (left by a run with another `--workers`)."""
+    index, count = (None, 1) if slot is None else (slot.index, slot.count)
+    directory = process_directory(store.spool_dir, index)
+    adopt_segments(directory, orphaned_directories(store.spool_dir, index, count))
+    # An explicit gauge rather than set_function: those do not work in multiprocess mode.
+    return Spool(
+        directory,
+        store.spool_max_bytes,
+        store.spool_fsync_interval_s,
+        on_size=metrics.spool_bytes.set,
+    )
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -196,11 +213,17 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    config: Config, config_path: str | None = None, metrics: Metrics | None = None
+    config: Config,
+    config_path: str | None = None,
+    metrics: Metrics | None = None,
+    *,
+    worker: WorkerSlot | None = None,
 ) -> web.Application:
+    """`worker`: set when this app is one of `serve --workers N` (see `app.workers`)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=_HARD_BODY_LIMIT)
     app[LIVE_CONFIG] = LiveConfig(config, config_path)
     app[METRICS] = metrics or Metrics()
+    app[WORKER] = worker
     app.cleanup_ctx.extend(
         [_tasks_ctx, _store_ctx, _http_ctx, _budgets_ctx, _aggregator_ctx, _pipeline_ctx]
     )

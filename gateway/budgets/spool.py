@@ -5,7 +5,8 @@ loses nothing) and are fsync'd on a schedule (bounding what a machine crash can 
 settles every line through the ledger, idempotent by event id, so a crash mid-replay only means
 replaying again; a segment is deleted once all of it went through. New lines go to a new segment
 while old ones are replayed. When the spool is full it refuses new lines, loudly, rather than
-dropping old ones.
+dropping old ones. One process per directory: worker i of `serve --workers N` spools in
+`<spool_dir>/worker-<i>`, and segments no process of a run will replay are adopted at start.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from gateway.types import SpendEvent
 log = logging.getLogger("spendgate.spool")
 
 _SEGMENT = re.compile(r"spool-(\d+)\.jsonl")
+_WORKER_DIR = re.compile(r"worker-(\d+)")
 _REJECTED = "rejected.jsonl"  # lines that parse but are not settles: kept for a human
 _REFUSAL_LOG_EVERY_S = 10.0
 # Replay reads a segment whole, and re-settles a whole segment after an interrupted replay.
@@ -39,6 +41,7 @@ _SEGMENT_MAX_BYTES = 16 * 1024 * 1024
 _FORMAT = 1
 
 OnSettled = Callable[[SettleResult], Awaitable[None]]
+OnSize = Callable[[int], None]  # told the spool's size in bytes whenever it changes
 
 
 def settle_entry(
@@ -87,6 +90,7 @@ class Spool:
         fsync_interval_s: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_size: OnSize | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -108,6 +112,8 @@ class Spool:
         self.refused = 0  # lines refused because the spool was full
         self.failed = 0  # lines the disk would not take
         self.skipped = 0  # torn or unreadable lines met during replay
+        self._on_size = on_size
+        self._resized()
 
     @property
     def size_bytes(self) -> int:
@@ -142,6 +148,7 @@ class Spool:
         self._active_bytes += len(line)
         self._dirty = True
         self.appended += 1
+        self._resized()
         self.maybe_sync()
         return True
 
@@ -225,7 +232,12 @@ class Spool:
                     await on_settled(result)
             path.unlink()
             self._bytes -= size
+            self._resized()
         return done
+
+    def _resized(self) -> None:
+        if self._on_size is not None:
+            self._on_size(self._bytes)
 
     def _read(self, path: Path) -> list[dict[str, Any]]:
         raw = path.read_bytes()
@@ -294,3 +306,52 @@ class Spool:
             if match:
                 found.append((int(match.group(1)), path))
         return sorted(found)
+
+
+def process_directory(base: str | os.PathLike[str], worker: int | None) -> Path:
+    """Where one gateway process spools: `base` itself when it runs alone, `base/worker-<i>`
+    for worker i of `serve --workers N`, so no two processes append to or replay one segment."""
+    return Path(base) if worker is None else Path(base) / f"worker-{worker}"
+
+
+def orphaned_directories(
+    base: str | os.PathLike[str], worker: int | None, workers: int
+) -> list[Path]:
+    """Spool directories no process of this run uses: those of worker slots >= `workers` and,
+    with workers, `base` itself; without, every worker's. Their segments are adopted by the
+    lone process or by worker 0 (see `adopt_segments`), so changing `--workers` strands none."""
+    base = Path(base)
+    if worker not in (None, 0) or not base.is_dir():
+        return []
+    found = [] if worker is None else [base]
+    for path in base.iterdir():
+        match = _WORKER_DIR.fullmatch(path.name)
+        if match and path.is_dir() and (worker is None or int(match.group(1)) >= workers):
+            found.append(path)
+    return sorted(found)
+
+
+def adopt_segments(directory: Path, sources: Iterable[Path]) -> int:
+    """Move the segments found in `sources` into `directory`, numbered after its own; call it
+    before a `Spool` opens `directory`. Return how many moved."""
+    sources = list(sources)
+    if not sources:
+        return 0
+    directory.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in directory.iterdir() if (m := _SEGMENT.fullmatch(p.name))]
+    number = max(taken, default=-1) + 1
+    moved = 0
+    for source in sources:
+        for path in sorted(source.iterdir()):
+            if _SEGMENT.fullmatch(path.name) and path.is_file():
+                path.rename(directory / f"spool-{number}.jsonl")
+                number += 1
+                moved += 1
+    if moved:
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        log.warning("spool: adopted %d segment(s) left by another process layout", moved)
+    return moved
