@@ -220,13 +220,21 @@ def _own_cpu_seconds() -> float:
 
 class CellMeter:
     """Where the CPU went during one load cell, in % of one core: the server under test, the
-    mock, the generator (this harness plus its finished children, i.e. wrk), each core as a
-    whole, and on each core what none of those used: other work on the machine, which makes the
-    cell's figures suspect."""
+    mock, Redis (with --redis), the generator (this harness plus its finished children, i.e.
+    wrk), each core as a whole, and on each core what none of those used: other work on the
+    machine, which makes the cell's figures suspect."""
 
-    def __init__(self, server_pid: int, server_core: int, mock_pid: int, mock_core: int) -> None:
+    def __init__(
+        self,
+        server_pid: int,
+        server_core: int,
+        mock_pid: int,
+        mock_core: int,
+        redis_pid: int | None = None,
+    ) -> None:
         self.server = CpuMeter(server_pid)
         self.mock = CpuMeter(mock_pid)
+        self.redis = CpuMeter(redis_pid) if redis_pid is not None else None
         self.server_is_mock = server_pid == mock_pid
         self.server_core, self.mock_core = server_core, mock_core
         self.cores = {c: CoreMeter(c) for c in (server_core, mock_core)}
@@ -236,6 +244,8 @@ class CellMeter:
     def start(self) -> None:
         self.server.start()
         self.mock.start()
+        if self.redis is not None:
+            self.redis.start()
         for core in self.cores.values():
             core.start()
         self._own, self._wall = _own_cpu_seconds(), time.monotonic()
@@ -244,14 +254,16 @@ class CellMeter:
         wall = time.monotonic() - self._wall
         generator = 100.0 * (_own_cpu_seconds() - self._own) / wall if wall > 0 else 0.0
         server, mock = self.server.percent(), self.mock.percent()
+        redis = self.redis.percent() if self.redis is not None else 0.0
         busy = {c: m.percent() for c, m in self.cores.items()}
-        ours = {self.mock_core: mock + generator, self.server_core: 0.0}
+        ours = {self.mock_core: mock + generator + redis, self.server_core: 0.0}
         if not self.server_is_mock:
             ours[self.server_core] += server
         return {
             "server_cpu_pct": server,
             "mock_cpu_pct": mock,
             "generator_cpu_pct": generator,
+            "redis_cpu_pct": redis,
             "generator_core_pct": busy[self.mock_core],
             "server_core_pct": busy[self.server_core],
             "other_cpu_pct": max(busy[c] - ours[c] for c in busy),

@@ -305,7 +305,8 @@ def render(results: Results) -> str:
     parts = [
         f"generator: {meta['generator']}; {meta['rounds']} round(s) of {meta['duration_s']:g} s "
         f"per cell, medians; servers on core {meta['server_core']}, generator and mock on core "
-        f"{meta['generator_core']}; spendgate at {meta.get('gateway_commit', '?')}",
+        f"{meta['generator_core']}; spendgate at {meta.get('gateway_commit', '?')}, store "
+        f"{meta.get('spendgate_store', 'memory://')}",
     ]
     if meta.get("skipped"):
         parts.append("skipped: " + "; ".join(f"{k}: {v}" for k, v in meta["skipped"].items()))

@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="YAML merged over loadtests/config/spendgate.yaml (repeatable)",
     )
+    p.add_argument(
+        "--redis",
+        action="store_true",
+        help="spendgate's store in a redis-server on the generator's core (default: memory://)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy spendgate under chat load")
     p.add_argument("--server-logs", action="store_true", help="keep server output in the run dir")
     p.add_argument("--no-install", action="store_true", help="skip LiteLLM if its venv is missing")
@@ -97,11 +102,15 @@ def log(message: str) -> None:
 
 
 def measure_target(
-    running: targets.Running, args: argparse.Namespace, mock_pid: int, round_no: int
+    running: targets.Running,
+    args: argparse.Namespace,
+    mock_pid: int,
+    round_no: int,
+    redis_pid: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every load cell, the one-connection chat run and the streaming probe for one target."""
     loads: list[dict[str, Any]] = []
-    meter = procs.CellMeter(running.pid, SERVER_CORE, mock_pid, GENERATOR_CORE)
+    meter = procs.CellMeter(running.pid, SERVER_CORE, mock_pid, GENERATOR_CORE, redis_pid)
     warm = generators.run_probe(
         running.url, SCENARIOS["chat"], 200, running.headers, budget_s=args.duration * 2
     )
@@ -287,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"generator: {generator}; targets {args.targets}; results in {workdir}")
     mock_log = workdir / "mock.log" if args.server_logs else None
     mock_proc, mock_url = targets.start_mock(GENERATOR_CORE, mock_log)
+    redis_proc, redis_url = targets.start_redis(GENERATOR_CORE) if args.redis else (None, None)
+    redis_pid = redis_proc.pid if redis_proc is not None else None
+    meta["spendgate_store"] = (
+        "redis-server on the generator's core" if args.redis else "memory:// (in-process)"
+    )
     bench = targets.Bench(
         mock_url=mock_url,
         mock_pid=mock_proc.pid,
@@ -294,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         server_core=SERVER_CORE,
         server_logs=args.server_logs,
         overlays=tuple(args.overlay),
+        redis_url=redis_url,
     )
     failed: str | None = None
     try:
@@ -302,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"[round {round_no}/{args.rounds}] {name}")
                 running = targets.STARTERS[name](bench)
                 try:
-                    loads, probes = measure_target(running, args, mock_proc.pid, round_no)
+                    loads, probes = measure_target(
+                        running, args, mock_proc.pid, round_no, redis_pid
+                    )
                     rss = procs.rss_bytes(running.pid)
                 finally:
                     running.stop()
@@ -327,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         meta["failed"] = failed
     finally:
         procs.stop(mock_proc)
+        if redis_proc is not None:
+            procs.stop(redis_proc)
     meta["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     out.write_text(json.dumps(results, indent=1))
     if failed:

@@ -8,6 +8,7 @@ bare_proxy.py; `litellm` is LiteLLM's proxy from its own virtual environment; `s
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -46,6 +48,7 @@ class Bench:
     server_logs: bool = False
     overlays: tuple[Path, ...] = ()
     start_timeout_s: float = 120.0
+    redis_url: str | None = None  # spendgate's store; None: the embedded memory:// store
 
     def log_for(self, name: str) -> Path | None:
         return self.workdir / f"{name}.log" if self.server_logs else None
@@ -77,6 +80,32 @@ def start_mock(core: int, log: Path | None) -> tuple[subprocess.Popen[bytes], st
     url = f"http://127.0.0.1:{port}"
     _ready(proc, port, {"Authorization": f"Bearer {MOCK_KEY}"}, time.monotonic(), 30.0)
     return proc, url
+
+
+def start_redis(core: int) -> tuple[subprocess.Popen[bytes], str]:
+    """A throw-away redis-server (no persistence) on the generator's core, as spendgate's store:
+    in production Redis runs beside the gateway, not inside it."""
+    port = procs.free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    cmd += ["--appendonly", "no"]
+    proc = procs.spawn(cmd, core=core)
+    deadline = time.monotonic() + 10
+    while redis_command(port, "PING") != b"+PONG":
+        if proc.poll() is not None or time.monotonic() > deadline:
+            procs.stop(proc)
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def redis_command(port: int, command: str) -> bytes:
+    """One inline command; its reply's first line, or b"" if Redis is not there."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.sendall(command.encode() + b"\r\n")
+            return conn.recv(64).split(b"\r\n")[0]
+    except OSError:
+        return b""
 
 
 def _ready(
@@ -171,16 +200,21 @@ def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def spendgate_config(overlays: tuple[Path, ...]) -> dict[str, Any]:
+def spendgate_config(overlays: tuple[Path, ...], redis_url: str | None = None) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(SPENDGATE_TEMPLATE.read_text())
     for path in overlays:
         config = merge(config, yaml.safe_load(path.read_text()) or {})
+    if redis_url is not None:
+        config = merge(config, {"store": {"url": redis_url}})
     return config
 
 
 def start_spendgate(bench: Bench) -> Running:
     config = bench.workdir / "spendgate.yaml"
-    config.write_text(yaml.safe_dump(spendgate_config(bench.overlays), sort_keys=False))
+    spec = spendgate_config(bench.overlays, bench.redis_url)
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    if bench.redis_url is not None:  # every round starts from an empty store
+        redis_command(urlsplit(bench.redis_url).port or 6379, "FLUSHALL")
     port = procs.free_port()
     cmd = [
         sys.executable,
