@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mock-upstream"]:
+        # Its options are the mock's own (argparse's REMAINDER would swallow none of them).
+        return _mock_upstream(argparse.Namespace(mock_args=argv[1:]))
     args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result
