@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from gateway.budgets.alerts import AlertSender
-from gateway.budgets.ledger import BudgetLedger, Reservation, exceeded_error
+from gateway.budgets.ledger import BudgetLedger, Reservation, SettleResult, exceeded_error
 from gateway.budgets.registry import BudgetRegistry
 from gateway.budgets.spool import Spool
 from gateway.config.model import BudgetConfig, Config, Deployment, ModelRoute, Price
@@ -32,6 +32,14 @@ log = logging.getLogger("spendgate.access")
 budget_log = logging.getLogger("spendgate.budgets")
 
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_SETTLE_BATCH = 128  # settles per round trip to Redis
+# The longest the request path waits on Redis before treating it as unavailable (fail open or
+# closed). A reserve that timed out may still have run: its hold is released at its deadline.
+# A settle that timed out is spooled, and replayed once by event id.
+STORE_TIMEOUT_S = 2.0
+
+# What one settle needs: (reservation, team, request id, budgets, event).
+_SettleItem = tuple["Reservation | None", str, str, tuple[BudgetConfig, ...], SpendEvent]
 
 
 @dataclass(slots=True)
@@ -140,6 +148,8 @@ class Accountant:
         self.alerts = alerts
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: list[_SettleItem] = []
+        self._flushing = False
         self._used_pct: dict[str, float] = {}  # team -> tightest budget's used %, last seen
 
     def used_pct(self, principal: Principal) -> float | None:
@@ -164,15 +174,16 @@ class Accountant:
             return None
         amount, tokens = worst_case(route, body, prompt_tokens, record.endpoint)
         try:
-            reservation = await self.ledger.reserve(
-                record.principal.team,
-                record.request_id,
-                budgets,
-                amount,
-                tokens,
-                config.budgets.reservation_ttl_s,
-                enforce_downgrade=downgrade,
-            )
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                reservation = await self.ledger.reserve(
+                    record.principal.team,
+                    record.request_id,
+                    budgets,
+                    amount,
+                    tokens,
+                    config.budgets.reservation_ttl_s,
+                    enforce_downgrade=downgrade,
+                )
         except (RedisError, OSError) as exc:
             if config.store.on_unavailable == "closed":
                 raise ServiceUnavailable(
@@ -195,7 +206,14 @@ class Accountant:
         elapsed = time.perf_counter() - record.started
         self._observe(record, elapsed)
         if record.principal is not None and (record.route is not None or record.charges):
-            self._spawn(self._settle(record, int(time.time() * 1000), elapsed))
+            ts_ms = int(time.time() * 1000)
+            team = record.principal.team
+            for i, event in enumerate(self._events(record, ts_ms, elapsed)):
+                reservation = record.reservation if i == 0 else None
+                self._queue.append((reservation, team, record.request_id, record.budgets, event))
+            if not self._flushing:
+                self._flushing = True
+                self._spawn(self._flush())
 
     async def drain(self) -> None:
         """Wait for every settle in progress (tests, shutdown)."""
@@ -211,6 +229,44 @@ class Accountant:
         pcts = [s.pct for s in reservation.status]
         if pcts:
             self._used_pct[team] = max(pcts)
+
+    async def _flush(self) -> None:
+        """Settle what requests queued, many per round trip: under load the requests that
+        finish while one batch is in flight go together in the next."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:_SETTLE_BATCH], self._queue[_SETTLE_BATCH:]
+                try:
+                    async with asyncio.timeout(STORE_TIMEOUT_S):
+                        results = await self.ledger.settle_many(batch)
+                except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+                    results = [exc] * len(batch)
+                for item, result in zip(batch, results, strict=True):
+                    if isinstance(result, Exception):
+                        self._spool(item, result)
+                    else:
+                        await self._settled(item[1], result)
+        finally:
+            self._flushing = False
+
+    def _spool(self, item: _SettleItem, exc: Exception) -> None:
+        reservation, team, request_id, budgets, event = item
+        if self.spool is None:
+            budget_log.error(
+                "spend event %s lost: the store failed and there is no spool: %s",
+                event.event_id,
+                exc,
+            )
+            return
+        budget_log.warning("store unreachable, spooling spend event %s: %s", event.event_id, exc)
+        self.spool.append_settle(reservation, team, request_id, budgets, event)
+
+    async def _settled(self, team: str, result: SettleResult) -> None:
+        if result.status:
+            self._used_pct[team] = max(s.pct for s in result.status)
+        for budget, threshold in result.crossed:
+            status = next(s for s in result.status if s.budget is budget)
+            await self.alerts.budget_threshold(budget, threshold, status)
 
     def _events(self, record: Record, ts_ms: int, elapsed: float) -> list[SpendEvent]:
         p = record.principal
@@ -251,35 +307,6 @@ class Accountant:
                 )
             )
         return events
-
-    async def _settle(self, record: Record, ts_ms: int, elapsed: float) -> None:
-        team = record.principal.team if record.principal else ""
-        for i, event in enumerate(self._events(record, ts_ms, elapsed)):
-            reservation = record.reservation if i == 0 else None
-            try:
-                result = await self.ledger.settle(
-                    reservation, team, record.request_id, record.budgets, event
-                )
-            except (RedisError, OSError) as exc:
-                if self.spool is None:
-                    budget_log.error(
-                        "spend event %s lost: the store failed and there is no spool: %s",
-                        event.event_id,
-                        exc,
-                    )
-                    continue
-                budget_log.warning(
-                    "store unreachable, spooling spend event %s: %s", event.event_id, exc
-                )
-                self.spool.append_settle(
-                    reservation, team, record.request_id, record.budgets, event
-                )
-                continue
-            if result.status:
-                self._used_pct[team] = max(s.pct for s in result.status)
-            for budget, threshold in result.crossed:
-                status = next(s for s in result.status if s.budget is budget)
-                await self.alerts.budget_threshold(budget, threshold, status)
 
     def _observe(self, record: Record, elapsed: float) -> None:
         m = self.metrics

@@ -363,3 +363,69 @@ async def test_chargeback_through_the_gateway_sums_exactly(
         assert max(fee_parts) - min(fee_parts) <= 1
     if method == "fixed":
         assert fee_parts[0] // 3 == pytest.approx(fee_parts[2], abs=1)
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_a_hung_store_is_bounded_and_follows_on_unavailable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: str
+) -> None:
+    """A Redis that accepts connections and never answers: the reserve gives up after
+    STORE_TIMEOUT_S and the request is served (open) or refused with 503 (closed)."""
+    from gateway import accounting
+    from gateway.accounting import Accountant, Record
+    from gateway.budgets.alerts import AlertSender
+    from gateway.budgets.ledger import BudgetLedger
+    from gateway.budgets.registry import BudgetRegistry
+    from gateway.config.loader import load_config
+    from gateway.errors import ServiceUnavailable
+    from gateway.metrics import Metrics
+    from gateway.store.connect import close_store, open_store
+    from gateway.types import Principal
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = {
+        "SPENDGATE_STORE_URL": f"redis://127.0.0.1:{port}/0",
+        "SPENDGATE_ON_UNAVAILABLE": policy,
+        "SPENDGATE_SPOOL_DIR": str(tmp_path),
+        "SPENDGATE_UPSTREAM_URL": "http://x/v1",
+        "SPENDGATE_ADMIN_KEY": "sk-sg-admin-test-key-0123456789",
+    }
+    config = load_config(Path(__file__).parent / "fixtures" / "budgets.yaml", env=env)
+    monkeypatch.setattr(accounting, "STORE_TIMEOUT_S", 0.3)
+    redis = await open_store(config.store.url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            accountant = Accountant(
+                BudgetLedger(redis),
+                BudgetRegistry(redis, config.budgets.rules),
+                None,
+                AlertSender(http, redis, config.alerts),
+                Metrics(),
+            )
+            record = Record(
+                "req-hung",
+                "chat/completions",
+                0.0,
+                principal=Principal(key_id="key_x", team="alpha"),
+            )
+            route = config.models["gpt-4o"]
+            body = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 5}
+            async with asyncio.timeout(5):  # never the 30 s a hung socket would otherwise take
+                if policy == "open":
+                    assert await accountant.reserve(record, config, route, body, 10) is None
+                    assert record.reservation is None  # served without a budget check
+                else:
+                    with pytest.raises(ServiceUnavailable):
+                        await accountant.reserve(record, config, route, body, 10)
+    finally:
+        await close_store(redis)
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from gateway import rediskeys
 from gateway.budgets.periods import end_of_period_id, hour_id, period_at, period_end, period_id
@@ -166,6 +167,27 @@ class SettleResult:
         return max(0, min(values)) if values else None
 
 
+@dataclass(frozen=True, slots=True)
+class _SettleCall:
+    """One settle script call, built, and how to read its reply."""
+
+    keys: list[str]
+    args: list[str | int | bytes]
+    budgets: tuple[BudgetConfig, ...]
+    period_ids: tuple[str, ...]
+    ends: tuple[datetime | None, ...]
+
+    def result(self, raw: Any) -> SettleResult:
+        if int(raw[0]) == 0:
+            return SettleResult(duplicate=True)
+        status = _statuses(self.budgets, self.period_ids, self.ends, raw[3])
+        flat = [int(v) for v in raw[4]]
+        crossed = tuple(
+            (self.budgets[i - 1], t) for i, t in zip(flat[::2], flat[1::2], strict=True)
+        )
+        return SettleResult(False, _text(raw[1]), int(raw[2]) == 1, crossed, status)
+
+
 class BudgetLedger:
     """Reserve / settle / status over one Redis client. Cheap to build; holds no money state."""
 
@@ -279,16 +301,59 @@ class BudgetLedger:
         event: SpendEvent,
     ) -> SettleResult:
         """`settle` with the periods given explicitly (what a spool replay uses)."""
+        call = self._settle_call(team, request_id, budgets, period_ids, event)
+        await self._register(team)
+        return call.result(await self._settle(keys=call.keys, args=call.args))
+
+    async def settle_many(
+        self,
+        items: Sequence[tuple[Reservation | None, str, str, Sequence[BudgetConfig], SpendEvent]],
+    ) -> list[SettleResult | Exception]:
+        """Several `settle`s in one round trip (a pipeline; each script is still atomic).
+        A connection failure raises for all of them; a script error comes back in its slot."""
+        calls = []
+        for reservation, team, request_id, budgets, event in items:
+            if reservation is not None:
+                budgets, period_ids = reservation.budgets, reservation.period_ids
+            else:
+                period_ids = tuple(period_at(b.period, event.ts_ms)[0] for b in budgets)
+            calls.append(self._settle_call(team, request_id, budgets, period_ids, event))
+        for team in {item[1] for item in items}:
+            await self._register(team)
+        # EVALSHA directly: a pipeline given the Script object would ask SCRIPT EXISTS first,
+        # one more round trip every time. A NOSCRIPT (Redis restarted empty) is retried below
+        # through the Script, which loads it.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(self._settle.sha, len(call.keys), *call.keys, *call.args)
+            raws = await pipe.execute(raise_on_error=False)
+        results: list[SettleResult | Exception] = []
+        for call, raw in zip(calls, raws, strict=True):
+            if isinstance(raw, NoScriptError):
+                raw = await self._settle(keys=call.keys, args=call.args)
+            results.append(raw if isinstance(raw, Exception) else call.result(raw))
+        return results
+
+    async def _register(self, team: str) -> None:
+        if team not in self._registered:
+            # Outside the script: the registry is not in the team's slot. SADD is idempotent.
+            await self._redis.sadd(rediskeys.streams_registry(), team)
+            self._registered.add(team)
+
+    def _settle_call(
+        self,
+        team: str,
+        request_id: str,
+        budgets: Sequence[BudgetConfig],
+        period_ids: Sequence[str],
+        event: SpendEvent,
+    ) -> _SettleCall:
         if event.team != team:
             raise ValueError(f"event of team {event.team!r} settled for team {team!r}")
         _check_team(team, budgets)
         _check_amount(event.cost_nano, "cost_nano")
         tokens = event.prompt_tokens + event.completion_tokens
         _check_amount(tokens, "tokens")
-        if team not in self._registered:
-            # Outside the script: the registry is not in the team's slot. SADD is idempotent.
-            await self._redis.sadd(rediskeys.streams_registry(), team)
-            self._registered.add(team)
         ends = tuple(end_of_period_id(p) for p in period_ids)
         now_ms = int(self._clock() * 1000)
         hour = hour_id(event.ts_ms)
@@ -307,13 +372,7 @@ class BudgetLedger:
             args += [_limit(budget.limit_nano), _limit(budget.limit_tokens)]
             args += [",".join(str(t) for t in budget.thresholds), _ttl_ms(end, now_ms)]
         args.append(orjson.dumps([x for item in event.to_fields().items() for x in item]))
-        raw = await self._settle(keys=keys, args=args)
-        if int(raw[0]) == 0:
-            return SettleResult(duplicate=True)
-        status = _statuses(tuple(budgets), tuple(period_ids), ends, raw[3])
-        flat = [int(v) for v in raw[4]]
-        crossed = tuple((budgets[i - 1], t) for i, t in zip(flat[::2], flat[1::2], strict=True))
-        return SettleResult(False, _text(raw[1]), int(raw[2]) == 1, crossed, status)
+        return _SettleCall(keys, args, tuple(budgets), tuple(period_ids), ends)
 
     async def release_expired(self, team: str) -> int:
         """Release the team's reservations past their deadline (at most 100 per call)."""

@@ -25,12 +25,15 @@ _SENTINEL_DEFAULT_PORT = 26379
 
 # Defaults for a real server; query-string options in the URL win (redis-py's rule), so ops can
 # tune them without a code change, e.g. redis://host/0?socket_timeout=30&max_connections=256.
-# socket_timeout must stay above the longest XREADGROUP BLOCK the aggregator uses.
+# No per-command socket timeout and no health-check PINGs: each costs redis-py a timer or a
+# clock read on every command (measured: 85 -> 44 us per EVALSHA). Dead peers are found by TCP
+# keepalive; the request path bounds its own Redis calls (see accounting.STORE_TIMEOUT_S), and an
+# aggregator's XREADGROUP BLOCK needs no timeout above it.
 _CLIENT_DEFAULTS: dict[str, object] = {
     "socket_connect_timeout": 2.0,
-    "socket_timeout": 10.0,
+    "socket_timeout": None,
     "socket_keepalive": True,
-    "health_check_interval": 30,
+    "health_check_interval": 0,
     "client_name": "spendgate",
 }
 # A blocking pool makes a burst wait briefly for a connection instead of failing with
