@@ -46,7 +46,7 @@ def supervise(
     config: Config, path: str | None, host: str, port: int, count: int, log_level: str
 ) -> int:
     """Run `count` workers until SIGTERM/SIGINT; the exit status of `serve --workers`."""
-    problem = _refusal(config, host, port, count)
+    problem = _refusal(config, host, port)
     if problem is not None:
         print(f"spendgate serve --workers {count}: {problem}", file=sys.stderr)
         return 1
@@ -73,7 +73,7 @@ def supervise(
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _refusal(config: Config, host: str, port: int, count: int) -> str | None:
+def _refusal(config: Config, host: str, port: int) -> str | None:
     if is_embedded(config.store.url):
         return (
             "store.url is memory:// (embedded, one per process), so the workers would not share "

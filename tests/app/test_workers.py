@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -134,6 +135,12 @@ async def start(
                 os.kill(pid, signal.SIGKILL)
             fleet.process.kill()
             await fleet.process.wait()
+        # nor the private metrics directory a killed supervisor could not remove
+        for message in fleet.messages("spendgate.workers"):
+            if match := re.fullmatch(
+                r"metrics: multiprocess mode, files in (.*spendgate-.*)", message
+            ):
+                shutil.rmtree(match.group(1), ignore_errors=True)
 
 
 async def post_chat(http: aiohttp.ClientSession, url: str, key: str) -> int:
@@ -272,7 +279,11 @@ async def test_a_killed_worker_is_replaced_and_its_gauges_leave_the_sums(
     assert gone(metrics_dir)  # the private directory is removed at exit
 
 
-async def test_workers_stop_gracefully_when_the_supervisor_is_killed(start: Start) -> None:
+async def test_workers_stop_gracefully_when_the_supervisor_is_killed(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A killed supervisor cannot remove its private metrics directory: give it this one.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     fleet = await start()
     workers = fleet.workers()
     fleet.process.kill()
