@@ -149,6 +149,9 @@ class Accountant:
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue: list[_SettleItem] = []
+        # Metric series by label values; bounded, as the labels are (endpoint, model, provider,
+        # team, status) from the config.
+        self._children: dict[tuple[str, str, str, str, int], tuple[Any, Any, Any]] = {}
         self._flushing = False
         self._used_pct: dict[str, float] = {}  # team -> tightest budget's used %, last seen
 
@@ -314,12 +317,20 @@ class Accountant:
         model = model or "<unknown>"
         team = record.principal.team if record.principal else "<none>"
         provider = record.charges[-1].provider if record.charges else "<none>"
-        m.requests.labels(
-            record.endpoint, model, provider or "<none>", team, str(record.status)
-        ).inc()
-        m.request_seconds.labels(record.endpoint, model).observe(elapsed)
+        key = (record.endpoint, model, provider or "<none>", team, record.status)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds tuples on every call: look the series up once.
+            children = self._children[key] = (
+                m.requests.labels(key[0], model, key[2], team, str(record.status)),
+                m.request_seconds.labels(record.endpoint, model),
+                m.overhead_seconds.labels(record.endpoint),
+            )
+        requests, seconds, overhead_seconds = children
+        requests.inc()
+        seconds.observe(elapsed)
         overhead = record.first_byte_s if record.first_byte_s is not None else elapsed
-        m.overhead_seconds.labels(record.endpoint).observe(max(0.0, overhead - record.upstream_s))
+        overhead_seconds.observe(max(0.0, overhead - record.upstream_s))
         if record.principal is not None:
             for c in record.charges:
                 u = c.usage

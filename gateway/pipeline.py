@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import time
@@ -100,6 +101,8 @@ class Pipeline:
         self.metrics = metrics
         self.accountant = accountant
         self.cache = cache
+        self._id_prefix = "req_" + os.urandom(8).hex()
+        self._ids = itertools.count(1)
         self.coalescer: Coalescer[Answer] = Coalescer()
         self.batcher: EmbeddingBatcher[tuple[Deployment, str]] = EmbeddingBatcher(
             config.batching.embeddings_window_s,
@@ -107,6 +110,17 @@ class Pipeline:
             self._embed_batch,
             metrics=metrics,
         )
+
+    def new_request_id(self) -> str:
+        """A random prefix per process and a counter: unique across replicas and restarts
+        without a getrandom() system call per request (that was ~3 % of the request path)."""
+        return f"{self._id_prefix}{next(self._ids):08x}"
+
+    def request_id(self, request: web.Request) -> str:
+        given = request.headers.get("x-request-id")
+        if given and _REQUEST_ID.match(given):
+            return given
+        return self.new_request_id()
 
     def swap(self, config: Config, providers: Mapping[str, Provider]) -> None:
         """Install a new config snapshot; requests already running keep theirs."""
@@ -137,7 +151,7 @@ class Pipeline:
 
     async def handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         config, providers = self._snapshot
-        record = Record(_request_id(request), endpoint, time.perf_counter())
+        record = Record(self.request_id(request), endpoint, time.perf_counter())
         self.metrics.inflight.inc()
         try:
             body = parse_body(await request.read(), config.server.max_body_bytes)
@@ -410,7 +424,7 @@ class Pipeline:
     ) -> tuple[dict[str, Any], tuple[Deployment, str]]:
         """The batcher's upstream call: one (merged) embeddings request on today's config."""
         config, providers = self._snapshot
-        record = Record(_new_request_id(), "embeddings", time.perf_counter())
+        record = Record(self.new_request_id(), "embeddings", time.perf_counter())
         answer = await self._call(record, config.models[body["model"]], providers, body)
         return answer.json, (answer.deployment, answer.provider)
 
@@ -593,17 +607,6 @@ def _stream_usage(
     if scanner.usage is not None:
         return usage_from_openai(scanner.usage)
     return _estimate(body, record.endpoint, deployment.model, scanner.generated_text())
-
-
-def _request_id(request: web.Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given and _REQUEST_ID.match(given):
-        return given
-    return _new_request_id()
-
-
-def _new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
 
 
 def _with_token_cap(endpoint: str, body: dict[str, Any], cap: int) -> dict[str, Any]:
