@@ -16,11 +16,7 @@ import argparse
 import asyncio
 import random
 import resource
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +29,8 @@ from gateway.aggregator.rollups import hour_bucket
 from gateway.config.model import AggregatorConfig
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
+from loadtests import procs
+from loadtests.targets import start_redis
 
 
 def make_events(n: int, teams: int, seed: int = 1) -> list[SpendEvent]:
@@ -138,34 +136,6 @@ async def run(url: str, n: int, teams: int, batch_size: int) -> None:
         await close_store(redis)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server not found: install it or pass --url")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="sg-bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.terminate()
-    sys.exit("redis-server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -177,7 +147,8 @@ def main() -> None:
     proc = None
     url = args.url
     if url is None:
-        proc, url = start_redis()
+        # The harness's throw-away redis-server, on core 0 (the generator's core in run.py).
+        proc, url = start_redis(core=0)
     try:
         main_coro = run(url, args.events, args.teams, args.batch_size)
         if args.no_uvloop:
@@ -188,8 +159,7 @@ def main() -> None:
             uvloop.run(main_coro)
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=10)
+            procs.stop(proc)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +23,8 @@ from gateway.budgets.ledger import BudgetLedger
 from gateway.config.model import BudgetConfig
 from gateway.store.connect import close_store, open_store
 from gateway.types import Principal, SpendEvent
+from loadtests import procs
+from loadtests.targets import start_redis
 
 TEAM = "bench"
 PRINCIPAL = Principal(key_id="key_0123456789ab", team=TEAM, project="search")
@@ -99,34 +97,6 @@ async def run(url: str, iterations: int, n_budgets: int) -> None:
         await close_store(redis)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server not found: install it or pass --url")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="sg-bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.terminate()
-    sys.exit("redis-server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=5000)
@@ -137,7 +107,8 @@ def main() -> None:
     proc = None
     url = args.url
     if url is None:
-        proc, url = start_redis()
+        # The harness's throw-away redis-server, on core 0 (the generator's core in run.py).
+        proc, url = start_redis(core=0)
     try:
         if args.no_uvloop:
             asyncio.run(run(url, args.iterations, args.budgets))
@@ -147,8 +118,7 @@ def main() -> None:
             uvloop.run(run(url, args.iterations, args.budgets))
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=10)
+            procs.stop(proc)
 
 
 if __name__ == "__main__":
