@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,12 +141,14 @@ class Accountant:
         spool: Spool | None,
         alerts: AlertSender,
         metrics: Metrics,
+        access_writer: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
         self.spool = spool
         self.alerts = alerts
         self.metrics = metrics
+        self._access_writer = access_writer
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue: list[_SettleItem] = []
         # Metric series by label values; bounded, as the labels are (endpoint, model, provider,
@@ -349,7 +351,11 @@ class Accountant:
                         (c.list_cost_nano - c.cost_nano) / NANO_PER_USD
                     )
         if log.isEnabledFor(logging.INFO):
-            log.info("request", extra={"access": _access_fields(record, elapsed)})
+            fields = _access_fields(record, elapsed)
+            if self._access_writer is not None:
+                self._access_writer(fields)
+            else:
+                log.info("request", extra={"access": fields})
 
 
 def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def _install_uvloop() -> None:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from gateway.app.logs import configure_logging
+    from gateway.app.logs import AccessWriter, configure_logging
     from gateway.app.server import create_app
     from gateway.config.loader import load_config
     from gateway.errors import ConfigError
@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         return supervise(config, path, host, port, args.workers, args.log_level)
     _install_uvloop()
-    app = create_app(config, path)
+    app = create_app(config, path, access_writer=AccessWriter())
     print(
         f"spendgate {__version__} serving on http://{host}:{port} (config: {config.source})",
         file=sys.stderr,

@@ -7,8 +7,10 @@ lines are plain messages. Configured by `serve`, never at import.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from typing import Any
 
 import orjson
 
@@ -46,3 +48,21 @@ def configure_logging(level: str = "INFO", access_log: bool = True, json: bool =
     logging.getLogger("spendgate.access").setLevel(logging.INFO if access_log else logging.WARNING)
     # aiohttp's own access log would duplicate ours (and print raw request lines).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class AccessWriter:
+    """Access lines written straight to a file descriptor, in the same JSON shape as
+    `JsonFormatter`, without building a `LogRecord` per request (that and the handler chain
+    were ~8 % of the request path under load). `serve` uses it; elsewhere (tests, the demo)
+    access lines go through `logging` like every other line."""
+
+    def __init__(self, fd: int = 2) -> None:
+        self._fd = fd
+
+    def __call__(self, fields: dict[str, Any]) -> None:
+        now = time.time()
+        ts = (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+        )
+        doc = {"ts": ts, "level": "info", "logger": "spendgate.access", "msg": "request", **fields}
+        os.write(self._fd, orjson.dumps(doc, default=str) + b"\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,7 @@ class WorkerSlot:
 TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("tasks")
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
 WORKER: web.AppKey[WorkerSlot | None] = web.AppKey("worker")
+ACCESS_WRITER: web.AppKey[Callable[[dict[str, Any]], None] | None] = web.AppKey("access_writer")
 
 # aiohttp's own hard cap on a request body; the configured limit (checked in the pipeline,
 # reloadable) must stay below it to be the one a client meets.
@@ -144,7 +145,9 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     live, metrics = app[LIVE_CONFIG], app[METRICS]
     config = live.current
     keyring = Keyring(app[REDIS], config.keys, config.server.key_cache_ttl_s)
-    accountant = Accountant(app[LEDGER], app[BUDGETS], app.get(SPOOL), app[ALERTS], metrics)
+    accountant = Accountant(
+        app[LEDGER], app[BUDGETS], app.get(SPOOL), app[ALERTS], metrics, app[ACCESS_WRITER]
+    )
     # With the embedded store the process memory is the only level: a fakeredis copy would be
     # a second, unbounded one.
     cache = ResponseCache(
@@ -218,12 +221,15 @@ def create_app(
     metrics: Metrics | None = None,
     *,
     worker: WorkerSlot | None = None,
+    access_writer: Callable[[dict[str, Any]], None] | None = None,
 ) -> web.Application:
-    """`worker`: set when this app is one of `serve --workers N` (see `app.workers`)."""
+    """`worker`: set when this app is one of `serve --workers N` (see `app.workers`).
+    `access_writer`: where access lines go instead of `logging` (`serve` passes `AccessWriter`)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=_HARD_BODY_LIMIT)
     app[LIVE_CONFIG] = LiveConfig(config, config_path)
     app[METRICS] = metrics or Metrics()
     app[WORKER] = worker
+    app[ACCESS_WRITER] = access_writer
     app.cleanup_ctx.extend(
         [_tasks_ctx, _store_ctx, _http_ctx, _budgets_ctx, _aggregator_ctx, _pipeline_ctx]
     )
