@@ -190,6 +190,9 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     await pipeline.aclose()
     await accountant.drain()
     await cache.aclose()
+    flush = getattr(app[ACCESS_WRITER], "flush", None)
+    if flush is not None:
+        flush()
 
 
 async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
