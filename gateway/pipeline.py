@@ -267,6 +267,10 @@ class Pipeline:
         record.cache = "hit"
         cost = hit.hit_cost_nano(config.cache.hit_cost_fraction)
         record.charges.append(_hit_charge(hit, cost))
+        if cost and record.principal is not None:
+            # A hit billed at a fraction of its list cost counts against the budgets too (it
+            # reserves nothing: its cost is known and settled as is).
+            record.budgets = self.accountant.registry.rules_for(record.principal)
         headers = self._headers(record, hit.served_model)
         if not record.stream:
             headers["x-sg-cost-usd"] = nano_to_usd_str(cost)

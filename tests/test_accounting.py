@@ -429,3 +429,29 @@ async def test_a_hung_store_is_bounded_and_follows_on_unavailable(
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_cache_hits_billed_at_a_fraction_count_against_the_budget(
+    gateway_factory: GatewayFactory, store_url: str, tmp_path: Path
+) -> None:
+    from tests.conftest import FIXTURES
+
+    text = (FIXTURES / "budgets.yaml").read_text()
+    config = tmp_path / "budgets-cache.yaml"
+    config.write_text(
+        text.replace(
+            "teams:\n",
+            "cache:\n  hit_cost_fraction: 0.5\n  routes:\n    gpt-4o: {mode: always}\nteams:\n",
+            1,
+        )
+    )
+    gw = await gateway_factory(str(config), teams=("alpha",))
+    async with aiohttp.ClientSession() as http:
+        miss = await post_chat(http, gw.url, gw.keys["alpha"])
+        hit = await post_chat(http, gw.url, gw.keys["alpha"])
+    assert (miss[1]["x-sg-cache"], hit[1]["x-sg-cache"]) == ("miss", "hit")
+    miss_cost = usd_to_nano(miss[1]["x-sg-cost-usd"])
+    hit_cost = usd_to_nano(hit[1]["x-sg-cost-usd"])
+    assert hit_cost == (miss_cost + 1) // 2  # half the list cost, rounded half up
+    await gw.app[PIPELINE].accountant.drain()
+    assert await spent_nano(gw, "alpha") == miss_cost + hit_cost
