@@ -277,9 +277,9 @@ class Pipeline:
             return web.Response(
                 body=hit.body, headers={"Content-Type": hit.content_type, **headers}
             )
-        options = plan.body.get("stream_options") or {}
-        chunks = completion_to_chunks(orjson.loads(hit.body), options.get("include_usage") is True)
-        return await _send_sse(request, headers, chunks, nano_to_usd_str(cost))
+        return await _send_sse(
+            request, headers, orjson.loads(hit.body), plan.body, nano_to_usd_str(cost)
+        )
 
     async def _answer(
         self, config: Config, record: Record, plan: Plan, providers: Mapping[str, Provider]
@@ -295,7 +295,9 @@ class Pipeline:
             answer = await self._call(record, plan.route, providers, plan.body)
             record.charge(answer.deployment, answer.provider, answer.usage, plan.list_price)
         if plan.cache_key is not None and storable(record.endpoint, answer.json):
-            self._store(plan, answer, record)
+            self._store(
+                plan, record, answer.body, answer.content_type, answer.usage, answer.deployment
+            )
         return answer
 
     async def _respond(
@@ -309,9 +311,7 @@ class Pipeline:
                 body=answer.body, headers={"Content-Type": answer.content_type, **headers}
             )
         # A cascaded stream: the attempts were whole answers; the final one is replayed as SSE.
-        options = plan.body.get("stream_options") or {}
-        chunks = completion_to_chunks(answer.json, options.get("include_usage") is True)
-        return await _send_sse(request, headers, chunks, cost)
+        return await _send_sse(request, headers, answer.json, plan.body, cost)
 
     async def _call(
         self,
@@ -432,18 +432,27 @@ class Pipeline:
         answer = await self._call(record, config.models[body["model"]], providers, body)
         return answer.json, (answer.deployment, answer.provider)
 
-    def _store(self, plan: Plan, answer: Answer, record: Record) -> None:
+    def _store(
+        self,
+        plan: Plan,
+        record: Record,
+        body: bytes,
+        content_type: str,
+        usage: Usage,
+        deployment: Deployment,
+    ) -> None:
+        """Keep a miss's answer, with what it cost and would have cost at list price."""
         assert plan.cache_key is not None
-        cost = sum(c.cost_nano for c in record.charges)
+        cost = record.cost_nano
         listed = sum(c.list_cost_nano for c in record.charges) or cost
         self.cache.put_soon(
             plan.cache_key,
             CachedResponse(
-                body=answer.body,
-                content_type=answer.content_type,
-                usage=answer.usage,
-                served_model=answer.deployment.model,
-                deployment=answer.deployment.id,
+                body=body,
+                content_type=content_type,
+                usage=usage,
+                served_model=deployment.model,
+                deployment=deployment.id,
                 cost_nano=cost,
                 list_cost_nano=listed,
                 created_at=time.time(),
@@ -524,8 +533,16 @@ class Pipeline:
                 plan.list_price,
             )
             charged = True
-            if plan.cache_key is not None:
-                self._store_stream(plan, scanner, record, deployment)
+            completion = chunks_to_completion(scanner.events) if plan.cache_key else None
+            if completion is not None:  # None: the stream did not finish cleanly
+                self._store(
+                    plan,
+                    record,
+                    orjson.dumps(completion),
+                    "application/json",
+                    record.charges[-1].usage,
+                    deployment,
+                )
             # Cost is known only now; an SSE comment carries it to clients that want it.
             await response.write(
                 f": x-sg-cost-usd={nano_to_usd_str(charge.cost_nano)}\n\n".encode()
@@ -555,34 +572,18 @@ class Pipeline:
                 )
         return response
 
-    def _store_stream(
-        self, plan: Plan, scanner: StreamScanner, record: Record, deployment: Deployment
-    ) -> None:
-        completion = chunks_to_completion(scanner.events)
-        if completion is None or plan.cache_key is None:
-            return
-        data = orjson.dumps(completion)
-        cost = record.cost_nano
-        self.cache.put_soon(
-            plan.cache_key,
-            CachedResponse(
-                body=data,
-                content_type="application/json",
-                usage=record.charges[-1].usage,
-                served_model=deployment.model,
-                deployment=deployment.id,
-                cost_nano=cost,
-                list_cost_nano=sum(c.list_cost_nano for c in record.charges) or cost,
-                created_at=time.time(),
-            ),
-            plan.cache_ttl_s,
-        )
-
 
 async def _send_sse(
-    request: web.Request, headers: dict[str, str], chunks: list[bytes], cost: str
+    request: web.Request,
+    headers: dict[str, str],
+    completion: Mapping[str, Any],
+    body: Mapping[str, Any],
+    cost: str,
 ) -> web.StreamResponse:
-    """Send a whole answer as an SSE stream (a cache hit, or a cascaded stream)."""
+    """Send a whole answer as an SSE stream (a cache hit, or a cascaded stream), with the usage
+    chunk only if the client asked for it."""
+    options = body.get("stream_options") or {}
+    chunks = completion_to_chunks(completion, options.get("include_usage") is True)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers}
     )
