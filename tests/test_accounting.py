@@ -126,6 +126,34 @@ async def test_the_remaining_budget_is_in_every_response(
     assert headers["x-sg-budget-remaining-usd"] == f"{expected / 1e9:.9f}"
 
 
+async def test_far_from_the_limit_requests_reserve_in_a_lease(
+    gateway_factory: GatewayFactory, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", "1000")
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    key = gw.keys["alpha"]
+    async with aiohttp.ClientSession() as http:
+        status, _, _ = await post_chat(http, gw.url, key)  # reserved in Redis: shows the room
+        assert status == 200
+        results = await asyncio.gather(*(post_chat(http, gw.url, key) for _ in range(100)))
+        redis = Redis.from_url(store_url)
+        try:
+            held = await redis.zrange(rediskeys.reservation_deadlines("alpha"), 0, -1)
+        finally:
+            await redis.aclose()
+    assert [s for s, _, _ in results] == [200] * 100
+    assert any(member.startswith(b"lease.") for member in held)
+    # What each response says is left never overstates it, nor drops below 101 worst cases.
+    limit, worst = 1000 * 10**9, gpt4o_worst_case_nano()
+    remaining = [usd_to_nano(h["x-sg-budget-remaining-usd"]) for _, h, _ in results]
+    assert all(limit - 101 * worst <= r < limit for r in remaining)
+    await gw.app[PIPELINE].accountant.drain()
+    await gw.app[LEDGER].close_leases()
+    served = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
+    assert len(served) == 101
+    assert await spent_nano(gw, "alpha") == sum(e.cost_nano for e in served)  # nothing held
+
+
 async def test_a_downgrade_budget_switches_to_the_cheaper_model(
     gateway_factory: GatewayFactory,
     mock_upstream: MockUpstream,

@@ -111,7 +111,11 @@ async def _budgets_ctx(app: web.Application) -> AsyncIterator[None]:
     """Budgets in force, the ledger, the spool for outages and the alert sender."""
     config, redis, metrics = app[LIVE_CONFIG].current, app[REDIS], app[METRICS]
     app[BUDGETS] = BudgetRegistry(redis, config.budgets.rules)
-    app[LEDGER] = ledger = BudgetLedger(redis)
+    app[LEDGER] = ledger = BudgetLedger(
+        redis,
+        lease_fraction=config.budgets.lease_fraction,
+        lease_window_s=config.budgets.lease_window_s,
+    )
     app[ALERTS] = AlertSender(app[HTTP], redis, config.alerts, metrics.alerts)
     # The embedded store cannot become unreachable, so it needs no spool (and none is created
     # in the directory the demo runs in).
@@ -171,6 +175,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         pipeline.swap(new, build_providers(new, app[HTTP]))
         keyring.set_declared(new.keys, ttl_s=new.server.key_cache_ttl_s)
         app[BUDGETS].set_config_rules(new.budgets.rules)
+        app[LEDGER].configure_leases(new.budgets.lease_fraction, new.budgets.lease_window_s)
         app[ALERTS].set_config(new.alerts)
         cache.memory.max_bytes = new.cache.memory_max_bytes
         cache.max_entry_bytes = new.cache.max_entry_bytes
@@ -189,6 +194,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     live.listeners.remove(on_swap)
     await pipeline.aclose()
     await accountant.drain()
+    await app[LEDGER].close_leases()
     await cache.aclose()
     flush = getattr(app[ACCESS_WRITER], "flush", None)
     if flush is not None:

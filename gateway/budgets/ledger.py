@@ -10,7 +10,10 @@ settles it could not deliver (`Spool`).
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import math
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,9 +22,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway import rediskeys
+from gateway.budgets.leases import MIN_REQUESTS, Lease
 from gateway.budgets.periods import end_of_period_id, hour_id, period_at, period_end, period_id
 from gateway.config.model import BudgetConfig
 from gateway.errors import RateLimited
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 # The scripts compare amounts as Lua numbers (doubles): totals per counter are exact below this,
 # 2^53 nano-USD ~ 9 million USD (and 9e15 tokens). Increments themselves are 64-bit HINCRBYs.
 MAX_EXACT = 2**53
+
+log = logging.getLogger("spendgate.budgets")
 
 REMAINING_USD_HEADER = "x-sg-budget-remaining-usd"
 REMAINING_TOKENS_HEADER = "x-sg-budget-remaining-tokens"
@@ -110,6 +116,7 @@ class Reservation:
     exceeded: BudgetConfig | None = None  # the budget that refused (block before downgrade)
     retry_after_s: int | None = None  # until the exceeded budget's period resets; None: total
     released_expired: int = 0  # expired reservations of the team this call released
+    lease: Lease | None = None  # held in this process's lease, not in Redis (see leases.py)
 
     @property
     def counters(self) -> tuple[str, ...]:
@@ -189,10 +196,21 @@ class _SettleCall:
         return SettleResult(False, _text(raw[1]), int(raw[2]) == 1, crossed, status)
 
 
-class BudgetLedger:
-    """Reserve / settle / status over one Redis client. Cheap to build; holds no money state."""
+_LeaseKey = tuple[str, tuple[BudgetConfig, ...], tuple[str, ...]]
 
-    def __init__(self, redis: Redis, *, clock: Callable[[], float] = time.time) -> None:
+
+class BudgetLedger:
+    """Reserve / settle / status over one Redis client. The only money state it keeps is the
+    leases it holds (leases.py), given back by `close_leases`."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        lease_fraction: float = 0.0,
+        lease_window_s: float = 5.0,
+    ) -> None:
         self._redis = redis
         self._clock = clock
         # register_script: calls use EVALSHA, falling back to loading the script once.
@@ -201,6 +219,23 @@ class BudgetLedger:
         self._registered: set[str] = set()  # teams whose stream is in the registry
         self._pending_reserves: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lease_prefix = f"lease.{secrets.token_hex(4)}."
+        self._lease_numbers = itertools.count(1)
+        self._leases: dict[_LeaseKey, Lease] = {}
+        self._granting: dict[_LeaseKey, asyncio.Task[None]] = {}
+        self._far: dict[_LeaseKey, bool] = {}  # the last reservation left room for a lease
+        self._lease_divisor = 0.0
+        self._lease_window_s = lease_window_s
+        self.configure_leases(lease_fraction, lease_window_s)
+
+    def configure_leases(self, fraction: float, window_s: float) -> None:
+        """Lease `fraction` of what the tightest budget has left (0: never), for `window_s`."""
+        divisor = 1.0 / fraction if fraction > 0 else 0.0
+        if (divisor, window_s) != (self._lease_divisor, self._lease_window_s):
+            for lease in list(self._leases.values()):
+                self._close_lease(lease)
+            self._far.clear()
+        self._lease_divisor, self._lease_window_s = divisor, window_s
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -237,20 +272,30 @@ class BudgetLedger:
         periods = [period_at(b.period, now_ms) for b in budgets]
         period_ids = tuple(pid for pid, _ in periods)
         ends = tuple(end for _, end in periods)
-        keys = [
-            rediskeys.budget_counter(team, b.name, p)
-            for b, p in zip(budgets, period_ids, strict=True)
-        ]
-        keys += [rediskeys.reservation(team, request_id), rediskeys.reservation_deadlines(team)]
+        lease_key = (team, budgets, period_ids)
+        leasing = enforce_downgrade and self._lease_divisor > 0
+        if leasing:
+            lease = await self._lease_for(lease_key, ends, amount_nano, amount_tokens, ttl_s)
+            if lease is not None:
+                counts = zip(budgets, period_ids, ends, lease.counts(), strict=True)
+                status = tuple(BudgetStatus(b, pid, end, *c) for b, pid, end, c in counts)
+                return Reservation(
+                    True,
+                    team,
+                    request_id,
+                    budgets,
+                    period_ids,
+                    status,
+                    amount_nano,
+                    amount_tokens,
+                    lease.deadline_ms,
+                    lease=lease,
+                )
+        keys = self._reserve_keys(team, request_id, budgets, period_ids)
         hold_ms = deadline_ms - now_ms + rediskeys.RESERVATION_GRACE_S * 1000
         args: list[str | int] = [request_id, now_ms, deadline_ms, amount_nano, amount_tokens]
         args.append(hold_ms)
-        for budget, end in zip(budgets, ends, strict=True):
-            mode = budget.on_exceed
-            if mode == "downgrade" and not enforce_downgrade:
-                mode = "alert"
-            args += [_limit(budget.limit_nano), _limit(budget.limit_tokens), mode]
-            args.append(_ttl_ms(end, now_ms))
+        args += _budget_args(budgets, ends, now_ms, enforce_downgrade)
         raw = await self._queue_reserve(keys, args)
         code, failed, released = int(raw[0]), int(raw[1]), int(raw[2])
         exceeded, retry = None, None
@@ -258,13 +303,18 @@ class BudgetLedger:
             exceeded = budgets[failed - 1]
             end = ends[failed - 1]
             retry = None if end is None else max(1, math.ceil(end.timestamp() - now_ms / 1000))
+        status = _statuses(budgets, period_ids, ends, raw[3:])
+        if leasing:
+            self._far[lease_key] = code == 1 and self._room_for_lease(
+                status, amount_nano, amount_tokens
+            )
         return Reservation(
             ok=code != 0,
             team=team,
             request_id=request_id,
             budgets=budgets,
             period_ids=period_ids,
-            status=_statuses(budgets, period_ids, ends, raw[3:]),
+            status=status,
             amount_nano=amount_nano,
             amount_tokens=amount_tokens,
             deadline_ms=deadline_ms,
@@ -272,6 +322,149 @@ class BudgetLedger:
             retry_after_s=retry,
             released_expired=released,
         )
+
+    @staticmethod
+    def _reserve_keys(
+        team: str, request_id: str, budgets: Sequence[BudgetConfig], period_ids: Sequence[str]
+    ) -> list[str]:
+        keys = [
+            rediskeys.budget_counter(team, b.name, p)
+            for b, p in zip(budgets, period_ids, strict=True)
+        ]
+        keys += [rediskeys.reservation(team, request_id), rediskeys.reservation_deadlines(team)]
+        return keys
+
+    def _room_for_lease(self, status: Sequence[BudgetStatus], nano: int, tokens: int) -> bool:
+        """Every budget has left at least the lease the script would grant for this request."""
+        need_nano = self._lease_divisor * MIN_REQUESTS * max(1, nano)
+        need_tokens = self._lease_divisor * MIN_REQUESTS * max(1, tokens)
+        return all(
+            (s.remaining_nano is None or s.remaining_nano >= need_nano)
+            and (s.remaining_tokens is None or s.remaining_tokens >= need_tokens)
+            for s in status
+        )
+
+    async def _lease_for(
+        self,
+        key: _LeaseKey,
+        ends: tuple[datetime | None, ...],
+        nano: int,
+        tokens: int,
+        ttl_s: float,
+    ) -> Lease | None:
+        """The open lease of `key` with room for this request (taken), or None: reserve in
+        Redis. Asks for a new lease, one request at a time per key, when the last reservation
+        showed room for one."""
+        lease = self._leases.get(key)
+        if lease is not None:
+            if lease.take(nano, tokens):
+                return lease
+            self._close_lease(lease)
+        if not self._far.get(key):
+            return None
+        grant = self._granting.get(key)
+        if grant is None:
+            grant = asyncio.get_running_loop().create_task(
+                self._grant(key, ends, nano, tokens, ttl_s)
+            )
+            self._granting[key] = grant
+            grant.add_done_callback(lambda _: self._granting.pop(key, None))
+        await asyncio.shield(grant)  # a caller that gives up does not cancel the others' grant
+        lease = self._leases.get(key)
+        return lease if lease is not None and lease.take(nano, tokens) else None
+
+    async def _grant(
+        self,
+        key: _LeaseKey,
+        ends: tuple[datetime | None, ...],
+        nano: int,
+        tokens: int,
+        ttl_s: float,
+    ) -> None:
+        team, budgets, period_ids = key
+        lease_id = f"{self._lease_prefix}{next(self._lease_numbers)}"
+        now_ms = int(self._clock() * 1000)
+        # Requests keep reserving in it for the window, and each may then run for ttl_s.
+        deadline_ms = now_ms + int((self._lease_window_s + ttl_s) * 1000)
+        hold_ms = deadline_ms - now_ms + rediskeys.RESERVATION_GRACE_S * 1000
+        args: list[str | int] = [lease_id, now_ms, deadline_ms, 0, 0, hold_ms]
+        args += _budget_args(budgets, ends, now_ms, True)
+        args += [repr(self._lease_divisor), MIN_REQUESTS * max(1, nano)]
+        args.append(MIN_REQUESTS * max(1, tokens))
+        raw = await self._queue_reserve(
+            self._reserve_keys(team, lease_id, budgets, period_ids), args
+        )
+        if int(raw[0]) != 1:
+            self._far[key] = False
+            return
+        n = len(budgets)
+        values = [int(v) for v in raw[3 : 3 + 4 * n]]
+        no_usd = all(b.limit_nano is None for b in budgets)
+        no_tokens = all(b.limit_tokens is None for b in budgets)
+        lease = Lease(
+            lease_id,
+            team,
+            budgets,
+            period_ids,
+            ends,
+            nano=None if no_usd else int(raw[3 + 4 * n]),
+            tokens=None if no_tokens else int(raw[4 + 4 * n]),
+            base=tuple(
+                (values[i], values[i + 1], values[i + 2], values[i + 3]) for i in range(0, 4 * n, 4)
+            ),
+            deadline_ms=deadline_ms,
+        )
+        if (old := self._leases.get(key)) is not None:
+            self._close_lease(old)
+        self._leases[key] = lease
+        asyncio.get_running_loop().call_later(self._lease_window_s, self._close_lease, lease)
+
+    def _close_lease(self, lease: Lease) -> None:
+        lease.closed = True
+        key = (lease.team, lease.budgets, lease.period_ids)
+        if self._leases.get(key) is lease:
+            del self._leases[key]
+        self._release_if_idle(lease)
+
+    def _lease_done(self, reservation: Reservation, event: SpendEvent, landed: bool) -> None:
+        """The settle of a request held in a lease landed, or failed (the caller spools it: the
+        lease then stays held until its deadline). A connection failure of a whole batch never
+        gets here: those leases are left to their deadlines too."""
+        if (lease := reservation.lease) is None:
+            return
+        tokens = event.prompt_tokens + event.completion_tokens
+        lease.finish(reservation.amount_nano, reservation.amount_tokens, event.cost_nano, tokens)
+        lease.settled(landed)
+        self._release_if_idle(lease)
+
+    def _release_if_idle(self, lease: Lease) -> None:
+        if lease.idle:
+            lease.released = True
+            task = asyncio.get_running_loop().create_task(self._release(lease))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _release(self, lease: Lease) -> None:
+        keys = [
+            rediskeys.reservation(lease.team, lease.lease_id),
+            rediskeys.reservation_deadlines(lease.team),
+        ]
+        try:
+            await self._reserve(
+                keys=keys, args=[lease.lease_id, int(self._clock() * 1000), 0, 0, 0, 0]
+            )
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "lease %s not given back (%s): its deadline releases it", lease.lease_id, exc
+            )
+
+    async def close_leases(self) -> None:
+        """Take no more requests in any lease and give back those whose settles all landed
+        (shutdown: after the accountant drained)."""
+        for lease in list(self._leases.values()):
+            self._close_lease(lease)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _queue_reserve(self, keys: list[str], args: list[str | int]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -341,9 +534,15 @@ class BudgetLedger:
                 raise ValueError(
                     f"reservation of {reservation.request_id!r} settled as {request_id!r}"
                 )
-            return await self.settle_periods(
-                team, request_id, reservation.budgets, reservation.period_ids, event
-            )
+            try:
+                result = await self.settle_periods(
+                    team, request_id, reservation.budgets, reservation.period_ids, event
+                )
+            except BaseException:
+                self._lease_done(reservation, event, landed=False)
+                raise
+            self._lease_done(reservation, event, landed=True)
+            return result
         period_ids = tuple(period_at(b.period, event.ts_ms)[0] for b in budgets)
         return await self.settle_periods(team, request_id, tuple(budgets), period_ids, event)
 
@@ -383,10 +582,12 @@ class BudgetLedger:
                 pipe.evalsha(self._settle.sha, len(call.keys), *call.keys, *call.args)
             raws = await pipe.execute(raise_on_error=False)
         results: list[SettleResult | Exception] = []
-        for call, raw in zip(calls, raws, strict=True):
+        for call, raw, item in zip(calls, raws, items, strict=True):
             if isinstance(raw, NoScriptError):
                 raw = await self._settle(keys=call.keys, args=call.args)
             results.append(raw if isinstance(raw, Exception) else call.result(raw))
+            if item[0] is not None:
+                self._lease_done(item[0], item[4], landed=not isinstance(raw, Exception))
         return results
 
     async def _register(self, team: str) -> None:
@@ -531,6 +732,23 @@ def _statuses(
         BudgetStatus(b, pid, end, *values[4 * i : 4 * i + 4])
         for i, (b, pid, end) in enumerate(zip(budgets, period_ids, ends, strict=True))
     )
+
+
+def _budget_args(
+    budgets: Sequence[BudgetConfig],
+    ends: Sequence[datetime | None],
+    now_ms: int,
+    enforce_downgrade: bool,
+) -> list[str | int]:
+    """reserve.lua's four arguments per budget."""
+    args: list[str | int] = []
+    for budget, end in zip(budgets, ends, strict=True):
+        mode = budget.on_exceed
+        if mode == "downgrade" and not enforce_downgrade:
+            mode = "alert"
+        args += [_limit(budget.limit_nano), _limit(budget.limit_tokens), mode]
+        args.append(_ttl_ms(end, now_ms))
+    return args
 
 
 def _limit(value: int | None) -> int:

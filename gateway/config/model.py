@@ -154,6 +154,10 @@ class BudgetsConfig:
     # A reservation not settled by then (its replica crashed) is released by the next script
     # that touches the team's budgets.
     reservation_ttl_s: float = 900.0
+    # Far from their limits, each process reserves this fraction of what the tightest budget
+    # has left at once and spends it locally for up to lease_window_s (budgets/leases.py).
+    lease_fraction: float = 0.01
+    lease_window_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,6 +315,8 @@ class TeamSpec(Spec):
 @dataclass(frozen=True, kw_only=True)
 class BudgetsSpec(Spec):
     reservation_ttl_s: float = field(default=900.0, metadata=checks(Number(positive=True)))
+    lease_fraction: float = field(default=0.01, metadata=checks(Number(min=0.0, max=0.25)))
+    lease_window_s: float = field(default=5.0, metadata=checks(Number(positive=True, max=60.0)))
     thresholds: tuple[int, ...] = field(default=DEFAULT_THRESHOLDS, metadata=checks(_THRESHOLDS))
     rules: list[BudgetRuleSpec | None] = field(
         default_factory=list, metadata=checks(ListOf(Record(BudgetRuleSpec)))

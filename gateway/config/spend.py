@@ -94,7 +94,13 @@ class SpendCompiler:
                 budget = self.budget(team, spec, path)
                 if budget is not None:
                     budgets.append(budget)
-        return BudgetsConfig(tuple(budgets), self.root.budgets.reservation_ttl_s)
+        settings = self.root.budgets
+        return BudgetsConfig(
+            tuple(budgets),
+            settings.reservation_ttl_s,
+            settings.lease_fraction,
+            settings.lease_window_s,
+        )
 
     def check_team(self, team: str, path: str) -> bool:
         """True if `team` is defined and valid (a broken team's problem is already recorded)."""

@@ -5,7 +5,14 @@
 -- ARGV: request_id, now_ms, deadline_ms, amount_nano, amount_tokens, reservation_ttl_ms,
 --       then 4 per budget i: limit_nano (-1: none), limit_tokens (-1: none),
 --       mode ("block" | "downgrade" | "alert"), counter_ttl_ms (-1: never)
--- With n = 0 it only releases expired reservations.
+-- then 3 for a lease (see gateway/budgets/leases.py): lease_divisor (0: an ordinary request),
+--       min_nano, min_tokens.
+-- With n = 0 it only releases expired reservations, and then the reservation of request_id if
+-- one is given (how a lease is given back).
+--
+-- A lease reserves, instead of ARGV's amounts, 1/lease_divisor of what the tightest budget has
+-- left (USD and tokens apart; 0 for a kind no budget limits), and only if that is at least
+-- min_nano / min_tokens: otherwise nothing is reserved (status 0, failed_index 0).
 --
 -- Amounts travel as decimal strings and reach HINCRBY as strings (64-bit exact in Redis); the
 -- comparisons use Lua numbers (doubles), exact up to 2^53, i.e. ~9 million USD in nano-USD
@@ -13,7 +20,8 @@
 -- by replacing this request's id at the end of KEYS[n + 1] (same prefix, same slot).
 --
 -- Returns {status, failed_index, released, then per budget: spent_nano, reserved_nano,
--- spent_tokens, reserved_tokens (after this call)}. status 1: reserved; 0: refused, nothing
+-- spent_tokens, reserved_tokens (after this call), and for a lease: amount_nano,
+-- amount_tokens}. status 1: reserved; 0: refused, nothing
 -- reserved (failed_index: the first failing "block" budget, else the first "downgrade" one);
 -- 2: this request id already holds a reservation (a retried call whose reply was lost):
 -- nothing changed.
@@ -52,6 +60,10 @@ end
 
 local result = {1, 0, #expired}
 if n == 0 then
+  if request_id ~= '' then
+    release(res_key)
+    redis.call('ZREM', dl_key, request_id)
+  end
   return result
 end
 
@@ -79,6 +91,33 @@ end
 
 local amount_nano = tonumber(ARGV[4])
 local amount_tokens = tonumber(ARGV[5])
+local nano_arg, tokens_arg = ARGV[4], ARGV[5]
+local lease_at = 7 + n * 4
+local divisor = tonumber(ARGV[lease_at] or '0')
+if divisor > 0 then
+  local nano, tokens
+  for i = 1, n do
+    local base = 6 + (i - 1) * 4
+    local limit_nano = tonumber(ARGV[base + 1])
+    local limit_tokens = tonumber(ARGV[base + 2])
+    local s = stats[i]
+    if limit_nano >= 0 then
+      local share = math.floor((limit_nano - s[1] - s[2]) / divisor)
+      nano = (nano == nil or share < nano) and share or nano
+    end
+    if limit_tokens >= 0 then
+      local share = math.floor((limit_tokens - s[3] - s[4]) / divisor)
+      tokens = (tokens == nil or share < tokens) and share or tokens
+    end
+  end
+  if (nano ~= nil and nano < tonumber(ARGV[lease_at + 1]))
+      or (tokens ~= nil and tokens < tonumber(ARGV[lease_at + 2])) then
+    return reply(0, 0)
+  end
+  amount_nano, amount_tokens = nano or 0, tokens or 0
+  nano_arg = string.format('%.0f', amount_nano)
+  tokens_arg = string.format('%.0f', amount_tokens)
+end
 local failed, failed_rank = 0, 0
 for i = 1, n do
   local base = 6 + (i - 1) * 4
@@ -101,11 +140,11 @@ if failed > 0 then
   return reply(0, failed)
 end
 
-local held = ARGV[4] .. ':' .. ARGV[5]
+local held = nano_arg .. ':' .. tokens_arg
 for i = 1, n do
   local counter = KEYS[i]
-  incr(counter, 'reserved_nano', ARGV[4], '')
-  incr(counter, 'reserved_tokens', ARGV[5], '')
+  incr(counter, 'reserved_nano', nano_arg, '')
+  incr(counter, 'reserved_tokens', tokens_arg, '')
   local ttl = ARGV[6 + (i - 1) * 4 + 4]
   if ttl ~= '-1' then
     redis.call('PEXPIRE', counter, ttl)
@@ -116,4 +155,9 @@ for i = 1, n do
 end
 redis.call('PEXPIRE', res_key, ARGV[6])
 redis.call('ZADD', dl_key, ARGV[3], request_id)
-return reply(1, 0)
+reply(1, 0)
+if divisor > 0 then
+  result[#result + 1] = nano_arg
+  result[#result + 1] = tokens_arg
+end
+return result
