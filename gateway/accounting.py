@@ -33,6 +33,10 @@ budget_log = logging.getLogger("spendgate.budgets")
 
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 _SETTLE_BATCH = 128  # settles per round trip to Redis
+# A flush first waits this long for more requests to finish, unless a whole batch is queued:
+# at low load each settle would otherwise be a round trip (and a system call or two) of its own,
+# paid on the event loop between one request and the next.
+SETTLE_WINDOW_S = 0.01
 # The longest the request path waits on Redis before treating it as unavailable (fail open or
 # closed). A reserve that timed out may still have run: its hold is released at its deadline.
 # A settle that timed out is spooled, and replayed once by event id.
@@ -178,10 +182,17 @@ class Accountant:
         if not budgets:
             return None
         amount, tokens = worst_case(route, body, prompt_tokens, record.endpoint)
+        team = record.principal.team
+        if downgrade and (
+            leased := self.ledger.reserve_leased(team, record.request_id, budgets, amount, tokens)
+        ):
+            record.reservation = leased
+            self._remember(team, leased)
+            return None
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
                 reservation = await self.ledger.reserve(
-                    record.principal.team,
+                    team,
                     record.request_id,
                     budgets,
                     amount,
@@ -239,6 +250,8 @@ class Accountant:
         """Settle what requests queued, many per round trip: under load the requests that
         finish while one batch is in flight go together in the next."""
         try:
+            if len(self._queue) < _SETTLE_BATCH:
+                await asyncio.sleep(SETTLE_WINDOW_S)
             while self._queue:
                 batch, self._queue = self._queue[:_SETTLE_BATCH], self._queue[_SETTLE_BATCH:]
                 try:

@@ -277,20 +277,7 @@ class BudgetLedger:
         if leasing:
             lease = await self._lease_for(lease_key, ends, amount_nano, amount_tokens, ttl_s)
             if lease is not None:
-                counts = zip(budgets, period_ids, ends, lease.counts(), strict=True)
-                status = tuple(BudgetStatus(b, pid, end, *c) for b, pid, end, c in counts)
-                return Reservation(
-                    True,
-                    team,
-                    request_id,
-                    budgets,
-                    period_ids,
-                    status,
-                    amount_nano,
-                    amount_tokens,
-                    lease.deadline_ms,
-                    lease=lease,
-                )
+                return _leased(lease, request_id, amount_nano, amount_tokens)
         keys = self._reserve_keys(team, request_id, budgets, period_ids)
         hold_ms = deadline_ms - now_ms + rediskeys.RESERVATION_GRACE_S * 1000
         args: list[str | int] = [request_id, now_ms, deadline_ms, amount_nano, amount_tokens]
@@ -322,6 +309,25 @@ class BudgetLedger:
             retry_after_s=retry,
             released_expired=released,
         )
+
+    def reserve_leased(
+        self,
+        team: str,
+        request_id: str,
+        budgets: tuple[BudgetConfig, ...],
+        amount_nano: int,
+        amount_tokens: int,
+    ) -> Reservation | None:
+        """`reserve` without I/O, when an open lease has room for the request; else None (then
+        call `reserve`, which may ask for a lease)."""
+        if not self._leases or not budgets:
+            return None
+        now_ms = int(self._clock() * 1000)
+        period_ids = tuple(period_at(b.period, now_ms)[0] for b in budgets)
+        lease = self._leases.get((team, budgets, period_ids))
+        if lease is None or not lease.take(amount_nano, amount_tokens):
+            return None
+        return _leased(lease, request_id, amount_nano, amount_tokens)
 
     @staticmethod
     def _reserve_keys(
@@ -731,6 +737,24 @@ def _statuses(
     return tuple(
         BudgetStatus(b, pid, end, *values[4 * i : 4 * i + 4])
         for i, (b, pid, end) in enumerate(zip(budgets, period_ids, ends, strict=True))
+    )
+
+
+def _leased(lease: Lease, request_id: str, amount_nano: int, amount_tokens: int) -> Reservation:
+    """The reservation of a request taken in `lease`: as `reserve` returns, with the budgets as
+    this process sees them through its lease."""
+    counts = zip(lease.budgets, lease.period_ids, lease.ends, lease.counts(), strict=True)
+    return Reservation(
+        True,
+        lease.team,
+        request_id,
+        lease.budgets,
+        lease.period_ids,
+        tuple(BudgetStatus(b, pid, end, *c) for b, pid, end, c in counts),
+        amount_nano,
+        amount_tokens,
+        lease.deadline_ms,
+        lease=lease,
     )
 
 

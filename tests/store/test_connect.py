@@ -11,7 +11,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from redis.asyncio.connection import BlockingConnectionPool, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    BlockingConnectionPool,
+    Connection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -103,7 +107,7 @@ async def test_query_string_options_override_the_defaults() -> None:
 async def test_unix_socket_url() -> None:
     r = await open_store("unix:///tmp/spendgate-test-nonexistent.sock?db=2")
     try:
-        assert r.connection_pool.connection_class is UnixDomainSocketConnection
+        assert issubclass(r.connection_pool.connection_class, UnixDomainSocketConnection)
         assert r.connection_pool.connection_kwargs["db"] == 2
     finally:
         await close_store(r)
@@ -115,6 +119,40 @@ async def test_real_redis_round_trip(real_redis_url: str) -> None:
     try:
         assert await r.ping() is True
         assert await r.eval("return 7", 0) == 7
+    finally:
+        await close_store(r)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "0" * 40, 2, "sg:{t:a}:b", b"raw\x00bytes", -1, "caf\u00e9 \u2603", 10**15),
+        ("SET", "k", ""),
+        ("SCRIPT LOAD", "return 1"),  # a two-word command name: redis-py splits it
+        ("GET", "k" * 70_000),  # over redis-py's chunking cutoff
+    ],
+)
+async def test_hiredis_packs_the_bytes_redis_py_would(command: tuple[object, ...]) -> None:
+    r = await open_store("redis://127.0.0.1:1/0")  # never connected: packing only
+    try:
+        connection = r.connection_pool.make_connection()
+        reference = Connection(host="127.0.0.1", port=1)
+        assert b"".join(connection.pack_command(*command)) == b"".join(
+            reference.pack_command(*command)
+        )
+    finally:
+        await close_store(r)
+
+
+async def test_real_redis_round_trip_of_odd_arguments(real_redis_url: str) -> None:
+    url = urlsplit(real_redis_url)._replace(path="/15").geturl()
+    r = await open_store(url)
+    try:
+        script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])"
+        for value in ("caf\u00e9", b"\x00\xff", 12345678901234):
+            expected = value if isinstance(value, bytes) else str(value).encode()
+            assert await r.eval(script, 1, "sg:test:odd", value) == expected
+        await r.delete("sg:test:odd")
     finally:
         await close_store(r)
 
