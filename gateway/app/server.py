@@ -44,6 +44,7 @@ from gateway.config.reload import LiveConfig
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.providers.factory import build_providers
+from gateway.providers.http1 import Http1Client
 from gateway.routing.router import Router
 from gateway.store.connect import close_store, is_embedded, open_store, redact_url
 from gateway.store.keys import Keyring
@@ -60,7 +61,8 @@ class WorkerSlot:
 
 
 TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("tasks")
-HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")  # webhooks
+UPSTREAM: web.AppKey[Http1Client] = web.AppKey("upstream")  # provider calls
 WORKER: web.AppKey[WorkerSlot | None] = web.AppKey("worker")
 ACCESS_WRITER: web.AppKey[Callable[[dict[str, Any]], None] | None] = web.AppKey("access_writer")
 
@@ -103,7 +105,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     app[HTTP] = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+    app[UPSTREAM] = Http1Client()
     yield
+    await app[UPSTREAM].aclose()
     await app[HTTP].close()
 
 
@@ -162,7 +166,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     pipeline = Pipeline(
         config,
-        build_providers(config, app[HTTP]),
+        build_providers(config, app[UPSTREAM]),
         keyring,
         Router(metrics),
         metrics,
@@ -172,7 +176,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     app[KEYRING], app[PIPELINE] = keyring, pipeline
 
     def on_swap(old: Config, new: Config) -> None:
-        pipeline.swap(new, build_providers(new, app[HTTP]))
+        pipeline.swap(new, build_providers(new, app[UPSTREAM]))
         keyring.set_declared(new.keys, ttl_s=new.server.key_cache_ttl_s)
         app[BUDGETS].set_config_rules(new.budgets.rules)
         app[LEDGER].configure_leases(new.budgets.lease_fraction, new.budgets.lease_window_s)

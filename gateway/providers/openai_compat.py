@@ -1,7 +1,7 @@
 """OpenAI-compatible upstreams (OpenAI, Azure OpenAI, vLLM, Ollama, Together, Groq, ...).
 
 They differ only by base URL, auth header and extra headers, so one class serves all of them
-over the app's single shared aiohttp session. Bodies go out as JSON and come back as raw bytes:
+over the app's upstream client (http1.py). Bodies go out as JSON and come back as raw bytes:
 nothing is re-encoded on the way back, streams included.
 """
 
@@ -11,12 +11,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import orjson
 
 from gateway.config.model import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers.base import RETRYABLE_STATUSES, UpstreamCall, UpstreamResponse
+from gateway.providers.http1 import Endpoint, Http1Client, Http1Error, Response, Timeouts
 
 
 def _auth_headers(config: ProviderConfig) -> dict[str, str]:
@@ -49,9 +49,11 @@ def error_from_status(provider: str, status: int, body: bytes) -> UpstreamError:
 
 
 def transport_error(provider: str, exc: BaseException) -> UpstreamError:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(f"upstream {provider} timed out")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, Http1Error):
+        return UpstreamError(f"upstream {provider} connection failed: {exc}")
+    if isinstance(exc, OSError):
         return UpstreamError(f"cannot connect to upstream {provider}: {exc.strerror or exc}")
     return UpstreamError(f"upstream {provider} connection failed: {type(exc).__name__}: {exc}")
 
@@ -59,68 +61,61 @@ def transport_error(provider: str, exc: BaseException) -> UpstreamError:
 class OpenAIStream:
     """An open upstream SSE response; iterating yields its bytes as they arrive."""
 
-    def __init__(self, provider: str, response: aiohttp.ClientResponse, ttfb_s: float) -> None:
+    def __init__(self, provider: str, response: Response, ttfb_s: float) -> None:
         self._provider = provider
         self._response = response
         self.status = response.status
-        self.content_type = response.headers.get("Content-Type", "text/event-stream")
+        self.content_type = response.content_type or "text/event-stream"
         self.ttfb_s = ttfb_s
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.chunks():
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, OSError) as exc:  # Http1Error is an OSError
             raise transport_error(self._provider, exc) from exc
 
     async def aclose(self) -> None:
-        self._response.close()
+        self._response.release()
 
 
 class OpenAICompatProvider:
-    def __init__(self, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: ProviderConfig, client: Http1Client) -> None:
         self.config = config
-        self._session = session
-        self._headers = _auth_headers(config)
-        self._params = {"api-version": config.api_version} if config.api_version else None
+        self._client = client
+        params = {"api-version": config.api_version} if config.api_version else None
+        self._endpoint = Endpoint.of(config.base_url, _auth_headers(config), params)
         t = config.timeouts
-        # sock_read bounds the wait for the first byte and every later gap in a stream.
-        self._timeout = aiohttp.ClientTimeout(
-            total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s
-        )
+        # read_s bounds the wait for the first byte and every later gap in a stream.
+        self._timeouts = Timeouts(t.connect_s, t.first_byte_s, t.total_s)
 
-    async def _open(self, call: UpstreamCall) -> tuple[aiohttp.ClientResponse, float]:
+    async def _open(self, call: UpstreamCall) -> tuple[Response, float]:
         started = time.perf_counter()
+        body = orjson.dumps(call.body)
         try:
-            response = await self._session.post(
-                f"{self.config.base_url}/{call.endpoint}",
-                data=orjson.dumps(call.body),
-                headers=self._headers,
-                params=self._params,
-                timeout=self._timeout,
-            )
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            response = await self._client.post(self._endpoint, call.endpoint, body, self._timeouts)
+        except (TimeoutError, OSError) as exc:
             raise transport_error(self.config.name, exc) from exc
         ttfb = time.perf_counter() - started
         if response.status >= 400:
             try:
-                body = await response.read()
-            except (TimeoutError, aiohttp.ClientError):
-                body = b""
+                error_body = await response.read()
+            except (TimeoutError, OSError):
+                error_body = b""
             finally:
                 response.release()
-            raise error_from_status(self.config.name, response.status, body)
+            raise error_from_status(self.config.name, response.status, error_body)
         return response, ttfb
 
     async def send(self, call: UpstreamCall) -> UpstreamResponse:
         response, ttfb = await self._open(call)
         try:
             body = await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise transport_error(self.config.name, exc) from exc
         finally:
             response.release()
-        content_type = response.headers.get("Content-Type", "application/json")
+        content_type = response.content_type or "application/json"
         return UpstreamResponse(response.status, body, content_type, ttfb)
 
     async def stream(self, call: UpstreamCall) -> OpenAIStream:
@@ -128,4 +123,4 @@ class OpenAICompatProvider:
         return OpenAIStream(self.config.name, response, ttfb)
 
     async def aclose(self) -> None:
-        """The session is the app's; nothing of our own to close."""
+        """The client is the app's; nothing of our own to close."""
