@@ -1,8 +1,12 @@
 """Embeddings micro-batching: concurrent requests with identical parameters share one upstream call.
 
-Requests of one group (same model and parameters, see `group_key`) arriving within `window_s` of
-the first are merged, inputs concatenated in arrival order, into one call of at most `max_inputs`
-inputs; the answer is split back so each client sees exactly the response it would have got
+Requests of one group (same model and parameters, see `group_key`) are merged, inputs
+concatenated in arrival order, into one call of at most `max_inputs` inputs. A batch is sent as
+soon as no call of its group is in flight (at the end of the event-loop turn: what arrived
+together goes together), else when that call returns, and at the latest `window_s` after its
+first request: under load requests merge while the previous call runs, and a lone request never
+waits. The answer is split back so each client sees exactly the response it would have got
+alone the answer is split back so each client sees exactly the response it would have got
 alone (its own `data` with indexes from 0, its own `usage`). The upstream's prompt tokens are
 apportioned over the clients by their own token counts (largest remainder, so the parts sum to
 the upstream's total). Flush tasks belong to the batcher; `aclose` drains them.
@@ -78,7 +82,7 @@ class _Batch(Generic[M]):
     key: tuple[str, InputKind]
     members: list[_Member[M]] = field(default_factory=list)
     inputs: int = 0
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None  # the flush to come (call_soon or call_later)
 
 
 class EmbeddingBatcher(Generic[M]):
@@ -110,6 +114,7 @@ class EmbeddingBatcher(Generic[M]):
         self._call = call
         self._metrics = metrics
         self._open: dict[tuple[str, InputKind], _Batch[M]] = {}
+        self._in_flight: dict[tuple[str, InputKind], int] = {}  # calls per group
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, group: str, body: dict[str, Any]) -> EmbeddingShare[M]:
@@ -129,7 +134,10 @@ class EmbeddingBatcher(Generic[M]):
         if batch is None:
             batch = _Batch(key)
             self._open[key] = batch
-            batch.timer = loop.call_later(self.window_s, self._flush, batch)
+            if self._in_flight.get(key):
+                batch.timer = loop.call_later(self.window_s, self._flush, batch)
+            else:
+                batch.timer = loop.call_soon(self._flush, batch)
         future: asyncio.Future[EmbeddingShare[M]] = loop.create_future()
         batch.members.append(_Member(body, items, tokens, future))
         batch.inputs += len(items)
@@ -180,9 +188,22 @@ class EmbeddingBatcher(Generic[M]):
             batch.timer = None
         if not batch.members:
             return
+        key = batch.key
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._sent(key, done))
+
+    def _sent(self, key: tuple[str, InputKind], task: asyncio.Task[None]) -> None:
+        """A call of `key` returned: what collected meanwhile goes now."""
+        self._tasks.discard(task)
+        left = self._in_flight[key] - 1
+        if left:
+            self._in_flight[key] = left
+        else:
+            del self._in_flight[key]
+        if (waiting := self._open.get(key)) is not None:
+            self._flush(waiting)
 
     async def _send(self, batch: _Batch[M]) -> None:
         # Clients that left during the window are not sent at all.

@@ -231,6 +231,12 @@ async def test_a_client_leaving_does_not_disturb_the_others(
     mock: MockUpstream, session: aiohttp.ClientSession
 ) -> None:
     batcher: EmbeddingBatcher[None] = EmbeddingBatcher(0.05, 256, caller(mock, session))
+    # A call of the group in flight (slow upstream): the next batch collects for the window.
+    mock.options.latency_s = 0.5
+    blocker = asyncio.create_task(
+        batcher.submit(group_key({"model": MODEL}), {"model": MODEL, "input": "b"})
+    )
+    await asyncio.sleep(0)
     bodies = [{"model": MODEL, "input": f"x{i}"} for i in range(4)]
     tasks = [asyncio.create_task(batcher.submit(group_key(b), b)) for b in bodies]
     await asyncio.sleep(0.01)
@@ -241,8 +247,38 @@ async def test_a_client_leaving_does_not_disturb_the_others(
         share = outcomes[i]
         assert not isinstance(share, BaseException)
         assert vectors(share.response) == [embedding_for(f"x{i}")]
-    assert len(mock.requests) == 1
-    assert mock.requests[0].body == {"model": MODEL, "input": ["x0", "x2", "x3"]}  # x1 dropped
+    await blocker
+    assert [r.body for r in mock.requests] == [
+        {"model": MODEL, "input": "b"},
+        {"model": MODEL, "input": ["x0", "x2", "x3"]},  # x1 dropped
+    ]
+
+
+async def test_a_lone_request_never_waits_for_the_window(
+    mock: MockUpstream, session: aiohttp.ClientSession
+) -> None:
+    batcher: EmbeddingBatcher[None] = EmbeddingBatcher(60.0, 256, caller(mock, session))
+    body = {"model": MODEL, "input": "alone"}
+    async with asyncio.timeout(5):  # a minute's window: only the no-call-in-flight rule sends it
+        share = await batcher.submit(group_key(body), body)
+    assert vectors(share.response) == [embedding_for("alone")]
+
+
+async def test_requests_arriving_during_a_call_go_together_when_it_returns(
+    mock: MockUpstream, session: aiohttp.ClientSession
+) -> None:
+    batcher: EmbeddingBatcher[None] = EmbeddingBatcher(60.0, 256, caller(mock, session))
+    mock.options.latency_s = 0.1
+    first = asyncio.create_task(
+        batcher.submit(group_key({"model": MODEL}), {"model": MODEL, "input": "a"})
+    )
+    await asyncio.sleep(0)  # its call is in flight now
+    later = [{"model": MODEL, "input": f"y{i}"} for i in range(5)]
+    async with asyncio.timeout(5):  # well before the minute's window
+        shares = await asyncio.gather(*(batcher.submit(group_key(b), b) for b in later))
+    await first
+    assert [vectors(s.response) for s in shares] == [[embedding_for(f"y{i}")] for i in range(5)]
+    assert [r.body["input"] for r in mock.requests] == ["a", [f"y{i}" for i in range(5)]]  # type: ignore[index]
 
 
 async def test_aclose_sends_collecting_batches(
