@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         return supervise(config, path, host, port, args.workers, args.log_level)
     _install_uvloop()
-    app = create_app(config, path, access_writer=AccessWriter())
+    app = create_app(config, path, access_writer=AccessWriter(), freeze_heap=True)
     print(
         f"spendgate {__version__} serving on http://{host}:{port} (config: {config.source})",
         file=sys.stderr,

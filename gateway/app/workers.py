@@ -316,7 +316,9 @@ def run_worker(
     from gateway.metrics import Metrics
 
     metrics = Metrics(multiprocess_dir=metrics_dir)
-    app = create_app(config, path, metrics, worker=slot, access_writer=AccessWriter())
+    app = create_app(
+        config, path, metrics, worker=slot, access_writer=AccessWriter(), freeze_heap=True
+    )
     asyncio.run(_serve(app, host, port))
     return 0
 
