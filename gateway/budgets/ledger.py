@@ -29,6 +29,7 @@ from gateway.budgets.leases import MIN_REQUESTS, Lease
 from gateway.budgets.periods import end_of_period_id, hour_id, period_at, period_end, period_id
 from gateway.config.model import BudgetConfig
 from gateway.errors import RateLimited
+from gateway.store.batch import CommandBatcher
 from gateway.types import SpendEvent, nano_to_usd_str
 
 if TYPE_CHECKING:
@@ -217,7 +218,7 @@ class BudgetLedger:
         self._reserve: AsyncScript = redis.register_script(load_script("reserve.lua"))
         self._settle: AsyncScript = redis.register_script(load_script("settle.lua"))
         self._registered: set[str] = set()  # teams whose stream is in the registry
-        self._pending_reserves: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._batch = CommandBatcher(redis)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lease_prefix = f"lease.{secrets.token_hex(4)}."
         self._lease_numbers = itertools.count(1)
@@ -258,8 +259,8 @@ class BudgetLedger:
         budget refused, now for the cheaper model: downgrade budgets then only count (as
         `alert` ones do) and `block` budgets still hold.
 
-        Reserves made in the same turn of the event loop go to Redis together, pipelined (each
-        script still runs atomically, in call order): under load one round trip serves many.
+        Reserves made in the same turn of the event loop go to Redis together, pipelined
+        (store/batch.py; each script still runs atomically, in call order).
         """
         _check_amount(amount_nano, "amount_nano")
         _check_amount(amount_tokens, "amount_tokens")
@@ -472,54 +473,12 @@ class BudgetLedger:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _queue_reserve(self, keys: list[str], args: list[str | int]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending_reserves:
-            loop.call_soon(self._send_reserves)
-        self._pending_reserves.append((keys, args, future))
-        return future
-
-    def _send_reserves(self) -> None:
-        batch, self._pending_reserves = self._pending_reserves, []
-        task = asyncio.get_running_loop().create_task(self._run_reserves(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_reserves(
-        self, batch: list[tuple[list[str], list[str | int], asyncio.Future[Any]]]
-    ) -> None:
+    async def _queue_reserve(self, keys: list[str], args: list[str | int]) -> Any:
+        """One reserve.lua call, pipelined with the other Redis commands of this loop turn."""
         try:
-            if len(batch) == 1:
-                keys, args, _ = batch[0]
-                raws: list[Any] = [await self._reserve(keys=keys, args=args)]
-            else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in batch:
-                        pipe.evalsha(self._reserve.sha, len(keys), *keys, *args)
-                    raws = await pipe.execute(raise_on_error=False)
-                for i, raw in enumerate(raws):
-                    if isinstance(raw, NoScriptError):  # Redis restarted empty: load, retry
-                        keys, args, _ = batch[i]
-                        raws[i] = await self._reserve(keys=keys, args=args)
-        except BaseException as exc:  # every waiter gets the failure (RedisError, OSError...)
-            for _, _, future in batch:
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, _, future), raw in zip(batch, raws, strict=True):
-            if future.done():
-                continue  # its caller gave up (timeout); the hold expires at its deadline
-            if isinstance(raw, Exception):
-                future.set_exception(raw)
-            else:
-                future.set_result(raw)
+            return await self._batch.execute("EVALSHA", self._reserve.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted empty: the Script object loads it again
+            return await self._reserve(keys=keys, args=args)
 
     async def settle(
         self,

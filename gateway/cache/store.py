@@ -16,12 +16,13 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from redis.exceptions import RedisError
 
 from gateway import rediskeys
+from gateway.store.batch import CommandBatcher
 from gateway.types import Usage
 
 if TYPE_CHECKING:
@@ -170,8 +171,9 @@ class ResponseCache:
     """`get` / `put` over memory then Redis. `redis=None` runs with the memory level only.
 
     `put` writes memory at once and awaits the Redis SET (bounded by `redis_timeout_s`);
-    `put_soon` returns after the memory write and leaves the Redis SET to a task this cache
-    owns, which `aclose` waits for. Entries above `max_entry_bytes` are not stored at all.
+    `put_soon` returns after the memory write and leaves the Redis SET to the batch it joins,
+    which `aclose` waits for. Redis reads and writes of one loop turn go in one pipelined round
+    trip (store/batch.py). Entries above `max_entry_bytes` are not stored at all.
     """
 
     def __init__(
@@ -198,7 +200,7 @@ class ResponseCache:
         self._error_log_interval_s = error_log_interval_s
         self._last_error_log = -float("inf")
         self._suppressed = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batch = None if redis is None else CommandBatcher(redis)
 
     async def get(self, key: str) -> CachedResponse | None:
         return (await self.lookup(key))[0]
@@ -209,12 +211,12 @@ class ResponseCache:
         self._count("memory", value is not None)
         if value is not None:
             return value, "memory"
-        redis = self._usable_redis()
-        if redis is None:
+        batch = self._usable_redis()
+        if batch is None:
             return None, "none"
         try:
             async with asyncio.timeout(self.redis_timeout_s):
-                blob = await redis.get(rediskeys.cache_entry(key))
+                blob = await batch.execute("GET", rediskeys.cache_entry(key))
         except (RedisError, OSError, TimeoutError) as exc:
             self._redis_failed("read", exc)
             blob = None
@@ -242,17 +244,19 @@ class ResponseCache:
         if not self._accept(value, ttl_s):
             return
         self._memorize(key, value, expires_at)
-        if self._usable_redis() is not None:
-            task = asyncio.get_running_loop().create_task(
-                self._write(key, value, expires_at, ttl_s)
+        if (batch := self._usable_redis()) is not None:
+            batch.execute(*_set_command(key, value, expires_at, ttl_s)).add_done_callback(
+                self._written
             )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+
+    def _written(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            self._redis_failed("write", exc)
 
     async def aclose(self) -> None:
         """Wait for the Redis writes `put_soon` started."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._batch is not None:
+            await self._batch.aclose()
 
     def _accept(self, value: CachedResponse, ttl_s: float) -> bool:
         return ttl_s > 0 and value.size <= self.max_entry_bytes
@@ -265,19 +269,19 @@ class ResponseCache:
     async def _write(
         self, key: str, value: CachedResponse, expires_at: float, ttl_s: float
     ) -> None:
-        redis = self._usable_redis()
-        if redis is None:
+        batch = self._usable_redis()
+        if batch is None:
             return
-        blob = value.encode(expires_at)
         try:
             async with asyncio.timeout(self.redis_timeout_s):
-                await redis.set(rediskeys.cache_entry(key), blob, px=max(1, round(ttl_s * 1000)))
+                await batch.execute(*_set_command(key, value, expires_at, ttl_s))
         except (RedisError, OSError, TimeoutError) as exc:
             self._redis_failed("write", exc)
 
-    def _usable_redis(self) -> Redis | None:
-        """The Redis client, unless there is none or it failed within the backoff period."""
-        return self.redis if self._clock() >= self._redis_down_until else None
+    def _usable_redis(self) -> CommandBatcher | None:
+        """Redis (through this cache's batcher), unless there is none or it failed within the
+        backoff period."""
+        return self._batch if self._clock() >= self._redis_down_until else None
 
     def _count(self, level: Level, hit: bool) -> None:
         if self.metrics is not None:
@@ -302,3 +306,10 @@ class ResponseCache:
             self._suppressed,
         )
         self._last_error_log, self._suppressed = now, 0
+
+
+def _set_command(
+    key: str, value: CachedResponse, expires_at: float, ttl_s: float
+) -> tuple[Any, ...]:
+    blob = value.encode(expires_at)
+    return ("SET", rediskeys.cache_entry(key), blob, "PX", max(1, round(ttl_s * 1000)))

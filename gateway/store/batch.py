@@ -1,0 +1,81 @@
+"""Redis commands of one event-loop turn sent together: one pipelined round trip (no MULTI).
+
+Under load many requests ask Redis something in the same turn of the loop (a budget reserve, a
+cache lookup, a cache write); one pipeline for all of them costs one system call each way and
+one pass through redis-py's pool instead of one per command. Each command still runs on its
+own, in order; a command's error reply (a script error, NOSCRIPT, WRONGTYPE) goes to its caller
+only, a connection failure to every caller of the batch. A caller that stopped waiting (its
+timeout, or its request went away) is skipped: the command may still have run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+class CommandBatcher:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def execute(self, *args: Any) -> asyncio.Future[Any]:
+        """`redis.execute_command(*args)`, sent with the rest of this loop turn's commands."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._send)
+        self._pending.append((args, future))
+        return future
+
+    async def aclose(self) -> None:
+        """Send what is queued now and wait for the batches in flight (shutdown, tests)."""
+        if self._pending:
+            self._send()  # its call_soon then finds nothing to send
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                try:
+                    args = batch[0][0]
+                    replies: list[Any] = [await self._redis.execute_command(*args)]  # type: ignore[no-untyped-call]
+                except ResponseError as exc:  # this command's own error reply
+                    replies = [exc]
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for args, _ in batch:
+                        pipe.execute_command(*args)
+                    replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # the connection: every caller gets it
+            for _, future in batch:
+                if not future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
