@@ -22,10 +22,11 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 
 
-def _pin_and_tie(core: int) -> None:
-    """In the child before exec: pin it to `core`, and have the kernel SIGKILL it if the harness
-    dies without stopping it (killed by a test timeout, say), so no server outlives a run."""
-    os.sched_setaffinity(0, {core})
+def _pin_and_tie(cores: set[int]) -> None:
+    """In the child before exec: pin it to `cores`, and have the kernel SIGKILL it if the
+    harness dies without stopping it (killed by a test timeout, say), so no server outlives a
+    run."""
+    os.sched_setaffinity(0, cores)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -39,11 +40,12 @@ def free_port() -> int:
 def spawn(
     cmd: list[str],
     *,
-    core: int,
+    core: int | set[int],
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `cmd` pinned to `core`, in its own session (so `stop` reaches its children).
+    """Start `cmd` pinned to `core` (or a set of cores), in its own session (so `stop` reaches
+    its children; they inherit the pinning).
     Output goes to `log`, or to /dev/null (servers under test log every request)."""
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     try:
@@ -54,7 +56,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=lambda: _pin_and_tie(core),
+            preexec_fn=lambda: _pin_and_tie({core} if isinstance(core, int) else core),
         )
     finally:
         if log is not None and not isinstance(out, int):

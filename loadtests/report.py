@@ -103,9 +103,11 @@ def summarize(results: Results) -> dict[str, Any]:
             sg, bare, lite = (
                 cell(results, t, scenario, c) for t in ("spendgate", "bare", "litellm")
             )
+            w2 = cell(results, "spendgate-w2", scenario, c)
             ratios[f"{scenario}@{c}"] = {
                 "spendgate/bare": _ratio(_get(sg, "rps"), _get(bare, "rps")),
                 "spendgate/litellm": _ratio(_get(sg, "rps"), _get(lite, "rps")),
+                "spendgate-w2/spendgate": _ratio(_get(w2, "rps"), _get(sg, "rps")),
             }
     return {"targets": per, "ratios": ratios}
 
@@ -131,6 +133,7 @@ def throughput_table(results: Results) -> str:
     header = ["scenario", "conns", *targets]
     if "spendgate" in targets:
         header += [f"spendgate/{t}" for t in ("bare", "litellm") if t in targets]
+        header += ["2 workers / 1"] if "spendgate-w2" in targets else []
     rows = []
     for scenario in results["meta"]["scenarios"]:
         for c in results["meta"]["connections"]:
@@ -147,6 +150,9 @@ def throughput_table(results: Results) -> str:
                 if "spendgate" in targets and t in targets:
                     ratio = summary["ratios"][f"{scenario}@{c}"][f"spendgate/{t}"]
                     row.append(_fmt(ratio, ".2f" if t == "bare" else ".1f", "x"))
+            if "spendgate" in targets and "spendgate-w2" in targets:
+                ratio = summary["ratios"][f"{scenario}@{c}"]["spendgate-w2/spendgate"]
+                row.append(_fmt(ratio, ".2f", "x"))
             rows.append(row)
     return _table(header, rows)
 

@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.retries = 0 if args.quick else 3
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.quick else 30.0
-    args.targets = _names(args.targets, targets.NAMES, p)
+    args.targets = _names(args.targets, targets.NAMES + targets.EXTRA_NAMES, p)
     args.scenarios = _names(args.scenarios, tuple(SCENARIOS), p)
     args.connections = [int(c) for c in args.connections.split(",")]
     if "direct" not in args.targets:

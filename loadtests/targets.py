@@ -8,6 +8,7 @@ bare_proxy.py; `litellm` is LiteLLM's proxy from its own virtual environment; `s
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -35,6 +36,9 @@ MOCK_KEY = "mock-upstream-key"
 SPENDGATE_KEY = "sk-sg-loadtest-search-0001"
 LITELLM_MASTER_KEY = "sk-litellm-loadtest-master-0001"
 NAMES = ("direct", "bare", "litellm", "spendgate")
+# On request only (`--redis --targets spendgate,spendgate-w2`): `serve --workers 2`, free to use
+# every core, for how throughput scales from one worker to two.
+EXTRA_NAMES = ("spendgate-w2",)
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,17 @@ def _ready(
 
 
 def _launch(
-    bench: Bench, name: str, cmd: list[str], port: int, headers: dict[str, str], **env: str
+    bench: Bench,
+    name: str,
+    cmd: list[str],
+    port: int,
+    headers: dict[str, str],
+    cores: set[int] | None = None,
+    **env: str,
 ) -> Running:
     started = time.monotonic()
-    proc = procs.spawn(cmd, core=bench.server_core, env=env, log=bench.log_for(name))
+    core = bench.server_core if cores is None else cores
+    proc = procs.spawn(cmd, core=core, env=env, log=bench.log_for(name))
     try:
         startup = _ready(proc, port, headers, started, bench.start_timeout_s)
     except RuntimeError as exc:
@@ -209,7 +220,12 @@ def spendgate_config(overlays: tuple[Path, ...], redis_url: str | None = None) -
     return config
 
 
-def start_spendgate(bench: Bench) -> Running:
+def start_spendgate(bench: Bench, workers: int = 1) -> Running:
+    """One process on the server core; with `workers` > 1, `serve --workers N` on every core
+    (the processes share Redis, so this needs --redis)."""
+    name = "spendgate" if workers == 1 else f"spendgate-w{workers}"
+    if workers > 1 and bench.redis_url is None:
+        raise RuntimeError(f"{name}: several workers need a shared store: run with --redis")
     config = bench.workdir / "spendgate.yaml"
     spec = spendgate_config(bench.overlays, bench.redis_url)
     config.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -227,13 +243,16 @@ def start_spendgate(bench: Bench) -> Running:
         "127.0.0.1",
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
     return _launch(
         bench,
-        "spendgate",
+        name,
         cmd,
         port,
         {"Authorization": f"Bearer {SPENDGATE_KEY}"},
+        None if workers == 1 else set(range(os.cpu_count() or 1)),
         LOADTEST_UPSTREAM_URL=bench.mock_url + "/v1",
         LOADTEST_SPENDGATE_KEY=SPENDGATE_KEY,
         **CHECKOUT,
@@ -245,4 +264,5 @@ STARTERS: dict[str, Callable[[Bench], Running]] = {
     "bare": start_bare,
     "litellm": start_litellm,
     "spendgate": start_spendgate,
+    "spendgate-w2": lambda bench: start_spendgate(bench, workers=2),
 }
