@@ -166,7 +166,7 @@ def _counter(model: str) -> TokenCounter:
 def _encoding(name: str) -> tiktoken.Encoding | None:
     _use_bundled_vocabularies()
     try:
-        return tiktoken.get_encoding(name)
+        encoding = tiktoken.get_encoding(name)
     except (OSError, ValueError) as exc:  # requests' errors are OSErrors; ValueError: bad hash
         _log.warning(
             "tiktoken cannot load %s (%s); counting tokens as ceil(utf-8 bytes / %d) instead",
@@ -175,6 +175,11 @@ def _encoding(name: str) -> tiktoken.Encoding | None:
             FALLBACK_BYTES_PER_TOKEN,
         )
         return None
+    # The Rust encoder keeps its own copy of the vocabulary; tiktoken reads the Python one only
+    # to pickle an Encoding, which nothing here does. Dropped, o200k and cl100k give back 37 MB
+    # of resident memory.
+    encoding._mergeable_ranks = {}
+    return encoding
 
 
 def _use_bundled_vocabularies() -> None:
