@@ -9,11 +9,8 @@ settles it could not deliver (`Spool`).
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ import orjson
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway import rediskeys
-from gateway.budgets.leases import MIN_REQUESTS, Lease
+from gateway.budgets.leases import Lease, LeaseBook, LeaseKey
 from gateway.budgets.periods import end_of_period_id, hour_id, period_at, period_end, period_id
 from gateway.config.model import BudgetConfig
 from gateway.errors import RateLimited
@@ -197,9 +194,6 @@ class _SettleCall:
         return SettleResult(False, _text(raw[1]), int(raw[2]) == 1, crossed, status)
 
 
-_LeaseKey = tuple[str, tuple[BudgetConfig, ...], tuple[str, ...]]
-
-
 class BudgetLedger:
     """Reserve / settle / status over one Redis client. The only money state it keeps is the
     leases it holds (leases.py), given back by `close_leases`."""
@@ -219,24 +213,13 @@ class BudgetLedger:
         self._settle: AsyncScript = redis.register_script(load_script("settle.lua"))
         self._registered: set[str] = set()  # teams whose stream is in the registry
         self._batch = CommandBatcher(redis)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._lease_prefix = f"lease.{secrets.token_hex(4)}."
-        self._lease_numbers = itertools.count(1)
-        self._leases: dict[_LeaseKey, Lease] = {}
-        self._granting: dict[_LeaseKey, asyncio.Task[None]] = {}
-        self._far: dict[_LeaseKey, bool] = {}  # the last reservation left room for a lease
-        self._lease_divisor = 0.0
-        self._lease_window_s = lease_window_s
-        self.configure_leases(lease_fraction, lease_window_s)
+        self.leases = LeaseBook(
+            self._grant_lease, self._release_lease, clock, lease_fraction, lease_window_s
+        )
 
     def configure_leases(self, fraction: float, window_s: float) -> None:
         """Lease `fraction` of what the tightest budget has left (0: never), for `window_s`."""
-        divisor = 1.0 / fraction if fraction > 0 else 0.0
-        if (divisor, window_s) != (self._lease_divisor, self._lease_window_s):
-            for lease in list(self._leases.values()):
-                self._close_lease(lease)
-            self._far.clear()
-        self._lease_divisor, self._lease_window_s = divisor, window_s
+        self.leases.configure(fraction, window_s)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -274,9 +257,9 @@ class BudgetLedger:
         period_ids = tuple(pid for pid, _ in periods)
         ends = tuple(end for _, end in periods)
         lease_key = (team, budgets, period_ids)
-        leasing = enforce_downgrade and self._lease_divisor > 0
+        leasing = enforce_downgrade and self.leases.divisor > 0
         if leasing:
-            lease = await self._lease_for(lease_key, ends, amount_nano, amount_tokens, ttl_s)
+            lease = await self.leases.acquire(lease_key, ends, amount_nano, amount_tokens, ttl_s)
             if lease is not None:
                 return _leased(lease, request_id, amount_nano, amount_tokens)
         keys = self._reserve_keys(team, request_id, budgets, period_ids)
@@ -293,9 +276,7 @@ class BudgetLedger:
             retry = None if end is None else max(1, math.ceil(end.timestamp() - now_ms / 1000))
         status = _statuses(budgets, period_ids, ends, raw[3:])
         if leasing:
-            self._far[lease_key] = code == 1 and self._room_for_lease(
-                status, amount_nano, amount_tokens
-            )
+            self.leases.observed(lease_key, code == 1, status, amount_nano, amount_tokens)
         return Reservation(
             ok=code != 0,
             team=team,
@@ -321,14 +302,12 @@ class BudgetLedger:
     ) -> Reservation | None:
         """`reserve` without I/O, when an open lease has room for the request; else None (then
         call `reserve`, which may ask for a lease)."""
-        if not self._leases or not budgets:
+        if not budgets or self.leases.divisor <= 0:
             return None
         now_ms = int(self._clock() * 1000)
         period_ids = tuple(period_at(b.period, now_ms)[0] for b in budgets)
-        lease = self._leases.get((team, budgets, period_ids))
-        if lease is None or not lease.take(amount_nano, amount_tokens):
-            return None
-        return _leased(lease, request_id, amount_nano, amount_tokens)
+        lease = self.leases.take((team, budgets, period_ids), amount_nano, amount_tokens)
+        return None if lease is None else _leased(lease, request_id, amount_nano, amount_tokens)
 
     @staticmethod
     def _reserve_keys(
@@ -341,117 +320,35 @@ class BudgetLedger:
         keys += [rediskeys.reservation(team, request_id), rediskeys.reservation_deadlines(team)]
         return keys
 
-    def _room_for_lease(self, status: Sequence[BudgetStatus], nano: int, tokens: int) -> bool:
-        """Every budget has left at least the lease the script would grant for this request."""
-        need_nano = self._lease_divisor * MIN_REQUESTS * max(1, nano)
-        need_tokens = self._lease_divisor * MIN_REQUESTS * max(1, tokens)
-        return all(
-            (s.remaining_nano is None or s.remaining_nano >= need_nano)
-            and (s.remaining_tokens is None or s.remaining_tokens >= need_tokens)
-            for s in status
-        )
-
-    async def _lease_for(
+    async def _grant_lease(
         self,
-        key: _LeaseKey,
-        ends: tuple[datetime | None, ...],
-        nano: int,
-        tokens: int,
-        ttl_s: float,
-    ) -> Lease | None:
-        """The open lease of `key` with room for this request (taken), or None: reserve in
-        Redis. Asks for a new lease, one request at a time per key, when the last reservation
-        showed room for one."""
-        lease = self._leases.get(key)
-        if lease is not None:
-            if lease.take(nano, tokens):
-                return lease
-            self._close_lease(lease)
-        if not self._far.get(key):
-            return None
-        grant = self._granting.get(key)
-        if grant is None:
-            grant = asyncio.get_running_loop().create_task(
-                self._grant(key, ends, nano, tokens, ttl_s)
-            )
-            self._granting[key] = grant
-            grant.add_done_callback(lambda _: self._granting.pop(key, None))
-        await asyncio.shield(grant)  # a caller that gives up does not cancel the others' grant
-        lease = self._leases.get(key)
-        return lease if lease is not None and lease.take(nano, tokens) else None
-
-    async def _grant(
-        self,
-        key: _LeaseKey,
-        ends: tuple[datetime | None, ...],
-        nano: int,
-        tokens: int,
-        ttl_s: float,
-    ) -> None:
+        key: LeaseKey,
+        lease_id: str,
+        deadline_ms: int,
+        divisor: float,
+        min_nano: int,
+        min_tokens: int,
+    ) -> Sequence[Any]:
+        """reserve.lua in lease mode (see LeaseBook)."""
         team, budgets, period_ids = key
-        lease_id = f"{self._lease_prefix}{next(self._lease_numbers)}"
         now_ms = int(self._clock() * 1000)
-        # Requests keep reserving in it for the window, and each may then run for ttl_s.
-        deadline_ms = now_ms + int((self._lease_window_s + ttl_s) * 1000)
+        ends = tuple(end_of_period_id(p) for p in period_ids)
         hold_ms = deadline_ms - now_ms + rediskeys.RESERVATION_GRACE_S * 1000
         args: list[str | int] = [lease_id, now_ms, deadline_ms, 0, 0, hold_ms]
         args += _budget_args(budgets, ends, now_ms, True)
-        args += [repr(self._lease_divisor), MIN_REQUESTS * max(1, nano)]
-        args.append(MIN_REQUESTS * max(1, tokens))
-        raw = await self._queue_reserve(
-            self._reserve_keys(team, lease_id, budgets, period_ids), args
-        )
-        if int(raw[0]) != 1:
-            self._far[key] = False
-            return
-        n = len(budgets)
-        values = [int(v) for v in raw[3 : 3 + 4 * n]]
-        no_usd = all(b.limit_nano is None for b in budgets)
-        no_tokens = all(b.limit_tokens is None for b in budgets)
-        lease = Lease(
-            lease_id,
-            team,
-            budgets,
-            period_ids,
-            ends,
-            nano=None if no_usd else int(raw[3 + 4 * n]),
-            tokens=None if no_tokens else int(raw[4 + 4 * n]),
-            base=tuple(
-                (values[i], values[i + 1], values[i + 2], values[i + 3]) for i in range(0, 4 * n, 4)
-            ),
-            deadline_ms=deadline_ms,
-        )
-        if (old := self._leases.get(key)) is not None:
-            self._close_lease(old)
-        self._leases[key] = lease
-        asyncio.get_running_loop().call_later(self._lease_window_s, self._close_lease, lease)
-
-    def _close_lease(self, lease: Lease) -> None:
-        lease.closed = True
-        key = (lease.team, lease.budgets, lease.period_ids)
-        if self._leases.get(key) is lease:
-            del self._leases[key]
-        self._release_if_idle(lease)
+        args += [repr(divisor), min_nano, min_tokens]
+        keys = self._reserve_keys(team, lease_id, budgets, period_ids)
+        return await self._queue_reserve(keys, args)  # type: ignore[no-any-return]
 
     def _lease_done(self, reservation: Reservation, event: SpendEvent, landed: bool) -> None:
-        """The settle of a request held in a lease landed, or failed (the caller spools it: the
-        lease then stays held until its deadline). A connection failure of a whole batch never
-        gets here: those leases are left to their deadlines too."""
-        if (lease := reservation.lease) is None:
-            return
-        tokens = event.prompt_tokens + event.completion_tokens
-        lease.finish(reservation.amount_nano, reservation.amount_tokens, event.cost_nano, tokens)
-        lease.settled(landed)
-        self._release_if_idle(lease)
+        """A settle of a request held in a lease came back. A connection failure of a whole
+        batch never gets here: those leases are left to their deadlines."""
+        if reservation.lease is not None:
+            worst = (reservation.amount_nano, reservation.amount_tokens)
+            tokens = event.prompt_tokens + event.completion_tokens
+            self.leases.settled(reservation.lease, worst, event.cost_nano, tokens, landed)
 
-    def _release_if_idle(self, lease: Lease) -> None:
-        if lease.idle:
-            lease.released = True
-            task = asyncio.get_running_loop().create_task(self._release(lease))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _release(self, lease: Lease) -> None:
+    async def _release_lease(self, lease: Lease) -> None:
         keys = [
             rediskeys.reservation(lease.team, lease.lease_id),
             rediskeys.reservation_deadlines(lease.team),
@@ -468,10 +365,7 @@ class BudgetLedger:
     async def close_leases(self) -> None:
         """Take no more requests in any lease and give back those whose settles all landed
         (shutdown: after the accountant drained)."""
-        for lease in list(self._leases.values()):
-            self._close_lease(lease)
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.leases.close_all()
 
     async def _queue_reserve(self, keys: list[str], args: list[str | int]) -> Any:
         """One reserve.lua call, pipelined with the other Redis commands of this loop turn."""
