@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ class Server:
         self.requests: list[bytes] = []
         self.connections = 0
         self.server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -33,6 +35,8 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if (task := asyncio.current_task()) is not None:
+            self._handlers.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -52,8 +56,12 @@ class Server:
             writer.close()
 
     async def close(self) -> None:
+        """Stop listening, and end the connections still open (a reply that never finishes)."""
         assert self.server is not None
         self.server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self.server.wait_closed()
 
 
