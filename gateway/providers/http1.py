@@ -22,7 +22,7 @@ from typing import cast
 from urllib.parse import urlencode, urlsplit
 
 _MAX_HEAD = 64 * 1024  # bytes of status line and headers
-_MAX_IDLE = 64  # idle connections kept per origin
+_MAX_IDLE = 512  # idle connections kept per origin: a burst of calls should not reconnect
 _IDLE_S = 30.0  # an idle connection older than this is closed rather than reused
 
 
