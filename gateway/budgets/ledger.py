@@ -9,6 +9,7 @@ settles it could not deliver (`Spool`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -422,8 +423,9 @@ class BudgetLedger:
         self,
         items: Sequence[tuple[Reservation | None, str, str, Sequence[BudgetConfig], SpendEvent]],
     ) -> list[SettleResult | Exception]:
-        """Several `settle`s in one round trip (a pipeline; each script is still atomic).
-        A connection failure raises for all of them; a script error comes back in its slot."""
+        """Several `settle`s in one round trip (pipelined with the loop turn's other commands,
+        store/batch.py; each script is still atomic). A failure, of the script or of the
+        connection, comes back in the slot of each settle it hit."""
         calls = []
         for reservation, team, request_id, budgets, event in items:
             if reservation is not None:
@@ -436,10 +438,16 @@ class BudgetLedger:
         # EVALSHA directly: a pipeline given the Script object would ask SCRIPT EXISTS first,
         # one more round trip every time. A NOSCRIPT (Redis restarted empty) is retried below
         # through the Script, which loads it.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.evalsha(self._settle.sha, len(call.keys), *call.keys, *call.args)
-            raws = await pipe.execute(raise_on_error=False)
+        raws = await asyncio.gather(
+            *(
+                self._batch.execute("EVALSHA", self._settle.sha, len(c.keys), *c.keys, *c.args)
+                for c in calls
+            ),
+            return_exceptions=True,
+        )
+        for raw in raws:
+            if isinstance(raw, BaseException) and not isinstance(raw, Exception):
+                raise raw  # cancelled (shutdown): not a settle's outcome
         results: list[SettleResult | Exception] = []
         for call, raw, item in zip(calls, raws, items, strict=True):
             if isinstance(raw, NoScriptError):
