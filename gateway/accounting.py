@@ -19,7 +19,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from gateway.budgets.alerts import AlertSender
-from gateway.budgets.ledger import BudgetLedger, Reservation, SettleResult, exceeded_error
+from gateway.budgets.ledger import BudgetLedger, Reservation, SettleResult
+from gateway.budgets.messages import exceeded_error
 from gateway.budgets.registry import BudgetRegistry
 from gateway.budgets.spool import Spool
 from gateway.config.model import BudgetConfig, Config, Deployment, ModelRoute, Price

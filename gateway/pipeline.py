@@ -9,7 +9,6 @@ the upstream call, settle (always) after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import re
@@ -18,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -26,30 +24,27 @@ from gateway.accounting import Accountant, Charge, Record
 from gateway.attribution import attribute, revenue_of
 from gateway.batching.coalesce import Coalescer, coalesced_cost_nano
 from gateway.batching.embeddings import EmbeddingBatcher, group_key
-from gateway.budgets.ledger import remaining_headers
+from gateway.budgets.messages import remaining_headers
 from gateway.cache.key import cache_directive, cache_key, cacheable, namespace_for, storable
-from gateway.cache.replay import chunks_to_completion, completion_to_chunks
 from gateway.cache.store import CachedResponse, ResponseCache
 from gateway.config.model import Config, Deployment, ModelRoute, Price
-from gateway.errors import AuthenticationFailed, GatewayError, ModelNotFound, UpstreamError
+from gateway.errors import AuthenticationFailed, GatewayError, ModelNotFound
 from gateway.metrics import Metrics
 from gateway.pricing.cost import usage_from_openai
-from gateway.pricing.tokens import count_prompt, count_text
-from gateway.providers.base import Provider, UpstreamCall, UpstreamStream
+from gateway.pricing.tokens import count_prompt, estimate_usage
+from gateway.providers.base import Provider, UpstreamCall
 from gateway.routing.caps import check_caps, default_output_cap
 from gateway.routing.cascade import run_cascade
 from gateway.routing.router import Router
 from gateway.routing.tiers import TierDecision, decide, explain, features
-from gateway.sse import StreamScanner, message_text
+from gateway.sse import message_text
 from gateway.store.keys import Keyring
+from gateway.streaming import send_sse, stream_upstream
 from gateway.types import Principal, Usage, nano_to_usd_str
 from gateway.validation import parse_body, validate_body
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-# Endpoints whose streams can carry a usage chunk when asked with stream_options.
-_USAGE_OPTION_ENDPOINTS = frozenset({"chat/completions", "completions"})
 _REPLAYABLE = frozenset({"chat/completions", "completions"})
-_CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
 # The output cap each endpoint understands; chat's max_completion_tokens also bounds reasoning.
 _CAP_FIELDS = {
     "chat/completions": ("max_completion_tokens", ("max_tokens", "max_completion_tokens")),
@@ -277,7 +272,7 @@ class Pipeline:
             return web.Response(
                 body=hit.body, headers={"Content-Type": hit.content_type, **headers}
             )
-        return await _send_sse(
+        return await send_sse(
             request, headers, orjson.loads(hit.body), plan.body, nano_to_usd_str(cost)
         )
 
@@ -311,7 +306,7 @@ class Pipeline:
                 body=answer.body, headers={"Content-Type": answer.content_type, **headers}
             )
         # A cascaded stream: the attempts were whole answers; the final one is replayed as SSE.
-        return await _send_sse(request, headers, answer.json, plan.body, cost)
+        return await send_sse(request, headers, answer.json, plan.body, cost)
 
     async def _call(
         self,
@@ -343,7 +338,7 @@ class Pipeline:
         if isinstance(usage, dict):
             counted = usage_from_openai(usage)
         else:
-            counted = _estimate(body, record.endpoint, deployment.model, message_text(answer))
+            counted = estimate_usage(body, record.endpoint, deployment.model, message_text(answer))
         return Answer(result.body, result.content_type, answer, deployment, provider, counted)
 
     async def _coalesced(
@@ -475,123 +470,9 @@ class Pipeline:
     async def _stream(
         self, request: web.Request, record: Record, plan: Plan, providers: Mapping[str, Provider]
     ) -> web.StreamResponse:
-        body = plan.body
-        options = body.get("stream_options") or {}
-        client_wants_usage = options.get("include_usage") is True
-        hide_usage = record.endpoint in _USAGE_OPTION_ENDPOINTS and not client_wants_usage
-        if hide_usage:
-            body = {**body, "stream_options": {**options, "include_usage": True}}
-
-        async def open_stream(d: Deployment, p: Provider) -> tuple[UpstreamStream, Any, bytes]:
-            # Failing over is only possible before the client has seen a byte, so the first
-            # chunk is awaited inside the attempt.
-            upstream = await p.stream(
-                UpstreamCall(record.endpoint, {**body, "model": d.model}, True, record.request_id)
-            )
-            chunks = aiter(upstream)
-            try:
-                first = await anext(chunks, b"")
-            except BaseException:
-                await upstream.aclose()
-                raise
-            return upstream, chunks, first
-
-        started = time.perf_counter()
-        (upstream, chunks, first), deployment, record.attempts = await self.router.run(
-            plan.route, providers, open_stream
+        return await stream_upstream(
+            request, record, plan, providers, self.router, self.metrics, self._headers, self._store
         )
-        record.upstream_s = time.perf_counter() - started
-        provider = providers[deployment.provider].config.name
-        self.metrics.upstream_ttfb_seconds.labels(provider, deployment.model).observe(
-            upstream.ttfb_s
-        )
-        scanner = StreamScanner(hide_usage_chunk=hide_usage)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": upstream.content_type,
-                "Cache-Control": "no-cache",
-                **self._headers(record, deployment.model),
-            }
-        )
-        charged = False
-        try:
-            await response.prepare(request)
-            await response.write(scanner.feed(first))
-            record.first_byte_s = time.perf_counter() - record.started
-            waited = time.perf_counter()
-            async for chunk in chunks:
-                record.upstream_s += time.perf_counter() - waited
-                out = scanner.feed(chunk)
-                if out:
-                    await response.write(out)
-                waited = time.perf_counter()
-            await response.write(scanner.flush())
-            charge = record.charge(
-                deployment,
-                provider,
-                _stream_usage(scanner, body, record, deployment),
-                plan.list_price,
-            )
-            charged = True
-            completion = chunks_to_completion(scanner.events) if plan.cache_key else None
-            if completion is not None:  # None: the stream did not finish cleanly
-                self._store(
-                    plan,
-                    record,
-                    orjson.dumps(completion),
-                    "application/json",
-                    record.charges[-1].usage,
-                    deployment,
-                )
-            # Cost is known only now; an SSE comment carries it to clients that want it.
-            await response.write(
-                f": x-sg-cost-usd={nano_to_usd_str(charge.cost_nano)}\n\n".encode()
-            )
-            await response.write_eof()
-        except _CLIENT_GONE:
-            record.outcome, record.status = "client_disconnected", 499
-        except asyncio.CancelledError:
-            # aiohttp cancels the handler when the client goes away mid-stream.
-            record.outcome, record.status = "client_disconnected", 499
-            raise
-        except UpstreamError as exc:
-            record.outcome, record.error = "upstream_broken", exc.code
-            # The status line is long gone; an error event is how OpenAI's SDKs learn of it.
-            with contextlib.suppress(*_CLIENT_GONE):
-                await response.write(b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n")
-        finally:
-            await upstream.aclose()
-            self.router.done(deployment)
-            if not charged:
-                # A client that left, or an upstream that broke, still pays what was generated.
-                record.charge(
-                    deployment,
-                    provider,
-                    _stream_usage(scanner, body, record, deployment),
-                    plan.list_price,
-                )
-        return response
-
-
-async def _send_sse(
-    request: web.Request,
-    headers: dict[str, str],
-    completion: Mapping[str, Any],
-    body: Mapping[str, Any],
-    cost: str,
-) -> web.StreamResponse:
-    """Send a whole answer as an SSE stream (a cache hit, or a cascaded stream), with the usage
-    chunk only if the client asked for it."""
-    options = body.get("stream_options") or {}
-    chunks = completion_to_chunks(completion, options.get("include_usage") is True)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers}
-    )
-    await response.prepare(request)
-    await response.write(b"".join(chunks))
-    await response.write(f": x-sg-cost-usd={cost}\n\n".encode())
-    await response.write_eof()
-    return response
 
 
 def _hit_charge(hit: CachedResponse, cost: int) -> Charge:
@@ -606,26 +487,9 @@ def _hit_charge(hit: CachedResponse, cost: int) -> Charge:
     )
 
 
-def _stream_usage(
-    scanner: StreamScanner, body: dict[str, Any], record: Record, deployment: Deployment
-) -> Usage:
-    if scanner.usage is not None:
-        return usage_from_openai(scanner.usage)
-    return _estimate(body, record.endpoint, deployment.model, scanner.generated_text())
-
-
 def _with_token_cap(endpoint: str, body: dict[str, Any], cap: int) -> dict[str, Any]:
     """Bound the output of a request that sets no limit, so its worst-case cost is known."""
     fields = _CAP_FIELDS.get(endpoint)
     if fields is None or any(body.get(name) is not None for name in fields[1]):
         return body
     return {**body, fields[0]: cap}
-
-
-def _estimate(body: dict[str, Any], endpoint: str, model: str, generated: str) -> Usage:
-    """Usage counted with tiktoken, for upstreams (or streams cut short) that report none."""
-    return Usage(
-        prompt_tokens=count_prompt(body, endpoint, model),
-        completion_tokens=count_text(generated, model) if generated else 0,
-        estimated=True,
-    )

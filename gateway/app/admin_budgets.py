@@ -19,7 +19,8 @@ from redis.exceptions import RedisError
 from gateway.app.admin import _json, _json_object, authorize
 from gateway.app.state import BUDGETS, LEDGER, LIVE_CONFIG
 from gateway.budgets.definitions import ON_EXCEED, PERIODS, SCOPES
-from gateway.budgets.ledger import MAX_EXACT, BudgetStatus, format_usd
+from gateway.budgets.ledger import MAX_EXACT, BudgetStatus
+from gateway.budgets.messages import format_usd
 from gateway.budgets.registry import BudgetExists
 from gateway.config.model import BudgetConfig, BudgetScope, Config, OnExceed, Period
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable

@@ -19,13 +19,8 @@ import aiohttp
 from redis.exceptions import RedisError
 
 from gateway import rediskeys
-from gateway.budgets.ledger import (
-    BudgetStatus,
-    Reservation,
-    describe_scope,
-    exceeded_error,
-    format_usd,
-)
+from gateway.budgets.ledger import BudgetStatus, Reservation
+from gateway.budgets.messages import describe_scope, exceeded_error, format_usd
 from gateway.config.model import AlertsConfig, BudgetConfig, Webhook
 
 if TYPE_CHECKING:

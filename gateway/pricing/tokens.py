@@ -1,4 +1,5 @@
-"""Prompt token counts for budget reservations: tiktoken, offline, or an explicit byte estimate.
+"""Prompt token counts for budget reservations: tiktoken, offline, or an explicit byte estimate;
+and usage estimated the same way for answers that report none.
 
 tiktoken reads the vocabularies litellm bundles (already in tiktoken's cache format), so counting
 never needs the network. Prompts are counted with OpenAI's documented recipe, per endpoint.
@@ -10,11 +11,13 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 import tiktoken
 
 from gateway.pricing.bundled import TOKENIZERS_SUBDIR, litellm_dir
+from gateway.types import Usage
 
 _log = logging.getLogger(__name__)
 
@@ -116,6 +119,15 @@ def count_prompt(body: Mapping[str, object], endpoint: str, model: str) -> int:
             messages.append({"role": "user", "content": given})
         return count_chat_prompt(messages, model, _as_list(body.get("tools")))
     raise ValueError(f"cannot count tokens for endpoint {endpoint!r}; known: {ENDPOINTS}")
+
+
+def estimate_usage(body: dict[str, Any], endpoint: str, model: str, generated: str) -> Usage:
+    """Usage counted with tiktoken, for upstreams (or streams cut short) that report none."""
+    return Usage(
+        prompt_tokens=count_prompt(body, endpoint, model),
+        completion_tokens=count_text(generated, model) if generated else 0,
+        estimated=True,
+    )
 
 
 def cheap_upper_bound(body_bytes_len: int) -> int:

@@ -11,13 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import rediskeys
-from gateway.budgets.ledger import (
-    MAX_EXACT,
-    BudgetLedger,
-    Reservation,
-    exceeded_error,
-    remaining_headers,
-)
+from gateway.budgets.ledger import MAX_EXACT, BudgetLedger, Reservation
+from gateway.budgets.messages import exceeded_error, remaining_headers
 from gateway.config.model import BudgetConfig
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
