@@ -179,17 +179,11 @@ class Accountant:
         `block` budget; returns the refused reservation when a `downgrade` budget refused (the
         caller then reserves again for the cheaper model with `downgrade=False`)."""
         assert record.principal is not None
-        record.budgets = budgets = self.registry.rules_for(record.principal)
-        if not budgets:
+        if downgrade and self.reserve_locally(record, route, body, prompt_tokens):
             return None
+        budgets = record.budgets
         amount, tokens = worst_case(route, body, prompt_tokens, record.endpoint)
         team = record.principal.team
-        if downgrade and (
-            leased := self.ledger.reserve_leased(team, record.request_id, budgets, amount, tokens)
-        ):
-            record.reservation = leased
-            self._remember(team, leased)
-            return None
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
                 reservation = await self.ledger.reserve(
@@ -217,6 +211,24 @@ class Accountant:
         if reservation.exceeded is not None and reservation.exceeded.on_exceed == "downgrade":
             return reservation
         raise exceeded_error(reservation)
+
+    def reserve_locally(
+        self, record: Record, route: ModelRoute, body: Mapping[str, Any], prompt_tokens: int
+    ) -> bool:
+        """True when the request needs no round trip to the store: no budget applies, or a lease
+        this process holds covers its worst case (then it is reserved against the lease)."""
+        assert record.principal is not None
+        record.budgets = budgets = self.registry.rules_for(record.principal)
+        if not budgets:
+            return True
+        amount, tokens = worst_case(route, body, prompt_tokens, record.endpoint)
+        team = record.principal.team
+        leased = self.ledger.reserve_leased(team, record.request_id, budgets, amount, tokens)
+        if leased is None:
+            return False
+        record.reservation = leased
+        self._remember(team, leased)
+        return True
 
     def finish(self, record: Record) -> None:
         """Metrics and the access line now; the spend events in the background."""

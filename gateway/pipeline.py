@@ -31,7 +31,7 @@ from gateway.config.model import Config, Deployment, ModelRoute, Price
 from gateway.errors import AuthenticationFailed, GatewayError, ModelNotFound
 from gateway.metrics import Metrics
 from gateway.pricing.cost import usage_from_openai
-from gateway.pricing.tokens import count_prompt, estimate_usage
+from gateway.pricing.tokens import cheap_upper_bound, count_prompt, estimate_usage
 from gateway.providers.base import Provider, UpstreamCall
 from gateway.routing.caps import check_caps, default_output_cap
 from gateway.routing.cascade import run_cascade
@@ -61,6 +61,7 @@ class Plan:
     route: ModelRoute  # the model that serves it
     list_price: Price  # the requested model's price: list cost, so savings are visible
     prompt_tokens: int | None
+    prompt_bound: int  # tokens the prompt cannot exceed, from the body's size alone
     decision: TierDecision | None = None
     cache_key: str | None = None
     cache_ttl_s: float = 0.0
@@ -149,12 +150,13 @@ class Pipeline:
         record = Record(self.request_id(request), endpoint, time.perf_counter())
         self.metrics.inflight.inc()
         try:
-            body = parse_body(await request.read(), config.server.max_body_bytes)
+            raw = await request.read()
+            body = parse_body(raw, config.server.max_body_bytes)
             validate_body(endpoint, body)
             record.principal = attribute(await self.authenticate(request), request.headers)
             record.revenue_nano = revenue_of(request.headers)
             record.model, record.stream = body["model"], body.get("stream") is True
-            plan = self._plan(config, record, body, request.headers)
+            plan = self._plan(config, record, body, request.headers, len(raw))
             if plan.cache_key is not None and not plan.refresh:
                 hit, _ = await self.cache.lookup(plan.cache_key)
                 if hit is not None:
@@ -174,10 +176,17 @@ class Pipeline:
             raise
         finally:
             self.metrics.inflight.dec()
-            self.accountant.finish(record)
+            # Metrics, the access line and the spend events once the response has gone out:
+            # aiohttp writes what the handler returns in this same step of the loop.
+            asyncio.get_running_loop().call_soon(self.accountant.finish, record)
 
     def _plan(
-        self, config: Config, record: Record, body: dict[str, Any], headers: Mapping[str, str]
+        self,
+        config: Config,
+        record: Record,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        size: int,
     ) -> Plan:
         """Tier decision, prompt caps, output cap and cache key: no I/O, no money yet."""
         assert record.principal is not None
@@ -213,7 +222,8 @@ class Pipeline:
         body = _with_token_cap(
             endpoint, body, default_output_cap(route, config.server.default_max_tokens)
         )
-        plan = Plan(body, route, listed.deployments[0].price, prompt_tokens, decision)
+        bound = cheap_upper_bound(size)
+        plan = Plan(body, route, listed.deployments[0].price, prompt_tokens, bound, decision)
         policy = config.cache.policy_for(name)
         directive = cache_directive(headers)
         if (
@@ -235,7 +245,11 @@ class Pipeline:
     async def _reserve(self, config: Config, record: Record, plan: Plan) -> None:
         """Hold the worst case; a `downgrade` budget switches the plan to the cheaper model."""
         assert record.principal is not None
-        if plan.prompt_tokens is None and self.accountant.registry.rules_for(record.principal):
+        if plan.prompt_tokens is None:
+            # Far from every limit a lease covers the request with its body's size as the prompt
+            # bound, which spares tokenizing it; nearer, the exact count decides.
+            if self.accountant.reserve_locally(record, plan.route, plan.body, plan.prompt_bound):
+                return
             plan.prompt_tokens = count_prompt(
                 plan.body, record.endpoint, plan.route.deployments[0].model
             )

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from gateway import rediskeys
+from gateway import pipeline, rediskeys
 from gateway.app.state import LEDGER, PIPELINE
 from gateway.pricing.tokens import count_chat_prompt
 from gateway.providers.mock import MockUpstream
@@ -152,6 +152,55 @@ async def test_far_from_the_limit_requests_reserve_in_a_lease(
     served = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
     assert len(served) == 101
     assert await spent_nano(gw, "alpha") == sum(e.cost_nano for e in served)  # nothing held
+
+
+def count_prompts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The endpoints of the prompts the pipeline tokenizes from now on."""
+    counted: list[str] = []
+    count = pipeline.count_prompt
+
+    def counting(body: dict[str, Any], endpoint: str, model: str) -> int:
+        counted.append(endpoint)
+        return count(body, endpoint, model)
+
+    monkeypatch.setattr(pipeline, "count_prompt", counting)
+    return counted
+
+
+async def test_a_lease_holds_the_body_size_bound_instead_of_tokenizing(
+    gateway_factory: GatewayFactory, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = count_prompts(monkeypatch)
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", "1000")
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    key = gw.keys["alpha"]
+    async with aiohttp.ClientSession() as http:
+        await post_chat(http, gw.url, key)  # no lease yet: counted, reserved in Redis
+        assert counted == ["chat/completions"]
+        await post_chat(http, gw.url, key)  # this one takes a lease out
+        results = await asyncio.gather(*(post_chat(http, gw.url, key) for _ in range(49)))
+    assert [s for s, _, _ in results] == [200] * 49
+    assert counted == ["chat/completions"] * 2
+    await gw.app[PIPELINE].accountant.drain()
+    await gw.app[LEDGER].close_leases()
+    served = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
+    assert len(served) == 51
+    assert await spent_nano(gw, "alpha") == sum(e.cost_nano for e in served)  # nothing held
+
+
+async def test_near_the_limit_every_prompt_is_counted_exactly(
+    gateway_factory: GatewayFactory, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = count_prompts(monkeypatch)
+    worst = gpt4o_worst_case_nano()  # the body-size bound would make it 3x as much
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{(3 * worst + worst // 2) / 1e9:.9f}")
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    async with aiohttp.ClientSession() as http:
+        results = await asyncio.gather(
+            *(post_chat(http, gw.url, gw.keys["alpha"]) for _ in range(20))
+        )
+    assert [s for s, _, _ in results].count(200) == 3
+    assert counted == ["chat/completions"] * 20
 
 
 async def test_a_downgrade_budget_switches_to_the_cheaper_model(

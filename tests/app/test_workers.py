@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,15 @@ async def scrape(http: aiohttp.ClientSession, url: str, name: str) -> float:
     )
 
 
+async def eventually(read: Callable[[], Awaitable[float]], expected: float) -> float:
+    """What `read()` returns once it is `expected`, or after 5 s whatever it last returned: a
+    worker counts a request in its metrics just after the response has gone out."""
+    deadline = time.monotonic() + 5.0
+    while (value := await read()) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return value
+
+
 def requests_served_by(metrics_dir: Path, pid: int) -> float:
     """sg_requests_total as counted by one worker alone (its own counter file)."""
     path = metrics_dir / f"counter_{pid}.db"
@@ -209,9 +219,13 @@ async def test_two_workers_serve_one_port_and_report_each_others_metrics(
     async with fresh_connections() as http:
         statuses = await asyncio.gather(*(post_chat(http, fleet.url, key) for _ in range(40)))
         assert statuses == [200] * 40
+
+        async def served_in_all() -> float:
+            return sum(requests_served_by(metrics_dir, pid) for pid in workers)
+
+        assert await eventually(served_in_all, 40) == 40
         served = [requests_served_by(metrics_dir, pid) for pid in workers]
         assert all(n > 0 for n in served), served
-        assert sum(served) == 40
         # Whichever worker answers /metrics reports the requests of both.
         totals = [await scrape(http, fleet.url, "sg_requests_total") for _ in range(10)]
     assert totals == [40] * 10
@@ -270,7 +284,9 @@ async def test_a_killed_worker_is_replaced_and_its_gauges_leave_the_sums(
         assert all(r == 200 or isinstance(r, aiohttp.ClientError) for r in results)
         # Without mark_process_dead the victim's in-flight count would stay in the sum.
         assert await scrape(http, fleet.url, "sg_inflight_requests") == 0
-        assert await scrape(http, fleet.url, "sg_requests_total") == served
+        assert (
+            await eventually(lambda: scrape(http, fleet.url, "sg_requests_total"), served) == served
+        )
         after = await asyncio.gather(*(post_chat(http, fleet.url, key) for _ in range(20)))
     assert after == [200] * 20
     replacement = int(re.findall(r"pid (\d+)", ready)[0])
