@@ -34,9 +34,10 @@ budget_log = logging.getLogger("spendgate.budgets")
 
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 _SETTLE_BATCH = 128  # settles per round trip to Redis
-# A flush first waits this long for more requests to finish, unless a whole batch is queued:
-# at low load each settle would otherwise be a round trip (and a system call or two) of its own,
-# paid on the event loop between one request and the next.
+# While other requests are in progress a flush first waits up to this long for more of them to
+# finish, unless a whole batch is queued: each settle would otherwise be a round trip (and a
+# system call or two) of its own, paid on the event loop between one request and the next. With
+# no request in progress it goes at once: nothing would join it, and the loop is free.
 SETTLE_WINDOW_S = 0.01
 # The longest the request path waits on Redis before treating it as unavailable (fail open or
 # closed). A reserve that timed out may still have run: its hold is released at its deadline.
@@ -160,6 +161,8 @@ class Accountant:
         # team, status) from the config.
         self._children: dict[tuple[str, str, str, str, int], tuple[Any, Any, Any]] = {}
         self._flushing = False
+        self._open = 0  # requests begun and not finished
+        self._wake: asyncio.Future[None] | None = None  # a flush waiting for company
         self._used_pct: dict[str, float] = {}  # team -> tightest budget's used %, last seen
 
     def used_pct(self, principal: Principal) -> float | None:
@@ -230,8 +233,13 @@ class Accountant:
         self._remember(team, leased)
         return True
 
+    def begin(self) -> None:
+        """A request has begun; `finish` ends it."""
+        self._open += 1
+
     def finish(self, record: Record) -> None:
         """Metrics and the access line now; the spend events in the background."""
+        self._open -= 1
         elapsed = time.perf_counter() - record.started
         self._observe(record, elapsed)
         if record.principal is not None and (record.route is not None or record.charges):
@@ -243,6 +251,8 @@ class Accountant:
             if not self._flushing:
                 self._flushing = True
                 self._spawn(self._flush())
+            elif not self._open and self._wake is not None and not self._wake.done():
+                self._wake.set_result(None)
 
     async def drain(self) -> None:
         """Wait for every settle in progress (tests, shutdown)."""
@@ -263,8 +273,8 @@ class Accountant:
         """Settle what requests queued, many per round trip: under load the requests that
         finish while one batch is in flight go together in the next."""
         try:
-            if len(self._queue) < _SETTLE_BATCH:
-                await asyncio.sleep(SETTLE_WINDOW_S)
+            if self._open and len(self._queue) < _SETTLE_BATCH:
+                await self._company()
             while self._queue:
                 batch, self._queue = self._queue[:_SETTLE_BATCH], self._queue[_SETTLE_BATCH:]
                 try:
@@ -279,6 +289,17 @@ class Accountant:
                         await self._settled(item[1], result)
         finally:
             self._flushing = False
+
+    async def _company(self) -> None:
+        """Until SETTLE_WINDOW_S has passed or no request is left in progress."""
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(SETTLE_WINDOW_S, _set_none, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     def _spool(self, item: _SettleItem, exc: Exception) -> None:
         reservation, team, request_id, budgets, event = item
@@ -382,6 +403,11 @@ class Accountant:
                 self._access_writer(fields)
             else:
                 log.info("request", extra={"access": fields})
+
+
+def _set_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:

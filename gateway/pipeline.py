@@ -149,6 +149,7 @@ class Pipeline:
         config, providers = self._snapshot
         record = Record(self.request_id(request), endpoint, time.perf_counter())
         self.metrics.inflight.inc()
+        self.accountant.begin()
         try:
             raw = await request.read()
             body = parse_body(raw, config.server.max_body_bytes)

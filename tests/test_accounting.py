@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from gateway import pipeline, rediskeys
+from gateway import accounting, pipeline, rediskeys
 from gateway.app.state import LEDGER, PIPELINE
 from gateway.pricing.tokens import count_chat_prompt
 from gateway.providers.mock import MockUpstream
@@ -201,6 +201,45 @@ async def test_near_the_limit_every_prompt_is_counted_exactly(
         )
     assert [s for s, _, _ in results].count(200) == 3
     assert counted == ["chat/completions"] * 20
+
+
+async def test_settles_wait_for_requests_in_progress_and_go_when_none_is_left(
+    gateway_factory: GatewayFactory,
+    mock_upstream: MockUpstream,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(accounting, "SETTLE_WINDOW_S", 3600.0)  # only company ends a wait
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", "1000")
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    ledger, accountant = gw.app[LEDGER], gw.app[PIPELINE].accountant
+    batches: list[int] = []
+    settle_many = ledger.settle_many
+
+    async def counted(items: list[Any]) -> list[Any]:
+        batches.append(len(items))
+        return await settle_many(items)
+
+    monkeypatch.setattr(ledger, "settle_many", counted)
+    key = gw.keys["alpha"]
+    async with aiohttp.ClientSession() as http:
+        assert (await post_chat(http, gw.url, key))[0] == 200
+        async with asyncio.timeout(5):  # alone: settled at once, not after the window
+            await accountant.drain()
+        assert batches == [1]
+        mock_upstream.options.latency_s = 1.0
+        slow = asyncio.create_task(post_chat(http, gw.url, key))
+        async with asyncio.timeout(5):
+            while len(mock_upstream.requests) < 2:
+                await asyncio.sleep(0.01)
+        mock_upstream.options.latency_s = 0.0
+        assert (await post_chat(http, gw.url, key))[0] == 200  # done while `slow` is not
+        assert (await slow)[0] == 200
+    async with asyncio.timeout(5):
+        await accountant.drain()
+    assert batches == [1, 2]  # the second waited for the slow one, then both went together
+    served = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
+    assert len(served) == 3
 
 
 async def test_a_downgrade_budget_switches_to_the_cheaper_model(
