@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import math
+import secrets
 import shutil
 import subprocess
 import time
@@ -95,7 +96,7 @@ def _wrk(
     cmd += ["-s", str(scenario.wrk_script)]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
-    cmd.append(url)
+    cmd += [url, "--", secrets.token_hex(8)]  # the scripts' salt: no run repeats another's bodies
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("SPENDGATE_WRK ")), None)
     if done.returncode != 0 or line is None:

@@ -12,7 +12,15 @@ end
 -- thread, so every request is distinct.
 function M.varying(prefix, suffix)
   local n = 0
+  -- LuaJIT's math.random is unseeded, so this is the same in every run: the harness passes a
+  -- salt of its own per run (`wrk ... url -- SALT`), else a later run against the same server
+  -- would repeat an earlier run's bodies and a response cache could answer them.
   local salt = tostring(math.random(1, 1000000000))
+  init = function(args)
+    if args[1] then
+      salt = args[1]
+    end
+  end
   return function()
     n = n + 1
     return wrk.format(nil, nil, nil, prefix .. salt .. "-" .. n .. suffix)
