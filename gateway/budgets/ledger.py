@@ -26,7 +26,7 @@ from gateway import rediskeys
 from gateway.budgets.leases import Lease, LeaseBook, LeaseKey
 from gateway.budgets.periods import end_of_period_id, hour_id, period_at, period_end, period_id
 from gateway.config.model import BudgetConfig
-from gateway.store.batch import CommandBatcher
+from gateway.store.connect import batcher_for
 from gateway.types import SpendEvent
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ class BudgetLedger:
         self._reserve: AsyncScript = redis.register_script(load_script("reserve.lua"))
         self._settle: AsyncScript = redis.register_script(load_script("settle.lua"))
         self._registered: set[str] = set()  # teams whose stream is in the registry
-        self._batch = CommandBatcher(redis)
+        self._batch = batcher_for(redis)
         self.leases = LeaseBook(
             self._grant_lease, self._release_lease, clock, lease_fraction, lease_window_s
         )

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from gateway import rediskeys
 from gateway.store.batch import CommandBatcher
+from gateway.store.connect import batcher_for
 from gateway.types import Usage
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ class ResponseCache:
         self._error_log_interval_s = error_log_interval_s
         self._last_error_log = -float("inf")
         self._suppressed = 0
-        self._batch = None if redis is None else CommandBatcher(redis)
+        self._batch = None if redis is None else batcher_for(redis)
 
     async def get(self, key: str) -> CachedResponse | None:
         return (await self.lookup(key))[0]
@@ -256,7 +257,7 @@ class ResponseCache:
     async def aclose(self) -> None:
         """Wait for the Redis writes `put_soon` started."""
         if self._batch is not None:
-            await self._batch.aclose()
+            await self._batch.drain()
 
     def _accept(self, value: CachedResponse, ttl_s: float) -> bool:
         return ttl_s > 0 and value.size <= self.max_entry_bytes

@@ -1,11 +1,15 @@
 """Redis commands of one event-loop turn sent together: one pipelined round trip (no MULTI).
 
 Under load many requests ask Redis something in the same turn of the loop (a budget reserve, a
-cache lookup, a cache write); one pipeline for all of them costs one system call each way and
-one pass through redis-py's pool instead of one per command. Each command still runs on its
-own, in order; a command's error reply (a script error, NOSCRIPT, WRONGTYPE) goes to its caller
-only, a connection failure to every caller of the batch. A caller that stopped waiting (its
-timeout, or its request went away) is skipped: the command may still have run.
+cache lookup, a cache write); one write for all of them costs one system call each way instead
+of one per command. Each command still runs on its own, in order; a command's error reply (a
+script error, NOSCRIPT, WRONGTYPE) goes to its caller only, a connection failure to every caller
+of the batch. A caller that stopped waiting (its timeout, or its request went away) is skipped:
+the command may still have run.
+
+A server reached directly gets the batches over a pipelined connection of the batcher's own
+(`wire.Wire`); others (Sentinel, the embedded store) through a redis-py pipeline. Get the
+batcher of a client with `connect.batcher_for`.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from gateway.store.wire import Address, Wire
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
 class CommandBatcher:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, address: Address | None = None) -> None:
         self._redis = redis
+        self._wire = None if address is None else Wire(address)
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -34,16 +41,27 @@ class CommandBatcher:
         self._pending.append((args, future))
         return future
 
-    async def aclose(self) -> None:
+    async def drain(self) -> None:
         """Send what is queued now and wait for the batches in flight (shutdown, tests)."""
         if self._pending:
             self._send()  # its call_soon then finds nothing to send
+        if self._wire is not None:
+            await self._wire.drain()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """`drain`, then close the batcher's own connection, if it has one."""
+        await self.drain()
+        if self._wire is not None:
+            await self._wire.aclose()
 
     def _send(self) -> None:
         batch, self._pending = self._pending, []
         if not batch:
+            return
+        if self._wire is not None:
+            self._wire.send(batch)
             return
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)

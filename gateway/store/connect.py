@@ -7,6 +7,7 @@ so binary cache values round-trip; callers decode. URLs are logged only through 
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -25,6 +26,9 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+
+from gateway.store.batch import CommandBatcher
+from gateway.store.wire import Address
 
 EMBEDDED_SCHEME = "memory"
 _DIRECT_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -49,6 +53,7 @@ _CLIENT_DEFAULTS: dict[str, object] = {
 _MAX_CONNECTIONS = 128
 _POOL_WAIT_S = 5.0
 _EMBEDDED_MAX_CONNECTIONS = 1_000_000
+_BATCHERS: weakref.WeakKeyDictionary[aioredis.Redis, CommandBatcher] = weakref.WeakKeyDictionary()
 
 
 class _HiredisPacking(AbstractConnection):
@@ -142,8 +147,23 @@ async def open_store(url: str) -> aioredis.Redis:
     )
 
 
+def batcher_for(r: aioredis.Redis) -> CommandBatcher:
+    """The command batcher of client `r`, one per client, so that the request path's commands
+    of one loop turn (budget reserves and settles, cache reads and writes) go together. For a
+    server reached directly it has a pipelined connection of its own (see `wire`)."""
+    batcher = _BATCHERS.get(r)
+    if batcher is None:
+        direct = issubclass(r.connection_pool.connection_class, _HiredisPacking)
+        batcher = _BATCHERS[r] = CommandBatcher(r, Address.of(r) if direct else None)
+    return batcher
+
+
 async def close_store(r: aioredis.Redis) -> None:
-    """Close the client, its pool and, for Sentinel, the clients that talk to the sentinels."""
+    """Close the client, its batcher's connection, its pool and, for Sentinel, the clients
+    that talk to the sentinels."""
+    batcher = _BATCHERS.pop(r, None)
+    if batcher is not None:
+        await batcher.aclose()
     pool = r.connection_pool
     await r.aclose()
     if isinstance(pool, SentinelConnectionPool):

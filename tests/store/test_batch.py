@@ -1,5 +1,8 @@
-"""CommandBatcher against a real Redis: one round trip per loop turn, replies in order, an error
-reply to its own caller only, a dead connection to every caller, a caller that left skipped."""
+"""CommandBatcher against a real Redis, over both of its paths (its own pipelined connection for
+a server reached directly, a redis-py pipeline otherwise): one round trip per loop turn, replies
+in order, an error reply to its own caller only, a dead connection to every caller, a caller
+that left skipped. Then what only the own connection does: reconnecting, the handshake (ACL
+user, database), a bounded close, and one batcher per client."""
 
 from __future__ import annotations
 
@@ -12,47 +15,90 @@ from urllib.parse import urlsplit
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.store.batch import CommandBatcher
-from gateway.store.connect import close_store, open_store
+from gateway.store.connect import batcher_for, close_store, open_store
+from gateway.store.wire import Wire
+
+
+def db_url(real_redis_url: str, db: int, userinfo: str = "") -> str:
+    parts = urlsplit(real_redis_url)
+    netloc = f"{userinfo}@{parts.netloc}" if userinfo else parts.netloc
+    return parts._replace(netloc=netloc, path=f"/{db}").geturl()
 
 
 @pytest.fixture
 async def redis(real_redis_url: str) -> AsyncIterator[Redis]:
-    client = await open_store(urlsplit(real_redis_url)._replace(path="/14").geturl())
+    client = await open_store(db_url(real_redis_url, 14))
     await client.flushdb()
     yield client
     await client.flushdb()
     await close_store(client)
 
 
+@pytest.fixture(params=["wire", "redis-py"])
+def path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def batcher(redis: Redis, path: str) -> CommandBatcher:
+    return batcher_for(redis) if path == "wire" else CommandBatcher(redis)
+
+
+def count_round_trips(redis: Redis, path: str, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Commands per round trip from now on: writes on the own connection, else pipelines and
+    lone commands through redis-py."""
+    trips: list[int] = []
+    if path == "wire":
+        write = Wire._write
+
+        def counting_write(self: Wire, batch: Any) -> None:
+            trips.append(len(batch))
+            write(self, batch)
+
+        monkeypatch.setattr(Wire, "_write", counting_write)
+        return trips
+    make, execute = redis.pipeline, redis.execute_command
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make(*args, **kwargs)
+        run = pipe.execute
+
+        async def counting_execute(*a: Any, **k: Any) -> Any:
+            trips.append(len(pipe.command_stack))
+            return await run(*a, **k)
+
+        pipe.execute = counting_execute  # type: ignore[method-assign]
+        return pipe
+
+    async def counting_command(*args: Any, **kwargs: Any) -> Any:
+        trips.append(1)
+        return await execute(*args, **kwargs)
+
+    monkeypatch.setattr(redis, "pipeline", counting_pipeline)
+    monkeypatch.setattr(redis, "execute_command", counting_command)
+    return trips
+
+
 async def test_one_turn_is_one_round_trip_with_replies_in_order(
-    redis: Redis, monkeypatch: pytest.MonkeyPatch
+    redis: Redis, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pipelines = 0
-    make = redis.pipeline
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal pipelines
-        pipelines += 1
-        return make(*args, **kwargs)
-
-    monkeypatch.setattr(redis, "pipeline", counting)
-    batch = CommandBatcher(redis)
+    batch = batcher(redis, path)
+    await batch.execute("PING")  # the own connection's first batch waits for the handshake
+    trips = count_round_trips(redis, path, monkeypatch)
     sets = [batch.execute("SET", f"k{i}", f"v{i}") for i in range(50)]
     gets = [batch.execute("GET", f"k{i}") for i in range(50)]
-    assert await asyncio.gather(*sets) == [True] * 50
+    assert all(await asyncio.gather(*sets))  # b"OK" raw, True through redis-py
     assert await asyncio.gather(*gets) == [f"v{i}".encode() for i in range(50)]
-    assert pipelines == 1
-    # A later turn is a batch of its own, and a lone command needs no pipeline.
-    assert await batch.execute("GET", "k7") == b"v7"
-    assert pipelines == 1
+    assert trips == [100]
+    assert await batch.execute("GET", "k7") == b"v7"  # a later turn is a batch of its own
+    assert trips == [100, 1]
 
 
-async def test_an_error_reply_reaches_only_its_caller(redis: Redis) -> None:
+async def test_an_error_reply_reaches_only_its_caller(redis: Redis, path: str) -> None:
     await redis.set("text", "x")
-    batch = CommandBatcher(redis)
+    batch = batcher(redis, path)
     before = batch.execute("INCR", "n")
     wrong = batch.execute("LPUSH", "text", "y")  # WRONGTYPE
     after = batch.execute("INCR", "n")
@@ -62,15 +108,17 @@ async def test_an_error_reply_reaches_only_its_caller(redis: Redis) -> None:
     alone = batch.execute("LPUSH", "text", "y")  # the one-command path too
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await alone
+    with pytest.raises(NoScriptError):  # what the ledger reloads its scripts on
+        await batch.execute("EVALSHA", "0" * 40, 0)
 
 
-async def test_a_dead_server_fails_every_caller() -> None:
+async def test_a_dead_server_fails_every_caller(path: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
     client = await open_store(f"redis://127.0.0.1:{port}/0")
     try:
-        batch = CommandBatcher(client)
+        batch = batcher(client, path)
         calls = [batch.execute("GET", f"k{i}") for i in range(3)]
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(r, RedisConnectionError) for r in results)
@@ -78,12 +126,104 @@ async def test_a_dead_server_fails_every_caller() -> None:
         await close_store(client)
 
 
-async def test_a_caller_that_left_does_not_disturb_the_others(redis: Redis) -> None:
-    batch = CommandBatcher(redis)
+async def test_a_caller_that_left_does_not_disturb_the_others(redis: Redis, path: str) -> None:
+    batch = batcher(redis, path)
     gone = batch.execute("SET", "a", "1")
     kept = batch.execute("GET", "a")
     gone.cancel()
     assert await kept == b"1"  # the SET still ran: only its reply was dropped
     queued = batch.execute("SET", "b", "2")
-    await batch.aclose()  # sends what is queued
-    assert queued.result() is True and await redis.get("b") == b"2"
+    await batch.drain()  # sends what is queued
+    assert queued.result() and await redis.get("b") == b"2"
+
+
+async def test_a_lost_connection_fails_its_callers_and_the_next_batch_reconnects(
+    redis: Redis,
+) -> None:
+    batch = batcher_for(redis)
+    assert await batch.execute("CLIENT", "SETNAME", "sg-wire-under-test") == b"OK"
+    blocked = batch.execute("BLPOP", "nothing-comes", 0)  # waits until the connection dies
+    clients = (await redis.execute_command("CLIENT", "LIST")).decode().splitlines()
+    (wire_id,) = [
+        fields["id"]
+        for fields in (dict(f.split("=", 1) for f in line.split() if "=" in f) for line in clients)
+        if fields.get("name") == "sg-wire-under-test"
+    ]
+    assert await redis.execute_command("CLIENT", "KILL", "ID", wire_id) == 1
+    with pytest.raises(RedisConnectionError):
+        await blocked
+    assert await batch.execute("SET", "after", "1") == b"OK"
+    assert await redis.get("after") == b"1"
+
+
+async def test_the_end_of_an_old_connection_leaves_the_new_one_alone(redis: Redis) -> None:
+    batch = batcher_for(redis)
+    wire = batch._wire
+    assert wire is not None
+    assert await batch.execute("PING") == b"PONG"
+    old = wire._link
+    await wire.aclose()  # as a failure would: the connection is closed, its end comes later
+    wire._closed = False
+    assert await batch.execute("PING") == b"PONG"  # a new connection
+    assert old is not None and wire._link is not old
+    pending = batch.execute("SET", "still", "here")
+    old.connection_lost(None)  # the old connection's end, arriving late
+    assert await pending == b"OK"
+
+
+async def test_the_handshake_authenticates_and_selects_the_database(
+    real_redis_url: str, redis: Redis
+) -> None:
+    await redis.execute_command("ACL", "SETUSER", "sg-wire", "on", ">s3cret-pw", "~*", "+@all")
+    try:
+        client = await open_store(db_url(real_redis_url, 14, "sg-wire:s3cret-pw"))
+        try:
+            assert await batcher_for(client).execute("SET", "who", "wire") == b"OK"
+            assert await redis.get("who") == b"wire"  # db 14: the fixture's database
+            assert await batcher_for(client).execute("ACL", "WHOAMI") == b"sg-wire"
+        finally:
+            await close_store(client)
+        client = await open_store(db_url(real_redis_url, 14, "sg-wire:wrong-pw"))
+        try:
+            with pytest.raises(RedisConnectionError, match="WRONGPASS") as refused:
+                await batcher_for(client).execute("GET", "who")
+            assert "wrong-pw" not in str(refused.value)
+        finally:
+            await close_store(client)
+    finally:
+        await redis.execute_command("ACL", "DELUSER", "sg-wire")
+
+
+async def test_closing_waits_for_a_hung_server_only_so_long() -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts, reads nothing, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await open_store(f"redis://127.0.0.1:{port}/0?socket_connect_timeout=0.2")
+    try:
+        with pytest.raises(RedisConnectionError, match="cannot reach the store"):
+            await batcher_for(client).execute("GET", "k")  # the handshake never answered
+    finally:
+        async with asyncio.timeout(5):
+            await close_store(client)
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_one_batcher_per_client_and_redis_py_where_there_is_no_direct_server(
+    redis: Redis,
+) -> None:
+    assert batcher_for(redis) is batcher_for(redis)
+    assert batcher_for(redis)._wire is not None
+    embedded = await open_store("memory://")
+    try:
+        assert batcher_for(embedded)._wire is None
+        assert await batcher_for(embedded).execute("SET", "k", "v")
+        assert await batcher_for(embedded).execute("GET", "k") == b"v"
+    finally:
+        await close_store(embedded)
