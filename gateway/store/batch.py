@@ -25,19 +25,36 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
+# How long a command sent with `execute_later` may wait for company.
+LATER_S = 0.005
+
+
 class CommandBatcher:
     def __init__(self, redis: Redis, address: Address | None = None) -> None:
         self._redis = redis
         self._wire = None if address is None else Wire(address)
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._soon = False  # a send is scheduled for the end of this loop turn
+        self._later: asyncio.TimerHandle | None = None  # a send is scheduled for later
 
     def execute(self, *args: Any) -> asyncio.Future[Any]:
         """`redis.execute_command(*args)`, sent with the rest of this loop turn's commands."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
+        if not self._soon:
+            self._soon = True
             loop.call_soon(self._send)
+        self._pending.append((args, future))
+        return future
+
+    def execute_later(self, *args: Any, within_s: float = LATER_S) -> asyncio.Future[Any]:
+        """`execute` for a command nobody waits on (a cache write): it goes with the next batch
+        anyone sends, or after `within_s`, saving a round trip of its own under load."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._soon and self._later is None:
+            self._later = loop.call_later(within_s, self._send)
         self._pending.append((args, future))
         return future
 
@@ -57,6 +74,10 @@ class CommandBatcher:
             await self._wire.aclose()
 
     def _send(self) -> None:
+        self._soon = False
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         batch, self._pending = self._pending, []
         if not batch:
             return

@@ -113,6 +113,15 @@ def test_encoding_round_trips_and_compresses() -> None:
         CachedResponse.decode(b"not zlib")
 
 
+def test_a_small_entry_is_stored_plain_and_round_trips() -> None:
+    value = answer(body=b'{"object":"list","data":[{"embedding":[0.1,0.2]}]}')
+    blob = value.encode(expires_at=99.0)
+    assert blob.startswith(b"{") and blob.endswith(value.body)  # zlib would cost more here
+    assert CachedResponse.decode(blob) == (value, 99.0)
+    with pytest.raises(ValueError, match="corrupt"):
+        CachedResponse.decode(b"{not json\n")
+
+
 @pytest.mark.parametrize(
     ("fraction", "cost"), [(0.0, 0), (1.0, 1001), (0.1, 100), (0.25, 250), (2.0, 1001)]
 )

@@ -227,3 +227,18 @@ async def test_one_batcher_per_client_and_redis_py_where_there_is_no_direct_serv
         assert await batcher_for(embedded).execute("GET", "k") == b"v"
     finally:
         await close_store(embedded)
+
+
+async def test_a_later_command_goes_with_the_next_batch_or_on_its_own_soon(
+    redis: Redis, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = batcher(redis, path)
+    await batch.execute("PING")
+    trips = count_round_trips(redis, path, monkeypatch)
+    written = batch.execute_later("SET", "cached", "1", within_s=3600)
+    assert await batch.execute("GET", "cached") == b"1"  # the SET went first, in the same trip
+    assert written.done() and trips == [2]
+    alone = batch.execute_later("SET", "alone", "2", within_s=0.01)
+    async with asyncio.timeout(5):  # nobody else sends: it goes by itself after its window
+        assert await alone
+    assert trips == [2, 1] and await redis.get("alone") == b"2"
