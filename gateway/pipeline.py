@@ -457,10 +457,10 @@ class Pipeline:
         listed = sum(c.list_cost_nano for c in record.charges) or cost
         self.cache.put_soon(
             plan.cache_key,
-            CachedResponse(
-                body=body,
+            CachedResponse.of(
+                body,
+                usage,
                 content_type=content_type,
-                usage=usage,
                 served_model=deployment.model,
                 deployment=deployment.id,
                 cost_nano=cost,

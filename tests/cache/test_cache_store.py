@@ -4,8 +4,10 @@ TTLs, team namespaces, and a Redis that fails or hangs (a miss, never an error).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
+import time
 import zlib
 from collections.abc import AsyncIterator
 
@@ -30,9 +32,9 @@ BODY = orjson.dumps(
 
 
 def answer(body: bytes = BODY, list_cost: int = 1000) -> CachedResponse:
-    return CachedResponse(
-        body=body,
-        usage=Usage(prompt_tokens=10, cached_prompt_tokens=2, completion_tokens=5),
+    return CachedResponse.of(
+        body,
+        Usage(prompt_tokens=10, cached_prompt_tokens=2, completion_tokens=5),
         served_model="gpt-4o-mini",
         deployment="mock/gpt-4o-mini",
         cost_nano=400,
@@ -55,7 +57,7 @@ def test_lru_evicts_least_recently_used_by_bytes() -> None:
     for name in ("k1", "k2", "k3"):
         lru.put(name, one, expires_at=2000)
     assert len(lru) == 3 and lru.bytes == 3 * (one.size + 2)
-    assert lru.get("k1") is one  # k1 becomes the most recent
+    assert lru.get("k1") == one  # k1 becomes the most recent
     lru.put("k4", one, expires_at=2000)
     assert lru.get("k2") is None  # the least recent went
     assert {k for k in ("k1", "k3", "k4") if lru.get(k)} == {"k1", "k3", "k4"}
@@ -262,3 +264,15 @@ async def test_hanging_redis_times_out_as_a_miss() -> None:
         done.set()
         server.close()
         await server.wait_closed()
+
+
+def test_memory_entries_drop_out_of_the_garbage_collectors_scans() -> None:
+    """The memory level can hold hundreds of thousands of entries: if the GC tracked them,
+    every full collection would scan them all (tens of ms under load)."""
+    memory = MemoryLRU(1 << 20)
+    memory.put("t:a:k", answer(), expires_at=time.time() + 60)
+    gc.collect()
+    (slot,) = memory._slots.values()
+    assert not gc.is_tracked(slot)
+    hit = memory.get("t:a:k")
+    assert hit is not None and hit.usage.completion_tokens == 5
