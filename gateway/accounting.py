@@ -390,11 +390,11 @@ class Accountant:
                     ("reasoning", u.reasoning_tokens),
                 ):
                     if count:
-                        m.tokens.labels(team, model, kind).inc(count)
+                        m.child(m.tokens, team, model, kind).inc(count)
                 if c.cost_nano:
-                    m.cost_usd.labels(team, model).inc(c.cost_nano / NANO_PER_USD)
+                    m.child(m.cost_usd, team, model).inc(c.cost_nano / NANO_PER_USD)
                 if c.list_cost_nano > c.cost_nano and c.optimization:
-                    m.savings_usd.labels(team, c.optimization).inc(
+                    m.child(m.savings_usd, team, c.optimization).inc(
                         (c.list_cost_nano - c.cost_nano) / NANO_PER_USD
                     )
         if log.isEnabledFor(logging.INFO):

@@ -10,6 +10,8 @@ merges them all; each gauge's `multiprocess_mode` says how (see docs/operations.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -56,6 +58,7 @@ class Metrics:
         one worker of several; `exposition` then reports every worker's values."""
         self.registry = registry or CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
+        self._series: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "sg_requests_total",
@@ -207,6 +210,16 @@ class Metrics:
             # Each worker spools in its own directory; a restarted worker takes over its slot's.
             multiprocess_mode="livesum",
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per series (labels() takes a lock and
+        builds tuples on every call). Only for label values the config bounds (models, teams,
+        providers, fixed kinds), never for values a client sends."""
+        key = (metric, labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*labels)
+        return series
 
     def exposition(self) -> bytes:
         """The text format: this registry, or with workers every worker's merged values (read

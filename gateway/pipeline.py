@@ -206,7 +206,9 @@ class Pipeline:
             route = config.models[decision.model]
             listed = config.models.get(name) or config.models[tier.candidates[-1]]
             record.route_text = explain(decision)
-            self.metrics.tier_decisions.labels(tier.name, decision.rule_name, route.name).inc()
+            self.metrics.child(
+                self.metrics.tier_decisions, tier.name, decision.rule_name, route.name
+            ).inc()
         else:
             route = config.models.get(name)  # type: ignore[assignment]
             if route is None:
@@ -240,7 +242,7 @@ class Pipeline:
             record.cache = "miss"
         else:
             record.cache = "bypass"
-            self.metrics.cache_lookups.labels("bypass", "none").inc()
+            self.metrics.child(self.metrics.cache_lookups, "bypass", "none").inc()
         return plan
 
     async def _reserve(self, config: Config, record: Record, plan: Plan) -> None:
@@ -343,7 +345,9 @@ class Pipeline:
         record.attempts += attempts
         record.upstream_s += time.perf_counter() - started
         provider = providers[deployment.provider].config.name
-        self.metrics.upstream_ttfb_seconds.labels(provider, deployment.model).observe(result.ttfb_s)
+        self.metrics.child(self.metrics.upstream_ttfb_seconds, provider, deployment.model).observe(
+            result.ttfb_s
+        )
         try:
             answer = orjson.loads(result.body)
         except orjson.JSONDecodeError:
@@ -373,7 +377,7 @@ class Pipeline:
         if not shared.is_leader:
             charge.optimization = "coalescing"
             charge.list_cost_nano = max(charge.list_cost_nano, full)
-            self.metrics.coalesced.labels(plan.route.name).inc()
+            self.metrics.child(self.metrics.coalesced, plan.route.name).inc()
         return answer
 
     async def _cascade(

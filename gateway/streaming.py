@@ -75,7 +75,9 @@ async def stream_upstream(
     )
     record.upstream_s = time.perf_counter() - started
     provider = providers[deployment.provider].config.name
-    metrics.upstream_ttfb_seconds.labels(provider, deployment.model).observe(upstream.ttfb_s)
+    metrics.child(metrics.upstream_ttfb_seconds, provider, deployment.model).observe(
+        upstream.ttfb_s
+    )
     scanner = StreamScanner(hide_usage_chunk=hide_usage)
     response = web.StreamResponse(
         headers={

@@ -243,7 +243,6 @@ class ResponseCache:
         self._last_error_log = -float("inf")
         self._suppressed = 0
         self._batch = None if redis is None else batcher_for(redis)
-        self._series: dict[tuple[bool, Level], Any] = {}  # cache_lookups by (hit, level)
 
     async def get(self, key: str) -> CachedResponse | None:
         return (await self.lookup(key))[0]
@@ -328,11 +327,8 @@ class ResponseCache:
 
     def _count(self, level: Level, hit: bool) -> None:
         if self.metrics is not None:
-            series = self._series.get((hit, level))
-            if series is None:  # labels() takes a lock and builds tuples: once per series
-                result = "hit" if hit else "miss"
-                series = self._series[hit, level] = self.metrics.cache_lookups.labels(result, level)
-            series.inc()
+            m = self.metrics
+            m.child(m.cache_lookups, "hit" if hit else "miss", level).inc()
 
     def _redis_failed(self, what: str, exc: BaseException) -> None:
         self.redis_errors += 1
