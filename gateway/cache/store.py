@@ -69,9 +69,12 @@ class CachedResponse(NamedTuple):
 
     @classmethod
     def of(cls, body: bytes, usage: Usage, **fields: Any) -> CachedResponse:
+        """The entry for `body` (copied to its exact size: orjson's output keeps a buffer of 4 KB
+        or more whatever its length, so a small answer assembled or split by orjson would hold
+        ten times the memory the cache counts for it) and the usage of the call."""
         u = usage
         return cls(
-            body,
+            bytes(memoryview(body)),
             prompt_tokens=u.prompt_tokens,
             cached_prompt_tokens=u.cached_prompt_tokens,
             completion_tokens=u.completion_tokens,

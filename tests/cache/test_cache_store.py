@@ -9,7 +9,8 @@ import logging
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import fakeredis
 import orjson
@@ -276,3 +277,18 @@ def test_memory_entries_drop_out_of_the_garbage_collectors_scans() -> None:
     assert not gc.is_tracked(slot)
     hit = memory.get("t:a:k")
     assert hit is not None and hit.usage.completion_tokens == 5
+
+
+def test_an_entry_holds_no_more_memory_than_its_body() -> None:
+    def rss_delta_per_item(make: Callable[[int], object]) -> float:
+        before = int(Path("/proc/self/statm").read_text().split()[1])
+        kept = [make(i) for i in range(20_000)]
+        after = int(Path("/proc/self/statm").read_text().split()[1])
+        assert len(kept) == 20_000
+        return (after - before) * 4096 / 20_000
+
+    # orjson's output of a small answer holds ~4 KB; the entry keeps only the body's own bytes.
+    per_entry = rss_delta_per_item(
+        lambda i: CachedResponse.of(orjson.dumps({"n": i, "text": "short answer"}), Usage())
+    )
+    assert per_entry < 1024
