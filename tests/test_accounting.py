@@ -29,11 +29,11 @@ MESSAGES = [{"role": "user", "content": "Summarise the budget report"}]
 MAX_TOKENS = 10
 
 
-def gpt4o_worst_case_nano() -> int:
-    """What one request reserves: its prompt (tiktoken) plus MAX_TOKENS output at gpt-4o's list
-    price ($2.50 in / $10 out per 1M tokens), rounded up to a whole nano-dollar."""
+def gpt4o_worst_case_nano(max_tokens: int = MAX_TOKENS) -> int:
+    """What one request reserves: its prompt (tiktoken) plus `max_tokens` output at gpt-4o's
+    list price ($2.50 in / $10 out per 1M tokens), rounded up to a whole nano-dollar."""
     prompt = count_chat_prompt(MESSAGES, "gpt-4o")
-    per_m = prompt * 2_500_000_000 + MAX_TOKENS * 10_000_000_000
+    per_m = prompt * 2_500_000_000 + max_tokens * 10_000_000_000
     return -(-per_m // 1_000_000)
 
 
@@ -51,9 +51,13 @@ async def store_url(
 
 
 async def post_chat(
-    http: aiohttp.ClientSession, url: str, key: str, model: str = "gpt-4o"
+    http: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    model: str = "gpt-4o",
+    max_tokens: int = MAX_TOKENS,
 ) -> tuple[int, dict[str, str], dict[str, object]]:
-    body = {"model": model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens}
     async with http.post(
         url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
     ) as response:
@@ -85,15 +89,19 @@ async def test_concurrent_requests_never_overspend(
     monkeypatch: pytest.MonkeyPatch,
     k: int,
 ) -> None:
-    worst = gpt4o_worst_case_nano()
+    output = 400  # the mock writes them all: an answer costs within 0.4 % of its worst case
+    mock_upstream.options.completion_tokens = output
+    worst = gpt4o_worst_case_nano(output)
     limit = k * worst + worst // 2  # room for exactly k worst cases
     monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{limit / 1e9:.9f}")
-    # Every request is in flight when the others reserve: none settles before all reserved.
+    # Every request is in flight when the others reserve; and a settle that lands before a
+    # late one reserves frees far less than a worst case.
     mock_upstream.options.latency_s = 0.5
     gateway = await gateway_factory("budgets.yaml", teams=("alpha",))
+    key = gateway.keys["alpha"]
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(
-            *(post_chat(http, gateway.url, gateway.keys["alpha"]) for _ in range(300))
+            *(post_chat(http, gateway.url, key, max_tokens=output) for _ in range(300))
         )
     statuses = [status for status, _, _ in results]
     assert statuses.count(200) == k
@@ -302,7 +310,12 @@ async def test_two_gateway_processes_sharing_redis_never_overspend(
     tmp_path: Path,
 ) -> None:
     k = 12
-    worst = gpt4o_worst_case_nano()
+    # Each answer costs within 0.4 % of its worst case (the mock writes all 400 tokens; only the
+    # prompt's count differs), so settles that land before a slow request reserves can never
+    # free room for another: exactly k, however the two processes' requests interleave.
+    output = 400
+    mock_upstream.options.completion_tokens = output
+    worst = gpt4o_worst_case_nano(output)
     limit = k * worst + worst // 2
     monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{limit / 1e9:.9f}")
     mock_upstream.options.latency_s = 0.5
@@ -338,7 +351,10 @@ async def test_two_gateway_processes_sharing_redis_never_overspend(
                         await asyncio.sleep(0.05)
             key = first.keys["alpha"]
             results = await asyncio.gather(
-                *(post_chat(http, first.url if i % 2 else other, key) for i in range(200))
+                *(
+                    post_chat(http, first.url if i % 2 else other, key, max_tokens=output)
+                    for i in range(200)
+                )
             )
     finally:
         second.terminate()
