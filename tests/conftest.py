@@ -7,6 +7,7 @@ its base URL, app and a ready key per team (created through the keyring, as `key
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -83,6 +84,22 @@ def _wait_for_redis(port: int, proc: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError("redis-server did not answer PING within 10 s")
+
+
+@pytest.fixture
+async def silent_port() -> AsyncIterator[int]:
+    """The port of a server that accepts connections and never answers: a hung Redis."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
 
 
 @pytest.fixture(scope="session")

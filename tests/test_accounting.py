@@ -499,7 +499,7 @@ async def test_chargeback_through_the_gateway_sums_exactly(
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
 async def test_a_hung_store_is_bounded_and_follows_on_unavailable(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: str, silent_port: int
 ) -> None:
     """A Redis that accepts connections and never answers: the reserve gives up after
     STORE_TIMEOUT_S and the request is served (open) or refused with 503 (closed)."""
@@ -514,15 +514,8 @@ async def test_a_hung_store_is_bounded_and_follows_on_unavailable(
     from gateway.store.connect import close_store, open_store
     from gateway.types import Principal
 
-    held: list[asyncio.StreamWriter] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)  # read nothing, answer nothing
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     env = {
-        "SPENDGATE_STORE_URL": f"redis://127.0.0.1:{port}/0",
+        "SPENDGATE_STORE_URL": f"redis://127.0.0.1:{silent_port}/0",
         "SPENDGATE_ON_UNAVAILABLE": policy,
         "SPENDGATE_SPOOL_DIR": str(tmp_path),
         "SPENDGATE_UPSTREAM_URL": "http://x/v1",
@@ -557,10 +550,6 @@ async def test_a_hung_store_is_bounded_and_follows_on_unavailable(
                         await accountant.reserve(record, config, route, body, 10)
     finally:
         await close_store(redis)
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_cache_hits_billed_at_a_fraction_count_against_the_budget(
