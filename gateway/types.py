@@ -99,20 +99,34 @@ class SpendEvent:
     description: str | None = None  # external costs: what it was
 
     def to_fields(self) -> dict[str, str]:
+        flat = iter(self.to_flat())
+        return dict(zip(flat, flat, strict=True))
+
+    def to_flat(self) -> list[str]:
+        """`to_fields` as one list, each name followed by its value (what the settle script
+        appends to the stream); built on every settle, so without an intermediate dict."""
         import orjson
 
-        fields: dict[str, str] = {}
+        flat: list[str] = []
+        add = flat.append
         for name in self.__slots__:
             value = getattr(self, name)
-            if value is None:
+            kind = type(value)
+            if kind is str:
+                add(name)
+                add(value)
+            elif value is None:
                 continue
-            if name == "tags":
-                fields[name] = orjson.dumps(dict(value)).decode()
-            elif isinstance(value, bool):
-                fields[name] = "1" if value else "0"
+            elif kind is bool:
+                add(name)
+                add("1" if value else "0")
+            elif name == "tags":
+                add(name)
+                add(orjson.dumps(dict(value)).decode())
             else:
-                fields[name] = str(value)
-        return fields
+                add(name)
+                add(str(value))
+        return flat
 
     @classmethod
     def from_fields(cls, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> SpendEvent:

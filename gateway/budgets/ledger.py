@@ -10,6 +10,7 @@ settles it could not deliver (`Spool`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -482,8 +483,8 @@ class BudgetLedger:
         args.append(rediskeys.SETTLED_TTL_S)
         for budget, end in zip(budgets, ends, strict=True):
             args += [_limit(budget.limit_nano), _limit(budget.limit_tokens)]
-            args += [",".join(str(t) for t in budget.thresholds), _ttl_ms(end, now_ms)]
-        args.append(orjson.dumps([x for item in event.to_fields().items() for x in item]))
+            args += [_thresholds_text(budget.thresholds), _ttl_ms(end, now_ms)]
+        args.append(orjson.dumps(event.to_flat()))
         return _SettleCall(keys, args, tuple(budgets), tuple(period_ids), ends)
 
     async def release_expired(self, team: str) -> int:
@@ -560,6 +561,11 @@ def _budget_args(
         args += [_limit(budget.limit_nano), _limit(budget.limit_tokens), mode]
         args.append(_ttl_ms(end, now_ms))
     return args
+
+
+@functools.lru_cache(maxsize=64)
+def _thresholds_text(thresholds: tuple[int, ...]) -> str:
+    return ",".join(str(t) for t in thresholds)
 
 
 def _limit(value: int | None) -> int:
