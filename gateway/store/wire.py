@@ -189,8 +189,9 @@ class Wire:
         for args, waiter in batch:
             try:
                 packed.append(hiredis.pack_command(args))
-            except TypeError as exc:
-                waiter.set_exception(exc)
+            except TypeError as exc:  # an argument hiredis cannot send (None, a bool...)
+                if not waiter.done():
+                    waiter.set_exception(exc)
                 continue
             self._waiting.append(waiter)
         self._transport.write(b"".join(packed))

@@ -231,3 +231,14 @@ async def test_a_later_command_goes_with_the_next_batch_or_on_its_own_soon(
     async with asyncio.timeout(5):  # nobody else sends: it goes by itself after its window
         assert await alone
     assert trips == [2, 1] and await redis.get("alone") == b"2"
+
+
+async def test_an_argument_that_cannot_be_sent_fails_only_its_command(redis: Redis) -> None:
+    batch = batcher_for(redis)
+    bad = batch.execute("SET", "k", None)
+    gone = batch.execute("SET", "k2", None)
+    gone.cancel()  # its caller left before the batch went: nothing to tell it
+    good = batch.execute("SET", "k", "v")
+    with pytest.raises(TypeError):
+        await bad
+    assert await good == b"OK" and await redis.get("k") == b"v"
