@@ -227,16 +227,22 @@ async def test_usage_is_estimated_when_the_upstream_reports_none(
         assert "usage" not in share.response
 
 
+async def call_in_flight(batcher: EmbeddingBatcher[None], text: str) -> asyncio.Task[Any]:
+    """A request of MODEL's group whose upstream call has started (one loop step after it
+    was submitted): the group has a call in flight until it returns."""
+    body = {"model": MODEL, "input": text}
+    task = asyncio.create_task(batcher.submit(group_key(body), body))
+    await asyncio.sleep(0)
+    return task
+
+
 async def test_a_client_leaving_does_not_disturb_the_others(
     mock: MockUpstream, session: aiohttp.ClientSession
 ) -> None:
     batcher: EmbeddingBatcher[None] = EmbeddingBatcher(0.05, 256, caller(mock, session))
     # A call of the group in flight (slow upstream): the next batch collects for the window.
     mock.options.latency_s = 0.5
-    blocker = asyncio.create_task(
-        batcher.submit(group_key({"model": MODEL}), {"model": MODEL, "input": "b"})
-    )
-    await asyncio.sleep(0)
+    blocker = await call_in_flight(batcher, "b")
     bodies = [{"model": MODEL, "input": f"x{i}"} for i in range(4)]
     tasks = [asyncio.create_task(batcher.submit(group_key(b), b)) for b in bodies]
     await asyncio.sleep(0.01)
@@ -269,10 +275,7 @@ async def test_requests_arriving_during_a_call_go_together_when_it_returns(
 ) -> None:
     batcher: EmbeddingBatcher[None] = EmbeddingBatcher(60.0, 256, caller(mock, session))
     mock.options.latency_s = 0.1
-    first = asyncio.create_task(
-        batcher.submit(group_key({"model": MODEL}), {"model": MODEL, "input": "a"})
-    )
-    await asyncio.sleep(0)  # its call is in flight now
+    first = await call_in_flight(batcher, "a")
     later = [{"model": MODEL, "input": f"y{i}"} for i in range(5)]
     async with asyncio.timeout(5):  # well before the minute's window
         shares = await asyncio.gather(*(batcher.submit(group_key(b), b) for b in later))

@@ -69,6 +69,13 @@ Serve = Callable[[Reply], Awaitable[tuple["Server", Endpoint]]]
 
 
 @pytest.fixture
+async def client() -> AsyncIterator[Http1Client]:
+    client = Http1Client()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     servers: list[Server] = []
 
@@ -92,19 +99,17 @@ def fixed(status: str, body: bytes, *headers: str) -> Reply:
     return reply
 
 
-async def test_post_sends_one_well_formed_request_and_reuses_the_connection(serve: Serve) -> None:
+async def test_post_sends_one_well_formed_request_and_reuses_the_connection(
+    serve: Serve, client: Http1Client
+) -> None:
     server, endpoint = await serve(
         fixed("200 OK", b'{"ok": true}', "Content-Type: application/json")
     )
-    client = Http1Client()
-    try:
-        for _ in range(3):
-            response = await client.post(endpoint, "chat/completions", b'{"a": 1}', TIMEOUTS)
-            assert (response.status, await response.read()) == (200, b'{"ok": true}')
-            assert response.content_type == "application/json"
-            response.release()
-    finally:
-        await client.aclose()
+    for _ in range(3):
+        response = await client.post(endpoint, "chat/completions", b'{"a": 1}', TIMEOUTS)
+        assert (response.status, await response.read()) == (200, b'{"ok": true}')
+        assert response.content_type == "application/json"
+        response.release()
     assert server.connections == 1  # kept alive
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -114,7 +119,7 @@ async def test_post_sends_one_well_formed_request_and_reuses_the_connection(serv
     assert any(line.startswith(b"Host: 127.0.0.1:") for line in lines)
 
 
-async def test_chunked_body_arrives_piece_by_piece(serve: Serve) -> None:
+async def test_chunked_body_arrives_piece_by_piece(serve: Serve, client: Http1Client) -> None:
     release = asyncio.Event()
 
     async def reply(_: bytes, writer: asyncio.StreamWriter) -> None:
@@ -126,24 +131,20 @@ async def test_chunked_body_arrives_piece_by_piece(serve: Serve) -> None:
         await writer.drain()
 
     server, endpoint = await serve(reply)
-    client = Http1Client()
-    try:
-        response = await client.post(endpoint, "x", b"{}", TIMEOUTS)
-        pieces = response.chunks()
-        assert await anext(pieces) == b"data: "
-        release.set()
-        assert [piece async for piece in pieces] == [b"one"]
-        response.release()
-        again = await client.post(endpoint, "x", b"{}", TIMEOUTS)  # same connection, clean
-        release.set()
-        assert await again.read() == b"data: one"
-        again.release()
-    finally:
-        await client.aclose()
+    response = await client.post(endpoint, "x", b"{}", TIMEOUTS)
+    pieces = response.chunks()
+    assert await anext(pieces) == b"data: "
+    release.set()
+    assert [piece async for piece in pieces] == [b"one"]
+    response.release()
+    again = await client.post(endpoint, "x", b"{}", TIMEOUTS)  # same connection, clean
+    release.set()
+    assert await again.read() == b"data: one"
+    again.release()
     assert server.connections == 1
 
 
-async def test_gzip_and_read_to_close(serve: Serve) -> None:
+async def test_gzip_and_read_to_close(serve: Serve, client: Http1Client) -> None:
     packed = gzip.compress(b"x" * 10_000)
 
     async def reply(_: bytes, writer: asyncio.StreamWriter) -> None:
@@ -153,18 +154,16 @@ async def test_gzip_and_read_to_close(serve: Serve) -> None:
         writer.close()
 
     server, endpoint = await serve(reply)
-    client = Http1Client()
-    try:
-        for _ in range(2):
-            response = await client.post(endpoint, "x", b"{}", TIMEOUTS)
-            assert await response.read() == b"x" * 10_000
-            response.release()
-    finally:
-        await client.aclose()
+    for _ in range(2):
+        response = await client.post(endpoint, "x", b"{}", TIMEOUTS)
+        assert await response.read() == b"x" * 10_000
+        response.release()
     assert server.connections == 2  # a body that ends at the close is never reused
 
 
-async def test_a_kept_alive_connection_the_server_closed_is_retried_once(serve: Serve) -> None:
+async def test_a_kept_alive_connection_the_server_closed_is_retried_once(
+    serve: Serve, client: Http1Client
+) -> None:
     answered = 0
 
     async def reply(_: bytes, writer: asyncio.StreamWriter) -> None:
@@ -177,45 +176,37 @@ async def test_a_kept_alive_connection_the_server_closed_is_retried_once(serve: 
         await writer.drain()
 
     server, endpoint = await serve(reply)
-    client = Http1Client()
-    try:
-        first = await client.post(endpoint, "x", b"{}", TIMEOUTS)
-        assert await first.read() == b"ok"
-        first.release()
-        second = await client.post(endpoint, "x", b"{}", TIMEOUTS)
-        assert await second.read() == b"ok"
-        second.release()
-    finally:
-        await client.aclose()
+    first = await client.post(endpoint, "x", b"{}", TIMEOUTS)
+    assert await first.read() == b"ok"
+    first.release()
+    second = await client.post(endpoint, "x", b"{}", TIMEOUTS)
+    assert await second.read() == b"ok"
+    second.release()
     assert server.connections == 2 and len(server.requests) == 3
 
 
-async def test_a_fresh_connection_closed_unanswered_is_an_error(serve: Serve) -> None:
+async def test_a_fresh_connection_closed_unanswered_is_an_error(
+    serve: Serve, client: Http1Client
+) -> None:
     async def reply(_: bytes, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
     server, endpoint = await serve(reply)
-    client = Http1Client()
-    try:
-        with pytest.raises(Http1Error, match="before answering"):
-            await client.post(endpoint, "x", b"{}", TIMEOUTS)
-    finally:
-        await client.aclose()
+    with pytest.raises(Http1Error, match="before answering"):
+        await client.post(endpoint, "x", b"{}", TIMEOUTS)
     assert server.connections == 1  # not retried: nothing says a new one would fare better
 
 
-async def test_read_timeout_before_the_head_and_between_pieces(serve: Serve) -> None:
+async def test_read_timeout_before_the_head_and_between_pieces(
+    serve: Serve, client: Http1Client
+) -> None:
     async def silent(_: bytes, writer: asyncio.StreamWriter) -> None:
         await asyncio.Event().wait()
 
     _, endpoint = await serve(silent)
-    client = Http1Client()
     quick = Timeouts(connect_s=2, read_s=0.05, total_s=5)
-    try:
-        with pytest.raises(TimeoutError):
-            await client.post(endpoint, "x", b"{}", quick)
-    finally:
-        await client.aclose()
+    with pytest.raises(TimeoutError):
+        await client.post(endpoint, "x", b"{}", quick)
 
     async def stalls(_: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
@@ -223,28 +214,20 @@ async def test_read_timeout_before_the_head_and_between_pieces(serve: Serve) -> 
         await asyncio.Event().wait()
 
     _, endpoint = await serve(stalls)
-    client = Http1Client()
-    try:
-        response = await client.post(endpoint, "x", b"{}", quick)
-        with pytest.raises(TimeoutError):
-            await response.read()
-        response.release()
-    finally:
-        await client.aclose()
+    response = await client.post(endpoint, "x", b"{}", quick)
+    with pytest.raises(TimeoutError):
+        await response.read()
+    response.release()
 
 
-async def test_not_http_and_truncated_bodies_are_errors(serve: Serve) -> None:
+async def test_not_http_and_truncated_bodies_are_errors(serve: Serve, client: Http1Client) -> None:
     async def garbage(_: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
         await writer.drain()
 
     _, endpoint = await serve(garbage)
-    client = Http1Client()
-    try:
-        with pytest.raises(Http1Error, match="not an HTTP"):
-            await client.post(endpoint, "x", b"{}", TIMEOUTS)
-    finally:
-        await client.aclose()
+    with pytest.raises(Http1Error, match="not an HTTP"):
+        await client.post(endpoint, "x", b"{}", TIMEOUTS)
 
     async def short(_: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
@@ -252,26 +235,18 @@ async def test_not_http_and_truncated_bodies_are_errors(serve: Serve) -> None:
         writer.close()
 
     _, endpoint = await serve(short)
-    client = Http1Client()
-    try:
-        response = await client.post(endpoint, "x", b"{}", TIMEOUTS)
-        with pytest.raises(Http1Error, match="mid-response"):
-            await response.read()
-        response.release()
-    finally:
-        await client.aclose()
+    response = await client.post(endpoint, "x", b"{}", TIMEOUTS)
+    with pytest.raises(Http1Error, match="mid-response"):
+        await response.read()
+    response.release()
 
 
-async def test_connect_refused_is_an_oserror() -> None:
+async def test_connect_refused_is_an_oserror(client: Http1Client) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    client = Http1Client()
-    try:
-        with pytest.raises(OSError):
-            await client.post(Endpoint.of(f"http://127.0.0.1:{port}", {}), "x", b"{}", TIMEOUTS)
-    finally:
-        await client.aclose()
+    with pytest.raises(OSError):
+        await client.post(Endpoint.of(f"http://127.0.0.1:{port}", {}), "x", b"{}", TIMEOUTS)
 
 
 def test_endpoint_prepares_the_head_and_refuses_bad_input() -> None:
