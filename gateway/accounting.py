@@ -157,9 +157,6 @@ class Accountant:
         self._access_writer = access_writer
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue: list[_SettleItem] = []
-        # Metric series by label values; bounded, as the labels are (endpoint, model, provider,
-        # team, status) from the config.
-        self._children: dict[tuple[str, str, str, str, int], tuple[Any, Any, Any]] = {}
         self._flushing = False
         self._open = 0  # requests begun and not finished
         self._wake: asyncio.Future[None] | None = None  # a flush waiting for company
@@ -251,8 +248,8 @@ class Accountant:
             if not self._flushing:
                 self._flushing = True
                 self._spawn(self._flush())
-            elif not self._open and self._wake is not None and not self._wake.done():
-                self._wake.set_result(None)
+            elif not self._open and self._wake is not None:
+                _set_none(self._wake)
 
     async def drain(self) -> None:
         """Wait for every settle in progress (tests, shutdown)."""
@@ -366,20 +363,11 @@ class Accountant:
         model = model or "<unknown>"
         team = record.principal.team if record.principal else "<none>"
         provider = record.charges[-1].provider if record.charges else "<none>"
-        key = (record.endpoint, model, provider or "<none>", team, record.status)
-        children = self._children.get(key)
-        if children is None:
-            # labels() takes a lock and builds tuples on every call: look the series up once.
-            children = self._children[key] = (
-                m.requests.labels(key[0], model, key[2], team, str(record.status)),
-                m.request_seconds.labels(record.endpoint, model),
-                m.overhead_seconds.labels(record.endpoint),
-            )
-        requests, seconds, overhead_seconds = children
-        requests.inc()
-        seconds.observe(elapsed)
+        endpoint, status = record.endpoint, str(record.status)
+        m.child(m.requests, endpoint, model, provider or "<none>", team, status).inc()
+        m.child(m.request_seconds, endpoint, model).observe(elapsed)
         overhead = record.first_byte_s if record.first_byte_s is not None else elapsed
-        overhead_seconds.observe(max(0.0, overhead - record.upstream_s))
+        m.child(m.overhead_seconds, endpoint).observe(max(0.0, overhead - record.upstream_s))
         if record.principal is not None:
             for c in record.charges:
                 u = c.usage
