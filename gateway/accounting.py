@@ -148,13 +148,16 @@ class Accountant:
         alerts: AlertSender,
         metrics: Metrics,
         access_writer: Callable[[dict[str, Any]], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock`: the wall clock that dates spend events (tests inject a fixed one)."""
         self.ledger = ledger
         self.registry = registry
         self.spool = spool
         self.alerts = alerts
         self.metrics = metrics
         self._access_writer = access_writer
+        self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue: list[_SettleItem] = []
         self._flushing = False
@@ -240,7 +243,7 @@ class Accountant:
         elapsed = time.perf_counter() - record.started
         self._observe(record, elapsed)
         if record.principal is not None and (record.route is not None or record.charges):
-            ts_ms = int(time.time() * 1000)
+            ts_ms = int(self._clock() * 1000)
             team = record.principal.team
             for i, event in enumerate(self._events(record, ts_ms, elapsed)):
                 reservation = record.reservation if i == 0 else None

@@ -1,8 +1,9 @@
 """Shared fixtures: a mock upstream on a real socket, and gateways built from fixture configs.
 
 `gateway_factory(config_file)` loads `tests/fixtures/<config_file>` with SPENDGATE_UPSTREAM_URL
-pointing at the test's mock upstream, starts the app on a free port, and returns a `Gateway` with
-its base URL, app and a ready key per team (created through the keyring, as `keys create` does).
+pointing at the test's mock upstream, starts the app on a free port with a wall clock that starts
+at a fixed moment (`tests.clock`), and returns a `Gateway` with its base URL, app, clock and a
+ready key per team (created through the keyring, as `keys create` does).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Gateway:
     server: TestServer
     app: web.Application
     config_path: Path
+    clock: Callable[[], float]
     keys: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -174,18 +176,23 @@ async def gateway_factory(
         config_file: str = "gateway.yaml",
         teams: tuple[str, ...] = ("alpha", "beta"),
         copy: bool = True,
+        clock: Callable[[], float] | None = None,
     ) -> Gateway:
+        """`clock`: the app's wall clock; by default one running from `tests.clock.T0`."""
+        from tests.clock import RunningClock
+
         source = FIXTURES / config_file
         # A private copy, so a test can rewrite it to exercise hot reload.
         path = tmp_path / config_file if copy else source
         if copy:
             path.write_text(source.read_text())
         config = load_config(path)
-        app = create_app(config, str(path))
+        clock = clock or RunningClock()
+        app = create_app(config, str(path), clock=clock)
         server = TestServer(app)
         await server.start_server()
         started.append(server)
-        gateway = Gateway(server, app, path)
+        gateway = Gateway(server, app, path, clock)
         for team in teams:
             secret, _ = await app[KEYRING].create(team, project=f"{team}-project")
             gateway.keys[team] = secret

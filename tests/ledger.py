@@ -5,8 +5,8 @@ stream registry), and draining the streams with an aggregator."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -18,19 +18,15 @@ from gateway.analytics.rollupdata import RollupData
 from gateway.config.model import AggregatorConfig
 from gateway.store.connect import open_store
 from gateway.types import SpendEvent
+from tests.clock import T0_MS, FakeClock
 
 AGGREGATOR_DB = 2  # the real-Redis database of tests/aggregator
 REPORTS_DB = 3  # and of tests/reports
 
 
-def _t0_ms() -> int:
-    # The 5th of the current month, 10:30 UTC: recent enough that no rollup key has expired,
-    # and in the middle of a month so a day or two either side stays in it.
-    now = datetime.now(UTC)
-    return int(datetime(now.year, now.month, 5, 10, 30, tzinfo=UTC).timestamp() * 1000)
-
-
-T0_MS = _t0_ms()
+# Events are dated at T0 (tests.clock) and the aggregator's clock stands an hour later, so
+# every rollup key lives; whatever today's date is.
+NOW = FakeClock(T0_MS / 1000 + 3600)
 
 
 def db_url(base: str, db: int) -> str:
@@ -106,9 +102,14 @@ async def backlog(redis: Redis, teams: Iterable[str]) -> int:
     return total
 
 
-async def drain(redis: Redis, config: AggregatorConfig | None = None) -> int:
-    """Apply everything in every registered stream with one aggregator; returns entries applied."""
-    aggregator = Aggregator(redis, config or AggregatorConfig(block_ms=10), consumer="drain")
+async def drain(
+    redis: Redis, config: AggregatorConfig | None = None, clock: Callable[[], float] = NOW
+) -> int:
+    """Apply everything in every registered stream with one aggregator (on `clock`, by default
+    an hour after T0); returns entries applied."""
+    aggregator = Aggregator(
+        redis, config or AggregatorConfig(block_ms=10), consumer="drain", clock=clock
+    )
     total = 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

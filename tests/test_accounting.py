@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -318,8 +319,11 @@ async def test_two_gateway_processes_sharing_redis_never_overspend(
     worst = gpt4o_worst_case_nano(output)
     limit = k * worst + worst // 2
     monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{limit / 1e9:.9f}")
+    # The other process runs on the real clock, so this one does too (their leases and periods
+    # must agree); a budget without periods keeps today's date out of the test.
+    monkeypatch.setenv("SPENDGATE_ALPHA_PERIOD", "total")
     mock_upstream.options.latency_s = 0.5
-    first = await gateway_factory("budgets.yaml", teams=("alpha",))
+    first = await gateway_factory("budgets.yaml", teams=("alpha",), clock=time.time)
     port = _free_port()
     env = {**os.environ, "SPENDGATE_SPOOL_DIR": str(tmp_path / "spool2")}
     log = (tmp_path / "second.log").open("wb")
@@ -466,7 +470,7 @@ async def test_chargeback_through_the_gateway_sums_exactly(
             for _ in range(n):
                 assert (await post_chat(http, gw.url, gw.keys[team]))[0] == 200
         await gw.app[PIPELINE].accountant.drain()
-        month = datetime.now(UTC).strftime("%Y-%m")
+        month = datetime.fromtimestamp(gw.clock(), UTC).strftime("%Y-%m")
         async with asyncio.timeout(10):
             while True:  # until the embedded aggregator has rolled up all 11 requests
                 async with http.get(

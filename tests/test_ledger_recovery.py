@@ -10,7 +10,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,8 +109,8 @@ def expected_cost_nano(mock: MockUpstream, max_tokens: int) -> int:
     return total
 
 
-async def rolled_up_cost(redis: Redis, team: str) -> int:
-    day = datetime.now(UTC).strftime("%Y%m%d")
+async def rolled_up_cost(redis: Redis, team: str, clock: Callable[[], float]) -> int:
+    day = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%d")
     value = await redis.hget(rediskeys.rollup(team, "d", day, "team"), f"{team}|cost")
     return int(value or 0)
 
@@ -130,7 +130,9 @@ async def test_redis_killed_mid_load_loses_and_doubles_nothing(
     aggregator_redis = await open_store(redis_process.url)  # retries on a dropped connection
     stop = asyncio.Event()
     config = gw.app[LIVE_CONFIG]
-    aggregator = asyncio.create_task(run_service(aggregator_redis, lambda: config.current, stop))
+    aggregator = asyncio.create_task(
+        run_service(aggregator_redis, lambda: config.current, stop, clock=gw.clock)
+    )
     statuses: list[int] = []
     sent = 0
     outage = asyncio.Event()
@@ -175,7 +177,7 @@ async def test_redis_killed_mid_load_loses_and_doubles_nothing(
             await asyncio.sleep(0.05)
     expected = expected_cost_nano(mock_upstream, max_tokens=8)
     async with asyncio.timeout(30):
-        while await rolled_up_cost(aggregator_redis, "alpha") != expected:
+        while await rolled_up_cost(aggregator_redis, "alpha", gw.clock) != expected:
             await asyncio.sleep(0.05)  # the aggregator catches up on its own schedule
     stop.set()
     await aggregator
@@ -183,7 +185,7 @@ async def test_redis_killed_mid_load_loses_and_doubles_nothing(
     events = [SpendEvent.from_fields(fields) for _, fields in entries]
     assert len(events) == 160 == len({e.event_id for e in events})
     assert sum(e.cost_nano for e in events) == expected
-    assert await rolled_up_cost(aggregator_redis, "alpha") == expected
+    assert await rolled_up_cost(aggregator_redis, "alpha", gw.clock) == expected
     await aggregator_redis.aclose()
 
 

@@ -88,6 +88,8 @@ class Aggregator:
         metrics: AggregatorMetrics | None = None,
         group: str = rediskeys.EVENTS_GROUP,
     ) -> None:
+        """`clock`: the wall clock (epoch seconds) that rollup lifetimes are measured against;
+        the loop's own timers run on the monotonic clock."""
         self.redis = redis
         self.config = config  # reassignable: the embedded aggregator follows config reloads
         self.consumer = consumer or default_consumer_name()
@@ -121,7 +123,7 @@ class Aggregator:
     async def step(self) -> int:
         """Read one batch per team stream and apply it; block (up to block_ms) only when no
         stream had anything. Returns the number of entries this consumer applied."""
-        now = self.clock()
+        now = time.monotonic()
         if now >= self._next_refresh:
             await self.refresh_streams()
             self._next_refresh = now + _REGISTRY_REFRESH_S
@@ -282,8 +284,11 @@ class Aggregator:
         for entry_id, reason in poison:
             args += [entry_id, reason[:500]]
         args.append(rediskeys.DEAD_LETTER_MAXLEN)
+        # Lifetimes go to Redis relative to our clock (a bucket already past its end of life
+        # gets 0: dropped), so an injected clock and Redis's own agree.
+        now = int(self.clock())
         for key, sums in cells:
-            args += [batch.expiry[key], len(sums)]
+            args += [max(batch.expiry[key] - now, 0), len(sums)]
             for hash_field, amount in sums.items():
                 args += [hash_field, amount]
         return keys, args

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -28,12 +29,15 @@ async def run_service(
     *,
     metrics: AggregatorMetrics | None = None,
     consumer: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> None:
     """Consume, apply and archive until `stop` is set, following `config_getter().aggregator`.
-    Store outages are retried inside the loops; anything else stops both and propagates."""
+    Store outages are retried inside the loops; anything else stops both and propagates.
+    `clock`: the wall clock rollup lifetimes are measured against (the archive follows the
+    stream ids, which are Redis's own time)."""
     config = config_getter().aggregator
     metrics = metrics or AggregatorMetrics()
-    aggregator = Aggregator(redis, config, consumer=consumer, metrics=metrics)
+    aggregator = Aggregator(redis, config, consumer=consumer, metrics=metrics, clock=clock)
     archiver = Archiver(redis, config, metrics=metrics)
 
     async def follow() -> None:
@@ -54,7 +58,8 @@ async def run_embedded(
     stop: asyncio.Event,
     *,
     metrics: AggregatorMetrics | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> None:
     """The aggregator inside `serve` for the embedded store (memory://): the same loops and
     guarantees, on the gateway's event loop. Build `metrics` once, on the app's registry."""
-    await run_service(redis, config_getter, stop, metrics=metrics)
+    await run_service(redis, config_getter, stop, metrics=metrics, clock=clock)

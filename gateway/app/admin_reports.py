@@ -14,7 +14,6 @@ a retry answers 200 with `"duplicate": true` and adds nothing; the first post an
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -25,7 +24,7 @@ from aiohttp import web
 
 from gateway import rediskeys
 from gateway.app.admin import _json_object, _optional_text, _tags, authorize
-from gateway.app.state import LIVE_CONFIG, REDIS
+from gateway.app.state import CLOCK, LIVE_CONFIG, REDIS
 from gateway.errors import InvalidRequest
 from gateway.reports.build import Period, ReportKind, build_report
 from gateway.reports.external_costs import ExternalCost, IdempotencyConflict, post_external_cost
@@ -69,30 +68,29 @@ async def showback_report(request: web.Request) -> web.Response:
             raise InvalidRequest("give both 'start' and 'end' (YYYY-MM-DD)", param="start")
         period = _invalid(lambda: Period.of_days(query["start"], query["end"]), "start")
     else:
-        current = Period.current_month()
-        today = datetime.now(UTC).date()
-        period = Period(current.start, min(current.end, today))
+        period = Period.month_to_date(_now(request))
     return await _report(request, "showback", period, _format(query, "json"))
 
 
 async def chargeback_report(request: web.Request) -> web.Response:
     authorize(request)
     query = _query(request, {"period", "format"})
-    return await _report(request, "chargeback", _month(query), _format(query, "json"))
+    return await _report(request, "chargeback", _month(request, query), _format(query, "json"))
 
 
 async def focus_report(request: web.Request) -> web.Response:
     authorize(request)
     query = _query(request, {"period", "format"})
-    return await _report(request, "focus", _month(query), _format(query, "csv"))
+    return await _report(request, "focus", _month(request, query), _format(query, "csv"))
 
 
 async def post_cost(request: web.Request) -> web.Response:
     authorize(request)
     body = await _json_object(request)
-    cost = _external_cost(body, request.app[LIVE_CONFIG].current.teams)
+    now = request.app[CLOCK]()
+    cost = _external_cost(body, request.app[LIVE_CONFIG].current.teams, now)
     try:
-        posted = await post_external_cost(request.app[REDIS], cost, int(time.time() * 1000))
+        posted = await post_external_cost(request.app[REDIS], cost, int(now * 1000))
     except IdempotencyConflict as exc:
         raise InvalidRequest(str(exc), param="id", code="idempotency_key_reused") from None
     event = posted.event
@@ -142,9 +140,13 @@ def _format(query: Mapping[str, str], default: Format) -> Format:
     return value  # type: ignore[return-value]  # checked against the Literal just above
 
 
-def _month(query: Mapping[str, str]) -> Period:
+def _now(request: web.Request) -> datetime:
+    return datetime.fromtimestamp(request.app[CLOCK](), UTC)
+
+
+def _month(request: web.Request, query: Mapping[str, str]) -> Period:
     if "period" not in query:
-        return Period.current_month()
+        return Period.current_month(_now(request))
     return _invalid(lambda: Period.of_month(query["period"]), "period")
 
 
@@ -155,7 +157,9 @@ def _invalid(build: Callable[[], Period], param: str) -> Period:
         raise InvalidRequest(str(exc), param=param) from None
 
 
-def _external_cost(body: Mapping[str, object], teams: Mapping[str, object]) -> ExternalCost:
+def _external_cost(
+    body: Mapping[str, object], teams: Mapping[str, object], now: float
+) -> ExternalCost:
     unknown = sorted(set(body) - _COST_FIELDS)
     if unknown:
         allowed = ", ".join(sorted(_COST_FIELDS))
@@ -180,7 +184,7 @@ def _external_cost(body: Mapping[str, object], teams: Mapping[str, object]) -> E
         team=team,
         amount_nano=_amount(body.get("amount_usd")),
         description=description,
-        ts_ms=_timestamp(body.get("ts")),
+        ts_ms=_timestamp(body.get("ts"), now),
         project=_optional_text(body, "project"),
         environment=_optional_text(body, "environment"),
         workload=_optional_text(body, "workload"),
@@ -210,7 +214,7 @@ def _amount(value: object) -> int:
     return nano
 
 
-def _timestamp(value: object) -> int | None:
+def _timestamp(value: object, now: float) -> int | None:
     """Epoch ms of `ts`: ISO 8601 (UTC when no offset is given) or epoch seconds."""
     if value is None:
         return None
@@ -226,7 +230,6 @@ def _timestamp(value: object) -> int | None:
         seconds = float(value)
     else:
         raise InvalidRequest("'ts' must be an ISO 8601 string or epoch seconds", param="ts")
-    now = time.time()
     # Older than the daily rollups are kept, it would never show in a report.
     if not now - rediskeys.ROLLUP_DAILY_TTL_S < seconds < now + _FUTURE_SLACK_S:
         raise InvalidRequest(

@@ -10,13 +10,14 @@ import os
 import random
 import signal
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from gateway.app.server import create_app
-from gateway.app.state import KEYRING, LIVE_CONFIG, REDIS
+from gateway.app.state import CLOCK, KEYRING, LIVE_CONFIG, REDIS
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.providers.mock import MockOptions, serve_mock
@@ -67,11 +68,12 @@ async def _showback(app: web.Application, expected: int) -> str:
     from gateway.reports.build import Period, build_report
 
     config = app[LIVE_CONFIG].current
+    period = Period.current_month(datetime.fromtimestamp(app[CLOCK](), UTC))
     document: dict[str, Any] = {}
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(10):
             while True:
-                report = await build_report("showback", config, app[REDIS], Period.current_month())
+                report = await build_report("showback", config, app[REDIS], period)
                 document = dict(report.document)
                 if int(document.get("total", {}).get("requests", 0)) >= expected:
                     break

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from gateway.app.middleware import error_middleware
 from gateway.app.state import (
     ALERTS,
     BUDGETS,
+    CLOCK,
     KEYRING,
     LEDGER,
     LIVE_CONFIG,
@@ -120,6 +122,7 @@ async def _budgets_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BUDGETS] = BudgetRegistry(redis, config.budgets.rules)
     app[LEDGER] = ledger = BudgetLedger(
         redis,
+        clock=app[CLOCK],
         lease_fraction=config.budgets.lease_fraction,
         lease_window_s=config.budgets.lease_window_s,
     )
@@ -155,9 +158,15 @@ def _open_spool(store: StoreConfig, slot: WorkerSlot | None, metrics: Metrics) -
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     live, metrics = app[LIVE_CONFIG], app[METRICS]
     config = live.current
-    keyring = Keyring(app[REDIS], config.keys, config.server.key_cache_ttl_s)
+    keyring = Keyring(app[REDIS], config.keys, config.server.key_cache_ttl_s, wall_clock=app[CLOCK])
     accountant = Accountant(
-        app[LEDGER], app[BUDGETS], app.get(SPOOL), app[ALERTS], metrics, app[ACCESS_WRITER]
+        app[LEDGER],
+        app[BUDGETS],
+        app.get(SPOOL),
+        app[ALERTS],
+        metrics,
+        app[ACCESS_WRITER],
+        clock=app[CLOCK],
     )
     # With the embedded store the process memory is the only level: a fakeredis copy would be
     # a second, unbounded one.
@@ -221,7 +230,7 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     live = app[LIVE_CONFIG]
     metrics = AggregatorMetrics(app[METRICS].registry)
     task = asyncio.get_running_loop().create_task(
-        run_embedded(app[REDIS], lambda: live.current, stop, metrics=metrics)
+        run_embedded(app[REDIS], lambda: live.current, stop, metrics=metrics, clock=app[CLOCK])
     )
     yield
     # Cancelling mid-batch is safe (unapplied entries stay pending); waiting for a blocking
@@ -240,16 +249,19 @@ def create_app(
     worker: WorkerSlot | None = None,
     access_writer: Callable[[dict[str, Any]], None] | None = None,
     freeze_heap: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """`worker`: set when this app is one of `serve --workers N` (see `app.workers`).
     `access_writer`: where access lines go instead of `logging` (`serve` passes `AccessWriter`).
     `freeze_heap`: once started, exempt everything built so far from garbage collection (a
-    process that serves only this app: `serve`)."""
+    process that serves only this app: `serve`).
+    `clock`: the wall clock of events, budget periods and reports (tests fix it)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=_HARD_BODY_LIMIT)
     app[LIVE_CONFIG] = LiveConfig(config, config_path)
     app[METRICS] = metrics or Metrics()
     app[WORKER] = worker
     app[ACCESS_WRITER] = access_writer
+    app[CLOCK] = clock
     app.cleanup_ctx.extend(
         [_tasks_ctx, _store_ctx, _http_ctx, _budgets_ctx, _aggregator_ctx, _pipeline_ctx]
     )

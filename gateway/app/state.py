@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -19,6 +20,9 @@ REDIS: web.AppKey[Redis] = web.AppKey("redis")
 KEYRING: web.AppKey[Keyring] = web.AppKey("keyring")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
+# The wall clock (epoch seconds) that dates spend events, budget periods and reports; tests
+# inject a fixed one so that no test depends on today's date.
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 
 if TYPE_CHECKING:
     from gateway.budgets.alerts import AlertSender

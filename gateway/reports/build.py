@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.analytics.chargeback import SHARED_SPEND, Chargeback, chargeback
@@ -53,9 +53,13 @@ class Period:
         return cls(first, last)
 
     @classmethod
-    def current_month(cls, now: datetime | None = None) -> Period:
-        today = (now or datetime.now(UTC)).date()
-        return cls.of_month(today.strftime("%Y-%m"))
+    def current_month(cls, now: datetime) -> Period:
+        return cls.of_month(now.strftime("%Y-%m"))
+
+    @classmethod
+    def month_to_date(cls, now: datetime) -> Period:
+        """The month of `now`, from its first day to today (a showback's default)."""
+        return cls(now.date().replace(day=1), now.date())
 
     @property
     def label(self) -> str:

@@ -103,11 +103,8 @@ def _period(args: argparse.Namespace) -> Period:
         return Period.of_days(args.start, args.end)
     if args.period:
         return Period.of_month(args.period)
-    current = Period.current_month()
-    if args.kind == "showback":  # this month so far
-        today = datetime.now(UTC).date()
-        return Period(current.start, min(current.end, today))
-    return current
+    now = datetime.now(UTC)
+    return Period.month_to_date(now) if args.kind == "showback" else Period.current_month(now)
 
 
 async def _report_text(args: argparse.Namespace, period: Period, fmt: str) -> str:

@@ -15,7 +15,7 @@ from gateway.aggregator.archive import Archiver, read_archive, team_dirname
 from gateway.aggregator.consumer import Aggregator
 from gateway.config.model import AggregatorConfig
 from gateway.types import SpendEvent
-from tests.ledger import drain, event, produce
+from tests.ledger import NOW, drain, event, produce
 
 GROUP = rediskeys.EVENTS_GROUP
 LATER = time.time() + 10 * 86400  # every entry is past a 48 h retention by then
@@ -55,7 +55,9 @@ async def test_archives_acked_entries_and_trims_them(redis: Redis, tmp_path: Pat
 
 async def test_never_archives_or_trims_unacked(redis: Redis, tmp_path: Path) -> None:
     ids = await produce(redis, [event(i) for i in range(10)])
-    aggregator = Aggregator(redis, AggregatorConfig(batch_size=4, block_ms=10), consumer="A")
+    aggregator = Aggregator(
+        redis, AggregatorConfig(batch_size=4, block_ms=10), consumer="A", clock=NOW
+    )
     await aggregator.refresh_streams()
     stream = rediskeys.events_stream("alpha")
     reply = await redis.xreadgroup(GROUP, "A", {stream: ">"}, count=4)

@@ -18,7 +18,7 @@ from gateway.aggregator.rollups import hour_bucket, increments
 from gateway.config.model import AggregatorConfig
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
-from tests.ledger import T0_MS, backlog, drain, event, produce, produce_raw, rollup_hash
+from tests.ledger import NOW, T0_MS, backlog, drain, event, produce, produce_raw, rollup_hash
 
 GROUP = rediskeys.EVENTS_GROUP
 DAY = hour_bucket(T0_MS)[:8]
@@ -85,7 +85,7 @@ async def test_applies_every_event_exactly(redis: Redis) -> None:
 async def test_crash_mid_batch_then_reclaim_then_stale_apply(redis: Redis) -> None:
     events = [event(i, cost_nano=1_000 + i) for i in range(120)]
     await produce(redis, events)
-    a = Aggregator(redis, FAST, consumer="A")
+    a = Aggregator(redis, FAST, consumer="A", clock=NOW)
     await a.refresh_streams()
     stream = rediskeys.events_stream("alpha")
     # A reads a batch and "crashes" before applying it: the entries stay pending to A.
@@ -95,7 +95,11 @@ async def test_crash_mid_batch_then_reclaim_then_stale_apply(redis: Redis) -> No
     # B reclaims what A left (idle threshold 0 in the test) and applies everything.
     metrics = AggregatorMetrics()
     b = Aggregator(
-        redis, AggregatorConfig(block_ms=10, claim_idle_s=0), consumer="B", metrics=metrics
+        redis,
+        AggregatorConfig(block_ms=10, claim_idle_s=0),
+        consumer="B",
+        metrics=metrics,
+        clock=NOW,
     )
     while await b.step():
         pass
@@ -112,12 +116,12 @@ async def test_crash_mid_batch_then_reclaim_then_stale_apply(redis: Redis) -> No
 async def test_partly_stale_batch_applies_only_the_rest(redis: Redis) -> None:
     events = [event(i, cost_nano=10 + i) for i in range(30)]
     await produce(redis, events)
-    a = Aggregator(redis, FAST, consumer="A")
+    a = Aggregator(redis, FAST, consumer="A", clock=NOW)
     await a.refresh_streams()
     stream = rediskeys.events_stream("alpha")
     batch = (await redis.xreadgroup(GROUP, "A", {stream: ">"}, count=30))[0][1]
     # B claims and applies the first ten while A is stalled.
-    b = Aggregator(redis, FAST, consumer="B")
+    b = Aggregator(redis, FAST, consumer="B", clock=NOW)
     claimed = await redis.xclaim(stream, GROUP, "B", 0, [entry_id for entry_id, _ in batch[:10]])
     assert await b.apply("alpha", claimed) == 10
     # A's batch: ten were applied by B, the other twenty by A, none twice.
@@ -133,7 +137,8 @@ async def test_two_aggregators_at_once_5000_events(redis: Redis) -> None:
     config = AggregatorConfig(batch_size=100, block_ms=10, claim_idle_s=60)
     metrics = [AggregatorMetrics(), AggregatorMetrics()]
     aggregators = [
-        Aggregator(redis, config, consumer=f"agg-{i}", metrics=metrics[i]) for i in range(2)
+        Aggregator(redis, config, consumer=f"agg-{i}", metrics=metrics[i], clock=NOW)
+        for i in range(2)
     ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(agg.run(stop)) for agg in aggregators]
@@ -159,7 +164,7 @@ async def test_poison_entries_are_dead_lettered_and_never_block(redis: Redis) ->
     missing = await produce_raw(redis, "alpha", {"hello": "world"})
     await produce(redis, good[2:])
     metrics = AggregatorMetrics()
-    aggregator = Aggregator(redis, FAST, consumer="A", metrics=metrics)
+    aggregator = Aggregator(redis, FAST, consumer="A", metrics=metrics, clock=NOW)
     while await aggregator.step():
         pass
     assert await stored(redis, {"alpha"}) == expected(good)
@@ -174,19 +179,25 @@ async def test_poison_entries_are_dead_lettered_and_never_block(redis: Redis) ->
 
 
 async def test_rollup_keys_expire_after_their_bucket(redis: Redis) -> None:
-    now_ms = int(time.time() * 1000)
-    await produce(redis, [event(1, ts_ms=now_ms)])
-    await drain(redis, FAST)
-    hour = hour_bucket(now_ms)
+    # T0 is 10:30 on 2026-11-05 and the aggregator's clock an hour later (11:30): the hour
+    # bucket closed at 11:00 and the day closes at midnight.
+    old_ms = T0_MS - 40 * 86_400_000  # its hour bucket's 35 days are over; its day's are not
+    await produce(redis, [event(1), event(2, ts_ms=old_ms)])
+    await drain(redis, FAST, clock=NOW)
+    hour, old_hour = hour_bucket(T0_MS), hour_bucket(old_ms)
     hourly_ttl = await redis.ttl(rediskeys.rollup("alpha", "h", hour, "team"))
     daily_ttl = await redis.ttl(rediskeys.rollup("alpha", "d", hour[:8], "team"))
-    assert 35 * 86400 <= hourly_ttl <= 35 * 86400 + 3600
-    assert 400 * 86400 <= daily_ttl <= 401 * 86400
+    assert hourly_ttl == 35 * 86400 - 30 * 60
+    assert daily_ttl == 400 * 86400 + 12 * 3600 + 30 * 60
+    # A late event never resurrects a bucket past its life, and keeps the rest it counts in.
+    assert not await redis.exists(rediskeys.rollup("alpha", "h", old_hour, "team"))
+    old_day = await rollup_hash(redis, "alpha", "d", old_hour[:8], "team")
+    assert old_day["alpha|requests"] == 1
 
 
 async def test_new_team_stream_is_joined_and_metrics_report_lag(redis: Redis) -> None:
     metrics = AggregatorMetrics()
-    aggregator = Aggregator(redis, FAST, consumer="A", metrics=metrics)
+    aggregator = Aggregator(redis, FAST, consumer="A", metrics=metrics, clock=NOW)
     assert await aggregator.step() == 0  # nothing registered yet: sleeps block_ms
     await produce(redis, [event(i, team="delta") for i in range(3)])
     aggregator._next_refresh = 0.0  # the registry is re-read every few seconds; now
@@ -201,7 +212,7 @@ async def test_new_team_stream_is_joined_and_metrics_report_lag(redis: Redis) ->
 
 async def test_blocking_read_wakes_on_new_event(redis: Redis) -> None:
     await produce(redis, [event(0)])
-    aggregator = Aggregator(redis, AggregatorConfig(block_ms=5000), consumer="A")
+    aggregator = Aggregator(redis, AggregatorConfig(block_ms=5000), consumer="A", clock=NOW)
     assert await aggregator.step() == 1
 
     async def later() -> None:
@@ -218,7 +229,7 @@ async def test_blocking_read_wakes_on_new_event(redis: Redis) -> None:
 async def test_run_stops_promptly(redis: Redis) -> None:
     await produce(redis, [event(0)])
     stop = asyncio.Event()
-    aggregator = Aggregator(redis, AggregatorConfig(block_ms=100), consumer="A")
+    aggregator = Aggregator(redis, AggregatorConfig(block_ms=100), consumer="A", clock=NOW)
     task = asyncio.create_task(aggregator.run(stop))
     await asyncio.sleep(0.3)
     stop.set()
@@ -232,7 +243,7 @@ async def test_embedded_store_runs_the_same_scripts(url: str) -> None:
     try:
         events = random_events(300, seed=3)
         await produce(redis, events)
-        a = Aggregator(redis, FAST, consumer="A")
+        a = Aggregator(redis, FAST, consumer="A", clock=NOW)
         await a.refresh_streams()
         stream = rediskeys.events_stream("alpha")
         stale = (await redis.xreadgroup(GROUP, "A", {stream: ">"}, count=20))[0][1]

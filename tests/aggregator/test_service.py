@@ -17,7 +17,7 @@ from gateway.aggregator.rollups import hour_bucket
 from gateway.aggregator.service import run_embedded
 from gateway.config.model import AggregatorConfig, Config, ServerConfig, StoreConfig, TeamConfig
 from gateway.store.connect import close_store, open_store
-from tests.ledger import AGGREGATOR_DB, T0_MS, backlog, db_url, event, produce, rollup_hash
+from tests.ledger import AGGREGATOR_DB, NOW, T0_MS, backlog, db_url, event, produce, rollup_hash
 
 DAY = hour_bucket(T0_MS)[:8]
 
@@ -42,7 +42,9 @@ async def test_embedded_aggregator_follows_reloads_and_stops(tmp_path: Path) -> 
     current = [config]
     metrics = AggregatorMetrics()
     stop = asyncio.Event()
-    task = asyncio.create_task(run_embedded(redis, lambda: current[0], stop, metrics=metrics))
+    task = asyncio.create_task(
+        run_embedded(redis, lambda: current[0], stop, metrics=metrics, clock=NOW)
+    )
     try:
         await produce(redis, [event(i, cost_nano=10) for i in range(50)])
         for _ in range(400):

@@ -245,6 +245,7 @@ async def test_a_budget_shared_by_two_workers_admits_exactly_k_requests(
     worst = gpt4o_worst_case_nano()
     limit = k * worst + worst // 2  # room for exactly k worst cases
     monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{limit / 1e9:.9f}")
+    monkeypatch.setenv("SPENDGATE_ALPHA_PERIOD", "total")  # workers run on the real clock
     mock_upstream.options.latency_s = 0.5  # every request reserves before any settles
     fleet = await start()
     key = await fleet.key("alpha")

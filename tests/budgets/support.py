@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from gateway.config.model import BudgetConfig
+from tests import clock
 
 TEAM = "alpha"
 REAL_DB = 1  # only this db of the test server is ever flushed by these tests
@@ -15,20 +16,11 @@ def real_db_url(base: str) -> str:
     return urlsplit(base)._replace(path=f"/{REAL_DB}").geturl()
 
 
-class FakeClock:
-    """Epoch seconds, settable; starts mid-month well after the test machine's date."""
+class FakeClock(clock.FakeClock):
+    """Starts mid-month well after the dates other tests use."""
 
     def __init__(self, now: datetime | None = None) -> None:
-        self.now = (now or datetime(2031, 3, 14, 12, 0, tzinfo=UTC)).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when.timestamp()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+        super().__init__(now or datetime(2031, 3, 14, 12, 0, tzinfo=UTC))
 
 
 def budget(

@@ -22,6 +22,7 @@ from gateway.cache.key import cache_key
 from gateway.cache.store import CachedResponse, MemoryLRU, ResponseCache
 from gateway.metrics import Metrics
 from gateway.types import Usage
+from tests.clock import FakeClock
 
 BODY = orjson.dumps(
     {
@@ -44,17 +45,9 @@ def answer(body: bytes = BODY, list_cost: int = 1000) -> CachedResponse:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_lru_evicts_least_recently_used_by_bytes() -> None:
     one = answer(b"x" * 1000)
-    lru = MemoryLRU(max_bytes=3 * (one.size + 2), clock=Clock())
+    lru = MemoryLRU(max_bytes=3 * (one.size + 2), clock=FakeClock(1000.0))
     for name in ("k1", "k2", "k3"):
         lru.put(name, one, expires_at=2000)
     assert len(lru) == 3 and lru.bytes == 3 * (one.size + 2)
@@ -66,7 +59,7 @@ def test_lru_evicts_least_recently_used_by_bytes() -> None:
 
 
 def test_lru_rejects_entries_larger_than_itself_and_replaces_in_place() -> None:
-    lru = MemoryLRU(max_bytes=500, clock=Clock())
+    lru = MemoryLRU(max_bytes=500, clock=FakeClock(1000.0))
     lru.put("big", answer(b"x" * 1000), expires_at=2000)
     assert lru.get("big") is None and lru.bytes == 0
     small = answer(b"{}")
@@ -76,7 +69,7 @@ def test_lru_rejects_entries_larger_than_itself_and_replaces_in_place() -> None:
 
 
 def test_lru_ttl_with_injected_clock() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     lru = MemoryLRU(max_bytes=1 << 20, clock=clock)
     lru.put("k", answer(), expires_at=clock.now + 60)
     clock.now += 59.9
@@ -87,7 +80,7 @@ def test_lru_ttl_with_injected_clock() -> None:
 
 
 async def test_memory_only_cache_ttl_and_namespaces() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     cache = ResponseCache(None, 1 << 20, clock=clock)
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "temperature": 0}
     alpha = cache_key("chat/completions", body, "t:alpha")
@@ -199,7 +192,7 @@ async def test_real_redis_round_trip_and_ttl_expiry(real_redis_url: str) -> None
 
 
 async def test_redis_promoted_entry_keeps_its_remaining_ttl(fake_redis: aioredis.Redis) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     writer = ResponseCache(fake_redis, 1 << 20, clock=clock)
     await writer.put("t:a:k", answer(), ttl_s=100)
     clock.now += 90
@@ -218,7 +211,7 @@ def _free_port() -> int:
 async def test_unreachable_redis_is_a_miss_then_skipped_and_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     client = aioredis.Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=0.2)
     try:
         cache = ResponseCache(

@@ -22,7 +22,7 @@ from gateway import rediskeys
 from gateway.analytics.focus import FOCUS_COLUMNS
 from gateway.app.admin_reports import admin_report_routes
 from gateway.app.middleware import error_middleware
-from gateway.app.state import LIVE_CONFIG, REDIS
+from gateway.app.state import CLOCK, LIVE_CONFIG, REDIS
 from gateway.config.model import (
     Allocation,
     Config,
@@ -31,7 +31,7 @@ from gateway.config.model import (
     StoreConfig,
     TeamConfig,
 )
-from tests.ledger import T0_MS, drain, event, produce
+from tests.ledger import NOW, T0_MS, drain, event, produce
 
 ADMIN_KEY = "sk-sg-admin-reports-test-0123456789"
 MONTH = datetime.fromtimestamp(T0_MS / 1000, UTC).strftime("%Y-%m")
@@ -77,6 +77,7 @@ async def api(redis: Redis) -> AsyncIterator[Api]:
     app = web.Application(middlewares=[error_middleware])
     app[LIVE_CONFIG] = StubLiveConfig(make_config())  # type: ignore[assignment]
     app[REDIS] = redis
+    app[CLOCK] = NOW
     app.add_routes(admin_report_routes())
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -113,12 +114,12 @@ async def test_external_cost_post_is_idempotent(api: Api, redis: Redis) -> None:
     status, _, text = await api.call("POST", "/admin/costs", json={**body, "amount_usd": 1})
     assert status == 400 and "idempotency_key_reused" in text
     # A retry without `ts` keeps the first post's time.
-    plain = {k: v for k, v in body.items() if k != "ts"} | {"id": "no-ts"}
+    plain = {k: v for k, v in body.items() if k != "ts"} | {"id": "no-ts", "tags": {"run": "8"}}
     status, _, text = await api.call("POST", "/admin/costs", json=plain)
     assert status == 201
     status, _, text2 = await api.call("POST", "/admin/costs", json=plain)
     assert status == 200
-    assert orjson.loads(text)["ts"] == orjson.loads(text2)["ts"]
+    assert orjson.loads(text)["ts"] == orjson.loads(text2)["ts"] == "2026-11-05T11:30:00Z"
     assert await redis.xlen(stream) == 2
     # Applied, it shows in the reports: cost per training run includes its GPU bill.
     await drain(redis)
@@ -129,7 +130,8 @@ async def test_external_cost_post_is_idempotent(api: Api, redis: Redis) -> None:
     doc = orjson.loads(text)
     alpha = next(t for t in doc["teams"] if t["team"] == "alpha")
     assert alpha["tags"]["run=7"]["cost_usd"] == "1234.567890123"
-    assert alpha["external_usd"] == "1234.567890123"
+    assert alpha["tags"]["run=8"]["cost_usd"] == "1234.567890123"  # dated by the app's clock
+    assert alpha["external_usd"] == "2469.135780246"
 
 
 @pytest.mark.parametrize(

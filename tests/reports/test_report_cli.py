@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 from gateway.aggregator import cli as aggregate_cli
 from gateway.app.admin_reports import admin_report_routes
 from gateway.app.middleware import error_middleware
-from gateway.app.state import LIVE_CONFIG, REDIS
+from gateway.app.state import CLOCK, LIVE_CONFIG, REDIS
 from gateway.reports import cli as report_cli
-from tests.ledger import REPORTS_DB, db_url, drain, event, produce
+from tests.ledger import NOW, REPORTS_DB, db_url, drain, event, produce
 from tests.reports.test_admin_reports import ADMIN_KEY, DAY, MONTH, StubLiveConfig, make_config
 
 CONFIG = """\
@@ -73,6 +73,7 @@ async def server(redis: Redis) -> AsyncIterator[TestServer]:
     app = web.Application(middlewares=[error_middleware])
     app[LIVE_CONFIG] = StubLiveConfig(make_config())  # type: ignore[assignment]
     app[REDIS] = redis
+    app[CLOCK] = NOW
     app.add_routes(admin_report_routes())
     test_server = TestServer(app, host="127.0.0.1")
     await test_server.start_server()

@@ -16,20 +16,10 @@ from gateway.store import keys as keys_module
 from gateway.store.connect import close_store, open_store
 from gateway.store.keys import KeyInfo, Keyring, hash_key, key_id_for, new_key
 from gateway.types import Principal
+from tests.clock import FakeClock
 
 TTL = 30.0
 DECLARED_SECRET = "sk-sg-declared-in-yaml-0123456789"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -50,7 +40,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 def declared_key() -> DeclaredKey:

@@ -6,7 +6,8 @@
 --       n_ok, <n_ok entry ids>,
 --       n_poison, <n_poison pairs: entry id, reason>,
 --       dead-letter approximate maxlen,
---       for each rollup key KEYS[2 + i]: expire-at (epoch s), n_fields, <n_fields pairs: field, amount>
+--       for each rollup key KEYS[2 + i]: time to live (s; 0: its bucket's life is over),
+--       n_fields, <n_fields pairs: field, amount>
 --
 -- The increments are the batch's sums, so they may be applied only if every entry of the batch
 -- is still pending (unacked) in the group. An entry that is not was applied by another consumer
@@ -62,14 +63,16 @@ end
 
 for k = 3, #KEYS do
   local key = KEYS[k]
-  local expire_at = ARGV[pos]
+  local ttl = tonumber(ARGV[pos])
   local n = tonumber(ARGV[pos + 1])
   pos = pos + 2
-  for j = 0, n - 1 do
-    redis.call('HINCRBY', key, ARGV[pos + 2 * j], ARGV[pos + 2 * j + 1])
+  if ttl > 0 then
+    for j = 0, n - 1 do
+      redis.call('HINCRBY', key, ARGV[pos + 2 * j], ARGV[pos + 2 * j + 1])
+    end
+    redis.call('EXPIRE', key, ttl)
   end
   pos = pos + 2 * n
-  redis.call('EXPIREAT', key, expire_at)
 end
 
 return {1, n_ok + n_poison}
