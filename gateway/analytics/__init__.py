@@ -1,0 +1,1 @@
+"""Pure functions over rollups (showback, chargeback, allocation, FOCUS rows): no I/O, no Redis."""
