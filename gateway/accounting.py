@@ -23,10 +23,11 @@ from gateway.budgets.ledger import BudgetLedger, Reservation, SettleResult
 from gateway.budgets.messages import exceeded_error
 from gateway.budgets.registry import BudgetRegistry
 from gateway.budgets.spool import Spool
-from gateway.config.model import BudgetConfig, Config, Deployment, ModelRoute, Price
+from gateway.config.model import BudgetConfig, Config, Deployment, ModelRoute
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.pricing.cost import cost_nano
+from gateway.pricing.price import Price
 from gateway.types import NANO_PER_USD, Principal, SpendEvent, Usage, nano_to_usd_str
 
 log = logging.getLogger("spendgate.access")

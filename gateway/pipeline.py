@@ -27,10 +27,11 @@ from gateway.batching.embeddings import EmbeddingBatcher, group_key
 from gateway.budgets.messages import remaining_headers
 from gateway.cache.key import cache_directive, cache_key, cacheable, namespace_for, storable
 from gateway.cache.store import CachedResponse, ResponseCache
-from gateway.config.model import Config, Deployment, ModelRoute, Price
+from gateway.config.model import Config, Deployment, ModelRoute
 from gateway.errors import AuthenticationFailed, GatewayError, ModelNotFound
 from gateway.metrics import Metrics
 from gateway.pricing.cost import usage_from_openai
+from gateway.pricing.price import Price
 from gateway.pricing.tokens import cheap_upper_bound, count_prompt, estimate_usage
 from gateway.providers.base import Provider, UpstreamCall
 from gateway.routing.caps import check_caps, default_output_cap

@@ -20,7 +20,6 @@ from gateway.config.model import (
     DeclaredKey,
     Deployment,
     ModelRoute,
-    Price,
     ProviderConfig,
     ServerConfig,
     StoreConfig,
@@ -40,6 +39,7 @@ from gateway.config.schema import (
 )
 from gateway.config.spend import SpendCompiler
 from gateway.errors import ConfigError
+from gateway.pricing.price import Price
 from gateway.pricing.table import PriceTable, load_price_table, price_from_override
 from gateway.types import Principal
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.pricing.price import Price
 from gateway.types import Principal
 
 ProviderKind = Literal["openai", "litellm"]
@@ -20,21 +21,6 @@ BudgetScope = Literal["key", "team", "project", "tag"]
 OnExceed = Literal["block", "downgrade", "alert"]
 AllocationMethod = Literal["proportional", "even", "fixed"]
 OnUnavailable = Literal["open", "closed"]
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """Prices in nano-USD per 1M tokens, so every published price is an exact integer.
-
-    `prompt_tokens` include `cached_prompt_tokens` and `completion_tokens` include
-    `reasoning_tokens` (OpenAI's usage semantics); `pricing.cost` bills each part at its price.
-    """
-
-    input_per_m: int
-    output_per_m: int
-    cached_input_per_m: int
-    reasoning_per_m: int
-    source: Literal["table", "override"] = "table"
 
 
 @dataclass(frozen=True, slots=True)

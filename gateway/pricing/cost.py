@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from gateway.config.model import Price
+from gateway.pricing.price import Price
 from gateway.types import Usage
 
 _TOKENS_PER_M = 1_000_000

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from gateway.config.model import Price
 from gateway.pricing.bundled import PRICE_TABLE_FILE, litellm_dir
+from gateway.pricing.price import Price
 from gateway.types import NANO_PER_USD
 
 # USD per token -> nano-USD per 1M tokens.

@@ -9,8 +9,9 @@ from types import MappingProxyType
 import pytest
 
 from gateway.config.loader import load_text
-from gateway.config.model import Config, Price, Timeouts
+from gateway.config.model import Config, Timeouts
 from gateway.errors import ConfigError
+from gateway.pricing.price import Price
 from gateway.pricing.table import PriceTable
 
 GPT_4O = Price(2_500_000_000, 10_000_000_000, 1_250_000_000, 10_000_000_000)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config.model import Price
 from gateway.pricing.cost import cost_nano, usage_from_openai
+from gateway.pricing.price import Price
 from gateway.pricing.table import load_price_table
 from gateway.types import Usage
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.config.model import Price
 from gateway.pricing import table
+from gateway.pricing.price import Price
 from gateway.pricing.table import (
     PriceTable,
     load_price_table,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config.model import Deployment, ModelRoute, Price
+from gateway.config.model import Deployment, ModelRoute
 from gateway.errors import InvalidRequest
+from gateway.pricing.price import Price
 from gateway.routing.caps import check_caps, default_output_cap
 
 PRICE = Price(input_per_m=1, output_per_m=1, cached_input_per_m=1, reasoning_per_m=1)
