@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway import rediskeys
 from gateway.aggregator.consumer import Aggregator
 from gateway.aggregator.metrics import AggregatorMetrics
-from gateway.aggregator.rollups import hour_bucket
 from gateway.config.model import AggregatorConfig
+from gateway.rollupformat import hour_bucket
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
 from loadtests import procs

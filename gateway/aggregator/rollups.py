@@ -1,72 +1,26 @@
 """What one spend event adds to the rollups: pure functions, no I/O.
 
-A rollup is a Redis hash per (team, granularity, bucket, dimension) whose fields are
-"<value>|<metric>" and whose values are integer sums. Hourly buckets are YYYYMMDDHH (UTC), daily
-buckets YYYYMMDD. Metric names never contain "|", so a field splits at its last "|"
-(`split_field`); a value that combines several names (project_model, line) joins its parts with
-"|" after escaping "%" and "|" in each part (`join_parts` / `split_parts`).
+The rollups' shape (dimensions, metric names, how fields and combined values are encoded) is
+`gateway.rollupformat`, which the readers (analytics, reports) share without importing this.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gateway import rediskeys
+from gateway.rollupformat import (
+    DAILY,
+    DIMENSIONS,
+    HOURLY,
+    HOURLY_DIMENSIONS,
+    MISSING,
+    SAVINGS_PREFIX,
+    hour_bucket,
+    join_parts,
+)
 from gateway.types import SpendEvent
-
-MISSING = "-"  # the value of a dimension the event does not name (no project, ...)
-
-HOURLY = "h"
-DAILY = "d"
-
-# Single-name dimensions, then the combined ones. "line" is one row of the FOCUS export (daily
-# only): who (project / environment / workload), what (provider / deployment / served and
-# requested model), and the kind of charge, with the description of a posted external cost.
-SINGLE_DIMENSIONS = (
-    "team",
-    "project",
-    "environment",
-    "workload",
-    "model",
-    "served_model",
-    "deployment",
-    "provider",
-    "key",
-    "tag",
-)
-DIMENSIONS = (*SINGLE_DIMENSIONS, "project_model", "line")
-HOURLY_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "line")
-LINE_PARTS = (
-    "project",
-    "environment",
-    "workload",
-    "provider",
-    "deployment",
-    "served_model",
-    "requested_model",
-    "kind",
-    "description",
-)
-
-METRICS = (
-    "cost",
-    "list_cost",
-    "savings",
-    "prompt",
-    "cached_prompt",
-    "completion",
-    "reasoning",
-    "requests",
-    "errors",
-    "cache_hits",
-    "revenue",
-    "revenue_requests",  # requests that carried their own revenue (the rest use the team's rate)
-    "external",
-    "external_count",
-)
-SAVINGS_PREFIX = "savings:"  # "savings:<optimization>", one per optimization named by events
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 86_400_000
@@ -86,25 +40,6 @@ def expire_at(granularity: str, bucket_start_ms: int) -> int:
     """Epoch seconds at which a rollup key is dropped: its TTL after its bucket closes. Absolute,
     so late events never extend a bucket's life and replaying old events cannot resurrect it."""
     return (bucket_start_ms + _BUCKET_MS[granularity]) // 1000 + _TTL_S[granularity]
-
-
-def hour_bucket(ts_ms: int) -> str:
-    t = time.gmtime(ts_ms // 1000)
-    return f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}{t.tm_hour:02d}"
-
-
-def split_field(hash_field: str) -> tuple[str, str]:
-    """("<value>", "<metric>") of a rollup hash field."""
-    value, _, metric = hash_field.rpartition("|")
-    return value, metric
-
-
-def join_parts(*parts: str) -> str:
-    return "|".join(p.replace("%", "%25").replace("|", "%7C") for p in parts)
-
-
-def split_parts(value: str) -> tuple[str, ...]:
-    return tuple(p.replace("%7C", "|").replace("%25", "%") for p in value.split("|"))
 
 
 @dataclass(slots=True)

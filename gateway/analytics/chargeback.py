@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.aggregator.rollups import split_parts
 from gateway.analytics.allocation import allocate
 from gateway.analytics.rollupdata import RollupData
 from gateway.analytics.showback import Usage
 from gateway.config.model import Allocation, Config
+from gateway.rollupformat import split_parts
 from gateway.types import nano_to_usd_str
 
 SHARED_SPEND = "shared_spend"  # allocation label of re-allocated spend of shared teams

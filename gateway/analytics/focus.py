@@ -14,8 +14,8 @@ from datetime import date, timedelta
 
 import orjson
 
-from gateway.aggregator.rollups import LINE_PARTS, MISSING, split_parts
 from gateway.analytics.rollupdata import RollupData, bucket_day, month_range
+from gateway.rollupformat import LINE_PARTS, MISSING, split_parts
 from gateway.types import nano_to_usd_str
 
 BILLING_ACCOUNT = "spendgate"

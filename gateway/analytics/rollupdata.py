@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from gateway.aggregator.rollups import split_field
+from gateway.rollupformat import split_field
 
 # value -> metric -> amount
 Values = Mapping[str, Mapping[str, int]]

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from gateway.aggregator.rollups import SAVINGS_PREFIX, split_parts
 from gateway.analytics.allocation import allocate
 from gateway.analytics.rollupdata import RollupData, days, month_range
 from gateway.config.model import TeamConfig
+from gateway.rollupformat import SAVINGS_PREFIX, split_parts
 from gateway.types import nano_to_usd_str
 
 

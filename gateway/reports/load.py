@@ -7,8 +7,8 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from gateway import rediskeys
-from gateway.aggregator.rollups import DAILY, DIMENSIONS, HOURLY, HOURLY_DIMENSIONS
 from gateway.analytics.rollupdata import RollupData, day_bucket, days
+from gateway.rollupformat import DAILY, DIMENSIONS, HOURLY, HOURLY_DIMENSIONS
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

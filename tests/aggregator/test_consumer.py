@@ -14,8 +14,9 @@ from redis.asyncio import Redis
 from gateway import rediskeys
 from gateway.aggregator.consumer import Aggregator
 from gateway.aggregator.metrics import AggregatorMetrics
-from gateway.aggregator.rollups import hour_bucket, increments
+from gateway.aggregator.rollups import increments
 from gateway.config.model import AggregatorConfig
+from gateway.rollupformat import hour_bucket
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
 from tests.ledger import NOW, T0_MS, backlog, drain, event, produce, produce_raw, rollup_hash

@@ -5,15 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from gateway import rediskeys
-from gateway.aggregator.rollups import (
-    RollupBatch,
-    expire_at,
-    hour_bucket,
-    increments,
-    join_parts,
-    split_field,
-    split_parts,
-)
+from gateway.aggregator.rollups import RollupBatch, expire_at, increments
+from gateway.rollupformat import hour_bucket, split_field, split_parts
 from gateway.types import SpendEvent
 from tests.ledger import T0_MS, event
 
@@ -149,9 +142,3 @@ def test_expiry_is_absolute_from_bucket_end() -> None:
     assert expire_at("h", start) == start // 1000 + 3600 + 35 * 86400
     day = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000
     assert expire_at("d", day) == day // 1000 + 86400 + 400 * 86400
-
-
-def test_combined_values_round_trip_any_name() -> None:
-    for parts in (("a", "b"), ("x|y", "100%"), ("%7C", "|"), ("", "-")):
-        assert split_parts(join_parts(*parts)) == parts
-    assert split_field("a|b|cost") == ("a|b", "cost")

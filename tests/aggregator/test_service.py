@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 
 from gateway import rediskeys
 from gateway.aggregator.metrics import AggregatorMetrics
-from gateway.aggregator.rollups import hour_bucket
 from gateway.aggregator.service import run_embedded
 from gateway.config.model import AggregatorConfig, Config, ServerConfig, StoreConfig, TeamConfig
+from gateway.rollupformat import hour_bucket
 from gateway.store.connect import close_store, open_store
 from tests.ledger import AGGREGATOR_DB, NOW, T0_MS, backlog, db_url, event, produce, rollup_hash
 
