@@ -36,10 +36,10 @@ def _install_uvloop() -> None:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from gateway.app.logs import AccessWriter, configure_logging
     from gateway.app.server import create_app
     from gateway.config.loader import load_config
     from gateway.errors import ConfigError
+    from gateway.logs import AccessWriter, configure_logging
 
     path = config_path(args.config)
     try:

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.app.logs import configure_logging
+    from gateway.logs import configure_logging
     from gateway.store.connect import is_embedded
 
     try:

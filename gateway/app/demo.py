@@ -147,7 +147,7 @@ async def _run(port: int, upstream_port: int, duration: float | None, requests: 
 
 
 def run_demo(port: int, upstream_port: int, duration: float | None, requests: int) -> int:
-    from gateway.app.logs import configure_logging
+    from gateway.logs import configure_logging
 
     configure_logging("WARNING", access_log=False, json=False)
     return asyncio.run(_run(port, upstream_port, duration, requests))

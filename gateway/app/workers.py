@@ -311,8 +311,8 @@ def run_worker(
     config: Config, path: str | None, host: str, port: int, slot: WorkerSlot, metrics_dir: str
 ) -> int:
     """Serve the app as worker `slot` until SIGTERM/SIGINT or the supervisor goes away."""
-    from gateway.app.logs import AccessWriter
     from gateway.app.server import create_app
+    from gateway.logs import AccessWriter
     from gateway.metrics import Metrics
 
     metrics = Metrics(multiprocess_dir=metrics_dir)

@@ -9,7 +9,7 @@ import os
 
 import orjson
 
-from gateway.app.logs import AccessWriter, JsonFormatter
+from gateway.logs import AccessWriter, JsonFormatter
 
 
 async def test_access_lines_are_one_json_object_each_in_the_formatter_shape() -> None:

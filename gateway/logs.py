@@ -1,7 +1,8 @@
 """Structured logging: one JSON object per line on stderr, secrets redacted.
 
-Access lines carry their fields under the record attribute `access` (see pipeline.Record); other
-lines are plain messages. Configured by `serve`, never at import.
+Access lines carry their fields under the record attribute `access` (see accounting.Record); other
+lines are plain messages. Configured by each command that runs a process (`serve`, `aggregate`,
+`demo`), never at import; below `app` so that every command can use it.
 """
 
 from __future__ import annotations
