@@ -30,43 +30,22 @@ from gateway.cache.store import CachedResponse, ResponseCache
 from gateway.config.model import Config, Deployment, ModelRoute
 from gateway.errors import AuthenticationFailed, GatewayError, ModelNotFound
 from gateway.metrics import Metrics
+from gateway.plan import Plan, with_token_cap
 from gateway.pricing.cost import usage_from_openai
-from gateway.pricing.price import Price
 from gateway.pricing.tokens import cheap_upper_bound, count_prompt, estimate_usage
 from gateway.providers.base import Provider, UpstreamCall
 from gateway.routing.caps import check_caps, default_output_cap
 from gateway.routing.cascade import run_cascade
 from gateway.routing.router import Router
-from gateway.routing.tiers import TierDecision, decide, explain, features
+from gateway.routing.tiers import decide, explain, features
 from gateway.sse import message_text
 from gateway.store.keys import Keyring
-from gateway.streaming import send_sse, stream_upstream
+from gateway.streaming import StreamRelay, send_sse
 from gateway.types import Principal, Usage, nano_to_usd_str
 from gateway.validation import parse_body, validate_body
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _REPLAYABLE = frozenset({"chat/completions", "completions"})
-# The output cap each endpoint understands; chat's max_completion_tokens also bounds reasoning.
-_CAP_FIELDS = {
-    "chat/completions": ("max_completion_tokens", ("max_tokens", "max_completion_tokens")),
-    "completions": ("max_tokens", ("max_tokens",)),
-    "responses": ("max_output_tokens", ("max_output_tokens",)),
-}
-
-
-@dataclass(slots=True)
-class Plan:
-    """What the request will do, decided before any money is held."""
-
-    body: dict[str, Any]
-    route: ModelRoute  # the model that serves it
-    list_price: Price  # the requested model's price: list cost, so savings are visible
-    prompt_tokens: int | None
-    prompt_bound: int  # tokens the prompt cannot exceed, from the body's size alone
-    decision: TierDecision | None = None
-    cache_key: str | None = None
-    cache_ttl_s: float = 0.0
-    refresh: bool = False  # x-sg-cache: refresh: skip the lookup, store the fresh answer
 
 
 @dataclass(slots=True)
@@ -98,6 +77,7 @@ class Pipeline:
         self.metrics = metrics
         self.accountant = accountant
         self.cache = cache
+        self.streams = StreamRelay(router, metrics)
         self._id_prefix = "req_" + os.urandom(8).hex()
         self._ids = itertools.count(1)
         self.coalescer: Coalescer[Answer] = Coalescer()
@@ -223,7 +203,7 @@ class Pipeline:
         if route.max_prompt_tokens is not None and prompt_tokens is None:
             prompt_tokens = count_prompt(body, endpoint, route.deployments[0].model)
         check_caps(route, endpoint, body, prompt_tokens)
-        body = _with_token_cap(
+        body = with_token_cap(
             endpoint, body, default_output_cap(route, config.server.default_max_tokens)
         )
         bound = cheap_upper_bound(size)
@@ -284,7 +264,8 @@ class Pipeline:
             # A hit billed at a fraction of its list cost counts against the budgets too (it
             # reserves nothing: its cost is known and settled as is).
             record.budgets = self.accountant.registry.rules_for(record.principal)
-        headers = self._headers(record, hit.served_model)
+        headers = self._headers(record)
+        headers["x-sg-model"] = hit.served_model
         if not record.stream:
             headers["x-sg-cost-usd"] = nano_to_usd_str(cost)
             return web.Response(
@@ -308,15 +289,14 @@ class Pipeline:
             answer = await self._call(record, plan.route, providers, plan.body)
             record.charge(answer.deployment, answer.provider, answer.usage, plan.list_price)
         if plan.cache_key is not None and storable(record.endpoint, answer.json):
-            self._store(
-                plan, record, answer.body, answer.content_type, answer.usage, answer.deployment
-            )
+            self._store(plan, record, answer.body, answer.content_type)
         return answer
 
     async def _respond(
         self, request: web.Request, record: Record, plan: Plan, answer: Answer
     ) -> web.StreamResponse:
-        headers = self._headers(record, answer.deployment.model)
+        headers = self._headers(record)
+        headers["x-sg-model"] = answer.deployment.model
         cost = nano_to_usd_str(record.cost_nano)
         if not record.stream:
             headers["x-sg-cost-usd"] = cost
@@ -447,27 +427,21 @@ class Pipeline:
         answer = await self._call(record, config.models[body["model"]], providers, body)
         return answer.json, (answer.deployment, answer.provider)
 
-    def _store(
-        self,
-        plan: Plan,
-        record: Record,
-        body: bytes,
-        content_type: str,
-        usage: Usage,
-        deployment: Deployment,
-    ) -> None:
-        """Keep a miss's answer, with what it cost and would have cost at list price."""
+    def _store(self, plan: Plan, record: Record, body: bytes, content_type: str) -> None:
+        """Keep a miss's answer, with what it cost and would have cost at list price. The
+        answer's own charge is the request's last (a cascade's earlier attempts come first)."""
         assert plan.cache_key is not None
+        answered = record.charges[-1]
         cost = record.cost_nano
         listed = sum(c.list_cost_nano for c in record.charges) or cost
         self.cache.put_soon(
             plan.cache_key,
             CachedResponse.of(
                 body,
-                usage,
+                answered.usage,
                 content_type=content_type,
-                served_model=deployment.model,
-                deployment=deployment.id,
+                served_model=answered.served_model,
+                deployment=answered.deployment,
                 cost_nano=cost,
                 list_cost_nano=listed,
                 created_at=time.time(),
@@ -475,12 +449,9 @@ class Pipeline:
             plan.cache_ttl_s,
         )
 
-    def _headers(self, record: Record, served_model: str) -> dict[str, str]:
-        headers = {
-            "x-request-id": record.request_id,
-            "x-sg-model": served_model,
-            "x-sg-cache": record.cache,
-        }
+    def _headers(self, record: Record) -> dict[str, str]:
+        """The x-sg-* headers every answer carries but `x-sg-model`, which its sender adds."""
+        headers = {"x-request-id": record.request_id, "x-sg-cache": record.cache}
         if record.route_text:
             headers["x-sg-route"] = record.route_text
         if record.reservation is not None:
@@ -490,9 +461,12 @@ class Pipeline:
     async def _stream(
         self, request: web.Request, record: Record, plan: Plan, providers: Mapping[str, Provider]
     ) -> web.StreamResponse:
-        return await stream_upstream(
-            request, record, plan, providers, self.router, self.metrics, self._headers, self._store
+        response, completion = await self.streams.relay(
+            request, record, plan, providers, self._headers(record)
         )
+        if completion is not None:
+            self._store(plan, record, orjson.dumps(completion), "application/json")
+        return response
 
 
 def _hit_charge(hit: CachedResponse, cost: int) -> Charge:
@@ -505,11 +479,3 @@ def _hit_charge(hit: CachedResponse, cost: int) -> Charge:
         max(hit.list_cost_nano, cost),
         "cache",
     )
-
-
-def _with_token_cap(endpoint: str, body: dict[str, Any], cap: int) -> dict[str, Any]:
-    """Bound the output of a request that sets no limit, so its worst-case cost is known."""
-    fields = _CAP_FIELDS.get(endpoint)
-    if fields is None or any(body.get(name) is not None for name in fields[1]):
-        return body
-    return {**body, fields[0]: cap}

@@ -1,7 +1,8 @@
 """The streaming response: an upstream SSE stream passed through to the client as it arrives
-(`stream_upstream`), and a whole answer replayed as SSE (`send_sse`). What a stream generated is
+(`StreamRelay`), and a whole answer replayed as SSE (`send_sse`). What a stream generated is
 billed even when the client leaves or the upstream breaks mid-way; the cost, known only at the
-end, goes out as an SSE comment.
+end, goes out as an SSE comment. The pipeline hands the relay its plan and headers and gets back
+the finished answer to cache; nothing here calls back into the pipeline.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import orjson
@@ -21,6 +22,7 @@ from gateway.cache.replay import chunks_to_completion, completion_to_chunks
 from gateway.config.model import Deployment
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
+from gateway.plan import Plan
 from gateway.pricing.cost import usage_from_openai
 from gateway.pricing.tokens import estimate_usage
 from gateway.providers.base import Provider, UpstreamCall, UpstreamStream
@@ -28,120 +30,124 @@ from gateway.routing.router import Router
 from gateway.sse import StreamScanner
 from gateway.types import Usage, nano_to_usd_str
 
-if TYPE_CHECKING:
-    from gateway.pipeline import Plan
-
 # Endpoints whose streams can carry a usage chunk when asked with stream_options.
 _USAGE_OPTION_ENDPOINTS = frozenset({"chat/completions", "completions"})
 _CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
 
 
-async def stream_upstream(
-    request: web.Request,
-    record: Record,
-    plan: Plan,
-    providers: Mapping[str, Provider],
-    router: Router,
-    metrics: Metrics,
-    headers_for: Callable[[Record, str], dict[str, str]],
-    store: Callable[[Plan, Record, bytes, str, Usage, Deployment], None],
-) -> web.StreamResponse:
-    """Pass the upstream's stream through to the client as it arrives, watching it for usage;
-    `headers_for` gives the x-sg-* headers, `store` keeps a cacheable miss's answer."""
-    body = plan.body
-    options = body.get("stream_options") or {}
-    client_wants_usage = options.get("include_usage") is True
-    hide_usage = record.endpoint in _USAGE_OPTION_ENDPOINTS and not client_wants_usage
-    if hide_usage:
-        body = {**body, "stream_options": {**options, "include_usage": True}}
+class StreamRelay:
+    """Streams upstream answers through to clients, on the pipeline's router and metrics."""
 
-    async def open_stream(d: Deployment, p: Provider) -> tuple[UpstreamStream, Any, bytes]:
-        # Failing over is only possible before the client has seen a byte, so the first
-        # chunk is awaited inside the attempt.
-        upstream = await p.stream(
-            UpstreamCall(record.endpoint, {**body, "model": d.model}, True, record.request_id)
-        )
-        chunks = aiter(upstream)
-        try:
-            first = await anext(chunks, b"")
-        except BaseException:
-            await upstream.aclose()
-            raise
-        return upstream, chunks, first
+    __slots__ = ("metrics", "router")
 
-    started = time.perf_counter()
-    (upstream, chunks, first), deployment, record.attempts = await router.run(
-        plan.route, providers, open_stream
-    )
-    record.upstream_s = time.perf_counter() - started
-    provider = providers[deployment.provider].config.name
-    metrics.child(metrics.upstream_ttfb_seconds, provider, deployment.model).observe(
-        upstream.ttfb_s
-    )
-    scanner = StreamScanner(hide_usage_chunk=hide_usage)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": upstream.content_type,
-            "Cache-Control": "no-cache",
-            **headers_for(record, deployment.model),
-        }
-    )
-    charged = False
-    try:
-        await response.prepare(request)
-        await response.write(scanner.feed(first))
-        record.first_byte_s = time.perf_counter() - record.started
-        waited = time.perf_counter()
-        async for chunk in chunks:
-            record.upstream_s += time.perf_counter() - waited
-            out = scanner.feed(chunk)
-            if out:
-                await response.write(out)
-            waited = time.perf_counter()
-        await response.write(scanner.flush())
-        charge = record.charge(
-            deployment,
-            provider,
-            _stream_usage(scanner, body, record, deployment),
-            plan.list_price,
-        )
-        charged = True
-        completion = chunks_to_completion(scanner.events) if plan.cache_key else None
-        if completion is not None:  # None: the stream did not finish cleanly
-            store(
-                plan,
-                record,
-                orjson.dumps(completion),
-                "application/json",
-                record.charges[-1].usage,
-                deployment,
+    def __init__(self, router: Router, metrics: Metrics) -> None:
+        self.router = router
+        self.metrics = metrics
+
+    async def relay(
+        self,
+        request: web.Request,
+        record: Record,
+        plan: Plan,
+        providers: Mapping[str, Provider],
+        headers: dict[str, str],
+    ) -> tuple[web.StreamResponse, dict[str, Any] | None]:
+        """Pass the upstream's stream through to the client as it arrives, watching it for
+        usage, and bill it. `headers` are the x-sg-* headers (the served model is added here).
+        Returns the response and, for a cacheable plan whose stream finished cleanly, the
+        whole answer it amounted to (a chat completion), for the caller to cache."""
+        body = plan.body
+        options = body.get("stream_options") or {}
+        client_wants_usage = options.get("include_usage") is True
+        hide_usage = record.endpoint in _USAGE_OPTION_ENDPOINTS and not client_wants_usage
+        if hide_usage:
+            body = {**body, "stream_options": {**options, "include_usage": True}}
+
+        async def open_stream(d: Deployment, p: Provider) -> tuple[UpstreamStream, Any, bytes]:
+            # Failing over is only possible before the client has seen a byte, so the first
+            # chunk is awaited inside the attempt.
+            upstream = await p.stream(
+                UpstreamCall(record.endpoint, {**body, "model": d.model}, True, record.request_id)
             )
-        # Cost is known only now; an SSE comment carries it to clients that want it.
-        await response.write(f": x-sg-cost-usd={nano_to_usd_str(charge.cost_nano)}\n\n".encode())
-        await response.write_eof()
-    except _CLIENT_GONE:
-        record.outcome, record.status = "client_disconnected", 499
-    except asyncio.CancelledError:
-        # aiohttp cancels the handler when the client goes away mid-stream.
-        record.outcome, record.status = "client_disconnected", 499
-        raise
-    except UpstreamError as exc:
-        record.outcome, record.error = "upstream_broken", exc.code
-        # The status line is long gone; an error event is how OpenAI's SDKs learn of it.
-        with contextlib.suppress(*_CLIENT_GONE):
-            await response.write(b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n")
-    finally:
-        await upstream.aclose()
-        router.done(deployment)
-        if not charged:
-            # A client that left, or an upstream that broke, still pays what was generated.
-            record.charge(
+            chunks = aiter(upstream)
+            try:
+                first = await anext(chunks, b"")
+            except BaseException:
+                await upstream.aclose()
+                raise
+            return upstream, chunks, first
+
+        started = time.perf_counter()
+        (upstream, chunks, first), deployment, record.attempts = await self.router.run(
+            plan.route, providers, open_stream
+        )
+        record.upstream_s = time.perf_counter() - started
+        provider = providers[deployment.provider].config.name
+        metrics = self.metrics
+        metrics.child(metrics.upstream_ttfb_seconds, provider, deployment.model).observe(
+            upstream.ttfb_s
+        )
+        scanner = StreamScanner(hide_usage_chunk=hide_usage)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": upstream.content_type,
+                "Cache-Control": "no-cache",
+                **headers,
+                "x-sg-model": deployment.model,
+            }
+        )
+        charged = False
+        completion = None
+        try:
+            await response.prepare(request)
+            await response.write(scanner.feed(first))
+            record.first_byte_s = time.perf_counter() - record.started
+            waited = time.perf_counter()
+            async for chunk in chunks:
+                record.upstream_s += time.perf_counter() - waited
+                out = scanner.feed(chunk)
+                if out:
+                    await response.write(out)
+                waited = time.perf_counter()
+            await response.write(scanner.flush())
+            charge = record.charge(
                 deployment,
                 provider,
                 _stream_usage(scanner, body, record, deployment),
                 plan.list_price,
             )
-    return response
+            charged = True
+            if plan.cache_key is not None:
+                # None when the events do not make a whole answer: nothing to cache then.
+                completion = chunks_to_completion(scanner.events)
+            # Cost is known only now; an SSE comment carries it to clients that want it.
+            await response.write(
+                f": x-sg-cost-usd={nano_to_usd_str(charge.cost_nano)}\n\n".encode()
+            )
+            await response.write_eof()
+        except _CLIENT_GONE:
+            record.outcome, record.status = "client_disconnected", 499
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client goes away mid-stream.
+            record.outcome, record.status = "client_disconnected", 499
+            raise
+        except UpstreamError as exc:
+            record.outcome, record.error = "upstream_broken", exc.code
+            # The status line is long gone; an error event is how OpenAI's SDKs learn of it.
+            with contextlib.suppress(*_CLIENT_GONE):
+                await response.write(b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n")
+        finally:
+            await upstream.aclose()
+            self.router.done(deployment)
+            if not charged:
+                # A client that left, or an upstream that broke, still pays what was generated.
+                record.charge(
+                    deployment,
+                    provider,
+                    _stream_usage(scanner, body, record, deployment),
+                    plan.list_price,
+                )
+        return response, completion
 
 
 async def send_sse(
