@@ -94,6 +94,11 @@ class Record:
         return sum(c.cost_nano for c in self.charges)
 
     @property
+    def tokens(self) -> int:
+        """Prompt plus completion tokens: what a token budget counts."""
+        return sum(c.usage.prompt_tokens + c.usage.completion_tokens for c in self.charges)
+
+    @property
     def usage(self) -> Usage:
         total = Usage(estimated=any(c.usage.estimated for c in self.charges))
         for c in self.charges:
@@ -182,18 +187,57 @@ class Accountant:
         """Hold the worst case against every budget of the request. Raises the 429 of a
         `block` budget; returns the refused reservation when a `downgrade` budget refused (the
         caller then reserves again for the cheaper model with `downgrade=False`)."""
-        assert record.principal is not None
         if downgrade and self.reserve_locally(record, route, body, prompt_tokens):
             return None
-        budgets = record.budgets
         amount, tokens = worst_case(route, body, prompt_tokens, record.endpoint)
+        return await self._reserve_in_store(record, config, amount, tokens, downgrade)
+
+    def reserve_locally(
+        self, record: Record, route: ModelRoute, body: Mapping[str, Any], prompt_tokens: int
+    ) -> bool:
+        """True when the request needs no round trip to the store: no budget applies, or a lease
+        this process holds covers its worst case (then it is reserved against the lease)."""
+        assert record.principal is not None
+        record.budgets = self.registry.rules_for(record.principal)
+        if not record.budgets:
+            return True
+        return self._reserve_leased(
+            record, *worst_case(route, body, prompt_tokens, record.endpoint)
+        )
+
+    async def hold(self, record: Record, config: Config, amount_nano: int) -> None:
+        """Hold a cost known in advance (a cache hit's price, possibly 0) against every budget
+        of the request, as a request's worst case is held (leases included): a `block` budget
+        it would take over its limit refuses it (429); a `downgrade` budget only counts it, as
+        nothing is cheaper than a hit."""
+        assert record.principal is not None
+        record.budgets = self.registry.rules_for(record.principal)
+        if not record.budgets or self._reserve_leased(record, amount_nano, 0):
+            return
+        if await self._reserve_in_store(record, config, amount_nano, 0, downgrade=True):
+            await self._reserve_in_store(record, config, amount_nano, 0, downgrade=False)
+
+    def _reserve_leased(self, record: Record, amount: int, tokens: int) -> bool:
+        assert record.principal is not None
+        team = record.principal.team
+        leased = self.ledger.reserve_leased(team, record.request_id, record.budgets, amount, tokens)
+        if leased is None:
+            return False
+        record.reservation = leased
+        self._remember(team, leased)
+        return True
+
+    async def _reserve_in_store(
+        self, record: Record, config: Config, amount: int, tokens: int, downgrade: bool
+    ) -> Reservation | None:
+        assert record.principal is not None
         team = record.principal.team
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
                 reservation = await self.ledger.reserve(
                     team,
                     record.request_id,
-                    budgets,
+                    record.budgets,
                     amount,
                     tokens,
                     config.budgets.reservation_ttl_s,
@@ -207,7 +251,7 @@ class Accountant:
                 ) from exc
             budget_log.warning("store unreachable, serving without a budget check: %s", exc)
             return None
-        self._remember(record.principal.team, reservation)
+        self._remember(team, reservation)
         if reservation.ok:
             record.reservation = reservation
             return None
@@ -215,24 +259,6 @@ class Accountant:
         if reservation.exceeded is not None and reservation.exceeded.on_exceed == "downgrade":
             return reservation
         raise exceeded_error(reservation)
-
-    def reserve_locally(
-        self, record: Record, route: ModelRoute, body: Mapping[str, Any], prompt_tokens: int
-    ) -> bool:
-        """True when the request needs no round trip to the store: no budget applies, or a lease
-        this process holds covers its worst case (then it is reserved against the lease)."""
-        assert record.principal is not None
-        record.budgets = budgets = self.registry.rules_for(record.principal)
-        if not budgets:
-            return True
-        amount, tokens = worst_case(route, body, prompt_tokens, record.endpoint)
-        team = record.principal.team
-        leased = self.ledger.reserve_leased(team, record.request_id, budgets, amount, tokens)
-        if leased is None:
-            return False
-        record.reservation = leased
-        self._remember(team, leased)
-        return True
 
     def begin(self) -> None:
         """A request has begun; `finish` ends it."""

@@ -259,21 +259,17 @@ class Pipeline:
     ) -> web.StreamResponse:
         record.cache = "hit"
         cost = hit.hit_cost_nano(config.cache.hit_cost_fraction)
+        # A hit is held against the budgets like any request, at its known price.
+        await self.accountant.hold(record, config, cost)
         record.charges.append(_hit_charge(hit, cost))
-        if cost and record.principal is not None:
-            # A hit billed at a fraction of its list cost counts against the budgets too (it
-            # reserves nothing: its cost is known and settled as is).
-            record.budgets = self.accountant.registry.rules_for(record.principal)
-        headers = self._headers(record)
+        headers = self._headers(record, settled=True)
         headers["x-sg-model"] = hit.served_model
         if not record.stream:
             headers["x-sg-cost-usd"] = nano_to_usd_str(cost)
             return web.Response(
                 body=hit.body, headers={"Content-Type": hit.content_type, **headers}
             )
-        return await send_sse(
-            request, headers, orjson.loads(hit.body), plan.body, nano_to_usd_str(cost)
-        )
+        return await send_sse(request, headers, orjson.loads(hit.body), plan.body, record)
 
     async def _answer(
         self, config: Config, record: Record, plan: Plan, providers: Mapping[str, Provider]
@@ -295,16 +291,15 @@ class Pipeline:
     async def _respond(
         self, request: web.Request, record: Record, plan: Plan, answer: Answer
     ) -> web.StreamResponse:
-        headers = self._headers(record)
+        headers = self._headers(record, settled=True)
         headers["x-sg-model"] = answer.deployment.model
-        cost = nano_to_usd_str(record.cost_nano)
         if not record.stream:
-            headers["x-sg-cost-usd"] = cost
+            headers["x-sg-cost-usd"] = nano_to_usd_str(record.cost_nano)
             return web.Response(
                 body=answer.body, headers={"Content-Type": answer.content_type, **headers}
             )
         # A cascaded stream: the attempts were whole answers; the final one is replayed as SSE.
-        return await send_sse(request, headers, answer.json, plan.body, cost)
+        return await send_sse(request, headers, answer.json, plan.body, record)
 
     async def _call(
         self,
@@ -449,13 +444,16 @@ class Pipeline:
             plan.cache_ttl_s,
         )
 
-    def _headers(self, record: Record) -> dict[str, str]:
-        """The x-sg-* headers every answer carries but `x-sg-model`, which its sender adds."""
+    def _headers(self, record: Record, settled: bool = False) -> dict[str, str]:
+        """The x-sg-* headers every answer carries but `x-sg-model`, which its sender adds.
+        `settled`: the request's charges are final (a whole answer), so the remaining budget
+        is shown after its actual cost rather than its worst case."""
         headers = {"x-request-id": record.request_id, "x-sg-cache": record.cache}
         if record.route_text:
             headers["x-sg-route"] = record.route_text
         if record.reservation is not None:
-            headers.update(remaining_headers(record.reservation))
+            spent = (record.cost_nano, record.tokens) if settled else None
+            headers.update(remaining_headers(record.reservation, spent))
         return headers
 
     async def _stream(

@@ -1,8 +1,9 @@
 """The streaming response: an upstream SSE stream passed through to the client as it arrives
 (`StreamRelay`), and a whole answer replayed as SSE (`send_sse`). What a stream generated is
-billed even when the client leaves or the upstream breaks mid-way; the cost, known only at the
-end, goes out as an SSE comment. The pipeline hands the relay its plan and headers and gets back
-the finished answer to cache; nothing here calls back into the pipeline.
+billed even when the client leaves or the upstream breaks mid-way; the cost and the budget left
+after it, known only at the end, go out as an SSE comment. The pipeline hands the relay its plan
+and headers and gets back the finished answer to cache; nothing here calls back into the
+pipeline.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from gateway.accounting import Record
+from gateway.budgets.messages import remaining_headers
 from gateway.cache.replay import chunks_to_completion, completion_to_chunks
 from gateway.config.model import Deployment
 from gateway.errors import UpstreamError
@@ -110,7 +112,7 @@ class StreamRelay:
                     await response.write(out)
                 waited = time.perf_counter()
             await response.write(scanner.flush())
-            charge = record.charge(
+            record.charge(
                 deployment,
                 provider,
                 _stream_usage(scanner, body, record, deployment),
@@ -120,10 +122,7 @@ class StreamRelay:
             if plan.cache_key is not None:
                 # None when the events do not make a whole answer: nothing to cache then.
                 completion = chunks_to_completion(scanner.events)
-            # Cost is known only now; an SSE comment carries it to clients that want it.
-            await response.write(
-                f": x-sg-cost-usd={nano_to_usd_str(charge.cost_nano)}\n\n".encode()
-            )
+            await response.write(closing_comment(record))
             await response.write_eof()
         except _CLIENT_GONE:
             record.outcome, record.status = "client_disconnected", 499
@@ -155,7 +154,7 @@ async def send_sse(
     headers: dict[str, str],
     completion: Mapping[str, Any],
     body: Mapping[str, Any],
-    cost: str,
+    record: Record,
 ) -> web.StreamResponse:
     """Send a whole answer as an SSE stream (a cache hit, or a cascaded stream), with the usage
     chunk only if the client asked for it."""
@@ -166,9 +165,20 @@ async def send_sse(
     )
     await response.prepare(request)
     await response.write(b"".join(chunks))
-    await response.write(f": x-sg-cost-usd={cost}\n\n".encode())
+    await response.write(closing_comment(record))
     await response.write_eof()
     return response
+
+
+def closing_comment(record: Record) -> bytes:
+    """The SSE comment that ends a stream: what the request cost and what its tightest budget
+    has left after it, known only now (SDKs ignore comments)."""
+    lines = [f": x-sg-cost-usd={nano_to_usd_str(record.cost_nano)}\n"]
+    if record.reservation is not None:
+        left = remaining_headers(record.reservation, (record.cost_nano, record.tokens))
+        lines += [f": {name}={value}\n" for name, value in left.items()]
+    lines.append("\n")
+    return "".join(lines).encode()
 
 
 def _stream_usage(

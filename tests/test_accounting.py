@@ -130,9 +130,81 @@ async def test_the_remaining_budget_is_in_every_response(
     async with aiohttp.ClientSession() as http:
         status, headers, _ = await post_chat(http, gw.url, gw.keys["alpha"])
     assert status == 200
-    # $1 minus this request's worst case, still reserved when the header was written.
-    expected = 1_000_000_000 - gpt4o_worst_case_nano()
-    assert headers["x-sg-budget-remaining-usd"] == f"{expected / 1e9:.9f}"
+    # $1 minus what this request cost: its worst case, held until the settle, is not counted.
+    expected = 1_000_000_000 - usd_to_nano(headers["x-sg-cost-usd"])
+    assert usd_to_nano(headers["x-sg-budget-remaining-usd"]) == expected
+    assert usd_to_nano(headers["x-sg-cost-usd"]) < gpt4o_worst_case_nano()
+
+
+async def test_a_stream_shows_the_worst_case_first_and_what_is_left_at_its_end(
+    gateway_factory: GatewayFactory, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", "1")
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    body = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": MAX_TOKENS, "stream": True}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gw.url + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {gw.keys['alpha']}"},
+        ) as response,
+    ):
+        assert response.status == 200
+        # The headers go before the usage is known: the least that can be left.
+        at_worst = usd_to_nano(response.headers["x-sg-budget-remaining-usd"])
+        text = await response.text()
+    comments = dict(
+        line[2:].split("=", 1) for line in text.splitlines() if line.startswith(": x-sg-")
+    )
+    cost = usd_to_nano(comments["x-sg-cost-usd"])
+    assert at_worst == 1_000_000_000 - gpt4o_worst_case_nano()
+    assert usd_to_nano(comments["x-sg-budget-remaining-usd"]) == 1_000_000_000 - cost > at_worst
+
+
+@pytest.mark.parametrize("fraction", ["0", "0.5"])
+async def test_cache_hits_say_what_is_left_and_a_full_block_budget_refuses_a_priced_one(
+    gateway_factory: GatewayFactory,
+    mock_upstream: MockUpstream,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    fraction: str,
+) -> None:
+    from tests.conftest import FIXTURES
+
+    output = 400  # the mock writes them all: an answer costs within 0.4 % of its worst case
+    mock_upstream.options.completion_tokens = output
+    worst = gpt4o_worst_case_nano(output)
+    limit = worst + worst // 4  # room for the miss, not for a hit at half its price
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", f"{limit / 1e9:.9f}")
+    config = tmp_path / "budgets-cache.yaml"
+    config.write_text(
+        (FIXTURES / "budgets.yaml")
+        .read_text()
+        .replace(
+            "teams:\n",
+            f"cache:\n  hit_cost_fraction: {fraction}\n  routes:\n    gpt-4o: {{mode: always}}\n"
+            "teams:\n",
+            1,
+        )
+    )
+    gw = await gateway_factory(str(config), teams=("alpha",))
+    key = gw.keys["alpha"]
+    async with aiohttp.ClientSession() as http:
+        status, miss, _ = await post_chat(http, gw.url, key, max_tokens=output)
+        assert status == 200 and miss["x-sg-cache"] == "miss"
+        await gw.app[PIPELINE].accountant.drain()
+        status, hit, answer = await post_chat(http, gw.url, key, max_tokens=output)
+    left = limit - usd_to_nano(miss["x-sg-cost-usd"])
+    if fraction == "0":  # a free hit is served, and says what is left
+        assert status == 200 and hit["x-sg-cache"] == "hit"
+        assert usd_to_nano(hit["x-sg-budget-remaining-usd"]) == left
+    else:  # half the miss's price does not fit in what is left: refused like any request
+        assert status == 429, answer
+        assert answer["error"]["code"] == "budget_exceeded"  # type: ignore[index]
+    await gw.app[PIPELINE].accountant.drain()
+    assert await spent_nano(gw, "alpha") == limit - left
 
 
 async def test_far_from_the_limit_requests_reserve_in_a_lease(
@@ -573,10 +645,14 @@ async def test_cache_hits_billed_at_a_fraction_count_against_the_budget(
     gw = await gateway_factory(str(config), teams=("alpha",))
     async with aiohttp.ClientSession() as http:
         miss = await post_chat(http, gw.url, gw.keys["alpha"])
+        await gw.app[PIPELINE].accountant.drain()  # the miss is settled: its actual cost counts
         hit = await post_chat(http, gw.url, gw.keys["alpha"])
     assert (miss[1]["x-sg-cache"], hit[1]["x-sg-cache"]) == ("miss", "hit")
     miss_cost = usd_to_nano(miss[1]["x-sg-cost-usd"])
     hit_cost = usd_to_nano(hit[1]["x-sg-cost-usd"])
     assert hit_cost == (miss_cost + 1) // 2  # half the list cost, rounded half up
+    # The hit says what is left after it, like any answer: $1000 minus both costs.
+    assert usd_to_nano(hit[1]["x-sg-budget-remaining-usd"]) == 1000 * 10**9 - miss_cost - hit_cost
     await gw.app[PIPELINE].accountant.drain()
+    await gw.app[LEDGER].close_leases()  # the hit was held in a lease (far from the limit)
     assert await spent_nano(gw, "alpha") == miss_cost + hit_cost

@@ -123,14 +123,24 @@ class Reservation:
 
     @property
     def remaining_nano(self) -> int | None:
-        """The tightest remaining USD budget (never below 0); None without USD budgets."""
-        values = [s.remaining_nano for s in self.status if s.remaining_nano is not None]
-        return max(0, min(values)) if values else None
+        """The tightest remaining USD budget with this request's worst case held (never below
+        0); None without USD budgets."""
+        return self.remaining_after(self.amount_nano, self.amount_tokens)[0]
 
     @property
     def remaining_tokens(self) -> int | None:
-        values = [s.remaining_tokens for s in self.status if s.remaining_tokens is not None]
-        return max(0, min(values)) if values else None
+        return self.remaining_after(self.amount_nano, self.amount_tokens)[1]
+
+    def remaining_after(self, cost_nano: int, tokens: int) -> tuple[int | None, int | None]:
+        """(USD, tokens) the tightest budgets have left once this request is charged what it
+        actually cost instead of the worst case it holds (never below 0; None: no such limit).
+        Every budget held the same amount, so the tightest stays the tightest."""
+        nanos = [s.remaining_nano for s in self.status if s.remaining_nano is not None]
+        counts = [s.remaining_tokens for s in self.status if s.remaining_tokens is not None]
+        return (
+            max(0, min(nanos) + self.amount_nano - cost_nano) if nanos else None,
+            max(0, min(counts) + self.amount_tokens - tokens) if counts else None,
+        )
 
     @property
     def soft_exceeded(self) -> tuple[BudgetConfig, ...]:

@@ -63,12 +63,22 @@ def exceeded_error(reservation: Reservation) -> RateLimited:
     return RateLimited(message, code="budget_exceeded", headers=headers)
 
 
-def remaining_headers(reservation: Reservation) -> dict[str, str]:
-    """`x-sg-budget-remaining-usd` / `-tokens`: the tightest budget, after this reservation."""
+def remaining_headers(
+    reservation: Reservation, spent: tuple[int, int] | None = None
+) -> dict[str, str]:
+    """`x-sg-budget-remaining-usd` / `-tokens`: what the tightest budget of the request has left
+    once the request is paid for, as of this request: after its actual cost and tokens when
+    they are known (`spent`), else after the worst case it holds (a stream's headers go out
+    before its usage is known, so they show the least that can be left)."""
+    nano, tokens = (
+        (reservation.remaining_nano, reservation.remaining_tokens)
+        if spent is None
+        else reservation.remaining_after(*spent)
+    )
     headers = {}
-    if (nano := reservation.remaining_nano) is not None:
+    if nano is not None:
         headers[REMAINING_USD_HEADER] = nano_to_usd_str(nano)  # same exact form as x-sg-cost-usd
-    if (tokens := reservation.remaining_tokens) is not None:
+    if tokens is not None:
         headers[REMAINING_TOKENS_HEADER] = str(tokens)
     return headers
 
