@@ -144,6 +144,8 @@ class BudgetsConfig:
     # has left at once and spends it locally for up to lease_window_s (budgets/leases.py).
     lease_fraction: float = 0.01
     lease_window_s: float = 5.0
+    # Alert thresholds (percent) of a budget that sets none, admin budgets included.
+    thresholds: tuple[int, ...] = (50, 75, 90, 100)
 
 
 @dataclass(frozen=True, slots=True)
