@@ -24,7 +24,7 @@ def test_config_path_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_a_missing_config_file_is_one_line() -> None:
-    with pytest.raises(clikit.CliError, match="config file /nonexistent.yaml not found"):
+    with pytest.raises(clikit.CliError, match=r"config file /nonexistent\.yaml not found"):
         clikit.load_config(Path("/nonexistent.yaml"))
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ from gateway.app.middleware import error_middleware
 from gateway.app.state import BUDGETS, LEDGER, LIVE_CONFIG, REDIS
 from gateway.budgets.ledger import BudgetLedger
 from gateway.budgets.registry import BudgetRegistry
+from gateway.config.loader import load_text
 from gateway.config.model import (
     BudgetsConfig,
     Config,
@@ -26,7 +26,6 @@ from gateway.config.model import (
     StoreConfig,
     TeamConfig,
 )
-from gateway.config.loader import load_text
 from gateway.errors import ConfigError
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
