@@ -25,7 +25,6 @@ from gateway.errors import ConfigError, GatewayError
 
 if TYPE_CHECKING:
     import aiohttp
-    from redis.asyncio import Redis
 
     from gateway.config.model import Config, ServerConfig
 
@@ -126,11 +125,11 @@ def gateway_url(server: ServerConfig) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Store:
-    """The shared store (redis://...) opened directly, with the config that names it."""
+class SharedStore:
+    """A config whose store is shared (redis://...): the command opens it itself
+    (`gateway.store.connect.connected`)."""
 
     config: Config
-    redis: Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,21 +204,15 @@ class AdminClient:
 @asynccontextmanager
 async def connect(
     args: argparse.Namespace, *, timeout_s: float
-) -> AsyncIterator[Store | AdminClient]:
-    """The shared store itself when the config names one, else a gateway's admin API (for an
-    embedded store, which lives inside `spendgate serve`, or whenever --url is given)."""
-    from gateway.store.connect import close_store, is_embedded, open_store
-
+) -> AsyncIterator[SharedStore | AdminClient]:
+    """The shared store when the config names one, else a gateway's admin API (for an embedded
+    store, which lives inside `spendgate serve`, or whenever --url is given)."""
     path = config_path(args.config)
     base_url: str | None = args.url
     if base_url is None:
         config = load_config(path)
-        if not is_embedded(config.store.url):
-            redis = await open_store(config.store.url)
-            try:
-                yield Store(config, redis)
-            finally:
-                await close_store(redis)
+        if not config.store.embedded:
+            yield SharedStore(config)
             return
         base_url = gateway_url(config.server)
     async with admin_client(base_url, args.admin_key or _default_admin_key(path), timeout_s) as api:

@@ -13,16 +13,15 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from gateway.app.state import LIVE_CONFIG
-from gateway.config.checks import Invalid, JsonSchema, Problem, Record, Spec
+from gateway.config.checks import JsonSchema, Spec, checked
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 
-S = TypeVar("S", bound=Spec)
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
 _TRUE = frozenset({"1", "true", "yes"})
@@ -103,23 +102,6 @@ def authorize(request: web.Request) -> None:
     digest = hashlib.sha256(given.encode()).hexdigest()
     if not hmac.compare_digest(digest, expected):
         raise AuthenticationFailed("invalid admin key")
-
-
-def checked(spec: type[S], raw: Mapping[str, object]) -> S:
-    """`raw` checked against `spec`, as the config's sections are; InvalidRequest if it fails."""
-    problems: list[Problem] = []
-    result = Record(spec)(dict(raw), "", problems)
-    if problems or isinstance(result, Invalid):
-        raise invalid(problems)
-    return result
-
-
-def invalid(problems: list[Problem]) -> InvalidRequest:
-    """One 400 naming every problem; `param` is the first one's key path."""
-    text = "; ".join(f"{path}: {reason}" if path else reason for path, reason in problems)
-    return InvalidRequest(
-        text or "invalid request body", param=problems[0][0] if problems else None
-    )
 
 
 async def json_object(request: web.Request) -> dict[str, object]:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.app.admin import Endpoint, Param, Reply, invalid, json_response
+from gateway.app.admin import Endpoint, Param, Reply, json_response
 from gateway.app.state import BUDGETS, LEDGER, LIVE_CONFIG
 from gateway.budgets.registry import BudgetExists, DeclaredInConfig
 from gateway.budgets.usage import budget_usage, status_dict
@@ -69,7 +69,7 @@ async def delete_budget(request: web.Request, _: None) -> web.Response:
 def _compiled(request: web.Request, body: BudgetRuleSpec) -> BudgetConfig:
     budget, problems = admin_budget(body, request.app[LIVE_CONFIG].current)
     if budget is None:
-        raise invalid(problems)
+        raise InvalidRequest.from_problems(problems)
     return budget
 
 

@@ -162,12 +162,12 @@ def _external_cost(body: CostSpec, teams: Mapping[str, object], now: float) -> E
             param="team",
             code="unknown_team",
         )
-    if body.ts is not None:
-        # Older than the daily rollups are kept, it would never show in a report.
-        if not now - rediskeys.ROLLUP_DAILY_TTL_S < body.ts / 1000 < now + _FUTURE_SLACK_S:
-            raise InvalidRequest(
-                "ts: must lie within the last 400 days and at most a day ahead", param="ts"
-            )
+    # Older than the daily rollups are kept, it would never show in a report.
+    oldest, latest = now - rediskeys.ROLLUP_DAILY_TTL_S, now + _FUTURE_SLACK_S
+    if body.ts is not None and not oldest < body.ts / 1000 < latest:
+        raise InvalidRequest(
+            "ts: must lie within the last 400 days and at most a day ahead", param="ts"
+        )
     return ExternalCost(
         id=body.id,
         team=body.team,

@@ -21,7 +21,7 @@ from gateway.clikit import (
     AdminClient,
     CliError,
     JsonObject,
-    Store,
+    SharedStore,
     add_admin_arguments,
     connect,
     print_json,
@@ -210,13 +210,15 @@ def _percents(text: str) -> list[int]:
 @asynccontextmanager
 async def _open_backend(args: argparse.Namespace, clock: Clock) -> AsyncIterator[_Backend]:
     async with connect(args, timeout_s=_HTTP_TIMEOUT_S) as target:
-        if isinstance(target, Store):
+        if isinstance(target, SharedStore):
             from gateway.budgets.ledger import BudgetLedger
             from gateway.budgets.registry import BudgetRegistry
+            from gateway.store.connect import connected
 
             config = target.config
-            registry = BudgetRegistry(target.redis, config.budgets.rules)
-            yield _StoreBackend(config, registry, BudgetLedger(target.redis, clock=clock))
+            async with connected(config.store.url) as redis:
+                registry = BudgetRegistry(redis, config.budgets.rules)
+                yield _StoreBackend(config, registry, BudgetLedger(redis, clock=clock))
         else:
             yield _AdminBackend(target)
 
@@ -235,15 +237,16 @@ class _StoreBackend:
         return [status_dict(s) for s in await budget_usage(self.registry, self.ledger, team)]
 
     async def put(self, name: str, body: JsonObject) -> tuple[bool, JsonObject]:
-        from gateway.app.admin import checked, invalid
         from gateway.budgets.registry import DeclaredInConfig
         from gateway.budgets.usage import status_dict
+        from gateway.config.checks import checked
         from gateway.config.schema import BudgetRuleSpec
         from gateway.config.spend import admin_budget
+        from gateway.errors import InvalidRequest
 
         budget, problems = admin_budget(checked(BudgetRuleSpec, body), self.config)
         if budget is None:
-            raise invalid(problems)
+            raise InvalidRequest.from_problems(problems)
         try:
             created = await self.registry.put(budget)
         except DeclaredInConfig as exc:

@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from gateway.errors import redact
+from gateway.errors import InvalidRequest, redact
 from gateway.types import usd_to_nano
 
 Problem = tuple[str, str]  # (key path, reason)
@@ -606,6 +606,16 @@ class Record(Generic[S]):
         if self.cls.__doc__:
             schema["description"] = " ".join(self.cls.__doc__.split())
         return schema
+
+
+def checked(spec: type[S], raw: Mapping[str, object]) -> S:
+    """A request body (admin API, CLI) checked against `spec` as the config's sections are;
+    InvalidRequest naming every problem if it fails."""
+    problems: list[Problem] = []
+    result = Record(spec)(dict(raw), "", problems)
+    if problems or isinstance(result, Invalid):
+        raise InvalidRequest.from_problems(problems)
+    return result
 
 
 def _required(spec_field: dataclasses.Field[object]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from gateway.pricing.price import Price
 from gateway.types import Principal
@@ -103,6 +104,12 @@ class StoreConfig:
     spool_dir: str = "var/spool"  # local append-only spool for spend events during an outage
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_fsync_interval_s: float = 1.0
+
+    @property
+    def embedded(self) -> bool:
+        """The in-process store (`memory://`), which lives and dies with its process: commands
+        reach it through the admin API of the gateway that runs it."""
+        return urlsplit(self.url).scheme.lower() == "memory"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.clikit import CliError, Store, add_admin_arguments, connect, run_command
+from gateway.clikit import CliError, SharedStore, add_admin_arguments, connect, run_command
 
 if TYPE_CHECKING:  # `spendgate --help` builds the parser: the report stack loads when one runs
     from gateway.reports.build import Period
@@ -83,8 +83,11 @@ async def _report_text(args: argparse.Namespace, period: Period, fmt: str) -> st
     from gateway.reports.render import render
 
     async with connect(args, timeout_s=_HTTP_TIMEOUT_S) as target:
-        if isinstance(target, Store):
-            report = await build_report(args.kind, target.config, target.redis, period)
+        if isinstance(target, SharedStore):
+            from gateway.store.connect import connected
+
+            async with connected(target.config.store.url) as redis:
+                report = await build_report(args.kind, target.config, redis, period)
             return render(report, fmt)  # type: ignore[arg-type]  # argparse checked choices
         params = {"format": fmt}
         if args.kind == "showback":

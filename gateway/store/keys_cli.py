@@ -21,7 +21,7 @@ from gateway.clikit import (
     AdminClient,
     CliError,
     JsonObject,
-    Store,
+    SharedStore,
     add_admin_arguments,
     connect,
     print_json,
@@ -182,12 +182,14 @@ def _when(epoch: object) -> str:
 @asynccontextmanager
 async def _open_backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
     async with connect(args, timeout_s=_HTTP_TIMEOUT_S) as target:
-        if isinstance(target, Store):
+        if isinstance(target, SharedStore):
+            from gateway.store.connect import connected
             from gateway.store.keys import Keyring
 
             config = target.config
-            keyring = Keyring(target.redis, config.keys, config.server.key_cache_ttl_s)
-            yield _StoreBackend(keyring, frozenset(config.teams))
+            async with connected(config.store.url) as redis:
+                keyring = Keyring(redis, config.keys, config.server.key_cache_ttl_s)
+                yield _StoreBackend(keyring, frozenset(config.teams))
         else:
             yield _AdminBackend(target)
 

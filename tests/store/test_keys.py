@@ -136,7 +136,7 @@ async def test_revoke_elsewhere_is_seen_after_the_ttl(
 async def test_revoke_here_takes_effect_at_once_and_keeps_the_record(
     store: Redis, clock: FakeClock
 ) -> None:
-    wall = FakeClock()
+    wall = FakeClock(1000.0)
     keyring = Keyring(store, (), TTL, clock, wall_clock=wall)
     secret, info = await keyring.create("alpha", name="old")
     assert await keyring.resolve(secret) is not None
