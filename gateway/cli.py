@@ -107,6 +107,12 @@ def _keys(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _budgets(args: argparse.Namespace) -> int:
+    from gateway.budgets.cli import run
+
+    return run(args)
+
+
 def _report(args: argparse.Namespace) -> int:
     from gateway.reports.cli import run
 
@@ -183,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(keys)
     keys.set_defaults(func=_keys)
+
+    budgets = sub.add_parser("budgets", help="list, set and delete budgets; see their usage")
+    from gateway.budgets.cli import add_arguments as add_budgets_arguments
+
+    add_budgets_arguments(budgets)
+    budgets.set_defaults(func=_budgets)
 
     report = sub.add_parser("report", help="showback, chargeback and FOCUS reports")
     from gateway.reports.cli import add_arguments as add_report_arguments

@@ -28,7 +28,7 @@ those are passed back to the client with the upstream's own status and message.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 # Anything shaped like a credential is cut out of upstream messages before they reach a client
 # or a log line: OpenAI/Anthropic/virtual keys, bearer tokens and long hex/base64 runs.
@@ -79,6 +79,12 @@ class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request"
+
+    @classmethod
+    def from_problems(cls, problems: Sequence[tuple[str, str]]) -> InvalidRequest:
+        """One 400 naming every (key path, reason) problem of a body; `param`: the first path."""
+        text = "; ".join(f"{path}: {reason}" if path else reason for path, reason in problems)
+        return cls(text or "invalid request body", param=problems[0][0] if problems else None)
 
 
 class PayloadTooLarge(GatewayError):

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 NANO_PER_USD = 1_000_000_000
+# Budget scripts compare amounts as Lua numbers (doubles): totals per counter are exact below
+# this, 2^53 nano-USD ~ 9 million USD (and 9e15 tokens), so no budget limit may reach it.
+MAX_EXACT = 2**53
 
 EMPTY_TAGS: Mapping[str, str] = MappingProxyType({})
 

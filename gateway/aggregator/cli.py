@@ -14,8 +14,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from gateway.clikit import CliError, add_config_argument, config_path, load_config
 from gateway.errors import ConfigError
-from gateway.store.keys_cli import CONFIG_ENV, CliError, _config_path, _load_config
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -26,11 +26,7 @@ log = logging.getLogger("spendgate.aggregator")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help=f"gateway config (default: ${CONFIG_ENV}, else config/gateway.yaml if it exists)",
-    )
+    add_config_argument(parser)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--metrics-port",
@@ -46,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.store.connect import is_embedded
 
     try:
-        config = _load_config(_config_path(args.config))
+        config = load_config(config_path(args.config))
     except CliError as exc:
         print(f"spendgate aggregate: {exc}", file=sys.stderr)
         return 1
@@ -71,8 +67,8 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     from gateway.config.reload import LiveConfig
     from gateway.store.connect import close_store, open_store, redact_url
 
-    path = _config_path(args.config)
-    live = LiveConfig(_load_config(path), path)  # follows edits of the `aggregator:` section
+    path = config_path(args.config)
+    live = LiveConfig(load_config(path), path)  # follows edits of the `aggregator:` section
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

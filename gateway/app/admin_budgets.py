@@ -1,279 +1,80 @@
-"""The admin HTTP API for budgets: list every budget with its current period, create and delete
-budgets made through the API (config budgets change only with the YAML).
+"""The admin API for budgets: every budget in force with its current period, and budgets made
+through the API (create, replace, delete; config budgets change only with the YAML).
 
-Amounts are exact: USD as decimal strings (and integer nano-USD alongside), never floats. Same
-auth and strict validation as the keys API (`gateway.app.admin`).
+A budget body is a `budgets.rules[]` entry of the YAML, checked by the same code (schema and
+cross-references against the running config). Amounts are exact: USD as decimal strings, with
+integer nano-USD alongside, never floats.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal, InvalidOperation
-from typing import Any, cast
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.app.admin import _json, _json_object, authorize
+from gateway.app.admin import Endpoint, Param, Reply, json_response
 from gateway.app.state import BUDGETS, LEDGER, LIVE_CONFIG
-from gateway.budgets.definitions import ON_EXCEED, PERIODS, SCOPES
-from gateway.budgets.ledger import MAX_EXACT, BudgetStatus
-from gateway.budgets.messages import format_usd
-from gateway.budgets.registry import BudgetExists
-from gateway.config.model import BudgetConfig, BudgetScope, Config, OnExceed, Period
+from gateway.budgets.registry import BudgetExists, DeclaredInConfig
+from gateway.budgets.usage import budget_usage, status_dict
+from gateway.config.checks import JsonSchema
+from gateway.config.model import BudgetConfig
+from gateway.config.schema import BudgetRuleSpec
+from gateway.config.spend import admin_budget
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
-from gateway.types import NANO_PER_USD
-
-_FIELDS = frozenset(
-    {
-        "name",
-        "team",
-        "scope",
-        "match",
-        "period",
-        "limit_usd",
-        "limit_tokens",
-        "on_exceed",
-        "downgrade_to",
-        "thresholds",
-    }
-)
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-_KEY_ID = re.compile(r"key_[0-9a-f]{12}")
-_MAX_MATCH = 200
-_MAX_THRESHOLD = 1000
-_DEFAULT_THRESHOLDS = (50, 75, 90, 100)
 
 
-def admin_budget_routes() -> list[web.RouteDef]:
-    return [
-        web.get("/admin/budgets", list_budgets),
-        web.post("/admin/budgets", create_budget),
-        web.delete("/admin/budgets/{name}", delete_budget),
-    ]
-
-
-async def list_budgets(request: web.Request) -> web.Response:
-    authorize(request)
-    unknown = sorted(set(request.query) - {"team"})
-    if unknown:
-        raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", param=unknown[0])
+async def list_budgets(request: web.Request, _: None) -> web.Response:
     team = request.query.get("team") or None
-    registry, ledger = request.app[BUDGETS], request.app[LEDGER]
     with _store_errors():
-        await registry.refresh()  # see what other replicas' admins created
-        budgets = registry.all(team)
-        by_team: dict[str, list[BudgetConfig]] = {}
-        for budget in budgets:
-            by_team.setdefault(budget.team, []).append(budget)
-        statuses = {}
-        for name, rules in by_team.items():
-            await ledger.release_expired(name)  # so "reserved" excludes crashed replicas' holds
-            statuses.update({s.budget.name: s for s in await ledger.budget_status(name, rules)})
-    data = [_render(statuses[b.name]) for b in budgets]
-    return _json({"object": "list", "data": data})
+        statuses = await budget_usage(request.app[BUDGETS], request.app[LEDGER], team)
+    return json_response({"object": "list", "data": [status_dict(s) for s in statuses]})
 
 
-async def create_budget(request: web.Request) -> web.Response:
-    authorize(request)
-    body = await _json_object(request)
-    budget = _parse_budget(body, request.app[LIVE_CONFIG].current)
+async def create_budget(request: web.Request, body: BudgetRuleSpec) -> web.Response:
+    budget = _compiled(request, body)
     with _store_errors():
         try:
             budget = await request.app[BUDGETS].create(budget)
         except BudgetExists as exc:
             raise InvalidRequest(str(exc), param="name", code="budget_exists") from exc
         (status,) = await request.app[LEDGER].budget_status(budget.team, [budget])
-    return _json(_render(status), status=201)
+    return json_response(status_dict(status), status=201)
 
 
-async def delete_budget(request: web.Request) -> web.Response:
-    authorize(request)
-    name = request.match_info["name"]
-    registry = request.app[BUDGETS]
-    existing = registry.get(name)
-    if existing is not None and existing.source == "config":
-        raise InvalidRequest(
-            f"budget {name!r} is declared in the config file: remove it from the YAML "
-            "`budgets:` section and reload",
-            param="name",
-            code="budget_declared_in_config",
-        )
+async def put_budget(request: web.Request, body: BudgetRuleSpec) -> web.Response:
+    budget = _compiled(request, body)
     with _store_errors():
-        deleted = await registry.delete(name)
+        try:
+            created = await request.app[BUDGETS].put(budget)
+        except DeclaredInConfig as exc:
+            raise _declared_in_config(exc) from exc
+        (status,) = await request.app[LEDGER].budget_status(budget.team, [budget])
+    return json_response(status_dict(status), status=201 if created else 200)
+
+
+async def delete_budget(request: web.Request, _: None) -> web.Response:
+    name = request.match_info["name"]
+    with _store_errors():
+        try:
+            deleted = await request.app[BUDGETS].delete(name)
+        except DeclaredInConfig as exc:
+            raise _declared_in_config(exc) from exc
     if not deleted:
         raise NotFound(f"no admin budget named {name!r}", param="name", code="budget_not_found")
-    return _json({"name": name, "deleted": True})
+    return json_response({"name": name, "deleted": True})
 
 
-def _render(status: BudgetStatus) -> dict[str, Any]:
-    b = status.budget
-    remaining_nano, remaining_tokens = status.remaining_nano, status.remaining_tokens
-    return {
-        "name": b.name,
-        "team": b.team,
-        "scope": b.scope,
-        "match": b.match,
-        "period": b.period,
-        "on_exceed": b.on_exceed,
-        "downgrade_to": b.downgrade_to,
-        "thresholds": list(b.thresholds),
-        "source": b.source,
-        "limit_usd": _usd(b.limit_nano),
-        "limit_nano": b.limit_nano,
-        "limit_tokens": b.limit_tokens,
-        "period_id": status.period_id,
-        "period_end": (
-            None if status.period_end is None else f"{status.period_end:%Y-%m-%dT%H:%M:%SZ}"
-        ),
-        "spent_usd": format_usd(status.spent_nano),
-        "spent_nano": status.spent_nano,
-        "reserved_usd": format_usd(status.reserved_nano),
-        "reserved_nano": status.reserved_nano,
-        "remaining_usd": _usd(remaining_nano),
-        "remaining_nano": remaining_nano,
-        "spent_tokens": status.spent_tokens,
-        "reserved_tokens": status.reserved_tokens,
-        "remaining_tokens": remaining_tokens,
-        "pct": round(status.pct, 2),
-    }
+def _compiled(request: web.Request, body: BudgetRuleSpec) -> BudgetConfig:
+    budget, problems = admin_budget(body, request.app[LIVE_CONFIG].current)
+    if budget is None:
+        raise InvalidRequest.from_problems(problems)
+    return budget
 
 
-def _usd(nano: int | None) -> str | None:
-    return None if nano is None else format_usd(nano)
-
-
-def _parse_budget(body: Mapping[str, object], config: Config) -> BudgetConfig:
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        allowed = ", ".join(sorted(_FIELDS))
-        raise InvalidRequest(f"unknown field '{unknown[0]}' (allowed: {allowed})", param=unknown[0])
-    name = body.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidRequest(
-            "'name' is required: 1 to 100 characters of A-Z a-z 0-9 _ . -", param="name"
-        )
-    team = body.get("team")
-    if not isinstance(team, str) or not team:
-        raise InvalidRequest("'team' is required and must be a non-empty string", param="team")
-    if team not in config.teams:
-        known = ", ".join(sorted(config.teams)) or "none"
-        raise InvalidRequest(
-            f"unknown team {team!r}: teams in the config are {known}",
-            param="team",
-            code="unknown_team",
-        )
-    scope = cast(BudgetScope, _choice(body, "scope", SCOPES, None))
-    period = cast(Period, _choice(body, "period", PERIODS, None))
-    on_exceed = cast(OnExceed, _choice(body, "on_exceed", ON_EXCEED, "block"))
-    limit_nano = _limit_usd(body.get("limit_usd"))
-    limit_tokens = _limit_tokens(body.get("limit_tokens"))
-    if limit_nano is None and limit_tokens is None:
-        raise InvalidRequest("set 'limit_usd', 'limit_tokens' or both", param="limit_usd")
-    return BudgetConfig(
-        name=name,
-        team=team,
-        scope=scope,
-        match=_match(scope, body.get("match")),
-        period=period,
-        limit_nano=limit_nano,
-        limit_tokens=limit_tokens,
-        on_exceed=on_exceed,
-        downgrade_to=_downgrade_to(on_exceed, body.get("downgrade_to"), config),
-        thresholds=_thresholds(body.get("thresholds", list(_DEFAULT_THRESHOLDS))),
-        source="admin",
-    )
-
-
-def _choice(
-    body: Mapping[str, object], name: str, allowed: frozenset[str], default: str | None
-) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str) or value not in allowed:
-        choices = ", ".join(sorted(allowed))
-        required = "is required and " if default is None else ""
-        raise InvalidRequest(f"'{name}' {required}must be one of {choices}", param=name)
-    return value
-
-
-def _match(scope: str, value: object) -> str | None:
-    if scope == "team":
-        if value is not None:
-            raise InvalidRequest("'match' must be absent for scope team", param="match")
-        return None
-    if not isinstance(value, str) or not value or len(value) > _MAX_MATCH:
-        raise InvalidRequest(
-            f"'match' is required for scope {scope}: a string of at most {_MAX_MATCH} characters",
-            param="match",
-        )
-    if scope == "key" and not _KEY_ID.fullmatch(value):
-        raise InvalidRequest("'match' must be a key id (key_ + 12 hex digits)", param="match")
-    if scope == "tag":
-        tag, sep, _ = value.partition("=")
-        if not sep or not tag:
-            raise InvalidRequest("'match' must be 'name=value' for scope tag", param="match")
-    return value
-
-
-def _limit_usd(value: object) -> int | None:
-    if value is None:
-        return None
-    problem = "'limit_usd' must be a non-negative decimal (string or number) of USD"
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidRequest(problem, param="limit_usd")
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation as exc:
-        raise InvalidRequest(problem, param="limit_usd") from exc
-    if not amount.is_finite() or amount < 0:
-        raise InvalidRequest(problem, param="limit_usd")
-    nano = amount * NANO_PER_USD
-    if nano != nano.to_integral_value():
-        raise InvalidRequest(
-            "'limit_usd' is finer than a nano-dollar (9 decimals)", param="limit_usd"
-        )
-    if nano >= MAX_EXACT:
-        raise InvalidRequest(
-            f"'limit_usd' must be below {format_usd(MAX_EXACT)} USD", param="limit_usd"
-        )
-    return int(nano)
-
-
-def _limit_tokens(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_EXACT:
-        raise InvalidRequest("'limit_tokens' must be a non-negative integer", param="limit_tokens")
-    return value
-
-
-def _downgrade_to(on_exceed: str, value: object, config: Config) -> str | None:
-    if on_exceed != "downgrade":
-        if value is not None:
-            raise InvalidRequest(
-                "'downgrade_to' is only for on_exceed: downgrade", param="downgrade_to"
-            )
-        return None
-    if not isinstance(value, str) or value not in config.models:
-        known = ", ".join(sorted(config.models)) or "none"
-        raise InvalidRequest(
-            f"'downgrade_to' must name a configured model ({known})", param="downgrade_to"
-        )
-    return value
-
-
-def _thresholds(value: object) -> tuple[int, ...]:
-    problem = f"'thresholds' must be a list of distinct integer percents from 1 to {_MAX_THRESHOLD}"
-    if not isinstance(value, list) or len(value) > 20:
-        raise InvalidRequest(problem, param="thresholds")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= _MAX_THRESHOLD:
-            raise InvalidRequest(problem, param="thresholds")
-    if len(set(value)) != len(value):
-        raise InvalidRequest(problem, param="thresholds")
-    return tuple(sorted(value))
+def _declared_in_config(exc: DeclaredInConfig) -> InvalidRequest:
+    return InvalidRequest(str(exc), param="name", code="budget_declared_in_config")
 
 
 @contextmanager
@@ -282,3 +83,152 @@ def _store_errors() -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the budget store is unreachable; try again shortly") from exc
+
+
+def _nullable(schema: JsonSchema) -> JsonSchema:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+_USD: JsonSchema = {"type": "string", "pattern": r"^-?\d+\.\d+$", "description": "exact USD"}
+_NANO: JsonSchema = {"type": "integer", "description": "nano-USD (1 USD = 10^9)"}
+_TOKENS: JsonSchema = {"type": "integer"}
+_BUDGET_FIELDS = [
+    "name",
+    "team",
+    "scope",
+    "match",
+    "period",
+    "on_exceed",
+    "downgrade_to",
+    "thresholds",
+    "source",
+    "limit_usd",
+    "limit_nano",
+    "limit_tokens",
+    "period_id",
+    "period_end",
+    "spent_usd",
+    "spent_nano",
+    "reserved_usd",
+    "reserved_nano",
+    "remaining_usd",
+    "remaining_nano",
+    "spent_tokens",
+    "reserved_tokens",
+    "remaining_tokens",
+    "pct",
+]
+BUDGET_SCHEMA: JsonSchema = {
+    "type": "object",
+    "description": "A budget and its current period. remaining = limit - spent - reserved "
+    "(negative when an alert budget is overspent).",
+    "required": [*_BUDGET_FIELDS],
+    "properties": {
+        "name": {"type": "string"},
+        "team": {"type": "string"},
+        "scope": {"enum": ["team", "key", "project", "tag"]},
+        "match": {"type": ["string", "null"]},
+        "period": {"enum": ["daily", "weekly", "monthly", "total"]},
+        "on_exceed": {"enum": ["block", "downgrade", "alert"]},
+        "downgrade_to": {"type": ["string", "null"]},
+        "thresholds": {"type": "array", "items": {"type": "integer"}},
+        "source": {"enum": ["config", "admin"]},
+        "limit_usd": _nullable(_USD),
+        "limit_nano": _nullable(_NANO),
+        "limit_tokens": _nullable(_TOKENS),
+        "period_id": {
+            "type": "string",
+            "description": "d20261126, w2026W48 (ISO week), m202611 or total",
+        },
+        "period_end": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "when the period ends (UTC); null for total",
+        },
+        "spent_usd": _USD,
+        "spent_nano": _NANO,
+        "reserved_usd": {**_USD, "description": "held by requests in flight"},
+        "reserved_nano": _NANO,
+        "remaining_usd": _nullable(_USD),
+        "remaining_nano": _nullable(_NANO),
+        "spent_tokens": _TOKENS,
+        "reserved_tokens": _TOKENS,
+        "remaining_tokens": _nullable(_TOKENS),
+        "pct": {"type": "number", "description": "spent as a percent of the limit (the higher)"},
+    },
+}
+_BUDGET_REF: JsonSchema = {"$ref": "#/components/schemas/Budget"}
+_LIST: JsonSchema = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _BUDGET_REF}},
+}
+_DELETED: JsonSchema = {
+    "type": "object",
+    "required": ["name", "deleted"],
+    "properties": {"name": {"type": "string"}, "deleted": {"const": True}},
+}
+_NAME = Param("name", "The budget's name.")
+_BODY_RULES = (
+    "The body is a `budgets.rules[]` entry of the config file, checked by the same code; "
+    "`scope` defaults to `team`, `on_exceed` to `block`, `thresholds` to the config's "
+    "`budgets.thresholds`. A key budget's `match` may name a key declared in the team's config."
+)
+
+
+def budget_endpoints() -> tuple[Endpoint, ...]:
+    return (
+        Endpoint(
+            "GET",
+            "/admin/budgets",
+            list_budgets,
+            "List budgets with their current period",
+            "budgets",
+            (Reply(200, "Every budget in force: config first, then admin.", _LIST),),
+            query=(Param("team", "Only this team's budgets."),),
+            errors=(503,),
+        ),
+        Endpoint(
+            "POST",
+            "/admin/budgets",
+            create_budget,
+            "Create a budget",
+            "budgets",
+            (Reply(201, "The new budget, in force at once.", _BUDGET_REF),),
+            description=f"{_BODY_RULES} A name in use is refused (400 `budget_exists`).",
+            body=BudgetRuleSpec,
+            errors=(503,),
+        ),
+        Endpoint(
+            "PUT",
+            "/admin/budgets/{name}",
+            put_budget,
+            "Create or replace a budget",
+            "budgets",
+            (
+                Reply(201, "Created.", _BUDGET_REF),
+                Reply(200, "Replaced; spend so far in the period still counts.", _BUDGET_REF),
+            ),
+            description=f"{_BODY_RULES} The body's `name` may be left out (the path's is "
+            "used). A config budget cannot be replaced (400 `budget_declared_in_config`).",
+            body=BudgetRuleSpec,
+            path_params=(_NAME,),
+            fill_from_path=("name",),
+            errors=(503,),
+        ),
+        Endpoint(
+            "DELETE",
+            "/admin/budgets/{name}",
+            delete_budget,
+            "Delete an admin budget",
+            "budgets",
+            (Reply(200, "Deleted; its counters expire with their period.", _DELETED),),
+            description="Config budgets are refused (400 `budget_declared_in_config`).",
+            path_params=(_NAME,),
+            errors=(404, 503),
+        ),
+    )
+
+
+def admin_budget_routes() -> list[web.RouteDef]:
+    return [endpoint.route() for endpoint in budget_endpoints()]

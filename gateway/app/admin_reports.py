@@ -4,65 +4,77 @@
          (default: the current month so far)
     GET  /admin/reports/chargeback?period=YYYY-MM&format=json|csv|table  (default: this month)
     GET  /admin/reports/focus?period=YYYY-MM&format=csv|json              (FOCUS 1.x rows)
-    POST /admin/costs  {"id", "team", "amount_usd", "description", "project"?, "environment"?,
-                        "workload"?, "provider"?, "tags"?, "ts"?}
+    POST /admin/costs  (`CostSpec`)
 
-Same admin key and strict validation as the keys API. A POST is idempotent by `id` (per team):
-a retry answers 200 with `"duplicate": true` and adds nothing; the first post answers 201.
+A POST is idempotent by `id` (per team): a retry answers 200 with `"duplicate": true` and adds
+nothing; the first post answers 201.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import get_args
 
-import orjson
 from aiohttp import web
 
 from gateway import rediskeys
-from gateway.app.admin import _json_object, _optional_text, _tags, authorize
+from gateway.app.admin import Endpoint, Param, Reply, json_response
 from gateway.app.state import CLOCK, LIVE_CONFIG, REDIS
+from gateway.config.checks import Instant, JsonSchema, Spec, Str, Usd, checks
+from gateway.config.schema import LABEL, TAGS
 from gateway.errors import InvalidRequest
 from gateway.reports.build import Period, ReportKind, build_report
 from gateway.reports.external_costs import ExternalCost, IdempotencyConflict, post_external_cost
 from gateway.reports.render import CONTENT_TYPES, Format, render
-from gateway.types import nano_to_usd_str, usd_to_nano
+from gateway.types import nano_to_usd_str
 
-_COST_FIELDS = frozenset(
-    {
-        "id",
-        "team",
-        "amount_usd",
-        "description",
-        "project",
-        "environment",
-        "workload",
-        "provider",
-        "tags",
-        "ts",
-    }
-)
-_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_MAX_DESCRIPTION = 500
-_MAX_AMOUNT_USD = Decimal(10) ** 9
 _FUTURE_SLACK_S = 86_400  # a cost may be dated at most a day ahead (clock skew, time zones)
 
 
-def admin_report_routes() -> list[web.RouteDef]:
-    return [
-        web.get("/admin/reports/showback", showback_report),
-        web.get("/admin/reports/chargeback", chargeback_report),
-        web.get("/admin/reports/focus", focus_report),
-        web.post("/admin/costs", post_cost),
-    ]
+@dataclass(frozen=True, kw_only=True)
+class CostSpec(Spec):
+    """A cost spendgate did not see go by (a training run, an invoice line), for the ledger."""
+
+    id: str = field(
+        metadata=checks(
+            Str(
+                pattern=r"[A-Za-z0-9_.:-]{1,128}",
+                rule="an idempotency id is 1-128 letters, digits or _ . : -",
+            ),
+            doc="Your idempotency id: a retry with the same id and content adds nothing.",
+        )
+    )
+    team: str = field(metadata=checks(Str(), doc="A team of the config."))
+    amount_usd: int = field(  # nano-USD
+        metadata=checks(Usd(positive=True, max_usd=10**9), doc="The cost in USD.")
+    )
+    description: str = field(
+        metadata=checks(
+            Str(max_len=500, pattern=r"[\s\S]*\S[\s\S]*", rule="must not be blank"),
+            doc="What the cost is.",
+        )
+    )
+    project: str | None = field(default=None, metadata=checks(LABEL, doc="Allocation."))
+    environment: str | None = field(default=None, metadata=checks(LABEL, doc="Allocation."))
+    workload: str | None = field(default=None, metadata=checks(LABEL, doc="Allocation."))
+    provider: str | None = field(default=None, metadata=checks(LABEL, doc="Who charged it."))
+    tags: dict[str, str] = field(
+        default_factory=dict, metadata=checks(TAGS, doc="Free-form allocation tags.")
+    )
+    ts: int | None = field(  # epoch ms
+        default=None,
+        metadata=checks(
+            Instant(),
+            doc="When it was incurred: within the last 400 days, at most a day ahead "
+            "(default: now).",
+        ),
+    )
 
 
-async def showback_report(request: web.Request) -> web.Response:
-    authorize(request)
-    query = _query(request, {"start", "end", "format"})
+async def showback_report(request: web.Request, _: None) -> web.Response:
+    query = request.query
     if "start" in query or "end" in query:
         if "start" not in query or "end" not in query:
             raise InvalidRequest("give both 'start' and 'end' (YYYY-MM-DD)", param="start")
@@ -72,21 +84,17 @@ async def showback_report(request: web.Request) -> web.Response:
     return await _report(request, "showback", period, _format(query, "json"))
 
 
-async def chargeback_report(request: web.Request) -> web.Response:
-    authorize(request)
-    query = _query(request, {"period", "format"})
+async def chargeback_report(request: web.Request, _: None) -> web.Response:
+    query = request.query
     return await _report(request, "chargeback", _month(request, query), _format(query, "json"))
 
 
-async def focus_report(request: web.Request) -> web.Response:
-    authorize(request)
-    query = _query(request, {"period", "format"})
+async def focus_report(request: web.Request, _: None) -> web.Response:
+    query = request.query
     return await _report(request, "focus", _month(request, query), _format(query, "csv"))
 
 
-async def post_cost(request: web.Request) -> web.Response:
-    authorize(request)
-    body = await _json_object(request)
+async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
     now = request.app[CLOCK]()
     cost = _external_cost(body, request.app[LIVE_CONFIG].current.teams, now)
     try:
@@ -102,11 +110,7 @@ async def post_cost(request: web.Request) -> web.Response:
         "ts": datetime.fromtimestamp(event.ts_ms / 1000, UTC).isoformat().replace("+00:00", "Z"),
         "duplicate": posted.duplicate,
     }
-    return web.Response(
-        status=200 if posted.duplicate else 201,
-        body=orjson.dumps(payload),
-        content_type="application/json",
-    )
+    return json_response(payload, status=200 if posted.duplicate else 201)
 
 
 async def _report(
@@ -124,13 +128,6 @@ async def _report(
         charset="utf-8",
         headers=headers,
     )
-
-
-def _query(request: web.Request, allowed: set[str]) -> Mapping[str, str]:
-    unknown = sorted(set(request.query) - allowed)
-    if unknown:
-        raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", param=unknown[0])
-    return request.query
 
 
 def _format(query: Mapping[str, str], default: Format) -> Format:
@@ -157,82 +154,128 @@ def _invalid(build: Callable[[], Period], param: str) -> Period:
         raise InvalidRequest(str(exc), param=param) from None
 
 
-def _external_cost(
-    body: Mapping[str, object], teams: Mapping[str, object], now: float
-) -> ExternalCost:
-    unknown = sorted(set(body) - _COST_FIELDS)
-    if unknown:
-        allowed = ", ".join(sorted(_COST_FIELDS))
-        raise InvalidRequest(f"unknown field '{unknown[0]}' (allowed: {allowed})", param=unknown[0])
-    cost_id = body.get("id")
-    if not isinstance(cost_id, str) or not _ID.fullmatch(cost_id):
+def _external_cost(body: CostSpec, teams: Mapping[str, object], now: float) -> ExternalCost:
+    if body.team not in teams:
+        known = ", ".join(sorted(teams)) or "none"
         raise InvalidRequest(
-            "'id' is required: an idempotency id of 1-128 letters, digits or _ . : -", param="id"
+            f"team: unknown team {body.team!r}: teams in the config are {known}",
+            param="team",
+            code="unknown_team",
         )
-    team = body.get("team")
-    if not isinstance(team, str) or team not in teams:
-        raise InvalidRequest("'team' is required and must name a configured team", param="team")
-    description = body.get("description")
-    if not isinstance(description, str) or not description.strip():
-        raise InvalidRequest("'description' is required (what the cost is)", param="description")
-    if len(description) > _MAX_DESCRIPTION:
+    # Older than the daily rollups are kept, it would never show in a report.
+    oldest, latest = now - rediskeys.ROLLUP_DAILY_TTL_S, now + _FUTURE_SLACK_S
+    if body.ts is not None and not oldest < body.ts / 1000 < latest:
         raise InvalidRequest(
-            f"'description' is longer than {_MAX_DESCRIPTION} characters", param="description"
+            "ts: must lie within the last 400 days and at most a day ahead", param="ts"
         )
     return ExternalCost(
-        id=cost_id,
-        team=team,
-        amount_nano=_amount(body.get("amount_usd")),
-        description=description,
-        ts_ms=_timestamp(body.get("ts"), now),
-        project=_optional_text(body, "project"),
-        environment=_optional_text(body, "environment"),
-        workload=_optional_text(body, "workload"),
-        provider=_optional_text(body, "provider"),
-        tags=_tags(body.get("tags")) or {},
+        id=body.id,
+        team=body.team,
+        amount_nano=body.amount_usd,
+        description=body.description,
+        ts_ms=body.ts,
+        project=body.project,
+        environment=body.environment,
+        workload=body.workload,
+        provider=body.provider,
+        tags=body.tags,
     )
 
 
-def _amount(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidRequest(
-            "'amount_usd' is required: a decimal string (\"12.50\") or number", param="amount_usd"
-        )
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise InvalidRequest(
-            f"'amount_usd' {value!r} is not a number", param="amount_usd"
-        ) from None
-    if not amount.is_finite() or amount <= 0 or amount > _MAX_AMOUNT_USD:
-        raise InvalidRequest(
-            f"'amount_usd' must be positive and at most {_MAX_AMOUNT_USD}", param="amount_usd"
-        )
-    nano = usd_to_nano(str(amount))
-    if nano <= 0:
-        raise InvalidRequest("'amount_usd' is below one nano-dollar", param="amount_usd")
-    return nano
+_FORMATS = {
+    "json": {"type": "object", "description": "the report as JSON"},
+    "csv": {"type": "string", "description": "one row per line, with a header row"},
+    "table": {"type": "string", "description": "aligned columns for a terminal"},
+}
 
 
-def _timestamp(value: object, now: float) -> int | None:
-    """Epoch ms of `ts`: ISO 8601 (UTC when no offset is given) or epoch seconds."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidRequest(f"'ts' {value!r} is not an ISO 8601 time", param="ts") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise InvalidRequest("'ts' must be an ISO 8601 string or epoch seconds", param="ts")
-    # Older than the daily rollups are kept, it would never show in a report.
-    if not now - rediskeys.ROLLUP_DAILY_TTL_S < seconds < now + _FUTURE_SLACK_S:
-        raise InvalidRequest(
-            "'ts' must lie within the last 400 days and at most a day ahead", param="ts"
-        )
-    return int(seconds * 1000)
+def _report_replies(formats: tuple[Format, ...], what: str) -> tuple[Reply, ...]:
+    media = {CONTENT_TYPES[f]: _FORMATS[f] for f in formats}
+    return (Reply(200, f"{what}, in the format asked for.", media=media),)
+
+
+def _format_param(default: Format) -> Param:
+    return Param(
+        "format",
+        f"Output format (default: {default}).",
+        {"enum": list(get_args(Format)), "default": default},
+    )
+
+
+_MONTH = Param(
+    "period",
+    "A calendar month (UTC) as YYYY-MM (default: the current month).",
+    {"type": "string", "pattern": r"^\d{4}-\d{2}$"},
+)
+_DAY: JsonSchema = {"type": "string", "format": "date"}
+_POSTED: JsonSchema = {
+    "type": "object",
+    "required": ["id", "event_id", "team", "amount_usd", "ts", "duplicate"],
+    "properties": {
+        "id": {"type": "string"},
+        "event_id": {"type": "string"},
+        "team": {"type": "string"},
+        "amount_usd": {"type": "string", "description": "exact USD"},
+        "ts": {"type": "string", "format": "date-time"},
+        "duplicate": {
+            "type": "boolean",
+            "description": "true: posted before with this id; nothing was added",
+        },
+    },
+}
+
+
+def report_endpoints() -> tuple[Endpoint, ...]:
+    return (
+        Endpoint(
+            "GET",
+            "/admin/reports/showback",
+            showback_report,
+            "Showback: cost by team, project, environment, workload, model and tag",
+            "reports",
+            _report_replies(get_args(Format), "The showback report"),
+            description="Days are UTC; give both start and end, or neither (the current month "
+            "so far).",
+            query=(
+                Param("start", "First day (YYYY-MM-DD).", _DAY),
+                Param("end", "Last day, inclusive (YYYY-MM-DD).", _DAY),
+                _format_param("json"),
+            ),
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/chargeback",
+            chargeback_report,
+            "Chargeback: one month's statement per team, shared costs allocated",
+            "reports",
+            _report_replies(get_args(Format), "The chargeback statement"),
+            query=(_MONTH, _format_param("json")),
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/focus",
+            focus_report,
+            "FOCUS export of one month",
+            "reports",
+            _report_replies(get_args(Format), "FOCUS rows"),
+            description="FinOps Open Cost and Usage Specification columns (see docs/ledger.md).",
+            query=(_MONTH, _format_param("csv")),
+        ),
+        Endpoint(
+            "POST",
+            "/admin/costs",
+            post_cost,
+            "Post an external cost to the ledger",
+            "costs",
+            (
+                Reply(201, "Posted.", _POSTED),
+                Reply(200, "Posted before with this id and content: nothing added.", _POSTED),
+            ),
+            description="The same id with other content is refused (400 `idempotency_key_reused`).",
+            body=CostSpec,
+        ),
+    )
+
+
+def admin_report_routes() -> list[web.RouteDef]:
+    return [endpoint.route() for endpoint in report_endpoints()]

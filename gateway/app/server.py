@@ -21,11 +21,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.accounting import Accountant
-from gateway.app.admin import admin_routes
-from gateway.app.admin_budgets import admin_budget_routes
-from gateway.app.admin_reports import admin_report_routes
 from gateway.app.handlers import ops_routes, v1_routes
 from gateway.app.middleware import error_middleware
+from gateway.app.openapi import admin_routes
 from gateway.app.state import (
     ALERTS,
     BUDGETS,
@@ -268,8 +266,6 @@ def create_app(
     app.add_routes(v1_routes())
     app.add_routes(ops_routes())
     app.add_routes(admin_routes())
-    app.add_routes(admin_budget_routes())
-    app.add_routes(admin_report_routes())
     if freeze_heap:
         app.on_startup.append(_freeze_heap)
     return app

@@ -28,15 +28,13 @@ from gateway.budgets.leases import Lease, LeaseBook, LeaseKey
 from gateway.budgets.periods import end_of_period_id, hour_id, period_at, period_end, period_id
 from gateway.config.model import BudgetConfig
 from gateway.store.connect import batcher_for
-from gateway.types import SpendEvent
+from gateway.types import MAX_EXACT, SpendEvent
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
-# The scripts compare amounts as Lua numbers (doubles): totals per counter are exact below this,
-# 2^53 nano-USD ~ 9 million USD (and 9e15 tokens). Increments themselves are 64-bit HINCRBYs.
-MAX_EXACT = 2**53
+# Increments are 64-bit HINCRBYs; the scripts' comparisons are exact below MAX_EXACT (types.py).
 
 log = logging.getLogger("spendgate.budgets")
 

@@ -38,6 +38,16 @@ class BudgetExists(ValueError):
     """A budget with this name is already in force (in the config or created by an admin)."""
 
 
+class DeclaredInConfig(ValueError):
+    """The budget is the config's: it changes only with the YAML."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"budget {name!r} is declared in the config file: change it there "
+            "(teams.<team>.budgets or budgets.rules) and reload"
+        )
+
+
 class BudgetRegistry:
     def __init__(
         self, redis: Redis, config_rules: Sequence[BudgetConfig], refresh_s: float = 5.0
@@ -107,9 +117,23 @@ class BudgetRegistry:
         self._set_admin((*(b for b in self._admin if b.name != budget.name), budget))
         return budget
 
+    async def put(self, budget: BudgetConfig) -> bool:
+        """Create or replace an admin budget; True if it is new. A replaced budget keeps its
+        counters while its team, name and period stay (a raised limit applies to what was
+        already spent)."""
+        if any(b.name == budget.name for b in self._config):
+            raise DeclaredInConfig(budget.name)
+        budget = _as_admin(budget)
+        payload = orjson.dumps(budget_to_dict(budget))
+        created = bool(await self._redis.hset(rediskeys.admin_budgets(), budget.name, payload))
+        self._set_admin((*(b for b in self._admin if b.name != budget.name), budget))
+        return created
+
     async def delete(self, name: str) -> bool:
         """Delete an admin budget; False if there is none by that name. Its counters stay until
         they expire (spend already recorded is not rewritten)."""
+        if any(b.name == name for b in self._config):
+            raise DeclaredInConfig(name)
         removed = int(await self._redis.hdel(rediskeys.admin_budgets(), name))
         self._set_admin(tuple(b for b in self._admin if b.name != name))
         return removed > 0

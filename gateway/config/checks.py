@@ -2,7 +2,9 @@
 every problem as (key path, reason), naming a bad value without echoing secrets.
 
 `Record` turns a mapping into a `Spec` dataclass whose fields name their checks; `schema` uses
-these to describe gateway.yaml.
+these to describe gateway.yaml, and the admin API its request bodies. Each check also states
+itself as JSON Schema (`json_schema()`), so the admin API's OpenAPI document is generated from
+the very checks its handlers run.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from gateway.errors import redact
+from gateway.errors import InvalidRequest, redact
 from gateway.types import usd_to_nano
 
 Problem = tuple[str, str]  # (key path, reason)
+JsonSchema = dict[str, Any]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -91,6 +94,11 @@ class Check(Protocol[T_co]):
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> T_co | Invalid: ...
 
+    def json_schema(self) -> JsonSchema:
+        """What the check accepts, as JSON Schema (2020-12): never narrower than the check, and
+        as narrow as JSON Schema can say (rules spanning keys are in `Spec.problems` only)."""
+        ...
+
 
 def _fail(problems: list[Problem], path: str, reason: str) -> Invalid:
     problems.append((path, reason))
@@ -105,11 +113,13 @@ class Str:
         pattern: str | None = None,
         rule: str = "",
         secret: bool = False,
+        max_len: int | None = None,
     ) -> None:
         self.allow_empty = allow_empty
         self.pattern = re.compile(pattern) if pattern else None
         self.rule = rule  # says what `pattern` means, for the problem
         self.secret = secret
+        self.max_len = max_len
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
         if not isinstance(value, str):
@@ -119,10 +129,22 @@ class Str:
             return _fail(problems, path, f"expected a string, got {describe(value)}{hint}")
         if not value and not self.allow_empty:
             return _fail(problems, path, "must not be empty")
+        if self.max_len is not None and len(value) > self.max_len:
+            return _fail(problems, path, f"must be at most {self.max_len} characters long")
         if self.pattern and value and not self.pattern.fullmatch(value):
             got = describe(value, secret=self.secret)
             return _fail(problems, path, f"{self.rule}, got {got}")
         return str(value)  # a plain str: the runtime config never carries `Substituted`
+
+    def json_schema(self) -> JsonSchema:
+        schema: JsonSchema = {"type": "string"}
+        if not self.allow_empty:
+            schema["minLength"] = 1
+        if self.max_len is not None:
+            schema["maxLength"] = self.max_len
+        if self.pattern:
+            schema["pattern"] = f"^(?:{self.pattern.pattern})$"
+        return schema
 
 
 class OneOf:
@@ -140,6 +162,11 @@ class OneOf:
         hint = did_you_mean(value, self.choices) if isinstance(value, str) else ""
         return _fail(problems, path, f"expected one of {expected}, got {describe(value)}{hint}")
 
+    def json_schema(self) -> JsonSchema:
+        if self.false is not None:
+            return {"enum": [*self.choices, False]}
+        return {"type": "string", "enum": list(self.choices)}
+
 
 class Int:
     def __init__(self, *, min: int | None = None, max: int | None = None) -> None:
@@ -152,6 +179,9 @@ class Int:
         if isinstance(value, bool) or not isinstance(value, int):
             return _fail(problems, path, f"expected an integer, got {describe(value)}")
         return INVALID if _out_of_range(value, self.min, self.max, path, problems) else value
+
+    def json_schema(self) -> JsonSchema:
+        return _bounded({"type": "integer"}, self.min, self.max)
 
 
 class Number:
@@ -172,6 +202,20 @@ class Number:
             return _fail(problems, path, f"must be greater than 0, got {describe(value)}")
         number = float(value)
         return INVALID if _out_of_range(number, self.min, self.max, path, problems) else number
+
+    def json_schema(self) -> JsonSchema:
+        schema = _bounded({"type": "number"}, self.min, self.max)
+        if self.positive:
+            schema["exclusiveMinimum"] = 0
+        return schema
+
+
+def _bounded(schema: JsonSchema, low: float | None, high: float | None) -> JsonSchema:
+    if low is not None:
+        schema["minimum"] = low
+    if high is not None:
+        schema["maximum"] = high
+    return schema
 
 
 def _out_of_range(
@@ -194,9 +238,12 @@ class Usd:
     """
 
     MAX_USD: Final = 10**12  # keeps the nano-USD conversion exact, and catches runaway zeros
+    # A decimal as Python's Decimal reads it, without a sign: "12", "12.50", ".5", "1e3".
+    DECIMAL: Final = r"^\s*\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 
-    def __init__(self, *, positive: bool = False) -> None:
+    def __init__(self, *, positive: bool = False, max_usd: Decimal | int = MAX_USD) -> None:
         self.positive = positive
+        self.max_usd = Decimal(max_usd)
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> int | Invalid:
         amount = None
@@ -211,14 +258,50 @@ class Usd:
             return _fail(problems, path, f"must not be negative, got {got}")
         if self.positive and amount == 0:
             return _fail(problems, path, f"must be greater than 0, got {got}")
-        if amount > self.MAX_USD:
-            return _fail(problems, path, f"must be at most {self.MAX_USD}, got {got}")
+        if amount > self.max_usd:
+            return _fail(problems, path, f"must be at most {self.max_usd}, got {got}")
         _, digits, exponent = amount.as_tuple()
         below_nano = -9 - int(exponent)  # digits past the 9th decimal must all be zero
         if below_nano > 0 and any(digits[-below_nano:]):
             reason = "more than 9 decimals: amounts are kept in whole nano-USD"
             return _fail(problems, path, f"{reason}, got {got}")
         return usd_to_nano(str(amount))
+
+    def json_schema(self) -> JsonSchema:
+        low = "exclusiveMinimum" if self.positive else "minimum"
+        number: JsonSchema = {"type": "number", low: 0, "maximum": float(self.max_usd)}
+        text: JsonSchema = {"type": "string", "pattern": self.DECIMAL}
+        more = "greater than 0" if self.positive else "at least 0"
+        return {
+            "anyOf": [number, text],
+            "description": f"USD, {more} and at most {self.max_usd}, with at most 9 decimals "
+            '(a decimal string such as "12.50" keeps it exact)',
+        }
+
+
+class Instant:
+    """A moment, as an ISO 8601 time (UTC when it names no offset) or epoch seconds; returned as
+    epoch milliseconds."""
+
+    def __call__(self, value: object, path: str, problems: list[Problem]) -> int | Invalid:
+        if isinstance(value, str):
+            try:
+                when = datetime.datetime.fromisoformat(value)
+            except ValueError:
+                return _fail(problems, path, f"expected an ISO 8601 time, got {describe(value)}")
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.UTC)
+            return int(when.timestamp() * 1000)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return int(value * 1000)
+        reason = "expected an ISO 8601 time or epoch seconds"
+        return _fail(problems, path, f"{reason}, got {describe(value)}")
+
+    def json_schema(self) -> JsonSchema:
+        return {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "ISO 8601 (UTC when no offset is given) or epoch seconds",
+        }
 
 
 class Increasing:
@@ -241,6 +324,12 @@ class Increasing:
                 reason = f"must be greater than the value before it ({numbers[i - 1]})"
                 return _fail(problems, f"{path}[{i}]", f"{reason}, got {numbers[i]}")
         return tuple(numbers)
+
+    def json_schema(self) -> JsonSchema:
+        schema = self.items.json_schema()
+        schema["uniqueItems"] = True
+        schema["description"] = "in strictly increasing order"
+        return schema
 
 
 class Distinct(Generic[T]):
@@ -269,6 +358,11 @@ class Distinct(Generic[T]):
                 return _fail(problems, f"{path}[{i}]", f"{item!r} is listed twice")
         return tuple(chosen)
 
+    def json_schema(self) -> JsonSchema:
+        many = self.items.json_schema()
+        many["uniqueItems"] = True
+        return {"anyOf": [self.item.json_schema(), many]} if self.single else many
+
 
 class SubsetOf(Distinct[str]):
     """A non-empty list of distinct choices (webhook event kinds, cascade checks), as a tuple."""
@@ -290,6 +384,9 @@ class Bool:
             return _fail(problems, path, f"expected true or false, got {describe(value)}")
         return value
 
+    def json_schema(self) -> JsonSchema:
+        return {"type": "boolean"}
+
 
 class Url:
     """An absolute URL with one of `schemes`; http(s) URLs lose their trailing slash."""
@@ -310,16 +407,23 @@ class Url:
             return _fail(problems, path, f"expected a URL with a host name, got {got}")
         return str(value).rstrip("/") if parts.scheme in ("http", "https") else str(value)
 
+    def json_schema(self) -> JsonSchema:
+        schemes = "|".join(re.escape(s) for s in self.schemes)
+        return {"type": "string", "format": "uri", "pattern": f"^(?:{schemes})://"}
+
 
 class StrMap(Generic[T]):
     """A mapping of non-empty string keys to checked values (headers, tags, weights)."""
 
-    def __init__(self, key: Str, value: Check[T]) -> None:
+    def __init__(self, key: Str, value: Check[T], *, max_items: int | None = None) -> None:
         self.key, self.value = key, value
+        self.max_items = max_items
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> dict[str, T] | Invalid:
         if not isinstance(value, dict):
             return _fail(problems, path, f"expected a mapping, got {describe(value)}")
+        if self.max_items is not None and len(value) > self.max_items:
+            return _fail(problems, path, f"must have at most {self.max_items} entries")
         out: dict[str, T] = {}
         before = len(problems)
         for key, item in value.items():
@@ -328,6 +432,16 @@ class StrMap(Generic[T]):
             if not isinstance(name, Invalid) and not isinstance(checked, Invalid):
                 out[name] = checked
         return out if len(problems) == before else INVALID
+
+    def json_schema(self) -> JsonSchema:
+        schema: JsonSchema = {
+            "type": "object",
+            "propertyNames": self.key.json_schema(),
+            "additionalProperties": self.value.json_schema(),
+        }
+        if self.max_items is not None:
+            schema["maxProperties"] = self.max_items
+        return schema
 
 
 class ListOf(Generic[T]):
@@ -349,6 +463,12 @@ class ListOf(Generic[T]):
             checked = _check(self.item, item, f"{path}[{i}]", problems)
             out.append(None if isinstance(checked, Invalid) else checked)
         return out
+
+    def json_schema(self) -> JsonSchema:
+        schema: JsonSchema = {"type": "array", "items": self.item.json_schema()}
+        if self.required_one:
+            schema["minItems"] = 1
+        return schema
 
 
 class Entries(Generic[T]):
@@ -376,15 +496,38 @@ class Entries(Generic[T]):
                 out[name] = checked
         return out
 
+    def json_schema(self) -> JsonSchema:
+        schema: JsonSchema = {
+            "type": "object",
+            "propertyNames": self.name.json_schema(),
+            "additionalProperties": self.item.json_schema(),
+        }
+        if self.required_one:
+            schema["minProperties"] = 1
+        return schema
+
 
 def _check(check: Check[T], value: object, path: str, problems: list[Problem]) -> T | Invalid:
     # INVALID in the raw tree is an unresolved `${VAR}`, already reported by substitution.
     return INVALID if isinstance(value, Invalid) else check(value, path, problems)
 
 
-def checks(check: Check[object]) -> dict[str, object]:
-    """Field metadata naming the check a spec key's YAML value must pass."""
-    return {"check": check}
+def checks(check: Check[object], *, doc: str = "") -> dict[str, object]:
+    """Field metadata naming the check a spec key's YAML value must pass; `doc` describes the
+    key where a generated document (the admin API's OpenAPI) shows it."""
+    return {"check": check, "doc": doc}
+
+
+def _nullable(schema: JsonSchema) -> JsonSchema:
+    """`schema` or null: a null value of a key with a default means "take the default"."""
+    nullable = dict(schema)
+    if "enum" in schema:
+        nullable["enum"] = [*schema["enum"], None]
+    if isinstance(schema.get("type"), str):
+        nullable["type"] = [schema["type"], "null"]
+    elif "enum" not in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return nullable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,9 +568,7 @@ class Record(Generic[S]):
         complete = True
         for name, spec_field in self.fields.items():
             raw = value.get(name)
-            required = spec_field.default is dataclasses.MISSING and (
-                spec_field.default_factory is dataclasses.MISSING
-            )
+            required = _required(spec_field)
             if raw is None and required:
                 problems.append((join(path, name), "required key is missing"))
                 complete = False
@@ -443,3 +584,41 @@ class Record(Generic[S]):
         rules = [(join(path, key), reason) for key, reason in result.problems()]
         problems.extend(rules)
         return INVALID if rules else result
+
+    def json_schema(self) -> JsonSchema:
+        properties: dict[str, JsonSchema] = {}
+        required: list[str] = []
+        for name, spec_field in self.fields.items():
+            schema = spec_field.metadata["check"].json_schema()
+            if spec_field.metadata.get("doc"):
+                schema = {**schema, "description": spec_field.metadata["doc"]}
+            if _required(spec_field):
+                required.append(name)
+            else:
+                schema = _nullable(schema)
+                if isinstance(spec_field.default, str | int | float | tuple):
+                    default = spec_field.default
+                    schema["default"] = list(default) if isinstance(default, tuple) else default
+            properties[name] = schema
+        schema = {"type": "object", "properties": properties, "additionalProperties": False}
+        if required:
+            schema["required"] = required
+        if self.cls.__doc__:
+            schema["description"] = " ".join(self.cls.__doc__.split())
+        return schema
+
+
+def checked(spec: type[S], raw: Mapping[str, object]) -> S:
+    """A request body (admin API, CLI) checked against `spec` as the config's sections are;
+    InvalidRequest naming every problem if it fails."""
+    problems: list[Problem] = []
+    result = Record(spec)(dict(raw), "", problems)
+    if problems or isinstance(result, Invalid):
+        raise InvalidRequest.from_problems(problems)
+    return result
+
+
+def _required(spec_field: dataclasses.Field[object]) -> bool:
+    return spec_field.default is dataclasses.MISSING and (
+        spec_field.default_factory is dataclasses.MISSING
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from gateway.pricing.price import Price
 from gateway.types import Principal
@@ -104,6 +105,12 @@ class StoreConfig:
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_fsync_interval_s: float = 1.0
 
+    @property
+    def embedded(self) -> bool:
+        """The in-process store (`memory://`), which lives and dies with its process: commands
+        reach it through the admin API of the gateway that runs it."""
+        return urlsplit(self.url).scheme.lower() == "memory"
+
 
 @dataclass(frozen=True, slots=True)
 class TeamConfig:
@@ -144,6 +151,8 @@ class BudgetsConfig:
     # has left at once and spends it locally for up to lease_window_s (budgets/leases.py).
     lease_fraction: float = 0.01
     lease_window_s: float = 5.0
+    # Alert thresholds (percent) of a budget that sets none, admin budgets included.
+    thresholds: tuple[int, ...] = (50, 75, 90, 100)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Final, get_args
 
 from gateway.config.checks import (
@@ -50,6 +51,7 @@ from gateway.config.model import (
     Strategy,
     TierHint,
 )
+from gateway.types import MAX_EXACT, NANO_PER_USD
 
 # The shape of the file.
 _PROVIDER_NAME = Str(pattern=r"[a-z0-9_-]+", rule="provider names use only a-z, 0-9, _ and -")
@@ -62,7 +64,16 @@ _SECRET = Str(allow_empty=True, secret=True)  # empty means "not set" (e.g. `${V
 # A pasted plain key in the wrong field must not be echoed, so digests count as secret too.
 _SHA256 = Str(pattern=r"[0-9a-fA-F]{64}", rule="expected 64 hex digits", secret=True)
 _NAME_RULE = "use only A-Z, a-z, 0-9, _, . and -"
-_BUDGET_NAME = Str(pattern=r"[A-Za-z0-9_.-]+", rule=f"budget names {_NAME_RULE}")
+# Budget names end up in Redis keys, metric labels and headers: short, and of a safe alphabet.
+BUDGET_NAME_MAX = 100
+_BUDGET_NAME = Str(
+    pattern=r"[A-Za-z0-9_.-]+", rule=f"budget names {_NAME_RULE}", max_len=BUDGET_NAME_MAX
+)
+# Budget limits stay below what the budget scripts compare exactly (~9 million USD).
+_BUDGET_USD = Usd(positive=True, max_usd=Decimal(MAX_EXACT - 1) / NANO_PER_USD)
+_TEXT_MAX = 200  # labels: key names, projects, budget matches, tag names and values
+LABEL = Str(max_len=_TEXT_MAX)
+TAGS = StrMap(Str(max_len=_TEXT_MAX), Str(allow_empty=True, max_len=_TEXT_MAX), max_items=50)
 _NAME = Str(pattern=r"[A-Za-z0-9_.-]+", rule=f"names {_NAME_RULE}")
 _THRESHOLDS = Increasing(Int(min=1, max=1000))  # percent of the limit
 KEY_PREFIX = "sk-sg-"
@@ -231,15 +242,13 @@ class PricingSpec(Spec):
 
 @dataclass(frozen=True, kw_only=True)
 class KeySpec(Spec):
-    name: str = field(metadata=checks(Str()))
+    name: str = field(metadata=checks(LABEL))
     key: str | None = field(default=None, repr=False, metadata=checks(Str(secret=True)))
     sha256: str | None = field(default=None, metadata=checks(_SHA256))
-    project: str | None = field(default=None, metadata=checks(Str()))
-    environment: str | None = field(default=None, metadata=checks(Str()))
-    workload: str | None = field(default=None, metadata=checks(Str()))
-    tags: dict[str, str] = field(
-        default_factory=dict, metadata=checks(StrMap(Str(), Str(allow_empty=True)))
-    )
+    project: str | None = field(default=None, metadata=checks(LABEL))
+    environment: str | None = field(default=None, metadata=checks(LABEL))
+    workload: str | None = field(default=None, metadata=checks(LABEL))
+    tags: dict[str, str] = field(default_factory=dict, metadata=checks(TAGS))
 
     def problems(self) -> Iterator[Problem]:
         if (self.key is None) == (self.sha256 is None):
@@ -252,17 +261,59 @@ class KeySpec(Spec):
 
 @dataclass(frozen=True, kw_only=True)
 class BudgetSpec(Spec):
-    """A budget under `teams.<team>.budgets`, where the team is implied."""
+    """A budget under `teams.<team>.budgets`, where the team is implied. Give limit_usd,
+    limit_tokens or both; match is required unless scope is team (and not allowed then);
+    downgrade_to is required with on_exceed downgrade (and not allowed otherwise)."""
 
-    name: str = field(metadata=checks(_BUDGET_NAME))
-    period: Period = field(metadata=checks(OneOf(*get_args(Period))))
-    limit_usd: int | None = field(default=None, metadata=checks(Usd(positive=True)))  # nano
-    limit_tokens: int | None = field(default=None, metadata=checks(Int(min=1)))
-    scope: BudgetScope = field(default="team", metadata=checks(OneOf(*get_args(BudgetScope))))
-    match: str | None = field(default=None, metadata=checks(Str()))
-    on_exceed: OnExceed = field(default="block", metadata=checks(OneOf(*get_args(OnExceed))))
-    downgrade_to: str | None = field(default=None, metadata=checks(Str()))
-    thresholds: tuple[int, ...] | None = field(default=None, metadata=checks(_THRESHOLDS))
+    name: str = field(
+        metadata=checks(_BUDGET_NAME, doc="Unique among all budgets (config and admin).")
+    )
+    period: Period = field(
+        metadata=checks(
+            OneOf(*get_args(Period)),
+            doc="Calendar periods in UTC (weeks start on Monday); total never resets.",
+        )
+    )
+    limit_usd: int | None = field(  # nano-USD
+        default=None, metadata=checks(_BUDGET_USD, doc="Spend limit per period, in USD.")
+    )
+    limit_tokens: int | None = field(
+        default=None,
+        metadata=checks(Int(min=1, max=MAX_EXACT - 1), doc="Token limit per period."),
+    )
+    scope: BudgetScope = field(
+        default="team",
+        metadata=checks(
+            OneOf(*get_args(BudgetScope)),
+            doc="What the budget limits: all of the team's traffic, or the part `match` selects.",
+        ),
+    )
+    match: str | None = field(
+        default=None,
+        metadata=checks(
+            Str(max_len=_TEXT_MAX),
+            doc="key: a key id (key_ and 12 hex digits) or the name of a key declared in the "
+            "team's config; project: a project name; tag: key=value.",
+        ),
+    )
+    on_exceed: OnExceed = field(
+        default="block",
+        metadata=checks(
+            OneOf(*get_args(OnExceed)),
+            doc="block: refuse with 429; downgrade: serve from downgrade_to; alert: only alert.",
+        ),
+    )
+    downgrade_to: str | None = field(
+        default=None, metadata=checks(Str(), doc="A configured model, for on_exceed downgrade.")
+    )
+    thresholds: tuple[int, ...] | None = field(
+        default=None,
+        metadata=checks(
+            _THRESHOLDS,
+            doc="Percents of the limit that alert, once each per period (default: "
+            "budgets.thresholds of the config).",
+        ),
+    )
 
     def problems(self) -> Iterator[Problem]:
         if self.limit_usd is None and self.limit_tokens is None:
@@ -284,9 +335,10 @@ class BudgetSpec(Spec):
 
 @dataclass(frozen=True, kw_only=True)
 class BudgetRuleSpec(BudgetSpec):
-    """A budget under `budgets.rules`, which names its team."""
+    """A budget under `budgets.rules` (or created through the admin API), which names its
+    team."""
 
-    team: str = field(metadata=checks(Str()))
+    team: str = field(metadata=checks(Str(), doc="A team of the config."))
 
 
 @dataclass(frozen=True, kw_only=True)

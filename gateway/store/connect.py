@@ -8,6 +8,8 @@ so binary cache values round-trip; callers decode. URLs are logged only through 
 from __future__ import annotations
 
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -97,6 +99,16 @@ def _retry() -> Retry:
         retries=3,
         supported_errors=(RedisConnectionError,),
     )
+
+
+@asynccontextmanager
+async def connected(url: str) -> AsyncIterator[aioredis.Redis]:
+    """`open_store` for the length of a block (a command-line tool's), then `close_store`."""
+    redis = await open_store(url)
+    try:
+        yield redis
+    finally:
+        await close_store(redis)
 
 
 def is_embedded(url: str) -> bool:

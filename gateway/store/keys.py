@@ -121,6 +121,23 @@ class KeyInfo:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """The answer to a revoke: when the key was revoked, and whether it already was."""
+
+    key_id: str
+    revoked_at: float  # epoch seconds: the first revoke's
+    already: bool  # revoked by an earlier call: nothing changed
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "key_id": self.key_id,
+            "revoked": True,
+            "revoked_at": self.revoked_at,
+            "already_revoked": self.already,
+        }
+
+
 class Keyring:
     """Resolves secrets to principals (cache -> declared keys -> Redis) and manages store keys.
 
@@ -236,6 +253,8 @@ class Keyring:
                 param="team",
                 code="unknown_team",
             )
+        if name is not None:
+            self._check_name_free(team, name)
         secret = new_key()
         key_hash = hash_key(secret)
         info = KeyInfo(
@@ -283,29 +302,49 @@ class Keyring:
         infos.sort(key=lambda i: (i.created_at is None, i.created_at or 0.0, i.key_id))
         return infos
 
-    async def revoke(self, key_id: str) -> bool:
-        """Mark a store key revoked (the record stays for audit). False if no such key."""
-        for key_hash, key in self._declared.items():
-            if key_id in (key.principal.key_id, key_id_for(key_hash)):
+    def _check_name_free(self, team: str, name: str) -> None:
+        # Budgets and reports name keys; a store key named like a config key of its team would
+        # be two keys no list or `scope: key` match could tell apart.
+        for key in self._declared.values():
+            if key.principal.team == team and key.principal.name == name:
                 raise InvalidRequest(
-                    f"{key_id} is declared in the config file: remove it from the YAML `keys:` "
-                    "section and reload; it cannot be revoked through the store",
+                    f"team {team!r} already has a key named {name!r} in the config file "
+                    f"(teams.{team}.keys): choose another name",
+                    param="name",
+                    code="key_name_taken",
+                )
+
+    async def revoke(self, key_id: str) -> Revoked | None:
+        """Mark a store key revoked (the record stays for audit). None if there is no such key;
+        revoking it again changes nothing and says so (`Revoked.already`)."""
+        for key_hash, key in self._declared.items():
+            p = key.principal
+            if key_id in (p.key_id, key_id_for(key_hash)):
+                named = f" ({p.name})" if p.name else ""
+                raise InvalidRequest(
+                    f"{key_id}{named} is declared in the config file under teams.{p.team}.keys: "
+                    "remove it there and reload (save the file or send SIGHUP); a config key "
+                    "cannot be revoked through the store",
                     param="key_id",
                     code="key_declared_in_config",
                 )
         if not _KEY_ID.fullmatch(key_id):
-            return False  # also keeps glob characters out of the SSCAN pattern below
+            return None  # also keeps glob characters out of the SSCAN pattern below
         with _store_errors():
             found = await self._find(key_id)
             if found is None:
-                return False
-            await self._redis.hset(
-                rediskeys.key_record(found),
-                mapping={"revoked": "1", "revoked_at": repr(self._wall_clock())},
-            )
+                return None
+            record = rediskeys.key_record(found)
+            # One transaction: the first revoke's time is kept (audit), and a second one can
+            # tell it came second.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(record, "revoked_at", repr(self._wall_clock()))
+                pipe.hset(record, "revoked", "1")
+                pipe.hget(record, "revoked_at")
+                first, _, revoked_at = await pipe.execute()
         self._known.pop(found, None)
         self._generation += 1
-        return True
+        return Revoked(key_id, float(_text(revoked_at)), already=not first)
 
     async def _find(self, key_id: str) -> str | None:
         prefix = key_id.removeprefix("key_")

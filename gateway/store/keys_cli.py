@@ -2,86 +2,69 @@
 
 With a shared store (redis://...) the command opens it and uses the Keyring directly. An embedded
 store (memory://) lives inside the running gateway, so then, or whenever --url is given, the
-command goes through that gateway's admin API instead.
+command goes through that gateway's admin API instead (`gateway.clikit`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.resources
-import os
-import re
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
-import orjson
-
-from gateway.errors import ConfigError, GatewayError
+from gateway.clikit import (
+    AdminClient,
+    CliError,
+    JsonObject,
+    SharedStore,
+    add_admin_arguments,
+    connect,
+    print_json,
+    run_command,
+    table,
+)
 
 if TYPE_CHECKING:
-    import aiohttp
-
-    from gateway.config.model import Config, ServerConfig
     from gateway.store.keys import Keyring
 
-# `spendgate --help` builds this parser: aiohttp and redis are imported only when a command runs.
-
-ADMIN_KEY_ENV = "SPENDGATE_ADMIN_KEY"
-CONFIG_ENV = "SPENDGATE_CONFIG"
-_LOCAL_CONFIG = Path("config/gateway.yaml")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HTTP_TIMEOUT_S = 15.0
-_CONNECT_TIMEOUT_S = 3.0
-_COLUMNS = ("key_id", "name", "team", "project", "env", "workload", "created", "status")
-
-KeyDict = dict[str, object]
-
-
-class CliError(Exception):
-    """A failure worth one line on stderr and exit status 1 (no traceback)."""
+_COLUMNS = ("key_id", "name", "team", "source", "project", "env", "workload", "created", "status")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help=f"gateway config (default: ${CONFIG_ENV}, else {_LOCAL_CONFIG} if it exists, else "
-        "the packaged default)",
-    )
-    common.add_argument(
-        "--url",
-        metavar="URL",
-        help="base URL of a running gateway: manage keys through its admin API "
-        "(default for an embedded store: http://<server.host>:<server.port>)",
-    )
-    common.add_argument(
-        "--admin-key",
-        metavar="KEY",
-        help=f"admin key for the admin API (default: ${ADMIN_KEY_ENV}, else server.admin_key "
-        "from the config)",
-    )
+    add_admin_arguments(common)
     common.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
 
     sub = parser.add_subparsers(dest="keys_command", required=True, metavar="{create,list,revoke}")
     create = sub.add_parser("create", parents=[common], help="issue a key (shown once)")
     create.add_argument("--team", required=True, help="team billed for the key's traffic")
-    create.add_argument("--project")
-    create.add_argument("--env", dest="environment", metavar="ENV")
-    create.add_argument("--workload")
+    create.add_argument("--project", help="allocation: the project its spend is charged to")
     create.add_argument(
-        "--tag", dest="tags", action="append", type=_tag, default=[], metavar="KEY=VALUE"
+        "--env", dest="environment", metavar="ENV", help="allocation: prod, dev, ..."
     )
-    create.add_argument("--name", help="a label for humans, e.g. the service using the key")
+    create.add_argument("--workload", help="allocation: what the traffic is for")
+    create.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        type=_tag,
+        default=[],
+        metavar="KEY=VALUE",
+        help="an allocation tag (repeatable)",
+    )
+    create.add_argument(
+        "--name",
+        help="a label for humans, e.g. the service using the key (not one of the team's "
+        "config keys' names)",
+    )
 
-    listing = sub.add_parser("list", parents=[common], help="list keys")
+    listing = sub.add_parser("list", parents=[common], help="list keys (store and config)")
     listing.add_argument("--team", help="only this team's keys")
     listing.add_argument(
         "--all", dest="include_revoked", action="store_true", help="include revoked keys"
@@ -96,21 +79,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def run_async(args: argparse.Namespace) -> int:
-    try:
-        async with _open_backend(args) as backend:
-            return await _COMMANDS[args.keys_command](backend, args)
-    except (CliError, GatewayError) as exc:
-        print(f"spendgate keys: {exc}", file=sys.stderr)
-        return 1
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        return 1
+    return await run_command("keys", _run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with _open_backend(args) as backend:
+        return await _COMMANDS[args.keys_command](backend, args)
 
 
 class _Backend(Protocol):
-    async def create(self, new: NewKey) -> tuple[str, KeyDict]: ...
-    async def list(self, team: str | None, include_revoked: bool) -> list[KeyDict]: ...
-    async def revoke(self, key_id: str) -> bool: ...
+    async def create(self, new: NewKey) -> tuple[str, JsonObject]: ...
+    async def list(self, team: str | None, include_revoked: bool) -> list[JsonObject]: ...
+    async def revoke(self, key_id: str) -> JsonObject | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +102,8 @@ class NewKey:
     name: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
-    def to_json(self) -> KeyDict:
-        fields: KeyDict = {
+    def to_json(self) -> JsonObject:
+        fields: JsonObject = {
             "team": self.team,
             "project": self.project,
             "environment": self.environment,
@@ -145,7 +125,7 @@ async def _create(backend: _Backend, args: argparse.Namespace) -> int:
     )
     secret, info = await backend.create(new)
     if args.as_json:
-        print(orjson.dumps({"key": secret, **info}, option=orjson.OPT_INDENT_2).decode())
+        print_json({"key": secret, **info})
         return 0
     # The secret alone goes to stdout, so KEY=$(spendgate keys create ...) captures just it.
     print(f"created {info['key_id']} for team {info['team']}; the key:", file=sys.stderr)
@@ -157,17 +137,22 @@ async def _create(backend: _Backend, args: argparse.Namespace) -> int:
 async def _list(backend: _Backend, args: argparse.Namespace) -> int:
     infos = await backend.list(args.team, args.include_revoked)
     if args.as_json:
-        print(orjson.dumps({"data": infos}, option=orjson.OPT_INDENT_2).decode())
+        print_json({"data": infos})
     else:
-        print(_table(infos))
+        print(table(_COLUMNS, [_row(info) for info in infos], empty="(no keys)"))
     return 0
 
 
 async def _revoke(backend: _Backend, args: argparse.Namespace) -> int:
-    if not await backend.revoke(args.key_id):
+    revoked = await backend.revoke(args.key_id)
+    if revoked is None:
         raise CliError(f"no key with id {args.key_id!r}")
+    if revoked.get("already_revoked"):
+        # Nothing changed: say so, and fail, so a script learns the key was not live.
+        when = _when(revoked.get("revoked_at"))
+        raise CliError(f"{args.key_id} was already revoked ({when}); nothing changed")
     if args.as_json:
-        print(orjson.dumps({"key_id": args.key_id, "revoked": True}).decode())
+        print_json(revoked)
     else:
         print(f"revoked {args.key_id}")
     return 0
@@ -176,54 +161,37 @@ async def _revoke(backend: _Backend, args: argparse.Namespace) -> int:
 _COMMANDS = {"create": _create, "list": _list, "revoke": _revoke}
 
 
-def _table(infos: Sequence[Mapping[str, object]]) -> str:
-    rows = [_COLUMNS, *(_row(info) for info in infos)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    if not infos:
-        lines.append("(no keys)")
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def _row(info: Mapping[str, object]) -> tuple[str, ...]:
-    created = info.get("created_at")
-    when = (
-        time.strftime("%Y-%m-%d %H:%MZ", time.gmtime(created))
-        if isinstance(created, int | float)
-        else "(config)"
-    )
-    cells = (info.get(k) for k in ("key_id", "name", "team", "project", "environment", "workload"))
+    cells = (info.get(k) for k in ("key_id", "name", "team", "source", "project", "environment"))
     status = "revoked" if info.get("revoked") else "active"
-    return (*("-" if c is None else str(c) for c in cells), when, status)
+    workload = info.get("workload")
+    return (
+        *("-" if c is None else str(c) for c in cells),
+        "-" if workload is None else str(workload),
+        _when(info.get("created_at")),
+        status,
+    )
+
+
+def _when(epoch: object) -> str:
+    if not isinstance(epoch, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%MZ", time.gmtime(epoch))
 
 
 @asynccontextmanager
 async def _open_backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
-    """The shared store itself when the config names one, else a gateway's admin API."""
-    import aiohttp
+    async with connect(args, timeout_s=_HTTP_TIMEOUT_S) as target:
+        if isinstance(target, SharedStore):
+            from gateway.store.connect import connected
+            from gateway.store.keys import Keyring
 
-    from gateway.store.connect import close_store, is_embedded, open_store
-    from gateway.store.keys import Keyring
-
-    config_path = _config_path(args.config)
-    base_url: str | None = args.url
-    if base_url is None:
-        config = _load_config(config_path)
-        if not is_embedded(config.store.url):
-            redis = await open_store(config.store.url)
-            try:
+            config = target.config
+            async with connected(config.store.url) as redis:
                 keyring = Keyring(redis, config.keys, config.server.key_cache_ttl_s)
                 yield _StoreBackend(keyring, frozenset(config.teams))
-            finally:
-                await close_store(redis)
-            return
-        base_url = _gateway_url(config.server)
-    admin_key = args.admin_key or os.environ.get(ADMIN_KEY_ENV) or _raw_admin_key(config_path)
-    if not admin_key:
-        raise CliError(f"no admin key: pass --admin-key or set {ADMIN_KEY_ENV}")
-    timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S, connect=_CONNECT_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        yield _AdminApi(session, base_url.rstrip("/"), admin_key)
+        else:
+            yield _AdminBackend(target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +199,7 @@ class _StoreBackend:
     keyring: Keyring
     teams: frozenset[str]
 
-    async def create(self, new: NewKey) -> tuple[str, KeyDict]:
+    async def create(self, new: NewKey) -> tuple[str, JsonObject]:
         secret, info = await self.keyring.create(
             new.team,
             project=new.project,
@@ -243,77 +211,40 @@ class _StoreBackend:
         )
         return secret, info.to_dict()
 
-    async def list(self, team: str | None, include_revoked: bool) -> list[KeyDict]:
+    async def list(self, team: str | None, include_revoked: bool) -> list[JsonObject]:
         infos = await self.keyring.list(team, include_revoked=include_revoked)
         return [info.to_dict() for info in infos]
 
-    async def revoke(self, key_id: str) -> bool:
-        return await self.keyring.revoke(key_id)
+    async def revoke(self, key_id: str) -> JsonObject | None:
+        revoked = await self.keyring.revoke(key_id)
+        return None if revoked is None else revoked.to_dict()
 
 
 @dataclass(frozen=True, slots=True)
-class _AdminApi:
-    session: aiohttp.ClientSession
-    base_url: str
-    admin_key: str = field(repr=False)
+class _AdminBackend:
+    api: AdminClient
 
-    async def create(self, new: NewKey) -> tuple[str, KeyDict]:
-        _, payload = await self._call("POST", "/admin/keys", body=new.to_json())
+    async def create(self, new: NewKey) -> tuple[str, JsonObject]:
+        _, payload = await self.api.call("POST", "/admin/keys", body=new.to_json())
         secret = payload.pop("key", None)
         if not isinstance(secret, str):
-            raise CliError(f"unexpected answer from {self.base_url}: no key in it")
+            raise CliError(f"unexpected answer from {self.api.base_url}: no key in it")
         return secret, payload
 
-    async def list(self, team: str | None, include_revoked: bool) -> list[KeyDict]:
+    async def list(self, team: str | None, include_revoked: bool) -> list[JsonObject]:
         params = {"include_revoked": "true" if include_revoked else "false"}
         if team:
             params["team"] = team
-        _, payload = await self._call("GET", "/admin/keys", params=params)
+        _, payload = await self.api.call("GET", "/admin/keys", params=params)
         data = payload.get("data")
         if not isinstance(data, list):
-            raise CliError(f"unexpected answer from {self.base_url}: no 'data' list in it")
+            raise CliError(f"unexpected answer from {self.api.base_url}: no 'data' list in it")
         return data
 
-    async def revoke(self, key_id: str) -> bool:
-        status, _ = await self._call("DELETE", f"/admin/keys/{quote(key_id, safe='')}")
-        return status != 404
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: KeyDict | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> tuple[int, KeyDict]:
-        """(status, JSON object); a 404 for a missing key is an answer, other errors raise."""
-        import aiohttp
-
-        headers = {"Authorization": f"Bearer {self.admin_key}"}
-        try:
-            async with self.session.request(
-                method, self.base_url + path, json=body, params=params, headers=headers
-            ) as resp:
-                status, raw = resp.status, await resp.read()
-        except aiohttp.ClientConnectorError as exc:
-            raise CliError(
-                f"no spendgate gateway answers at {self.base_url}: start one with `spendgate serve`"
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise CliError(f"request to {self.base_url} failed: {exc!r}") from exc
-        payload = _json_object(raw)
-        if payload is None:
-            raise CliError(f"{self.base_url} answered HTTP {status} without JSON: not spendgate?")
-        if status < 400:
-            return status, payload
-        error = payload.get("error")
-        details: Mapping[str, object] = error if isinstance(error, dict) else {}
-        if status == 404 and details.get("code") == "key_not_found":
-            return status, payload
-        message = str(details.get("message") or "request failed")
-        if status == 401:
-            message += f" (pass --admin-key or set {ADMIN_KEY_ENV})"
-        raise CliError(f"{message} (HTTP {status})")
+    async def revoke(self, key_id: str) -> JsonObject | None:
+        path = f"/admin/keys/{quote(key_id, safe='')}"
+        status, payload = await self.api.call("DELETE", path, answers=frozenset({"key_not_found"}))
+        return None if status == 404 else payload
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -321,57 +252,3 @@ def _tag(text: str) -> tuple[str, str]:
     if not eq or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-def _config_path(given: str | None) -> Path:
-    """As `spendgate serve` picks it: --config, $SPENDGATE_CONFIG, ./config, packaged default."""
-    if given:
-        return Path(given)
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV])
-    if _LOCAL_CONFIG.is_file():
-        return _LOCAL_CONFIG
-    return Path(str(importlib.resources.files("gateway") / "defaults" / "gateway.yaml"))
-
-
-def _load_config(path: Path) -> Config:
-    from gateway.config.loader import load_config  # lazy: keeps `keys --url` light
-
-    if not path.exists():
-        raise CliError(f"config file {path} not found (pass --config PATH)")
-    return load_config(str(path))
-
-
-def _raw_admin_key(path: Path) -> str | None:
-    """server.admin_key as written, ${VAR:-default} substituted.
-
-    The compiled config keeps only the key's digest, but the embedded demo's admin key is
-    `${SPENDGATE_ADMIN_KEY:-...}` in the YAML, which a local CLI can read back.
-    """
-    import yaml  # lazy: only needed when no admin key was given
-
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    server = raw.get("server") if isinstance(raw, dict) else None
-    value = server.get("admin_key") if isinstance(server, dict) else None
-    if not isinstance(value, str):
-        return None
-    return _ENV_REF.sub(lambda m: os.environ.get(m[1]) or m[2] or "", value) or None
-
-
-def _gateway_url(server: ServerConfig) -> str:
-    # A server bound to every interface is reached on loopback from this machine.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(server.host, server.host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}"
-
-
-def _json_object(raw: bytes) -> KeyDict | None:
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return payload if isinstance(payload, dict) else None

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app.admin import admin_routes
+from gateway.app.admin_keys import admin_routes
 from gateway.app.middleware import error_middleware
 from gateway.app.state import KEYRING, LIVE_CONFIG
 from gateway.config.model import Config, DeclaredKey, ServerConfig, StoreConfig, TeamConfig
@@ -22,6 +22,7 @@ from gateway.types import Principal
 ADMIN_KEY = "sk-sg-admin-test-0123456789"
 DECLARED_SECRET = "sk-sg-declared-0123456789"
 DECLARED_ID = key_id_for(hash_key(DECLARED_SECRET))
+NOW = 1_900_000_000.0  # the keyring's wall clock: 2030-03-17
 
 
 @dataclass
@@ -32,7 +33,8 @@ class StubLiveConfig:
 def make_config(admin_key: str | None = ADMIN_KEY) -> Config:
     digest = hashlib.sha256(admin_key.encode()).hexdigest() if admin_key else None
     declared = DeclaredKey(
-        key_hash=hash_key(DECLARED_SECRET), principal=Principal(key_id=DECLARED_ID, team="beta")
+        key_hash=hash_key(DECLARED_SECRET),
+        principal=Principal(key_id=DECLARED_ID, team="beta", name="beta-batch"),
     )
     return Config(
         source="<test>",
@@ -47,7 +49,7 @@ def make_config(admin_key: str | None = ADMIN_KEY) -> Config:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = await open_store("memory://")
-    app[KEYRING] = Keyring(redis, app[LIVE_CONFIG].current.keys, 30.0)
+    app[KEYRING] = Keyring(redis, app[LIVE_CONFIG].current.keys, 30.0, wall_clock=lambda: NOW)
     yield
     await close_store(redis)
 
@@ -149,8 +151,13 @@ async def test_create_list_revoke(client: TestClient[web.Request, web.Applicatio
 
     resp = await client.delete(f"/admin/keys/{created['key_id']}", headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == {"key_id": created["key_id"], "revoked": True}
+    revoked = {"key_id": created["key_id"], "revoked": True, "revoked_at": NOW}
+    assert await resp.json() == {**revoked, "already_revoked": False}
     assert await keyring.resolve(secret) is None
+    # Again: nothing changes (the first revoke's time stays), and the answer says so.
+    resp = await client.delete(f"/admin/keys/{created['key_id']}", headers=AUTH)
+    assert resp.status == 200
+    assert await resp.json() == {**revoked, "already_revoked": True}
     active = await (await client.get("/admin/keys", headers=AUTH)).json()
     assert [k["key_id"] for k in active["data"]] == [DECLARED_ID]
     everything = await (
@@ -165,7 +172,24 @@ async def test_revoke_unknown_and_declared(
     error = await error_of(await client.delete("/admin/keys/key_000000000000", headers=AUTH), 404)
     assert error["code"] == "key_not_found"
     error = await error_of(await client.delete(f"/admin/keys/{DECLARED_ID}", headers=AUTH), 400)
-    assert "YAML" in error["message"]
+    assert error["code"] == "key_declared_in_config"
+    # It names the YAML section the key is in, which is where it must be removed.
+    assert "teams.beta.keys" in error["message"] and "beta-batch" in error["message"]
+
+
+async def test_a_config_key_name_is_not_reused_in_its_team(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    body = {"team": "beta", "name": "beta-batch"}
+    error = await error_of(await client.post("/admin/keys", json=body, headers=AUTH), 400)
+    assert error["code"] == "key_name_taken" and error["param"] == "name"
+    assert "teams.beta.keys" in error["message"]
+    # Another team may use the name: its keys are its own.
+    resp = await client.post("/admin/keys", json={**body, "team": "alpha"}, headers=AUTH)
+    assert resp.status == 201, await resp.text()
+    listing = await (await client.get("/admin/keys", headers=AUTH)).json()
+    rows = [(k["name"], k["team"], k["source"]) for k in listing["data"]]
+    assert rows == [("beta-batch", "alpha", "store"), ("beta-batch", "beta", "config")]
 
 
 @pytest.mark.parametrize(
@@ -173,14 +197,15 @@ async def test_revoke_unknown_and_declared(
     [
         (b"{not json", None, "not valid JSON"),
         (b"[]", None, "JSON object"),
-        (b"{}", "team", "'team' is required"),
-        (b'{"team": 3}', "team", "'team' is required"),
+        (b"{}", "team", "team: required key is missing"),
+        (b'{"team": 3}', "team", "team: expected a string, got int 3"),
         (b'{"team": "gamma"}', "team", "unknown team 'gamma'"),
-        (b'{"team": "alpha", "projet": "x"}', "projet", "unknown field 'projet'"),
-        (b'{"team": "alpha", "project": 7}', "project", "'project' must be"),
-        (b'{"team": "alpha", "name": ""}', "name", "'name' must be"),
-        (b'{"team": "alpha", "tags": ["a"]}', "tags", "'tags' must be"),
-        (b'{"team": "alpha", "tags": {"a": 1}}', "tags.a", "tag 'a'"),
+        (b'{"team": "alpha", "projet": "x"}', "projet", "unknown key 'projet' (did you mean"),
+        (b'{"team": "alpha", "project": 7}', "project", "project: expected a string"),
+        (b'{"team": "alpha", "name": ""}', "name", "name: must not be empty"),
+        (b'{"team": "alpha", "tags": ["a"]}', "tags", "tags: expected a mapping, got list"),
+        (b'{"team": "alpha", "tags": {"a": 1}}', "tags.a", "tags.a: expected a string"),
+        (b'{"team": "alpha", "name": "' + b"n" * 201 + b'"}', "name", "at most 200 characters"),
     ],
 )
 async def test_create_validates_the_body(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,6 +17,7 @@ from gateway.app.middleware import error_middleware
 from gateway.app.state import BUDGETS, LEDGER, LIVE_CONFIG, REDIS
 from gateway.budgets.ledger import BudgetLedger
 from gateway.budgets.registry import BudgetRegistry
+from gateway.config.loader import load_text
 from gateway.config.model import (
     BudgetsConfig,
     Config,
@@ -24,6 +26,7 @@ from gateway.config.model import (
     StoreConfig,
     TeamConfig,
 )
+from gateway.errors import ConfigError
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
 from tests.budgets.support import FakeClock, budget
@@ -48,7 +51,7 @@ def make_config() -> Config:
         providers={},
         models={"gpt-4o-mini": ModelRoute("gpt-4o-mini", ()), "gpt-4o": ModelRoute("gpt-4o", ())},
         teams={"alpha": TeamConfig("alpha"), "beta": TeamConfig("beta")},
-        budgets=BudgetsConfig(rules=(CONFIG_BUDGET,)),
+        budgets=BudgetsConfig(rules=(CONFIG_BUDGET,), thresholds=(50, 75, 90, 100)),
     )
 
 
@@ -145,7 +148,7 @@ async def test_list_create_delete(client: Client, clock: FakeClock) -> None:
         "limit_tokens": 1_000_000,
         "on_exceed": "downgrade",
         "downgrade_to": "gpt-4o-mini",
-        "thresholds": [90, 50],
+        "thresholds": [50, 90],
     }
     resp = await client.post("/admin/budgets", json=body, headers=AUTH)
     assert resp.status == 201, await resp.text()
@@ -189,51 +192,141 @@ async def test_list_create_delete(client: Client, clock: FakeClock) -> None:
     assert error["code"] == "budget_not_found"
 
 
-VALID = {"name": "b", "team": "alpha", "scope": "team", "period": "daily", "limit_usd": "1"}
+VALID = {"name": "b", "team": "alpha", "period": "daily", "limit_usd": "1"}
+YAML = """\
+providers:
+  mock: {kind: openai, base_url: "http://127.0.0.1:9/v1", auth: none}
+models:
+  gpt-4o-mini: {deployments: [{provider: mock, model: gpt-4o-mini}]}
+  gpt-4o: {deployments: [{provider: mock, model: gpt-4o}]}
+teams: {alpha: {}, beta: {}}
+budgets:
+  rules:
+    - %s
+"""
+
+
+def yaml_problems(body: dict[str, Any]) -> str:
+    """What the config loader says of `body` as a `budgets.rules[]` entry, as the API says it."""
+    with pytest.raises(ConfigError) as info:
+        load_text(YAML % orjson.dumps(body).decode(), "<yaml>")
+    prefix = "budgets.rules[0]."
+    return "; ".join(
+        f"{path.removeprefix(prefix)}: {reason.removesuffix(' (line 9)')}"
+        for path, reason in info.value.problems
+    )
 
 
 @pytest.mark.parametrize(
     ("change", "param", "message"),
     [
-        ({"nmae": "x"}, "nmae", "unknown field 'nmae'"),
-        ({"name": "has space"}, "name", "'name' is required"),
-        ({"name": None}, "name", "'name' is required"),
-        ({"team": "gamma"}, "team", "unknown team 'gamma'"),
-        ({"scope": "org"}, "scope", "'scope' is required and must be one of"),
-        ({"period": "hourly"}, "period", "'period' is required and must be one of"),
-        ({"match": "x"}, "match", "must be absent for scope team"),
-        ({"scope": "project"}, "match", "'match' is required for scope project"),
-        ({"scope": "tag", "match": "exp"}, "match", "'name=value'"),
-        ({"scope": "key", "match": "sk-sg-secret"}, "match", "key id"),
-        ({"limit_usd": None}, "limit_usd", "set 'limit_usd', 'limit_tokens' or both"),
-        ({"limit_usd": "-1"}, "limit_usd", "non-negative decimal"),
-        ({"limit_usd": "NaN"}, "limit_usd", "non-negative decimal"),
-        ({"limit_usd": "ten"}, "limit_usd", "non-negative decimal"),
-        ({"limit_usd": True}, "limit_usd", "non-negative decimal"),
-        ({"limit_usd": "0.0000000001"}, "limit_usd", "finer than a nano-dollar"),
-        ({"limit_usd": "10000000"}, "limit_usd", "must be below"),
-        ({"limit_tokens": 1.5}, "limit_tokens", "non-negative integer"),
-        ({"limit_tokens": -3}, "limit_tokens", "non-negative integer"),
-        ({"on_exceed": "explode"}, "on_exceed", "must be one of alert, block, downgrade"),
-        ({"on_exceed": "downgrade"}, "downgrade_to", "must name a configured model"),
+        ({"nmae": "x"}, "nmae", "unknown key 'nmae' (did you mean 'name'?)"),
+        ({"name": "has space"}, "name", "budget names use only A-Z, a-z, 0-9, _, . and -"),
+        ({"name": "n" * 101}, "name", "must be at most 100 characters long"),
+        ({"name": None}, "name", "required key is missing"),
+        ({"team": "gamma"}, "team", "team 'gamma' is not defined in teams"),
+        ({"scope": "org"}, "scope", "expected one of 'key', 'team', 'project', 'tag'"),
+        ({"period": "hourly"}, "period", "expected one of 'daily', 'weekly'"),
+        ({"match": "x"}, "match", "only allowed when scope is not 'team'"),
+        ({"scope": "project"}, "match", "required when scope is 'project'"),
+        ({"scope": "tag", "match": "exp"}, "match", "expected key=value"),
+        ({"scope": "key", "match": "sk-sg-secret"}, "match", "no key named"),
+        ({"limit_usd": None}, "limit_usd", "give limit_usd, limit_tokens or both"),
+        ({"limit_usd": "0"}, "limit_usd", "must be greater than 0"),
+        ({"limit_usd": "-1"}, "limit_usd", "must not be negative"),
+        ({"limit_usd": "NaN"}, "limit_usd", "expected a USD amount"),
+        ({"limit_usd": "ten"}, "limit_usd", "expected a USD amount"),
+        ({"limit_usd": True}, "limit_usd", "expected a USD amount"),
+        ({"limit_usd": "0.0000000001"}, "limit_usd", "more than 9 decimals"),
+        ({"limit_usd": "10000000"}, "limit_usd", "must be at most 9007199.254740991"),
+        ({"limit_tokens": 1.5}, "limit_tokens", "expected an integer"),
+        ({"limit_tokens": 0}, "limit_tokens", "must be at least 1"),
+        ({"on_exceed": "explode"}, "on_exceed", "expected one of 'block', 'downgrade', 'alert'"),
+        ({"on_exceed": "downgrade"}, "downgrade_to", "required when on_exceed is 'downgrade'"),
         (
             {"on_exceed": "downgrade", "downgrade_to": "gpt-5"},
             "downgrade_to",
-            "gpt-4o, gpt-4o-mini",
+            "model 'gpt-5' is not defined in models",
         ),
-        ({"downgrade_to": "gpt-4o"}, "downgrade_to", "only for on_exceed: downgrade"),
-        ({"thresholds": [50, 50]}, "thresholds", "distinct integer percents"),
-        ({"thresholds": [0]}, "thresholds", "distinct integer percents"),
-        ({"thresholds": "50"}, "thresholds", "distinct integer percents"),
+        ({"downgrade_to": "gpt-4o"}, "downgrade_to", "only allowed when on_exceed is 'downgrade'"),
+        ({"thresholds": [50, 50]}, "thresholds[1]", "must be greater than the value before it"),
+        ({"thresholds": [90, 50]}, "thresholds[1]", "must be greater than the value before it"),
+        ({"thresholds": [0]}, "thresholds[0]", "must be at least 1"),
+        ({"thresholds": "50"}, "thresholds", "expected a list"),
     ],
 )
-async def test_create_validates_strictly(
+async def test_the_api_refuses_what_the_yaml_refuses_in_its_words(
     client: Client, change: dict[str, Any], param: str, message: str
 ) -> None:
-    body = {**VALID, **change}
+    body = {k: v for k, v in {**VALID, **change}.items() if v is not None}
     error = await error_of(await client.post("/admin/budgets", json=body, headers=AUTH), 400)
     assert message in error["message"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
+    # One validator: the config loader says exactly the same of the same budget.
+    assert error["message"] == yaml_problems(body)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"scope": "project", "match": "search", "limit_usd": 12.5},
+        {"scope": "tag", "match": "experiment=rerank", "limit_tokens": 5000, "limit_usd": None},
+        {"scope": "key", "match": "key_0123456789ab", "period": "total", "thresholds": []},
+        {"on_exceed": "downgrade", "downgrade_to": "gpt-4o-mini", "thresholds": [80, 100, 150]},
+        {"name": "n" * 100, "on_exceed": "alert", "limit_usd": "9007199.254740991"},
+    ],
+)
+async def test_the_api_accepts_what_the_yaml_accepts(
+    client: Client, change: dict[str, Any]
+) -> None:
+    body = {k: v for k, v in {**VALID, **change}.items() if v is not None}
+    config = load_text(YAML % orjson.dumps(body).decode(), "<yaml>")
+    (from_yaml,) = config.budgets.rules
+    resp = await client.post("/admin/budgets", json=body, headers=AUTH)
+    assert resp.status == 201, await resp.text()
+    app = client.app
+    assert app is not None
+    created = app[BUDGETS].get(body["name"])
+    # Scope defaults to team and thresholds to the config's, as in the YAML.
+    assert created == replace(from_yaml, source="admin")
+
+
+async def test_put_creates_replaces_and_keeps_the_periods_spend(
+    client: Client, clock: FakeClock
+) -> None:
+    app = client.app
+    assert app is not None
+    body = {"team": "alpha", "period": "monthly", "limit_usd": "10"}
+    resp = await client.put("/admin/budgets/alpha-cap", json=body, headers=AUTH)
+    assert resp.status == 201, await resp.text()
+    (rule,) = [b for b in app[BUDGETS].all("alpha") if b.name == "alpha-cap"]
+    spend = SpendEvent(event_id="e1", ts_ms=int(clock() * 1000), team="alpha", cost_nano=4 * 10**9)
+    await app[LEDGER].settle(None, "alpha", "r1", [rule], spend)
+    # Raising the limit keeps what was spent in the period.
+    resp = await client.put(
+        "/admin/budgets/alpha-cap", json={**body, "limit_usd": "25", "name": "alpha-cap"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert resp.status == 200, await resp.text()
+    replaced = await resp.json()
+    assert (replaced["limit_usd"], replaced["spent_usd"]) == ("25.00", "4.00")
+    assert replaced["remaining_nano"] == 21 * 10**9
+    assert [b.limit_nano for b in app[BUDGETS].all("alpha") if b.name == "alpha-cap"] == [
+        25 * 10**9
+    ]
+    # The path names the budget: a different name in the body is refused.
+    error = await error_of(
+        await client.put("/admin/budgets/alpha-cap", json={**body, "name": "x"}, headers=AUTH),
+        400,
+    )
+    assert error["param"] == "name" and "differs from the path" in error["message"]
+    # A config budget changes only with the YAML.
+    error = await error_of(
+        await client.put("/admin/budgets/alpha-monthly", json=body, headers=AUTH), 400
+    )
+    assert error["code"] == "budget_declared_in_config"
+    assert "teams.<team>.budgets or budgets.rules" in error["message"]
 
 
 @pytest.mark.parametrize(("raw", "message"), [(b"{nope", "not valid JSON"), (b"[]", "JSON object")])

@@ -11,11 +11,11 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import rediskeys
-from gateway.budgets.ledger import MAX_EXACT, BudgetLedger, Reservation
+from gateway.budgets.ledger import BudgetLedger, Reservation
 from gateway.budgets.messages import exceeded_error, remaining_headers
 from gateway.config.model import BudgetConfig
 from gateway.store.connect import close_store, open_store
-from gateway.types import SpendEvent
+from gateway.types import MAX_EXACT, SpendEvent
 from tests.budgets.support import TEAM, FakeClock, budget, real_db_url
 
 AMOUNT = 1_000_000  # nano-USD reserved per request

@@ -125,7 +125,7 @@ async def test_revoke_elsewhere_is_seen_after_the_ttl(
     secret, info = await keyring.create("alpha")
     assert await keyring.resolve(secret) is not None
     other = Keyring(store, (), TTL, clock)
-    assert await other.revoke(info.key_id) is True
+    assert await other.revoke(info.key_id) is not None
     assert await other.resolve(secret) is None
     clock.advance(TTL - 1)
     assert await keyring.resolve(secret) is not None  # still cached on this replica
@@ -134,23 +134,31 @@ async def test_revoke_elsewhere_is_seen_after_the_ttl(
 
 
 async def test_revoke_here_takes_effect_at_once_and_keeps_the_record(
-    keyring: Keyring, store: Redis
+    store: Redis, clock: FakeClock
 ) -> None:
+    wall = FakeClock(1000.0)
+    keyring = Keyring(store, (), TTL, clock, wall_clock=wall)
     secret, info = await keyring.create("alpha", name="old")
     assert await keyring.resolve(secret) is not None
-    assert await keyring.revoke(info.key_id) is True
+    wall.advance(60)
+    first = await keyring.revoke(info.key_id)
+    assert first is not None and (first.revoked_at, first.already) == (1060.0, False)
     assert await keyring.resolve(secret) is None
-    assert await keyring.revoke(info.key_id) is True  # idempotent
+    # Again: it changes nothing (the first revoke's time stays for audit) and says so.
+    wall.advance(60)
+    again = await keyring.revoke(info.key_id)
+    assert again is not None and (again.revoked_at, again.already) == (1060.0, True)
     record = await store.hgetall(rediskeys.key_record(hash_key(secret)))
     assert record[b"revoked"] == b"1" and record[b"team"] == b"alpha"
+    assert record[b"revoked_at"] == b"1060.0"
     assert await store.sismember(rediskeys.key_index(), hash_key(secret))
 
 
 async def test_revoke_unknown_or_malformed_ids(keyring: Keyring) -> None:
     await keyring.create("alpha")
-    assert await keyring.revoke("key_000000000000") is False
+    assert await keyring.revoke("key_000000000000") is None
     for bad in ("key_*", "key_", "nonsense", "key_0123456789abX"):
-        assert await keyring.revoke(bad) is False
+        assert await keyring.revoke(bad) is None
 
 
 async def test_negative_caching(
@@ -201,12 +209,27 @@ async def test_declared_keys(
     principal = await keyring.resolve(DECLARED_SECRET)
     assert principal is not None and principal.team == "alpha"
     assert calls == []
-    with pytest.raises(InvalidRequest, match="remove it from the YAML"):
+    with pytest.raises(InvalidRequest, match=r"under teams\.alpha\.keys: remove it there"):
         await keyring.revoke(declared_key().principal.key_id)
     listed = await keyring.list()
     assert [(i.key_id, i.source, i.created_at) for i in listed] == [
         (declared_key().principal.key_id, "config", None)
     ]
+
+
+async def test_a_config_key_name_is_refused_in_its_team(store: Redis, clock: FakeClock) -> None:
+    key_hash = hash_key(DECLARED_SECRET)
+    named = Principal(key_id=key_id_for(key_hash), team="alpha", name="ingest")
+    keyring = Keyring(store, (DeclaredKey(key_hash, named),), TTL, clock)
+    with pytest.raises(InvalidRequest, match=r"already has a key named 'ingest'") as info:
+        await keyring.create("alpha", name="ingest")
+    assert (info.value.code, info.value.param) == ("key_name_taken", "name")
+    assert await store.scard(rediskeys.key_index()) == 0  # nothing was stored
+    _, other_team = await keyring.create("beta", name="ingest")
+    _, store_twin = await keyring.create("alpha", name="ingest-2")
+    # Store keys may share a name (rotation: a new key, then the old one revoked).
+    _, rotated = await keyring.create("alpha", name="ingest-2")
+    assert len({other_team.key_id, store_twin.key_id, rotated.key_id}) == 3
 
 
 async def test_set_declared_replaces_keys_and_clears_the_cache(

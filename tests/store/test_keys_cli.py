@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.app.admin import admin_routes
+from gateway import clikit
+from gateway.app.admin_keys import admin_routes
 from gateway.app.middleware import error_middleware
 from gateway.app.state import KEYRING, LIVE_CONFIG
 from gateway.config.model import Config, ServerConfig, StoreConfig, TeamConfig
@@ -25,6 +26,7 @@ from gateway.store.connect import close_store, open_store
 from gateway.store.keys import Keyring
 
 ADMIN_KEY = "sk-sg-admin-cli-test-0123456789"
+NOW = 1_900_000_000.0  # the keyring's wall clock
 
 
 @dataclass
@@ -47,14 +49,14 @@ def make_config(store_url: str = "memory://", port: int = 8080) -> Config:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = await open_store("memory://")
-    app[KEYRING] = Keyring(redis, (), 30.0)
+    app[KEYRING] = Keyring(redis, (), 30.0, wall_clock=lambda: NOW)
     yield
     await close_store(redis)
 
 
 @pytest.fixture
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestServer]:
-    monkeypatch.delenv(keys_cli.ADMIN_KEY_ENV, raising=False)
+    monkeypatch.delenv(clikit.ADMIN_KEY_ENV, raising=False)
     app = web.Application(middlewares=[error_middleware])
     app[LIVE_CONFIG] = StubLiveConfig(make_config())  # type: ignore[assignment]
     app.cleanup_ctx.append(_store_ctx)
@@ -104,18 +106,23 @@ async def test_create_list_revoke_through_the_admin_api(
         "key_id",
         "name",
         "team",
+        "source",
         "project",
         "env",
         "workload",
         "created",
         "status",
     ]
-    assert row.split()[:6] == [principal.key_id, "svc", "alpha", "search", "prod", "-"]
+    assert row.split()[:7] == [principal.key_id, "svc", "alpha", "store", "search", "prod", "-"]
     assert row.split()[-1] == "active" and secret not in out
 
     code, out, _ = await cli(capsys, "revoke", *common, principal.key_id)
     assert (code, out) == (0, f"revoked {principal.key_id}\n")
     assert await server.app[KEYRING].resolve(secret) is None
+    # A second revoke says what happened instead of "revoked", and fails.
+    code, out, err = await cli(capsys, "revoke", *common, principal.key_id)
+    assert (code, out) == (1, "")
+    assert f"{principal.key_id} was already revoked (" in err and "nothing changed" in err
 
     code, out, _ = await cli(capsys, "list", *common, "--team", "alpha")
     assert out.splitlines()[-1] == "(no keys)"
@@ -130,7 +137,9 @@ async def test_json_output(server: TestServer, capsys: pytest.CaptureFixture[str
     created = orjson.loads(out)
     assert code == 0 and created["key"].startswith("sk-sg-") and created["team"] == "beta"
     code, out, _ = await cli(capsys, "revoke", *common, created["key_id"])
-    assert orjson.loads(out) == {"key_id": created["key_id"], "revoked": True}
+    revoked = orjson.loads(out)
+    assert (revoked["key_id"], revoked["revoked"]) == (created["key_id"], True)
+    assert revoked["already_revoked"] is False and revoked["revoked_at"] == NOW
 
 
 async def test_errors_from_the_api(server: TestServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,9 +161,9 @@ async def test_admin_key_from_env_or_raw_yaml(
     tmp_path: Path,
 ) -> None:
     url = url_of(server)
-    monkeypatch.setenv(keys_cli.ADMIN_KEY_ENV, ADMIN_KEY)
+    monkeypatch.setenv(clikit.ADMIN_KEY_ENV, ADMIN_KEY)
     assert (await cli(capsys, "list", "--url", url))[0] == 0
-    monkeypatch.delenv(keys_cli.ADMIN_KEY_ENV)
+    monkeypatch.delenv(clikit.ADMIN_KEY_ENV)
     config = tmp_path / "gateway.yaml"
     config.write_text(
         "server:\n  admin_key: ${SG_TEST_SURELY_UNSET:-"
@@ -172,7 +181,7 @@ async def test_embedded_store_goes_to_the_configured_gateway(
 ) -> None:
     # server.host 0.0.0.0 is reached on loopback; the port is the test server's.
     config = make_config("memory://", port=int(server.port or 0))
-    monkeypatch.setattr(keys_cli, "_load_config", lambda path: config)
+    monkeypatch.setattr(clikit, "load_config", lambda path: config)
     code, out, err = await cli(capsys, "create", "--admin-key", ADMIN_KEY, "--team", "alpha")
     assert code == 0, err
     assert await server.app[KEYRING].resolve(out.strip()) is not None
@@ -199,7 +208,7 @@ async def test_shared_store_is_used_directly(
     redis = await open_store(store_url)
     await redis.flushdb()
     config = make_config(store_url, port=_free_port())  # no gateway there: must not be needed
-    monkeypatch.setattr(keys_cli, "_load_config", lambda path: config)
+    monkeypatch.setattr(clikit, "load_config", lambda path: config)
     try:
         code, out, err = await cli(capsys, "create", "--team", "beta", "--workload", "batch")
         assert code == 0, err
@@ -222,16 +231,3 @@ def test_bad_tag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
         parse("create", "--team", "a", "--tag", "novalue")
     assert info.value.code == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
-
-
-def test_config_path_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(keys_cli.CONFIG_ENV, raising=False)
-    assert keys_cli._config_path("x.yaml") == Path("x.yaml")
-    assert keys_cli._config_path(None).name == "gateway.yaml"  # the packaged default
-    monkeypatch.setenv(keys_cli.CONFIG_ENV, "/etc/sg.yaml")
-    assert keys_cli._config_path(None) == Path("/etc/sg.yaml")
-    monkeypatch.delenv(keys_cli.CONFIG_ENV)
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "gateway.yaml").write_text("{}")
-    assert keys_cli._config_path(None) == Path("config/gateway.yaml")

@@ -1,0 +1,172 @@
+"""Every admin endpoint in one table, and the OpenAPI 3.1 document generated from it, served at
+`GET /admin/openapi.json`.
+
+Request bodies' schemas come from the `Spec`s the handlers validate with (`Record.json_schema`),
+query and path parameters from the Endpoints that check them, and errors share OpenAI's error
+shape. The document is served without the admin key: it describes the API's shape and holds
+nothing secret (docs/admin-api.md says why).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.app.admin import Endpoint, Reply, json_response
+from gateway.app.admin_budgets import BUDGET_SCHEMA, budget_endpoints
+from gateway.app.admin_keys import KEY_SCHEMA, key_endpoints
+from gateway.app.admin_reports import report_endpoints
+from gateway.config.checks import JsonSchema, Record
+
+OPENAPI_PATH = "/admin/openapi.json"
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_ERROR_SCHEMA: JsonSchema = {
+    "type": "object",
+    "description": "OpenAI's error shape.",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string", "examples": ["invalid_request_error"]},
+                "param": {
+                    "type": ["string", "null"],
+                    "description": "the field or parameter at fault (a key path for bodies)",
+                },
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERRORS = {
+    400: "Invalid request: unknown query parameter, malformed JSON, or a body that fails its "
+    "checks (`message` names every problem, `param` the first).",
+    401: "Missing or wrong admin key.",
+    403: "The admin API is disabled (no `server.admin_key`).",
+    404: "Not found.",
+    503: "The store (Redis) is unreachable; try again shortly.",
+}
+_PATH_PARAM = re.compile(r"\{([^}]+)\}")
+
+
+async def openapi_document(request: web.Request, _: None) -> web.Response:
+    return json_response(build_openapi(admin_endpoints()))
+
+
+def admin_endpoints() -> tuple[Endpoint, ...]:
+    """Every route under /admin/, this document's own included."""
+    document = Endpoint(
+        "GET",
+        OPENAPI_PATH,
+        openapi_document,
+        "This document",
+        "meta",
+        (Reply(200, "The OpenAPI 3.1 document of the admin API.", {"type": "object"}),),
+        public=True,
+    )
+    return (*key_endpoints(), *budget_endpoints(), *report_endpoints(), document)
+
+
+def admin_routes() -> list[web.RouteDef]:
+    return [endpoint.route() for endpoint in admin_endpoints()]
+
+
+def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "spendgate admin API",
+            "version": __version__,
+            "description": "Virtual keys, budgets, reports and external costs of a spendgate "
+            "gateway. Every operation but this document needs the admin key "
+            "(`server.admin_key`).",
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR_SCHEMA, "Key": KEY_SCHEMA, "Budget": BUDGET_SCHEMA},
+            "securitySchemes": {
+                "adminKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer <server.admin_key>`",
+                },
+                "adminKeyHeader": {"type": "apiKey", "in": "header", "name": "x-sg-admin-key"},
+            },
+        },
+        "security": [{"adminKey": []}, {"adminKeyHeader": []}],
+        "tags": [
+            {"name": "keys", "description": "Virtual keys (`sk-sg-...`)."},
+            {"name": "budgets", "description": "Budgets and where they stand."},
+            {"name": "reports", "description": "Showback, chargeback and FOCUS."},
+            {"name": "costs", "description": "External costs posted to the ledger."},
+            {"name": "meta", "description": "This document."},
+        ],
+    }
+
+
+def _operation(endpoint: Endpoint) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": endpoint.handler.__name__,
+        "summary": endpoint.summary,
+        "tags": [endpoint.tag],
+    }
+    if endpoint.description:
+        operation["description"] = endpoint.description
+    parameters = [
+        {"name": p.name, "in": "query", "required": False, "description": p.description,
+         "schema": p.schema}
+        for p in endpoint.query
+    ]  # fmt: skip
+    named = {p.name: p for p in endpoint.path_params}
+    for name in _PATH_PARAM.findall(endpoint.path):
+        param = named[name]  # a KeyError here is an Endpoint that forgot to describe it
+        parameters.append(
+            {"name": name, "in": "path", "required": True, "description": param.description,
+             "schema": param.schema}
+        )  # fmt: skip
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.body is not None:
+        schema = Record(endpoint.body).json_schema()
+        if endpoint.fill_from_path:
+            schema["required"] = [
+                n for n in schema.get("required", ()) if n not in endpoint.fill_from_path
+            ]
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    responses: dict[str, Any] = {}
+    for reply in endpoint.replies:
+        responses[str(reply.status)] = _reply(reply)
+    statuses = [*endpoint.errors]
+    if parameters or endpoint.body is not None:
+        statuses.append(400)
+    if not endpoint.public:
+        statuses += [401, 403]
+    for status in sorted(set(statuses)):
+        responses[str(status)] = {
+            "description": _ERRORS[status],
+            "content": {"application/json": {"schema": _ERROR_REF}},
+        }
+    operation["responses"] = responses
+    if endpoint.public:
+        operation["security"] = []
+    return operation
+
+
+def _reply(reply: Reply) -> dict[str, Any]:
+    content = {media: {"schema": schema} for media, schema in reply.media.items()}
+    if reply.schema is not None:
+        content["application/json"] = {"schema": reply.schema}
+    return {"description": reply.description, "content": content}
