@@ -159,7 +159,7 @@ class BudgetsConfig:
 class Webhook:
     name: str
     url: str = field(repr=False)  # may embed a token (Slack)
-    events: tuple[str, ...] = ("budget_threshold", "budget_exceeded", "anomaly")
+    events: tuple[str, ...] = ("budget_threshold", "budget_exceeded")
 
 
 @dataclass(frozen=True, slots=True)

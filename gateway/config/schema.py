@@ -79,7 +79,7 @@ _THRESHOLDS = Increasing(Int(min=1, max=1000))  # percent of the limit
 KEY_PREFIX = "sk-sg-"
 KEY_MIN_LEN = 20
 # What a webhook can be sent; model.Webhook's default subscribes to all of them.
-ALERT_EVENTS: Final = ("budget_threshold", "budget_exceeded", "anomaly")
+ALERT_EVENTS: Final = ("budget_threshold", "budget_exceeded")
 DEFAULT_THRESHOLDS: Final = (50, 75, 90, 100)
 _MATCH_HELP: Final = {
     "key": "a key id (key_ and 12 hex digits) or the name of one of the team's keys",
