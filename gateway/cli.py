@@ -98,7 +98,7 @@ def _worker_slot(text: str) -> tuple[int, int]:
 def _check_config(args: argparse.Namespace) -> int:
     from gateway.config.loader import check_config_main
 
-    return check_config_main(args.path)
+    return check_config_main(args.path, args.allow_missing_env)
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -181,7 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     check = sub.add_parser("check-config", help="validate a routing YAML and explain problems")
-    check.add_argument("path")
+    check.add_argument("path", metavar="PATH", help="the config file to check")
+    check.add_argument(
+        "--allow-missing-env",
+        action="store_true",
+        help="check a file whose ${VARS} are not all set here (e.g. in CI): each unset one "
+        "stands for a valid value of its field, and they are listed",
+    )
     check.set_defaults(func=_check_config)
 
     keys = sub.add_parser("keys", help="create, list and revoke virtual keys")

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 from gateway.errors import InvalidRequest, redact
@@ -56,6 +56,12 @@ class Substituted(str):
     @property
     def origin(self) -> str:
         return ", ".join(f"${{{name}}}" for name in self.variables)
+
+
+class Unset(Substituted):
+    """A value whose `${VAR}` is not set, under `check-config --allow-missing-env`: a check
+    with a `stand_in` takes a valid value of its kind instead, so the rest of the file (types,
+    cross-references) is still checked."""
 
 
 def join(path: str, key: object) -> str:
@@ -114,12 +120,14 @@ class Str:
         rule: str = "",
         secret: bool = False,
         max_len: int | None = None,
+        example: str | None = None,
     ) -> None:
         self.allow_empty = allow_empty
         self.pattern = re.compile(pattern) if pattern else None
         self.rule = rule  # says what `pattern` means, for the problem
         self.secret = secret
         self.max_len = max_len
+        self.example = example  # a valid value, where the field's rules are stricter than Str's
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
         if not isinstance(value, str):
@@ -135,6 +143,9 @@ class Str:
             got = describe(value, secret=self.secret)
             return _fail(problems, path, f"{self.rule}, got {got}")
         return str(value)  # a plain str: the runtime config never carries `Substituted`
+
+    def stand_in(self) -> str | None:
+        return self.example  # None: the unset value's own text is checked
 
     def json_schema(self) -> JsonSchema:
         schema: JsonSchema = {"type": "string"}
@@ -162,6 +173,9 @@ class OneOf:
         hint = did_you_mean(value, self.choices) if isinstance(value, str) else ""
         return _fail(problems, path, f"expected one of {expected}, got {describe(value)}{hint}")
 
+    def stand_in(self) -> str:
+        return self.choices[0]
+
     def json_schema(self) -> JsonSchema:
         if self.false is not None:
             return {"enum": [*self.choices, False]}
@@ -179,6 +193,9 @@ class Int:
         if isinstance(value, bool) or not isinstance(value, int):
             return _fail(problems, path, f"expected an integer, got {describe(value)}")
         return INVALID if _out_of_range(value, self.min, self.max, path, problems) else value
+
+    def stand_in(self) -> int:
+        return max(1, self.min or 0) if self.max is None else min(max(1, self.min or 0), self.max)
 
     def json_schema(self) -> JsonSchema:
         return _bounded({"type": "integer"}, self.min, self.max)
@@ -202,6 +219,10 @@ class Number:
             return _fail(problems, path, f"must be greater than 0, got {describe(value)}")
         number = float(value)
         return INVALID if _out_of_range(number, self.min, self.max, path, problems) else number
+
+    def stand_in(self) -> float:
+        low = max(1.0, self.min or 0.0)
+        return low if self.max is None else min(low, self.max)
 
     def json_schema(self) -> JsonSchema:
         schema = _bounded({"type": "number"}, self.min, self.max)
@@ -266,6 +287,9 @@ class Usd:
             reason = "more than 9 decimals: amounts are kept in whole nano-USD"
             return _fail(problems, path, f"{reason}, got {got}")
         return usd_to_nano(str(amount))
+
+    def stand_in(self) -> int:
+        return usd_to_nano("1")
 
     def json_schema(self) -> JsonSchema:
         low = "exclusiveMinimum" if self.positive else "minimum"
@@ -384,6 +408,9 @@ class Bool:
             return _fail(problems, path, f"expected true or false, got {describe(value)}")
         return value
 
+    def stand_in(self) -> bool:
+        return False
+
     def json_schema(self) -> JsonSchema:
         return {"type": "boolean"}
 
@@ -406,6 +433,11 @@ class Url:
         if parts.scheme in ("http", "https") and not parts.hostname:
             return _fail(problems, path, f"expected a URL with a host name, got {got}")
         return str(value).rstrip("/") if parts.scheme in ("http", "https") else str(value)
+
+    def stand_in(self) -> str:
+        # A server's URL (`memory://` would stand for none at all, and change what is checked).
+        scheme = next((s for s in self.schemes if s != "memory"), self.schemes[0])
+        return f"{scheme}://unset.invalid"
 
     def json_schema(self) -> JsonSchema:
         schemes = "|".join(re.escape(s) for s in self.schemes)
@@ -509,7 +541,14 @@ class Entries(Generic[T]):
 
 def _check(check: Check[T], value: object, path: str, problems: list[Problem]) -> T | Invalid:
     # INVALID in the raw tree is an unresolved `${VAR}`, already reported by substitution.
-    return INVALID if isinstance(value, Invalid) else check(value, path, problems)
+    if isinstance(value, Invalid):
+        return INVALID
+    if isinstance(value, Unset):
+        stand_in = getattr(check, "stand_in", None)
+        valid = None if stand_in is None else stand_in()
+        if valid is not None:
+            return cast(T, valid)
+    return check(value, path, problems)
 
 
 def checks(check: Check[object], *, doc: str = "") -> dict[str, object]:

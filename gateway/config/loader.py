@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.config.checks import INVALID, Problem, Substituted, join
+from gateway.config.checks import INVALID, Problem, Substituted, Unset, join
 from gateway.config.compile import compile_config
 from gateway.config.model import Config
 from gateway.config.schema import validate
@@ -50,10 +50,11 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     prices: PriceTable | None = None,
+    unset: list[str] | None = None,
 ) -> Config:
     """Load and compile a config file (None: the packaged default); raise ConfigError."""
     source = os.fspath(path) if path is not None else str(default_config_path())
-    return load_text(_read(source), source, env=env, prices=prices)
+    return load_text(_read(source), source, env=env, prices=prices, unset=unset)
 
 
 def load_text(
@@ -62,12 +63,17 @@ def load_text(
     *,
     env: Mapping[str, str] | None = None,
     prices: PriceTable | None = None,
+    unset: list[str] | None = None,
 ) -> Config:
-    """Compile config text; `env` defaults to os.environ, `prices` to litellm's table."""
+    """Compile config text; `env` defaults to os.environ, `prices` to litellm's table.
+
+    `unset`: allow environment variables that are not set (`check-config --allow-missing-env`):
+    each stands for a valid value of its field, and its name is appended to the list. The
+    config compiled so is for checking only: its placeholders are not the real values."""
     data, lines, problems = _parse(text, source)
     if data is None:
         raise ConfigError(source, [("", "the config is empty")])
-    data = _substitute(data, os.environ if env is None else env, "", problems, {})
+    data = _substitute(data, os.environ if env is None else env, "", problems, {}, unset)
     root = validate(data, problems)
     config = None
     if root is not None:
@@ -81,15 +87,20 @@ def load_text(
     return config
 
 
-def check_config_main(path: str) -> int:
-    """`spendgate check-config PATH`: 0 and a summary if PATH is valid, else 1 and why."""
+def check_config_main(path: str, allow_missing_env: bool = False) -> int:
+    """`spendgate check-config PATH`: 0 and a summary if PATH is valid, else 1 and why.
+    `allow_missing_env`: unset variables stand for valid values (and are listed)."""
+    unset: list[str] | None = [] if allow_missing_env else None
     try:
-        config = load_config(path)
+        config = load_config(path, unset=unset)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 1
     counts = f"{len(config.providers)} providers, {len(config.models)} models"
     print(f"OK: {path}: {counts}, {len(config.teams)} teams")
+    if unset:
+        names = ", ".join(sorted(set(unset)))
+        print(f"not set, checked with placeholders (set them where it runs): {names}")
     return 0
 
 
@@ -183,37 +194,45 @@ def _substitute(
     path: str,
     problems: list[Problem],
     memo: dict[int, object],
+    unset: list[str] | None = None,
 ) -> object:
     """Replace `${VAR}` in every string value (not keys); unresolvable strings become INVALID.
 
-    `memo` keeps aliased (and recursive) YAML nodes one object, visited once.
+    `memo` keeps aliased (and recursive) YAML nodes one object, visited once. `unset`: see
+    `load_text`.
     """
     if isinstance(value, str):
-        return _substitute_text(value, env, path, problems)
+        return _substitute_text(value, env, path, problems, unset)
     if id(value) in memo:
         return memo[id(value)]
     if isinstance(value, dict):
         mapping: dict[object, object] = {}
         memo[id(value)] = mapping
         for key, item in value.items():
-            mapping[key] = _substitute(item, env, join(path, key), problems, memo)
+            mapping[key] = _substitute(item, env, join(path, key), problems, memo, unset)
         return mapping
     if isinstance(value, list):
         items: list[object] = []
         memo[id(value)] = items
         items.extend(
-            _substitute(item, env, f"{path}[{i}]", problems, memo) for i, item in enumerate(value)
+            _substitute(item, env, f"{path}[{i}]", problems, memo, unset)
+            for i, item in enumerate(value)
         )
         return items
     return value
 
 
 def _substitute_text(
-    text: str, env: Mapping[str, str], path: str, problems: list[Problem]
+    text: str,
+    env: Mapping[str, str],
+    path: str,
+    problems: list[Problem],
+    unset: list[str] | None,
 ) -> object:
     if "${" not in text:
         return text
     names: list[str] = []
+    missing: list[str] = []
     before = len(problems)
 
     def replace(match: re.Match[str]) -> str:
@@ -232,6 +251,9 @@ def _substitute_text(
         value = env.get(name)
         if default is not None and not value:  # `:-` as in the shell: unset or empty
             return default
+        if value is None and unset is not None:
+            missing.append(name)
+            return "unset-" + name.lower().replace("_", "-")  # fits a host name, a path, a key
         if value is None:
             problems.append(
                 (path, f"environment variable {name} is not set (or write ${{{name}:-default}})")
@@ -242,4 +264,9 @@ def _substitute_text(
     result = _REFERENCE.sub(replace, text)
     if len(problems) > before:
         return INVALID
+    if missing:
+        assert unset is not None
+        unset.extend(missing)
+        if _REFERENCE.fullmatch(text.strip()):  # the whole value: its field picks a stand-in
+            return Unset(result, tuple(names))
     return Substituted(result, tuple(names)) if names else result

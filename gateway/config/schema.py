@@ -243,7 +243,11 @@ class PricingSpec(Spec):
 @dataclass(frozen=True, kw_only=True)
 class KeySpec(Spec):
     name: str = field(metadata=checks(LABEL))
-    key: str | None = field(default=None, repr=False, metadata=checks(Str(secret=True)))
+    key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=checks(Str(secret=True, example=KEY_PREFIX + "unset-placeholder-key")),
+    )
     sha256: str | None = field(default=None, metadata=checks(_SHA256))
     project: str | None = field(default=None, metadata=checks(LABEL))
     environment: str | None = field(default=None, metadata=checks(LABEL))

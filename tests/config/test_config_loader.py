@@ -193,3 +193,59 @@ def test_check_config_reports_problems(tmp_path: Path, capsys: pytest.CaptureFix
 def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_config_main(str(tmp_path / "nope.yaml")) == 1
     assert "nope.yaml: 1 problem(s)\n  <root>: file not found" in capsys.readouterr().err
+
+
+SHIPPED = sorted(
+    {REPO / "config" / "gateway.yaml", default_config_path(), *(REPO / "config").glob("**/*.yaml")}
+)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(Path(p).relative_to(REPO)))
+def test_every_shipped_config_checks_with_no_environment_at_all(path: Path) -> None:
+    """`spendgate check-config --allow-missing-env` passes on each config we ship, as CI would
+    run it: with none of its variables set."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--allow-missing-env", str(path)],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"OK: {path}: ")
+
+
+def test_unset_variables_stand_for_valid_values_and_everything_else_is_checked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    text = EXAMPLE.read_text()
+    assert check_config_main(str(EXAMPLE), allow_missing_env=False) == 1  # not without the flag
+    assert "environment variable OPENAI_API_KEY is not set" in capsys.readouterr().err
+    # A port, a USD limit, a flag, a choice and part of a URL from unset variables: each stands
+    # for a valid value of its field; a real mistake elsewhere is still reported.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        MINIMAL.read_text()
+        .replace("port: 8080", "port: ${PORT}")
+        .replace("models:", "models:\n  broken:\n    deployments: [{provider: nobody, model: x}]")
+        + "\nstore:\n  url: ${STORE}\n  on_unavailable: ${MODE}\n"
+    )
+    assert check_config_main(str(bad), allow_missing_env=True) == 1
+    err = capsys.readouterr().err
+    assert err.count("problem(s)") == 1 and "1 problem(s)" in err
+    assert "models.broken.deployments[0].provider" in err and "nobody" in err
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        text.replace("limit_usd: 6000", "limit_usd: ${SEARCH_LIMIT}")
+        .replace("access_log: false", "access_log: ${ACCESS_LOG}")
+        .replace("default_max_tokens: 2048", "default_max_tokens: ${MAX_TOKENS}")
+    )
+    assert good.read_text().count("${") == text.count("${") + 3
+    assert check_config_main(str(good), allow_missing_env=True) == 0
+    out = capsys.readouterr().out
+    assert "not set, checked with placeholders" in out
+    assert all(name in out for name in ("SEARCH_LIMIT", "ACCESS_LOG", "MAX_TOKENS"))
+    assert "OPENAI_API_KEY" in out and "AZURE_OPENAI_RESOURCE" in out
