@@ -1,6 +1,6 @@
-"""From raw measurements to what the README publishes: medians across rounds, figures added over
-the direct mock, spendgate's ratios to the bare proxy and to LiteLLM, the design targets checked,
-markdown tables, and the py-spy profile's hottest functions.
+"""From raw measurements to what docs/benchmarks.md publishes: medians across rounds, figures
+added over the direct mock, spendgate's ratios to the bare proxy and to LiteLLM, the design
+targets checked, markdown tables, and the py-spy profile's hottest functions.
 
 Pure functions over the results dict that run.py writes as JSON (so a saved run can be re-read).
 """
