@@ -34,11 +34,12 @@ def _install_uvloop() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    import asyncio
 
     from gateway.app.server import create_app
     from gateway.config.loader import load_config
     from gateway.errors import ConfigError
+    from gateway.listen import GATEWAY_PORT_OPTION, PortUnavailable, check_port, serve_app
     from gateway.logs import AccessWriter, configure_logging
 
     path = config_path(args.config)
@@ -57,13 +58,21 @@ def _serve(args: argparse.Namespace) -> int:
 
         return supervise(config, path, host, port, args.workers, args.log_level)
     _install_uvloop()
-    app = create_app(config, path, access_writer=AccessWriter(), freeze_heap=True)
-    print(
-        f"spendgate {__version__} serving on http://{host}:{port} (config: {config.source})",
-        file=sys.stderr,
-        flush=True,
-    )
-    web.run_app(app, host=host, port=port, access_log=None, print=None)
+
+    def listening(bound: int) -> None:
+        print(
+            f"spendgate {__version__} serving on http://{host}:{bound} (config: {config.source})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        check_port(host, port)  # before the app starts anything
+        app = create_app(config, path, access_writer=AccessWriter(), freeze_heap=True)
+        asyncio.run(serve_app(app, host, port, on_listening=listening))
+    except PortUnavailable as exc:
+        print(f"spendgate serve: {exc.message(GATEWAY_PORT_OPTION)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -169,8 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="offline demo: mock upstream + gateway + sample traffic")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--upstream-port", type=int, default=9911)
+    demo.add_argument(
+        "--port",
+        type=int,
+        help="the gateway's port (default: 8080, or a free port if 8080 is taken)",
+    )
+    demo.add_argument(
+        "--upstream-port",
+        type=int,
+        help="the mock upstream's port (default: 9911, or a free port if 9911 is taken)",
+    )
     demo.add_argument(
         "--duration",
         type=float,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from gateway.clikit import CliError, add_config_argument, config_path, load_config
 from gateway.errors import ConfigError
+from gateway.listen import PortUnavailable, check_port, start_site
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -58,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(args.log_level, access_log=False)
-    return asyncio.run(_main(config.store.url, args))
+    try:
+        if args.metrics_port is not None:
+            check_port(args.metrics_host, args.metrics_port)  # before anything starts
+        return asyncio.run(_main(config.store.url, args))
+    except PortUnavailable as exc:
+        print(f"spendgate aggregate: {exc.message('--metrics-port')}", file=sys.stderr)
+        return 1
 
 
 async def _main(url: str, args: argparse.Namespace) -> int:
@@ -111,6 +118,10 @@ async def _serve_metrics(
     app.router.add_get("/metrics", scrape)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await start_site(runner, host, port)
+    except PortUnavailable:
+        await runner.cleanup()
+        raise
     log.info("metrics on http://%s:%d/metrics", host, port)
     return runner

@@ -20,8 +20,11 @@ from gateway.app.server import create_app
 from gateway.app.state import CLOCK, KEYRING, LIVE_CONFIG, REDIS
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
-from gateway.providers.mock import MockOptions, serve_mock
+from gateway.listen import PortUnavailable, check_port, start_site
+from gateway.providers.mock import DEFAULT_PORT, MockOptions, serve_mock
 
+HOST = "127.0.0.1"
+DEFAULT_GATEWAY_PORT = 8080  # the packaged config's server.port, which the README's examples use
 TEAMS = {"search": "ranking", "support": "helpdesk-bot", "research": "evals"}
 _PROMPTS = [
     "Summarise the quarterly cost report in three bullet points.",
@@ -93,23 +96,70 @@ async def _showback(app: web.Application, expected: int) -> str:
     return "\n".join(lines)
 
 
-async def _run(port: int, upstream_port: int, duration: float | None, requests: int) -> int:
-    mock = await serve_mock(
-        "127.0.0.1", upstream_port, MockOptions(latency_s=0.01, chunk_delay_s=0.002)
-    )
-    os.environ["SPENDGATE_UPSTREAM_URL"] = f"http://127.0.0.1:{upstream_port}/v1"
+def _port_or_free(port: int | None, default: int) -> int:
+    """`port` when one was given (PortUnavailable if it cannot be listened on), else `default`,
+    or 0 (any free port) when something holds it already: a second demo, another server."""
+    try:
+        check_port(HOST, default if port is None else port)
+    except PortUnavailable as exc:
+        if port is not None or not exc.in_use:
+            raise
+        return 0
+    return default if port is None else port
+
+
+def _moved(what: str, given: int | None, default: int, chosen: int, bound: int) -> None:
+    """Say so when the default port was taken and a free one is used instead."""
+    if given is None and chosen == 0:
+        print(f"port {default} is in use: the {what} listens on port {bound} instead")
+
+
+async def _run(
+    port: int | None, upstream_port: int | None, duration: float | None, requests: int
+) -> int:
+    try:
+        mock_port = _port_or_free(upstream_port, DEFAULT_PORT)
+    except PortUnavailable as exc:
+        print(f"spendgate demo: {exc.message('--upstream-port')}", file=sys.stderr)
+        return 1
+    try:
+        gateway_port = _port_or_free(port, DEFAULT_GATEWAY_PORT)
+    except PortUnavailable as exc:
+        print(f"spendgate demo: {exc.message('--port')}", file=sys.stderr)
+        return 1
+    try:
+        mock = await serve_mock(HOST, mock_port, MockOptions(latency_s=0.01, chunk_delay_s=0.002))
+    except PortUnavailable as exc:  # taken since it was checked
+        print(f"spendgate demo: {exc}", file=sys.stderr)
+        return 1
+    bound = int(mock.addresses[0][1])
+    _moved("mock upstream", upstream_port, DEFAULT_PORT, mock_port, bound)
+    try:
+        return await _run_gateway(port, gateway_port, bound, duration, requests)
+    finally:
+        await mock.cleanup()
+
+
+async def _run_gateway(
+    given: int | None, port: int, upstream_port: int, duration: float | None, requests: int
+) -> int:
+    os.environ["SPENDGATE_UPSTREAM_URL"] = f"http://{HOST}:{upstream_port}/v1"
     try:
         config = load_config(None)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
-        await mock.cleanup()
         return 1
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        base = f"http://127.0.0.1:{port}"
+        try:
+            bound = await start_site(runner, HOST, port)
+        except PortUnavailable as exc:  # taken since it was checked
+            print(f"spendgate demo: {exc}", file=sys.stderr)
+            return 1
+        _moved("gateway", given, DEFAULT_GATEWAY_PORT, port, bound)
+        base = f"http://{HOST}:{bound}"
         keys = {}
         for team, project in TEAMS.items():
             secret, _ = await app[KEYRING].create(
@@ -143,10 +193,12 @@ async def _run(port: int, upstream_port: int, duration: float | None, requests: 
         return 1 if failures else 0
     finally:
         await runner.cleanup()
-        await mock.cleanup()
 
 
-def run_demo(port: int, upstream_port: int, duration: float | None, requests: int) -> int:
+def run_demo(
+    port: int | None, upstream_port: int | None, duration: float | None, requests: int
+) -> int:
+    """`port`, `upstream_port`: None for the defaults, or a free port where one is taken."""
     from gateway.logs import configure_logging
 
     configure_logging("WARNING", access_log=False, json=False)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.config.model import Config
+from gateway.listen import GATEWAY_PORT_OPTION, PortUnavailable, check_port, serve_app
 from gateway.store.connect import is_embedded
 
 if TYPE_CHECKING:
@@ -83,26 +84,10 @@ def _refusal(config: Config, host: str, port: int) -> str | None:
         return "this platform has no SO_REUSEPORT; run one worker per port instead"
     if port == 0:
         return "workers need a fixed port (each would pick its own with port 0)"
-    return _port_taken(host, port)
-
-
-def _port_taken(host: str, port: int) -> str | None:
-    """Why `host:port` cannot be listened on, if it cannot. The probe binds without
-    SO_REUSEPORT, so it also fails on another spendgate's workers: joining their group would
-    silently split traffic with them."""
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        return f"cannot resolve {host}: {exc}"
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                return f"cannot listen on {host}:{port}: {exc.strerror}"
+        check_port(host, port)
+    except PortUnavailable as exc:
+        return exc.message(GATEWAY_PORT_OPTION)
     return None
 
 
@@ -319,30 +304,27 @@ def run_worker(
     app = create_app(
         config, path, metrics, worker=slot, access_writer=AccessWriter(), freeze_heap=True
     )
-    asyncio.run(_serve(app, host, port))
+    try:
+        asyncio.run(_serve(app, host, port))
+    except PortUnavailable as exc:  # taken since the supervisor checked it
+        log.error("%s", exc.message(GATEWAY_PORT_OPTION))
+        return 1
     return 0
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
-    from aiohttp import web
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     loop.add_reader(_CONTROL_FD, _on_control, loop, stop)
-    # What web.run_app does, plus telling the supervisor once the port is bound.
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=75.0, shutdown_timeout=60.0)
-    await runner.setup()
+
+    def listening(_: int) -> None:  # tell the supervisor
+        with contextlib.suppress(OSError):  # it is gone: _on_control stops us
+            os.write(_CONTROL_FD, _READY)
+
     try:
-        if not stop.is_set():
-            await web.TCPSite(runner, host, port, reuse_port=True).start()
-            with contextlib.suppress(OSError):  # the supervisor is gone: _on_control stops us
-                os.write(_CONTROL_FD, _READY)
-        await stop.wait()
+        await serve_app(app, host, port, on_listening=listening, stop=stop, reuse_port=True)
     finally:
         loop.remove_reader(_CONTROL_FD)
-        await runner.cleanup()
 
 
 def _on_control(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -316,10 +316,14 @@ async def test_a_port_already_taken_is_refused_at_once(start: Start) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        fleet = await start(ready=False, port=taken.getsockname()[1])
+        port = taken.getsockname()[1]
+        fleet = await start(ready=False, port=port)
         async with asyncio.timeout(10):
             assert await fleet.process.wait() == 1
-    assert b"cannot listen on 127.0.0.1:" in fleet.log_path.read_bytes()
+    assert fleet.log_path.read_text() == (
+        f"spendgate serve --workers 2: port {port} on 127.0.0.1 is already in use; choose "
+        "another with --port (or server.port in the config)\n"
+    )
     assert not any("started" in m for m in fleet.messages())
 
 

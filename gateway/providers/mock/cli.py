@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Callable
 
-from gateway.providers.mock.options import MockOptions
+from gateway.listen import PortUnavailable
+from gateway.providers.mock.options import DEFAULT_PORT, MockOptions
 from gateway.providers.mock.server import serve_mock
 
 
@@ -17,8 +19,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="spendgate mock-upstream",
         description="A deterministic OpenAI- and Anthropic-compatible upstream for tests.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9911)  # where the default config looks
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port to listen on (default: %(default)s, where the default config looks)",
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="between stream chunks")
     parser.add_argument("--completion-tokens", type=int, default=16, help="reply length in words")
@@ -61,6 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         loop_factory = uvloop.new_event_loop
     except ImportError:
         pass
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as r:
-        r.run(run(args.host, args.port, options))
+    try:
+        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as r:
+            r.run(run(args.host, args.port, options))
+    except PortUnavailable as exc:
+        # Most likely another mock (a `spendgate demo` runs one too): one on another port works
+        # once the gateway is told where it is.
+        option = (
+            "--port, and point the gateway at it: "
+            f"SPENDGATE_UPSTREAM_URL=http://{args.host}:<port>/v1 spendgate serve"
+        )
+        print(f"spendgate mock-upstream: {exc.message(option)}", file=sys.stderr)
+        return 1
     return 0

@@ -10,6 +10,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from gateway.listen import start_site
 from gateway.providers.mock.anthropic import handle_messages
 from gateway.providers.mock.chat import handle_chat
 from gateway.providers.mock.completions import handle_completions
@@ -67,7 +68,8 @@ async def serve_mock(
     host: str = "127.0.0.1", port: int = 0, options: MockOptions | None = None
 ) -> web.AppRunner:
     """Start the mock on host:port (0 picks a free port) and return its runner; the caller
-    calls `runner.cleanup()`. `runner.addresses[0][1]` is the bound port."""
+    calls `runner.cleanup()`. `runner.addresses[0][1]` is the bound port. Raises
+    `PortUnavailable` when the port cannot be bound."""
     # handler_cancellation: a client that gives up (timeouts in tests and load tests) cancels
     # its handler instead of leaving it sleeping; no access log, it costs throughput.
     runner = web.AppRunner(
@@ -75,7 +77,7 @@ async def serve_mock(
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, backlog=1024).start()
+        await start_site(runner, host, port, backlog=1024)
     except BaseException:
         await runner.cleanup()
         raise
