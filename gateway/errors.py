@@ -7,6 +7,7 @@ behaves as it does against OpenAI (it retries 408/409/429/5xx, never 400/401/404
     GatewayError                        status  type                    code
     ├── InvalidRequest                  400     invalid_request_error   (varies)
     ├── PayloadTooLarge                 413     invalid_request_error   request_too_large
+    ├── ClientClosed                    499     invalid_request_error   client_closed
     ├── AuthenticationFailed            401     authentication_error    invalid_api_key
     ├── PermissionDenied                403     permission_error        (varies)
     ├── ModelNotFound                   404     invalid_request_error   model_not_found
@@ -15,6 +16,10 @@ behaves as it does against OpenAI (it retries 408/409/429/5xx, never 400/401/404
     ├── ServiceUnavailable              503     server_error            service_unavailable
     └── UpstreamError                   502     server_error            upstream_error
         └── UpstreamTimeout             504     server_error            upstream_timeout
+
+`ClientClosed` is the client closing its connection before its request was read whole: nobody
+receives that answer (499 is nginx's "client closed request"), it is only what the access log,
+the metrics and the spend event record.
 
 An upstream 429 that outlasts the retries is passed on as 429; an upstream 4xx other than
 408/409/429 is passed on with its own status and message.
@@ -91,6 +96,12 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class ClientClosed(GatewayError):
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed"
 
 
 class AuthenticationFailed(GatewayError):

@@ -125,6 +125,14 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.http_bad_requests = Counter(
+            "sg_http_bad_requests_total",
+            "Requests the HTTP parser refused (answered 400, connection closed), by reason "
+            "(bad_method, bad_request_line, line_too_long, bad_header, bad_url, bad_body, "
+            "malformed).",
+            ["reason"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "sg_inflight_requests",
             "Requests being served right now.",

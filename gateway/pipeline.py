@@ -28,7 +28,7 @@ from gateway.budgets.messages import remaining_headers
 from gateway.cache.key import cache_directive, cache_key, cacheable, namespace_for, storable
 from gateway.cache.store import CachedResponse, ResponseCache
 from gateway.config.model import Config, Deployment, ModelRoute
-from gateway.errors import AuthenticationFailed, GatewayError, ModelNotFound
+from gateway.errors import AuthenticationFailed, ClientClosed, GatewayError, ModelNotFound
 from gateway.metrics import Metrics
 from gateway.plan import Plan, with_token_cap
 from gateway.pricing.cost import usage_from_openai
@@ -42,7 +42,7 @@ from gateway.sse import message_text
 from gateway.store.keys import Keyring
 from gateway.streaming import StreamRelay, send_sse
 from gateway.types import Principal, Usage, nano_to_usd_str
-from gateway.validation import parse_body, validate_body
+from gateway.validation import parse_body, read_body, validate_body
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _REPLAYABLE = frozenset({"chat/completions", "completions"})
@@ -132,7 +132,7 @@ class Pipeline:
         self.metrics.inflight.inc()
         self.accountant.begin()
         try:
-            raw = await request.read()
+            raw = await read_body(request)
             body = parse_body(raw, config.server.max_body_bytes)
             validate_body(endpoint, body)
             record.principal = attribute(await self.authenticate(request), request.headers)
@@ -148,13 +148,18 @@ class Pipeline:
                 return await self._stream(request, record, plan, providers)
             answer = await self._answer(config, record, plan, providers)
             return await self._respond(request, record, plan, answer)
+        except ClientClosed:  # before anything was sent upstream: nothing to bill
+            record.status, record.outcome = ClientClosed.status, "client_closed"
+            raise
         except GatewayError as exc:
             record.status, record.outcome, record.error = exc.status, "error", exc.code
             raise
         except asyncio.CancelledError:
-            # The client went away (aiohttp cancels the handler); what was generated is billed.
+            # The client went away (aiohttp cancels the handler): before its request was
+            # accepted nothing was spent; after, what was generated is billed.
             if record.outcome == "ok":
-                record.outcome, record.status = "client_disconnected", 499
+                record.status = 499
+                record.outcome = "client_disconnected" if record.principal else "client_closed"
             raise
         finally:
             self.metrics.inflight.dec()

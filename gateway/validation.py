@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from aiohttp import web
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.errors import ClientClosed, InvalidRequest, PayloadTooLarge
 
 _NUMBER = (int, float)
 _OPTIONAL: dict[str, tuple[type, ...]] = {
@@ -42,6 +43,16 @@ _POSITIVE = ("max_tokens", "max_completion_tokens", "max_output_tokens", "n", "d
 
 def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
+
+
+async def read_body(request: web.BaseRequest) -> bytes:
+    """The whole body; `ClientClosed` when the client hangs up before sending all of it."""
+    try:
+        return await request.read()
+    except ConnectionError as exc:  # aiohttp's "Connection lost", or the socket's own reset
+        raise ClientClosed(
+            "the client closed the connection before sending the whole request body"
+        ) from exc
 
 
 def parse_body(raw: bytes, limit: int) -> dict[str, Any]:

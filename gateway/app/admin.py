@@ -21,6 +21,7 @@ from aiohttp import web
 from gateway.app.state import LIVE_CONFIG
 from gateway.config.checks import JsonSchema, Spec, checked
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from gateway.validation import read_body
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
@@ -105,7 +106,7 @@ def authorize(request: web.Request) -> None:
 
 
 async def json_object(request: web.Request) -> dict[str, object]:
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

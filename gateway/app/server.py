@@ -24,6 +24,7 @@ from gateway.accounting import Accountant
 from gateway.app.handlers import ops_routes, v1_routes
 from gateway.app.middleware import error_middleware
 from gateway.app.openapi import admin_routes
+from gateway.app.serverlog import ServerLog
 from gateway.app.state import (
     ALERTS,
     BUDGETS,
@@ -254,9 +255,14 @@ def create_app(
     `freeze_heap`: once started, exempt everything built so far from garbage collection (a
     process that serves only this app: `serve`).
     `clock`: the wall clock of events, budget periods and reports (tests fix it)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=_HARD_BODY_LIMIT)
+    metrics = metrics or Metrics()
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=_HARD_BODY_LIMIT,
+        handler_args={"logger": ServerLog(metrics.http_bad_requests)},
+    )
     app[LIVE_CONFIG] = LiveConfig(config, config_path)
-    app[METRICS] = metrics or Metrics()
+    app[METRICS] = metrics
     app[WORKER] = worker
     app[ACCESS_WRITER] = access_writer
     app[CLOCK] = clock
