@@ -125,8 +125,9 @@ def test_the_demo_moves_to_free_ports_when_its_defaults_are_taken(
     monkeypatch.setenv("SPENDGATE_UPSTREAM_URL", "restored after the test")
     assert asyncio.run(demo._run(None, None, duration=0, requests=6)) == 0
     out = capsys.readouterr().out
-    mock = re.search(rf"port {upstream_port} is in use: the mock upstream listens on port (\d+)", out)
-    moved = re.search(rf"port {gateway_port} is in use: the gateway listens on port (\d+)", out)
+    instead = "is in use: the {} listens on port (\\d+) instead"
+    mock = re.search(f"port {upstream_port} " + instead.format("mock upstream"), out)
+    moved = re.search(f"port {gateway_port} " + instead.format("gateway"), out)
     assert mock and moved, out
     chosen = int(moved.group(1))
     assert chosen not in two_held and int(mock.group(1)) not in (*two_held, chosen)
