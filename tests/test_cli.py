@@ -121,7 +121,7 @@ def test_the_demo_moves_to_free_ports_when_its_defaults_are_taken(
     # Its defaults (8080, 9911) are this test's held ports: a second demo, as a user meets it.
     gateway_port, upstream_port = two_held
     monkeypatch.setattr(demo, "DEFAULT_GATEWAY_PORT", gateway_port)
-    monkeypatch.setattr(demo, "DEFAULT_PORT", upstream_port)
+    monkeypatch.setattr(demo, "MOCK_PORT", upstream_port)
     monkeypatch.setenv("SPENDGATE_UPSTREAM_URL", "restored after the test")
     assert asyncio.run(demo._run(None, None, duration=0, requests=6)) == 0
     out = capsys.readouterr().out

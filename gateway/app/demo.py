@@ -21,7 +21,8 @@ from gateway.app.state import CLOCK, KEYRING, LIVE_CONFIG, REDIS
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.listen import PortUnavailable, check_port, start_site
-from gateway.providers.mock import DEFAULT_PORT, MockOptions, serve_mock
+from gateway.providers.base import MOCK_PORT
+from gateway.providers.mock import MockOptions, serve_mock
 
 HOST = "127.0.0.1"
 DEFAULT_GATEWAY_PORT = 8080  # the packaged config's server.port, which the README's examples use
@@ -118,7 +119,7 @@ async def _run(
     port: int | None, upstream_port: int | None, duration: float | None, requests: int
 ) -> int:
     try:
-        mock_port = _port_or_free(upstream_port, DEFAULT_PORT)
+        mock_port = _port_or_free(upstream_port, MOCK_PORT)
     except PortUnavailable as exc:
         print(f"spendgate demo: {exc.message('--upstream-port')}", file=sys.stderr)
         return 1
@@ -133,7 +134,7 @@ async def _run(
         print(f"spendgate demo: {exc}", file=sys.stderr)
         return 1
     bound = int(mock.addresses[0][1])
-    _moved("mock upstream", upstream_port, DEFAULT_PORT, mock_port, bound)
+    _moved("mock upstream", upstream_port, MOCK_PORT, mock_port, bound)
     try:
         return await _run_gateway(port, gateway_port, bound, duration, requests)
     finally:

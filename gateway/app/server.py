@@ -24,6 +24,7 @@ from gateway.accounting import Accountant
 from gateway.app.handlers import ops_routes, v1_routes
 from gateway.app.middleware import error_middleware
 from gateway.app.openapi import admin_routes
+from gateway.app.preflight import check_upstreams
 from gateway.app.serverlog import ServerLog
 from gateway.app.state import (
     ALERTS,
@@ -272,9 +273,14 @@ def create_app(
     app.add_routes(v1_routes())
     app.add_routes(ops_routes())
     app.add_routes(admin_routes())
+    app.on_startup.append(_preflight)
     if freeze_heap:
         app.on_startup.append(_freeze_heap)
     return app
+
+
+async def _preflight(app: web.Application) -> None:
+    spawn(app, check_upstreams(app[LIVE_CONFIG].current))
 
 
 def _load_vocabularies(config: Config) -> None:

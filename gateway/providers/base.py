@@ -13,6 +13,10 @@ from typing import Any, Protocol
 
 from gateway.config.model import ProviderConfig
 
+# Where `spendgate mock-upstream` (and the demo's mock) listen unless told otherwise: the
+# packaged default config's upstream is http://127.0.0.1:9911/v1.
+MOCK_PORT = 9911
+
 # Statuses after which another attempt may succeed (OpenAI's SDK retries the same set).
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 

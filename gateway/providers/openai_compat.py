@@ -8,6 +8,8 @@ nothing is re-encoded on the way back, streams included.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -48,13 +50,23 @@ def error_from_status(provider: str, status: int, body: bytes) -> UpstreamError:
     )
 
 
-def transport_error(provider: str, exc: BaseException) -> UpstreamError:
+def connect_failure(exc: OSError) -> str:
+    """The system's words for why a connection failed ("Connection refused"), whichever event
+    loop made it (asyncio's says "Connect call failed ('127.0.0.1', 9911)" instead)."""
+    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
+def transport_error(provider: str, exc: BaseException, hint: str | None = None) -> UpstreamError:
+    """`hint`: what to do when the upstream cannot be connected to (see factory.connect_hint)."""
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(f"upstream {provider} timed out")
     if isinstance(exc, Http1Error):
         return UpstreamError(f"upstream {provider} connection failed: {exc}")
     if isinstance(exc, OSError):
-        return UpstreamError(f"cannot connect to upstream {provider}: {exc.strerror or exc}")
+        message = f"cannot connect to upstream {provider}: {connect_failure(exc)}"
+        return UpstreamError(f"{message}. {hint}" if hint else message)
     return UpstreamError(f"upstream {provider} connection failed: {type(exc).__name__}: {exc}")
 
 
@@ -80,9 +92,12 @@ class OpenAIStream:
 
 
 class OpenAICompatProvider:
-    def __init__(self, config: ProviderConfig, client: Http1Client) -> None:
+    def __init__(
+        self, config: ProviderConfig, client: Http1Client, connect_hint: str | None = None
+    ) -> None:
         self.config = config
         self._client = client
+        self._connect_hint = connect_hint
         params = {"api-version": config.api_version} if config.api_version else None
         self._endpoint = Endpoint.of(config.base_url, _auth_headers(config), params)
         t = config.timeouts
@@ -95,7 +110,7 @@ class OpenAICompatProvider:
         try:
             response = await self._client.post(self._endpoint, call.endpoint, body, self._timeouts)
         except (TimeoutError, OSError) as exc:
-            raise transport_error(self.config.name, exc) from exc
+            raise transport_error(self.config.name, exc, self._connect_hint) from exc
         ttfb = time.perf_counter() - started
         if response.status >= 400:
             try:

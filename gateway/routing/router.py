@@ -41,6 +41,9 @@ class Router:
         self.health = HealthBoard(on_change=self._circuit_changed)
         self._rng = rng or random.Random()
         self._sleep = sleep
+        # Each deployment's last failure, so that "cooling down" can say why (one per
+        # configured deployment: bounded).
+        self._last_failure: dict[str, str] = {}
 
     def _circuit_changed(self, deployment_id: str, state: str) -> None:
         self.metrics.circuit_state.labels(deployment_id).set(CIRCUIT_STATES[state])
@@ -50,8 +53,12 @@ class Router:
         available = [d for d in order if self.health.is_available(d.id)]
         if not available:
             wait = self.health.retry_after_s([d.id for d in route.deployments])
+            why = next(
+                (self._last_failure[d.id] for d in order if d.id in self._last_failure), None
+            )
             raise ServiceUnavailable(
-                f"every deployment of model '{route.name}' failed recently and is cooling down",
+                f"every deployment of model '{route.name}' failed recently and is cooling down"
+                + (f" (last failure: {why})" if why else ""),
                 headers={"Retry-After": str(max(1, round(wait)))},
             )
         return available
@@ -99,6 +106,8 @@ class Router:
 
     def _failed(self, provider: ProviderConfig, deployment: Deployment, exc: UpstreamError) -> None:
         self.metrics.upstream_errors.labels(provider.name, deployment.id, _reason(exc)).inc()
+        if exc.retryable:  # a failure of the deployment, not of the request
+            self._last_failure[deployment.id] = exc.message
 
     def done(self, deployment: Deployment) -> None:
         self.health.done(deployment.id)

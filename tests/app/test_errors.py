@@ -3,14 +3,23 @@ the status the OpenAI SDK expects (so its retry logic does the right thing)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
+from aiohttp.test_utils import TestServer
 
+from gateway.app.server import create_app
+from gateway.config.loader import load_config
 from gateway.providers.mock import MockUpstream
-from tests.conftest import ADMIN_KEY, Gateway
+from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -180,3 +189,69 @@ async def test_upstream_429_outlasting_retries_stays_429(
     ) as client:
         with pytest.raises(openai.RateLimitError):
             await client.chat.completions.create(**CHAT)
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port this test holds without listening: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+class Warned(logging.Handler):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage() and record.levelno == logging.WARNING:
+            self.seen.set()
+
+
+async def test_the_default_config_without_its_upstream_says_what_to_start(
+    refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("SPENDGATE_"):
+            monkeypatch.delenv(name)
+    url = f"http://127.0.0.1:{refused_port}/v1"
+    monkeypatch.setenv("SPENDGATE_UPSTREAM_URL", url)
+    hint = f"The default config sends requests to {url}, from SPENDGATE_UPSTREAM_URL"
+    warned = Warned(f"upstream mock cannot be reached (Connection refused). {hint}")
+    logging.getLogger("spendgate.app").addHandler(warned)
+    server = TestServer(create_app(load_config(None)))
+    try:
+        await server.start_server()
+        async with asyncio.timeout(10):
+            await warned.seen.wait()  # at start, before any request
+        gateway = Gateway(server, server.app, Path("default"))
+        key = "sk-sg-demo-search-key-0001"  # declared by the default config
+        status, body, _ = await post(gateway, "/v1/chat/completions", json=CHAT, key=key)
+        assert status == 502
+        message = error_of(body)["message"]
+        assert message.startswith(f"cannot connect to upstream mock: Connection refused. {hint}")
+        assert "`spendgate mock-upstream`" in message
+        # Once the circuit opens, the 503 still says why.
+        for _ in range(5):
+            status, body, _ = await post(gateway, "/v1/chat/completions", json=CHAT, key=key)
+            if status == 503:
+                break
+        assert status == 503
+        assert error_of(body)["message"].endswith(f"cooling down (last failure: {message})")
+    finally:
+        logging.getLogger("spendgate.app").removeHandler(warned)
+        await server.close()
+
+
+async def test_a_configured_upstream_that_refuses_is_named_without_advice(
+    gateway_factory: GatewayFactory, refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPENDGATE_UPSTREAM_URL", f"http://127.0.0.1:{refused_port}/v1")
+    gateway = await gateway_factory()
+    status, body, _ = await post(
+        gateway, "/v1/chat/completions", json=CHAT, key=gateway.keys["alpha"]
+    )
+    assert status == 502
+    assert error_of(body)["message"] == "cannot connect to upstream mock: Connection refused"

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from gateway.providers.mock.cli import main
 from gateway.providers.mock.embeddings import embedding_for
-from gateway.providers.mock.options import DEFAULT_PORT, Injection, MockOptions, RecordedRequest
+from gateway.providers.mock.options import Injection, MockOptions, RecordedRequest
 from gateway.providers.mock.server import MockUpstream, create_mock_app, serve_mock
 from gateway.providers.mock.tokens import prompt_tokens_for, reply_text
 
 __all__ = [
-    "DEFAULT_PORT",
     "Injection",
     "MockOptions",
     "MockUpstream",

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable
 
 from gateway.listen import PortUnavailable
-from gateway.providers.mock.options import DEFAULT_PORT, MockOptions
+from gateway.providers.base import MOCK_PORT
+from gateway.providers.mock.options import MockOptions
 from gateway.providers.mock.server import serve_mock
 
 
@@ -23,7 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_PORT,
+        default=MOCK_PORT,
         help="port to listen on (default: %(default)s, where the default config looks)",
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")

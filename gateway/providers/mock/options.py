@@ -8,10 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, cast
 
-# Where `spendgate mock-upstream` (and the demo's mock) listen unless told otherwise, and so
-# where the packaged default config sends requests (http://127.0.0.1:9911/v1).
-DEFAULT_PORT = 9911
-
 DEFAULT_MODELS = (
     "gpt-4o",
     "gpt-4o-mini",
