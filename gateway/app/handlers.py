@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from gateway.app.state import METRICS, PIPELINE, REDIS
+from gateway.config.model import Config
+from gateway.errors import ModelNotFound
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -29,16 +31,37 @@ async def responses(request: web.Request) -> web.StreamResponse:
     return await request.app[PIPELINE].handle(request, "responses")
 
 
+def _model_objects(config: Config) -> dict[str, dict[str, object]]:
+    """What /v1/models lists, in OpenAI's model object shape: the exposed models, then the
+    tiers (clients send `auto` as a model), each name once."""
+    listed: dict[str, dict[str, object]] = {}
+    owners = [(name, route.owned_by) for name, route in config.models.items()]
+    for name, owner in [*owners, *((name, "spendgate") for name in config.tiers)]:
+        listed.setdefault(name, {"id": name, "object": "model", "created": 0, "owned_by": owner})
+    return listed
+
+
 async def models(request: web.Request) -> web.Response:
     pipeline = request.app[PIPELINE]
     await pipeline.authenticate(request)
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": route.owned_by}
-        for name, route in pipeline.config.models.items()
-    ]
+    data = list(_model_objects(pipeline.config).values())
     return web.Response(
         body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
     )
+
+
+async def model(request: web.Request) -> web.Response:
+    pipeline = request.app[PIPELINE]
+    await pipeline.authenticate(request)
+    name = request.match_info["model"]
+    found = _model_objects(pipeline.config).get(name)
+    if found is None:
+        raise ModelNotFound(
+            f"model '{name}' does not exist or is not served by this gateway; GET /v1/models "
+            "lists the models",
+            param="model",
+        )
+    return web.Response(body=orjson.dumps(found), content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -66,6 +89,7 @@ def v1_routes() -> list[web.RouteDef]:
         web.post("/v1/embeddings", embeddings),
         web.post("/v1/responses", responses),
         web.get("/v1/models", models),
+        web.get("/v1/models/{model:.+}", model),  # names may contain "/"
     ]
 
 

@@ -14,7 +14,7 @@ from gateway.app.state import PIPELINE
 from gateway.providers.mock import MockUpstream
 from gateway.providers.mock.embeddings import embedding_for
 from gateway.providers.mock.tokens import prompt_tokens_for
-from tests.conftest import Gateway
+from tests.conftest import Gateway, GatewayFactory
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -174,6 +174,32 @@ async def test_models_lists_the_configured_names(
     models = [m.id async for m in client.models.list()]
     assert models == list(gateway.app[PIPELINE].config.models)
     assert "gpt-4o" in models and "resilient" in models
+
+
+async def test_models_lists_tiers_as_models_and_retrieves_each(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = await gateway_factory("optimizers.yaml")
+    async with openai.AsyncOpenAI(
+        base_url=gateway.base_url, api_key=gateway.keys["alpha"], max_retries=0
+    ) as client:
+        listed = [m async for m in client.models.list()]
+        assert [m.id for m in listed] == [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "text-embedding-3-small",
+            "auto",
+            "smart",
+        ]
+        assert {(m.object, m.created, m.owned_by) for m in listed} == {("model", 0, "spendgate")}
+        for model in listed:
+            assert await client.models.retrieve(model.id) == model
+        with pytest.raises(openai.NotFoundError) as refused:
+            await client.models.retrieve("gpt-5-turbo-max")
+        assert refused.value.code == "model_not_found"
+        # What the list offers can be asked for: a tier answers as one of its candidates.
+        reply = await client.chat.completions.create(model="auto", messages=MESSAGES)
+        assert reply.model == "gpt-4o-mini"
 
 
 async def test_responses_api_stream_and_not(
