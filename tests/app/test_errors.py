@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app.server import create_app
 from gateway.config.loader import load_config
 from gateway.providers.mock import MockUpstream
+from tests.clock import RunningClock
 from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -221,12 +222,13 @@ async def test_the_default_config_without_its_upstream_says_what_to_start(
     hint = f"The default config sends requests to {url}, from SPENDGATE_UPSTREAM_URL"
     warned = Warned(f"upstream mock cannot be reached (Connection refused). {hint}")
     logging.getLogger("spendgate.app").addHandler(warned)
-    server = TestServer(create_app(load_config(None)))
+    clock = RunningClock()
+    server = TestServer(create_app(load_config(None), clock=clock))
     try:
         await server.start_server()
         async with asyncio.timeout(10):
             await warned.seen.wait()  # at start, before any request
-        gateway = Gateway(server, server.app, Path("default"))
+        gateway = Gateway(server, server.app, Path("default"), clock)
         key = "sk-sg-demo-search-key-0001"  # declared by the default config
         status, body, _ = await post(gateway, "/v1/chat/completions", json=CHAT, key=key)
         assert status == 502

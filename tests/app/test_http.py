@@ -159,7 +159,7 @@ async def target(request: pytest.FixtureRequest, gateway: Gateway) -> AsyncItera
         assert gateway.server.port is not None
         yield Target(gateway.server.port, gateway.app, gateway.keys["alpha"])
         return
-    app = create_app(load_config(gateway.config_path))
+    app = create_app(load_config(gateway.config_path), clock=gateway.clock)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
