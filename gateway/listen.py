@@ -24,12 +24,14 @@ class PortUnavailable(Exception):
     """host:port cannot be listened on. `message(option)` is the line to print, naming the
     command line option (or setting) that chooses another port."""
 
-    def __init__(self, host: str, port: int, reason: str, *, in_use: bool = False) -> None:
+    def __init__(
+        self, host: str, port: int, reason: str, *, in_use: bool = False, privileged: bool = False
+    ) -> None:
         super().__init__(f"cannot listen on {host}:{port}: {reason}")
         self.host = host
         self.port = port
-        self.reason = reason
         self.in_use = in_use
+        self.privileged = privileged  # another port (above 1024) would do
 
     @classmethod
     def of(cls, exc: OSError, host: str, port: int) -> PortUnavailable:
@@ -38,7 +40,8 @@ class PortUnavailable(Exception):
         if exc.errno == errno.EADDRINUSE:
             return cls(host, port, "already in use", in_use=True)
         if exc.errno == errno.EACCES:
-            return cls(host, port, "permission denied (ports below 1024 need privileges)")
+            reason = "permission denied (ports below 1024 need privileges)"
+            return cls(host, port, reason, privileged=True)
         if exc.errno == errno.EADDRNOTAVAIL:
             return cls(host, port, f"{host} is not an address of this machine")
         return cls(host, port, exc.strerror or str(exc))
@@ -48,7 +51,7 @@ class PortUnavailable(Exception):
             return (
                 f"port {self.port} on {self.host} is already in use; choose another with {option}"
             )
-        if self.reason.startswith("permission denied"):
+        if self.privileged:
             return f"{self}; choose another port with {option}"
         return str(self)
 
