@@ -163,8 +163,10 @@ async def _run_gateway(
         base = f"http://{HOST}:{bound}"
         keys = {}
         for team, project in TEAMS.items():
+            # Not "<team>-demo": the default config declares keys by those names.
+            name = f"{team}-quickstart"
             secret, _ = await app[KEYRING].create(
-                team, project=project, environment="dev", name=f"{team}-demo"
+                team, project=project, environment="dev", name=name
             )
             keys[team] = secret
         print(f"spendgate demo: gateway on {base}/v1, mock upstream on port {upstream_port}")
