@@ -6,23 +6,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import __version__
+from gateway.clikit import add_config_argument, add_log_level_argument, config_path
 
 if TYPE_CHECKING:
     from gateway.config.model import Config
-
-
-def config_path(given: str | None) -> str | None:
-    """--config, else $SPENDGATE_CONFIG, else ./config/gateway.yaml, else the packaged default."""
-    if given:
-        return given
-    if os.environ.get("SPENDGATE_CONFIG"):
-        return os.environ["SPENDGATE_CONFIG"]
-    local = Path("config/gateway.yaml")
-    return str(local) if local.is_file() else None
 
 
 def _install_uvloop() -> None:
@@ -42,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.listen import GATEWAY_PORT_OPTION, PortUnavailable, check_port, serve_app
     from gateway.logs import AccessWriter, configure_logging
 
-    path = config_path(args.config)
+    path = str(config_path(args.config))
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -153,19 +143,54 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spendgate", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"spendgate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+_DESCRIPTION = """\
+spendgate is a cost-aware gateway for LLM APIs. Applications keep their OpenAI SDK and point
+its base URL at spendgate (OPENAI_BASE_URL=http://HOST:8080/v1, with a key from `spendgate keys
+create`); spendgate routes each request to a deployment, holds it against the team's budgets
+before any money is spent, answers from its cache where it can, and records what every request
+cost for showback, chargeback and FOCUS reports."""
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument(
-        "--config",
-        help="routing YAML (default: ./config/gateway.yaml or the packaged offline default)",
+_EPILOG = """\
+start here:
+  spendgate demo                                the offline demo: a mock upstream, the gateway
+                                                and sample traffic (no Redis, no API keys)
+  spendgate check-config config/gateway.yaml    check a config and explain every problem
+  spendgate serve --config config/gateway.yaml  run the gateway (or set $SPENDGATE_CONFIG)
+
+`spendgate COMMAND --help` explains a command; README.md and docs/ explain the rest."""
+
+_SERVE_DESCRIPTION = """\
+Run the gateway on the config file given by --config, else $SPENDGATE_CONFIG, else
+./config/gateway.yaml, else the packaged offline default (which expects `spendgate
+mock-upstream` on port 9911, or SPENDGATE_UPSTREAM_URL set to an OpenAI-compatible API). The
+file is reloaded when it changes and on SIGHUP; a file with problems is refused and the running
+config stays."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spendgate",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"spendgate {__version__}",
+        help="print the version and exit",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway", description=_SERVE_DESCRIPTION)
+    add_config_argument(serve)
+    serve.add_argument(
+        "--host", help="address to listen on (default: server.host in the config, 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, help="port to listen on (default: server.port in the config, 8080)"
+    )
+    add_log_level_argument(serve)
     serve.add_argument(
         "--workers",
         type=_worker_count,
@@ -194,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop after this many seconds (default: serve until Ctrl-C)",
     )
-    demo.add_argument("--requests", type=int, default=60, help="sample requests to send")
+    demo.add_argument(
+        "--requests", type=int, default=60, help="sample requests to send (default: 60)"
+    )
     demo.set_defaults(func=_demo)
 
     check = sub.add_parser("check-config", help="validate a routing YAML and explain problems")
@@ -225,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(report)
     report.set_defaults(func=_report)
 
-    aggregate = sub.add_parser("aggregate", help="run the spend aggregator (shared Redis)")
+    aggregate = sub.add_parser(
+        "aggregate", help="run the spend aggregator (for a store shared in Redis)"
+    )
     from gateway.aggregator.cli import add_arguments as add_aggregate_arguments
 
     add_aggregate_arguments(aggregate)
@@ -234,7 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     mock = sub.add_parser(
         "mock-upstream", help="run the OpenAI/Anthropic-compatible mock", add_help=False
     )
-    mock.add_argument("mock_args", nargs=argparse.REMAINDER)
+    mock.add_argument(
+        "mock_args",
+        nargs=argparse.REMAINDER,
+        help="the mock's own options: see `spendgate mock-upstream --help`",
+    )
     mock.set_defaults(func=_mock_upstream)
     return parser
 

@@ -1,6 +1,7 @@
-"""What the admin commands (`keys`, `budgets`, `report`, `aggregate`) share: which config they
-read, how they reach the state (the shared store itself, or a running gateway's admin API when
-the store is embedded or --url is given), their one-line errors and their plain-text tables.
+"""What the `spendgate` commands share: which config they read and their log level (`serve`
+and `aggregate` too), and for the admin commands (`keys`, `budgets`, `report`), how they reach
+the state (the shared store itself, or a running gateway's admin API when the store is embedded
+or --url is given), their one-line errors and their plain-text tables.
 
 `spendgate --help` builds every parser: aiohttp, redis and the config stack load only when a
 command runs.
@@ -47,6 +48,19 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"gateway config (default: ${CONFIG_ENV}, else {LOCAL_CONFIG} if it exists, else "
         "the packaged default)",
+    )
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="least severe log records written to stderr (default: INFO)",
     )
 
 

@@ -4,6 +4,7 @@ option that picks another (the demo picks free ports itself)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -136,3 +137,44 @@ def test_the_demo_moves_to_free_ports_when_its_defaults_are_taken(
     assert f"export OPENAI_BASE_URL=http://127.0.0.1:{chosen}/v1" in out
     assert f"metrics: http://127.0.0.1:{chosen}/metrics" in out
     assert "sent 6 requests as 3 teams (0 failed)" in out
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_command_and_option_says_what_it_is_for() -> None:
+    from gateway.cli import build_parser
+    from gateway.providers.mock.cli import build_parser as mock_parser
+
+    undescribed = []
+    for prog, parser in [*_parsers(build_parser()), *_parsers(mock_parser())]:
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS and action.dest == "worker":
+                continue  # set by `serve --workers N` on the processes it starts
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {a.dest for a in action._choices_actions if a.help}
+                undescribed += [f"{prog} {c}" for c in action.choices if c not in helped]
+            elif not action.help or action.help == argparse.SUPPRESS:
+                undescribed.append(f"{prog} {'/'.join(action.option_strings) or action.dest}")
+    assert undescribed == []
+
+
+def test_the_top_level_help_is_for_users() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    for start in ("spendgate demo", "spendgate check-config", "spendgate serve"):
+        assert re.search(rf"^  {start}\b", result.stdout, re.MULTILINE), start
+    serve = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "$SPENDGATE_CONFIG" in serve.stdout

@@ -14,7 +14,13 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.clikit import CliError, add_config_argument, config_path, load_config
+from gateway.clikit import (
+    CliError,
+    add_config_argument,
+    add_log_level_argument,
+    config_path,
+    load_config,
+)
 from gateway.errors import ConfigError
 from gateway.listen import PortUnavailable, check_port, start_site
 
@@ -28,14 +34,19 @@ log = logging.getLogger("spendgate.aggregator")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument("--log-level", default="INFO")
+    add_log_level_argument(parser)
     parser.add_argument(
         "--metrics-port",
         type=int,
         metavar="PORT",
         help="serve Prometheus metrics on http://<--metrics-host>:PORT/metrics",
     )
-    parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics port listens on (default: 127.0.0.1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,10 @@ from gateway.providers.mock.server import serve_mock
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spendgate mock-upstream",
         description="A deterministic OpenAI- and Anthropic-compatible upstream for tests.",
@@ -27,11 +31,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=MOCK_PORT,
         help="port to listen on (default: %(default)s, where the default config looks)",
     )
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
-    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="between stream chunks")
-    parser.add_argument("--completion-tokens", type=int, default=16, help="reply length in words")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="delay before answering (default: 0)"
+    )
+    parser.add_argument(
+        "--chunk-delay-ms", type=float, default=0.0, help="delay between stream chunks (default: 0)"
+    )
+    parser.add_argument(
+        "--completion-tokens", type=int, default=16, help="reply length in words (default: 16)"
+    )
     parser.add_argument("--no-usage", action="store_true", help="never report token usage")
-    return parser.parse_args(argv)
+    return parser
 
 
 async def run(host: str, port: int, options: MockOptions) -> None:
