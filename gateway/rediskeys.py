@@ -131,6 +131,13 @@ def external_cost_marker(team: str, cost_id: str) -> str:
     return f"{PREFIX}:{team_tag(team)}:extcost:{cost_id}"
 
 
+def external_services() -> str:
+    """Hash: service name -> "<ServiceCategory>|<ServiceSubcategory>" of the posted external
+    costs (set NX by the first post naming it): FOCUS gives every service name one category,
+    so a later post classifying the same service otherwise is refused."""
+    return f"{PREFIX}:extservices"
+
+
 # Rollups are kept long enough for month-over-month reports (hourly) and a year of chargeback
 # history plus a month of slack (daily); older raw events live in the cold-tier archive.
 ROLLUP_HOURLY_TTL_S = 35 * 86400

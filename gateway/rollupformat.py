@@ -11,15 +11,16 @@ buckets YYYYMMDD. Metric names never contain "|", so a field splits at its last 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
 
 MISSING = "-"  # the value of a dimension the event does not name (no project, ...)
 
 HOURLY = "h"
 DAILY = "d"
 
-# Single-name dimensions, then the combined ones. "line" is one row of the FOCUS export (daily
-# only): who (project / environment / workload), what (provider / deployment / served and
-# requested model), and the kind of charge, with the description of a posted external cost.
+# Single-name dimensions, then the combined ones. "line" is one charge line of the FOCUS export
+# (daily only, see LINE_PARTS).
 SINGLE_DIMENSIONS = (
     "team",
     "project",
@@ -34,17 +35,35 @@ SINGLE_DIMENSIONS = (
 )
 DIMENSIONS = (*SINGLE_DIMENSIONS, "project_model", "line")
 HOURLY_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "line")
+# A line: the kind of charge, whom it is allocated to (project / environment / workload and the
+# user's tags), what was consumed (provider, deployment, served and requested model) at which
+# prices, and for a posted external cost its classification, amount and description. An event
+# that cost nothing and consumed nothing (a request refused before any upstream call) has none.
 LINE_PARTS = (
+    "kind",  # LINE_USAGE | LINE_CACHE | LINE_EXTERNAL
     "project",
     "environment",
     "workload",
+    "tags",  # the user's tags as sorted JSON, at most MAX_LINE_TAGS of them
     "provider",
     "deployment",
     "served_model",
     "requested_model",
-    "kind",
-    "description",
+    # Usage: USD per 1M tokens, "input,cached input,output,reasoning" (`price_text`), of the
+    # served model's deployment when the event was rolled up; MISSING when unknown, contracted
+    # "=" when it is the list price.
+    "list_prices",
+    "contracted_prices",
+    "charge",  # external: its FOCUS classification, the JSON of `analytics.taxonomy.ChargeClass`
+    "amount",  # external: its amount, nano-USD
+    "description",  # external: what it was
 )
+LINE_USAGE = "usage"  # tokens of an upstream call
+LINE_CACHE = "cache"  # an answer from the response cache
+LINE_EXTERNAL = "external"  # a cost posted through the admin API
+# Tags kept on a line (the first by key). Every source bounds them already (x-sg-tags 16,
+# the keys API 50); this bounds what a hand-written YAML key could put in a rollup field.
+MAX_LINE_TAGS = 64
 
 METRICS = (
     "cost",
@@ -62,6 +81,15 @@ METRICS = (
     "external",
     "external_count",
 )
+# What a FOCUS line needs of them: its rows' costs and quantities. Counts of requests, errors
+# and revenue stay in the other dimensions (showback), which keeps the busiest rollup smaller.
+LINE_METRICS = frozenset(METRICS) - {
+    "requests",
+    "errors",
+    "revenue",
+    "revenue_requests",
+    "external",
+}
 SAVINGS_PREFIX = "savings:"  # "savings:<optimization>", one per optimization named by events
 
 
@@ -84,3 +112,20 @@ def join_parts(*parts: str) -> str:
 
 def split_parts(value: str) -> tuple[str, ...]:
     return tuple(p.replace("%7C", "|").replace("%25", "%") for p in value.split("|"))
+
+
+def price_text(nano_per_m: Iterable[int]) -> str:
+    """A line's prices (nano-USD per 1M tokens: input, cached input, output, reasoning) as USD
+    per 1M tokens, exact and short: "2.5,1.25,10,10"."""
+    return ",".join(format(Decimal(n).scaleb(-9).normalize(), "f") for n in nano_per_m)
+
+
+def parse_prices(text: str, listed: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
+    """`price_text` back to nano-USD per 1M tokens; "=" is `listed`; None when unknown."""
+    if text == "=":
+        return listed
+    try:
+        prices = tuple(int(Decimal(p).scaleb(9)) for p in text.split(","))
+    except (InvalidOperation, ValueError):
+        return None
+    return prices if len(prices) == 4 else None

@@ -32,6 +32,15 @@ def nano_to_usd_str(nano: int) -> str:
     return f"{sign}{whole}.{frac:09d}"
 
 
+def exact_decimal(numerator: int, exponent: int) -> str:
+    """`numerator / 10**exponent` exactly, shortest, with at least one fractional digit (a
+    reader of the text types it as a decimal): (25, 1) -> '2.5', (3, 0) -> '3.0'."""
+    sign = "-" if numerator < 0 else ""
+    whole, frac = divmod(abs(numerator), 10**exponent)
+    digits = f"{frac:0{exponent}d}".rstrip("0") if exponent else ""
+    return f"{sign}{whole}.{digits or '0'}"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who a request is billed to. `key_id` is a short public id of the key, never the secret."""
@@ -100,6 +109,9 @@ class SpendEvent:
     outcome: str = "ok"  # ok | error | client_disconnected | upstream_broken
     revenue_nano: int | None = None
     description: str | None = None  # external costs: what it was
+    # External costs: their FOCUS charge and service classification, as the JSON of
+    # `gateway.analytics.taxonomy.ChargeClass` (None on requests and on older posts).
+    charge: str | None = None
 
     def to_fields(self) -> dict[str, str]:
         flat = iter(self.to_flat())

@@ -25,12 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway import rediskeys
 from gateway.aggregator.consumer import Aggregator
 from gateway.aggregator.metrics import AggregatorMetrics
+from gateway.aggregator.prices import PriceList, SkuPrice
 from gateway.config.model import AggregatorConfig
+from gateway.pricing.table import load_price_table
 from gateway.rollupformat import hour_bucket
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
 from loadtests import procs
 from loadtests.targets import start_redis
+
+MODELS = ("gpt-4o", "gpt-4o-mini", "o3-mini")
+PRICES = PriceList(
+    {(f"openai/{m}", m): SkuPrice(load_price_table()[m], load_price_table()[m]) for m in MODELS}
+)
 
 
 def make_events(n: int, teams: int, seed: int = 1) -> list[SpendEvent]:
@@ -103,7 +110,8 @@ async def run(url: str, n: int, teams: int, batch_size: int) -> None:
         print(f"pre-loaded {n} events over {teams} team streams in {time.perf_counter() - t0:.1f}s")
         metrics = AggregatorMetrics()
         config = AggregatorConfig(batch_size=batch_size, block_ms=10, claim_idle_s=3600)
-        aggregator = Aggregator(redis, config, consumer="bench", metrics=metrics)
+        # Priced like production: the FOCUS lines carry each deployment's prices.
+        aggregator = Aggregator(redis, config, consumer="bench", metrics=metrics, prices=PRICES)
         await aggregator.refresh_streams()
         cpu0, redis0 = resource.getrusage(resource.RUSAGE_SELF), await redis_cpu_s(redis)
         started = time.perf_counter()

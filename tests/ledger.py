@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from gateway import rediskeys
 from gateway.aggregator.consumer import Aggregator
+from gateway.aggregator.prices import PriceList
 from gateway.aggregator.rollups import increments
 from gateway.analytics.rollupdata import RollupData
 from gateway.config.model import AggregatorConfig
@@ -61,6 +62,25 @@ def event(n: int, **fields: object) -> SpendEvent:
     }
     values.update(fields)
     return SpendEvent(**values)  # type: ignore[arg-type]
+
+
+def external_event(n: int, amount_nano: int, **fields: object) -> SpendEvent:
+    """A posted external cost of `amount_nano`, as `event` builds a request's."""
+    values: dict[str, object] = {
+        "kind": "external",
+        "requested_model": "",
+        "served_model": "",
+        "provider": "",
+        "deployment": "",
+        "key_id": "",
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_nano": amount_nano,
+        "list_cost_nano": amount_nano,
+        "description": f"posted cost {n}",
+    }
+    values.update(fields)
+    return event(n, **values)
 
 
 async def produce(redis: Redis, events: Iterable[SpendEvent]) -> list[str]:
@@ -127,11 +147,14 @@ async def rollup_hash(
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
-def rollup_data(events: Iterable[SpendEvent], start: date, end: date) -> RollupData:
-    """The daily RollupData the aggregator would produce from `events` (no Redis involved)."""
+def rollup_data(
+    events: Iterable[SpendEvent], start: date, end: date, prices: PriceList | None = None
+) -> RollupData:
+    """The daily RollupData the aggregator would produce from `events` (no Redis involved),
+    its FOCUS lines priced from `prices`."""
     hashes: dict[tuple[str, str, str], dict[str, int]] = {}
     for e in events:
-        for key, field, amount in increments(e):
+        for key, field, amount in increments(e, prices):
             # sg:{t:<team>}:r:<granularity>:<bucket>:<dimension>
             tag, rest = key.split("}:r:", 1)
             granularity, bucket, dimension = rest.split(":", 2)

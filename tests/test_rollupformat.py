@@ -11,6 +11,8 @@ from gateway.rollupformat import (
     HOURLY_DIMENSIONS,
     hour_bucket,
     join_parts,
+    parse_prices,
+    price_text,
     split_field,
     split_parts,
 )
@@ -46,3 +48,14 @@ def test_a_field_splits_at_its_last_bar() -> None:
 
 def test_the_line_dimension_is_daily_only() -> None:
     assert set(DIMENSIONS) - set(HOURLY_DIMENSIONS) == {"line"}
+
+
+def test_line_prices_are_exact_short_usd_per_million_tokens() -> None:
+    nano = (2_500_000_000, 1_250_000_000, 10_000_000_000, 0)
+    assert price_text(nano) == "2.5,1.25,10,0"
+    assert parse_prices(price_text(nano)) == nano
+    assert price_text((1, 20, 300_000_000_000, 7)) == "0.000000001,0.00000002,300,0.000000007"
+    assert parse_prices("0.000000001,0,1e3,12.5") == (1, 0, 1_000_000_000_000, 12_500_000_000)
+    assert parse_prices("=", nano) == nano  # contracted at the list price
+    assert parse_prices("-") is None  # unknown
+    assert parse_prices("1,2,3") is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.types import SpendEvent
+from gateway.types import SpendEvent, exact_decimal
 
 
 def test_the_flat_form_round_trips_through_the_stream_fields() -> None:
@@ -27,3 +27,26 @@ def test_the_flat_form_round_trips_through_the_stream_fields() -> None:
     assert fields["tokens_estimated"] == "1" and fields["tags"] == '{"cost_center":"cc-1"}'
     assert fields["cost_nano"] == "9007199254740000"  # exact: no float on the way
     assert SpendEvent.from_fields(fields) == event
+
+
+def test_an_external_costs_classification_round_trips_and_requests_carry_none() -> None:
+    posted = SpendEvent(
+        event_id="ext:1",
+        ts_ms=1,
+        team="alpha",
+        kind="external",
+        cost_nano=-20_000_000_000,
+        charge='{"category":"Credit"}',
+    )
+    assert SpendEvent.from_fields(posted.to_fields()) == posted
+    assert "charge" not in SpendEvent(event_id="e", ts_ms=1, team="alpha").to_fields()
+
+
+def test_exact_decimal_is_exact_short_and_always_a_decimal() -> None:
+    assert exact_decimal(2_500_000_000, 9) == "2.5"
+    assert exact_decimal(10_000_000_000, 9) == "10.0"
+    assert exact_decimal(7, 6) == "0.000007"
+    assert exact_decimal(3, 0) == "3.0"
+    assert exact_decimal(0, 15) == "0.0"
+    assert exact_decimal(-20_000_000_001, 9) == "-20.000000001"
+    assert exact_decimal(123_456_789_012_345_678, 15) == "123.456789012345678"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
+    from gateway.aggregator.prices import PriceList
     from gateway.config.model import AggregatorConfig
 
 log = logging.getLogger("spendgate.aggregator")
@@ -87,11 +88,13 @@ class Aggregator:
         clock: Callable[[], float] = time.time,
         metrics: AggregatorMetrics | None = None,
         group: str = rediskeys.EVENTS_GROUP,
+        prices: PriceList | None = None,
     ) -> None:
         """`clock`: the wall clock (epoch seconds) that rollup lifetimes are measured against;
         the loop's own timers run on the monotonic clock."""
         self.redis = redis
         self.config = config  # reassignable: the embedded aggregator follows config reloads
+        self.prices = prices  # prices the FOCUS lines; reassignable like `config`
         self.consumer = consumer or default_consumer_name()
         self.clock = clock
         self.metrics = metrics or AggregatorMetrics()
@@ -160,7 +163,7 @@ class Aggregator:
             if n % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         while good or poison:
-            batch = RollupBatch()
+            batch = RollupBatch(self.prices)
             for n, (_, event) in enumerate(good, 1):
                 batch.add(event)
                 if n % _YIELD_EVERY == 0:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import orjson
 
 from gateway import rediskeys
 from gateway.rollupformat import (
@@ -15,12 +18,22 @@ from gateway.rollupformat import (
     DIMENSIONS,
     HOURLY,
     HOURLY_DIMENSIONS,
+    LINE_CACHE,
+    LINE_EXTERNAL,
+    LINE_METRICS,
+    LINE_USAGE,
+    MAX_LINE_TAGS,
     MISSING,
     SAVINGS_PREFIX,
     hour_bucket,
     join_parts,
+    price_text,
 )
 from gateway.types import SpendEvent
+
+if TYPE_CHECKING:
+    from gateway.aggregator.prices import PriceList
+    from gateway.pricing.price import Price
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 86_400_000
@@ -28,11 +41,12 @@ _TTL_S = {HOURLY: rediskeys.ROLLUP_HOURLY_TTL_S, DAILY: rediskeys.ROLLUP_DAILY_T
 _BUCKET_MS = {HOURLY: _HOUR_MS, DAILY: _DAY_MS}
 
 
-def increments(event: SpendEvent) -> list[tuple[str, str, int]]:
-    """(rollup key, hash field, amount) for every non-zero sum the event contributes to."""
+def increments(event: SpendEvent, prices: PriceList | None = None) -> list[tuple[str, str, int]]:
+    """(rollup key, hash field, amount) for every non-zero sum the event contributes to; its
+    FOCUS line priced from `prices` (unpriced without)."""
     return [
         (rediskeys.rollup(event.team, granularity, bucket, dimension), f, amount)
-        for granularity, bucket, dimension, f, amount in _cells(event)
+        for granularity, bucket, dimension, f, amount in _cells(event, prices)
     ]
 
 
@@ -47,27 +61,31 @@ class RollupBatch:
     """The summed increments of many events, per key, with each key's absolute expiry: what
     one apply script call writes. Same sums as `increments`, built without the tuples."""
 
+    prices: PriceList | None = None  # to price the FOCUS lines
     cells: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> field -> amount
     expiry: dict[str, int] = field(default_factory=dict)  # key -> epoch s
     # (team, granularity, bucket) -> dimension -> the sums of its key
     _buckets: dict[tuple[str, str, str], dict[str, dict[str, int]]] = field(
         default_factory=dict, repr=False
     )
+    # (deployment, model) -> its line prices, formatted once per batch
+    _price_texts: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict, repr=False)
 
     def add(self, event: SpendEvent) -> None:
         metrics = _metrics(event)
         if not metrics:
             return
-        values = _values(event)
+        values = _values(event, self.prices, self._price_texts)
         hour = hour_bucket(event.ts_ms)
         hourly = self._sums(event, HOURLY, hour, HOURLY_DIMENSIONS)
         daily = self._sums(event, DAILY, hour[:8], DIMENSIONS)
+        line_metrics = [(m, a) for m, a in metrics if m in LINE_METRICS]
         for dimension in DIMENSIONS:
             day_sums = daily[dimension]
             hour_sums = hourly.get(dimension)
             for value in values[dimension]:
                 prefix = value + "|"
-                for metric, amount in metrics:
+                for metric, amount in line_metrics if dimension == "line" else metrics:
                     hash_field = prefix + metric
                     day_sums[hash_field] = day_sums.get(hash_field, 0) + amount
                     if hour_sums is not None:
@@ -95,12 +113,13 @@ class RollupBatch:
         return found
 
 
-def _cells(event: SpendEvent) -> Iterator[tuple[str, str, str, str, int]]:
+def _cells(event: SpendEvent, prices: PriceList | None) -> Iterator[tuple[str, str, str, str, int]]:
     metrics = _metrics(event)
     if not metrics:
         return
-    values = _values(event)
+    values = _values(event, prices)
     hour = hour_bucket(event.ts_ms)
+    line_metrics = [(m, a) for m, a in metrics if m in LINE_METRICS]
     for granularity, bucket, dimensions in (
         (HOURLY, hour, HOURLY_DIMENSIONS),
         (DAILY, hour[:8], DIMENSIONS),
@@ -108,7 +127,7 @@ def _cells(event: SpendEvent) -> Iterator[tuple[str, str, str, str, int]]:
         for dimension in dimensions:
             for value in values[dimension]:
                 prefix = value + "|"
-                for metric, amount in metrics:
+                for metric, amount in line_metrics if dimension == "line" else metrics:
                     yield granularity, bucket, dimension, prefix + metric, amount
 
 
@@ -137,21 +156,13 @@ def _metrics(e: SpendEvent) -> list[tuple[str, int]]:
     return [(m, a) for m, a in candidates if a]
 
 
-def _values(e: SpendEvent) -> Mapping[str, tuple[str, ...]]:
+def _values(
+    e: SpendEvent,
+    prices: PriceList | None,
+    memo: dict[tuple[str, str], tuple[str, str]] | None = None,
+) -> Mapping[str, tuple[str, ...]]:
     project = e.project or MISSING
     model = e.requested_model or MISSING
-    description = (e.description or MISSING) if e.kind == "external" else MISSING
-    line = join_parts(
-        project,
-        e.environment or MISSING,
-        e.workload or MISSING,
-        e.provider or MISSING,
-        e.deployment or MISSING,
-        e.served_model or MISSING,
-        model,
-        e.kind or MISSING,
-        description,
-    )
     return {
         "team": (e.team,),
         "project": (project,),
@@ -164,5 +175,68 @@ def _values(e: SpendEvent) -> Mapping[str, tuple[str, ...]]:
         "key": (e.key_id or MISSING,),
         "tag": tuple(f"{k}={v}" for k, v in sorted(e.tags.items())),
         "project_model": (join_parts(project, model),),
-        "line": (line,),
+        "line": _line(e, prices, memo),
     }
+
+
+def _line(
+    e: SpendEvent,
+    prices: PriceList | None,
+    memo: dict[tuple[str, str], tuple[str, str]] | None,
+) -> tuple[str, ...]:
+    """The event's FOCUS line, or none when it is no charge (nothing consumed, nothing billed)."""
+    list_prices = contracted_prices = charge = amount = description = MISSING
+    provider = e.provider or MISSING
+    if e.kind == "external":
+        kind = LINE_EXTERNAL
+        charge = e.charge or MISSING
+        amount = str(e.cost_nano)
+        description = e.description or MISSING
+    elif e.cache == "hit":
+        kind = LINE_CACHE
+        provider = MISSING  # the response cache: spendgate's own service, not a provider
+    elif e.cost_nano or e.prompt_tokens or e.completion_tokens:
+        kind = LINE_USAGE
+        key = (e.deployment, e.served_model)
+        texts = memo.get(key) if memo is not None else None
+        if texts is None:
+            sku = prices.get(*key) if prices is not None else None
+            texts = (MISSING, MISSING) if sku is None else _sku_texts(sku.list, sku.contracted)
+            if memo is not None:
+                memo[key] = texts
+        list_prices, contracted_prices = texts
+    else:
+        return ()
+    return (
+        join_parts(
+            kind,
+            e.project or MISSING,
+            e.environment or MISSING,
+            e.workload or MISSING,
+            _tags_text(e.tags),
+            provider,
+            e.deployment or MISSING,
+            e.served_model or MISSING,
+            e.requested_model or MISSING,
+            list_prices,
+            contracted_prices,
+            charge,
+            amount,
+            description,
+        ),
+    )
+
+
+def _sku_texts(listed: Price, contracted: Price) -> tuple[str, str]:
+    text = price_text(_per_direction(listed))
+    return text, "=" if contracted == listed else price_text(_per_direction(contracted))
+
+
+def _per_direction(p: Price) -> tuple[int, int, int, int]:
+    return (p.input_per_m, p.cached_input_per_m, p.output_per_m, p.reasoning_per_m)
+
+
+def _tags_text(tags: Mapping[str, str]) -> str:
+    if not tags:
+        return MISSING
+    return orjson.dumps(dict(sorted(tags.items())[:MAX_LINE_TAGS])).decode()

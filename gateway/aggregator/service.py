@@ -1,6 +1,7 @@
 """The aggregator as a running service: the consumer loop and the archive loop, following the
-config. `spendgate aggregate` runs it against a shared Redis; `serve` runs it as an app task when
-the store is embedded (`run_embedded`)."""
+config (its `aggregator:` section, and the deployments' prices that price the FOCUS lines).
+`spendgate aggregate` runs it against a shared Redis; `serve` runs it as an app task when the
+store is embedded (`run_embedded`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from gateway.aggregator.archive import Archiver
 from gateway.aggregator.consumer import Aggregator
 from gateway.aggregator.metrics import AggregatorMetrics
+from gateway.aggregator.prices import PriceList
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -35,14 +37,26 @@ async def run_service(
     Store outages are retried inside the loops; anything else stops both and propagates.
     `clock`: the wall clock rollup lifetimes are measured against (the archive follows the
     stream ids, which are Redis's own time)."""
-    config = config_getter().aggregator
+    current = config_getter()
     metrics = metrics or AggregatorMetrics()
-    aggregator = Aggregator(redis, config, consumer=consumer, metrics=metrics, clock=clock)
-    archiver = Archiver(redis, config, metrics=metrics)
+    aggregator = Aggregator(
+        redis,
+        current.aggregator,
+        consumer=consumer,
+        metrics=metrics,
+        clock=clock,
+        prices=PriceList.from_config(current),
+    )
+    archiver = Archiver(redis, current.aggregator, metrics=metrics)
 
     async def follow() -> None:
+        nonlocal current
         while not stop.is_set():
-            aggregator.config = archiver.config = config_getter().aggregator
+            latest = config_getter()
+            if latest is not current:  # a reload: its prices price the lines from now on
+                current = latest
+                aggregator.prices = PriceList.from_config(latest)
+            aggregator.config = archiver.config = latest.aggregator
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=_FOLLOW_S)
 

@@ -7,12 +7,14 @@
     POST /admin/costs  (`CostSpec`)
 
 A POST is idempotent by `id` (per team): a retry answers 200 with `"duplicate": true` and adds
-nothing; the first post answers 201.
+nothing; the first post answers 201. A posted cost carries its FOCUS classification (charge
+category, service category, subcategory and name), checked against FOCUS 1.2's values;
+docs/ledger.md has the rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import get_args
@@ -20,13 +22,27 @@ from typing import get_args
 from aiohttp import web
 
 from gateway import rediskeys
+from gateway.analytics.focus import own_services
+from gateway.analytics.taxonomy import (
+    CHARGE_CATEGORIES,
+    GATEWAY_SERVICE_CATEGORY,
+    SERVICE_SUBCATEGORIES,
+    ChargeClass,
+    default_subcategory,
+)
 from gateway.app.admin import Endpoint, Param, Reply, json_response
 from gateway.app.state import CLOCK, LIVE_CONFIG, REDIS
-from gateway.config.checks import Instant, JsonSchema, Spec, Str, Usd, checks
+from gateway.config.checks import Instant, JsonSchema, OneOf, Problem, Spec, Str, Usd, checks
+from gateway.config.model import Config
 from gateway.config.schema import LABEL, TAGS
 from gateway.errors import InvalidRequest
 from gateway.reports.build import Period, ReportKind, build_report
-from gateway.reports.external_costs import ExternalCost, IdempotencyConflict, post_external_cost
+from gateway.reports.external_costs import (
+    ExternalCost,
+    IdempotencyConflict,
+    ServiceConflict,
+    post_external_cost,
+)
 from gateway.reports.render import CONTENT_TYPES, Format, render
 from gateway.types import nano_to_usd_str
 
@@ -48,7 +64,11 @@ class CostSpec(Spec):
     )
     team: str = field(metadata=checks(Str(), doc="A team of the config."))
     amount_usd: int = field(  # nano-USD
-        metadata=checks(Usd(positive=True, max_usd=10**9), doc="The cost in USD.")
+        metadata=checks(
+            Usd(signed=True, max_usd=10**9),
+            doc="The cost in USD, signed as on a bill: negative for a Credit, non-zero for an "
+            "Adjustment, positive for any other charge category.",
+        )
     )
     description: str = field(
         metadata=checks(
@@ -71,6 +91,51 @@ class CostSpec(Spec):
             "(default: now).",
         ),
     )
+    charge_category: str = field(
+        default="Usage",
+        metadata=checks(OneOf(*CHARGE_CATEGORIES), doc="Its FOCUS ChargeCategory."),
+    )
+    service_category: str = field(
+        default=GATEWAY_SERVICE_CATEGORY,
+        metadata=checks(OneOf(*SERVICE_SUBCATEGORIES), doc="Its FOCUS ServiceCategory."),
+    )
+    service_subcategory: str | None = field(
+        default=None,
+        metadata=checks(
+            OneOf(*(s for subs in SERVICE_SUBCATEGORIES.values() for s in subs)),
+            doc="Its FOCUS ServiceSubcategory, one of its category's (default: Generative AI "
+            "for AI and Machine Learning, else 'Other (<category>)').",
+        ),
+    )
+    service_name: str | None = field(
+        default=None,
+        metadata=checks(
+            LABEL,
+            doc="The service billed; a service keeps the category it was first posted with "
+            "(default: the provider's name).",
+        ),
+    )
+
+    def problems(self) -> Iterator[Problem]:
+        category, amount = self.charge_category, self.amount_usd
+        if self.charge_class().problems():
+            subcategories = ", ".join(SERVICE_SUBCATEGORIES[self.service_category])
+            reason = f"must be a subcategory of {self.service_category!r}: {subcategories}"
+            yield "service_subcategory", reason
+        if category == "Credit" and amount >= 0:
+            yield "amount_usd", "must be negative for a Credit (it reduces the charge)"
+        elif category == "Adjustment" and amount == 0:
+            yield "amount_usd", "must not be 0 for an Adjustment"
+        elif category not in ("Credit", "Adjustment") and amount <= 0:
+            yield "amount_usd", f"must be greater than 0 for a {category} (a refund is a Credit)"
+
+    def charge_class(self) -> ChargeClass:
+        return ChargeClass(
+            self.charge_category,
+            self.service_category,
+            self.service_subcategory or default_subcategory(self.service_category),
+            self.service_name,
+        )
 
 
 async def showback_report(request: web.Request, _: None) -> web.Response:
@@ -96,11 +161,15 @@ async def focus_report(request: web.Request, _: None) -> web.Response:
 
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
     now = request.app[CLOCK]()
-    cost = _external_cost(body, request.app[LIVE_CONFIG].current.teams, now)
+    cost = _external_cost(body, request.app[LIVE_CONFIG].current, now)
     try:
         posted = await post_external_cost(request.app[REDIS], cost, int(now * 1000))
     except IdempotencyConflict as exc:
         raise InvalidRequest(str(exc), param="id", code="idempotency_key_reused") from None
+    except ServiceConflict as exc:
+        raise InvalidRequest(
+            str(exc), param="service_category", code="service_category_conflict"
+        ) from None
     event = posted.event
     payload = {
         "id": cost.id,
@@ -154,7 +223,8 @@ def _invalid(build: Callable[[], Period], param: str) -> Period:
         raise InvalidRequest(str(exc), param=param) from None
 
 
-def _external_cost(body: CostSpec, teams: Mapping[str, object], now: float) -> ExternalCost:
+def _external_cost(body: CostSpec, config: Config, now: float) -> ExternalCost:
+    teams = config.teams
     if body.team not in teams:
         known = ", ".join(sorted(teams)) or "none"
         raise InvalidRequest(
@@ -168,7 +238,7 @@ def _external_cost(body: CostSpec, teams: Mapping[str, object], now: float) -> E
         raise InvalidRequest(
             "ts: must lie within the last 400 days and at most a day ahead", param="ts"
         )
-    return ExternalCost(
+    cost = ExternalCost(
         id=body.id,
         team=body.team,
         amount_nano=body.amount_usd,
@@ -179,7 +249,19 @@ def _external_cost(body: CostSpec, teams: Mapping[str, object], now: float) -> E
         workload=body.workload,
         provider=body.provider,
         tags=body.tags,
+        charge=body.charge_class(),
     )
+    # FOCUS gives a service one category: the services of spendgate's own rows keep theirs.
+    own = own_services(config).get(cost.service_name)
+    if own is not None and own != (cost.charge.service_category, cost.charge.service_subcategory):
+        raise InvalidRequest(
+            f"service_name: {cost.service_name!r} is a service spendgate's FOCUS export uses "
+            f"itself, as {own[0]!r} / {own[1]!r}: post it so, or name this cost's service "
+            "differently",
+            param="service_name" if body.service_name else "provider",
+            code="service_category_conflict",
+        )
+    return cost
 
 
 _FORMATS = {
@@ -271,7 +353,10 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 Reply(201, "Posted.", _POSTED),
                 Reply(200, "Posted before with this id and content: nothing added.", _POSTED),
             ),
-            description="The same id with other content is refused (400 `idempotency_key_reused`).",
+            description="The same id with other content is refused (400 "
+            "`idempotency_key_reused`), and so is a service name posted before with another "
+            "service category or subcategory (400 `service_category_conflict`): FOCUS gives a "
+            "service one category.",
             body=CostSpec,
         ),
     )

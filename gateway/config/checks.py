@@ -262,8 +262,11 @@ class Usd:
     # A decimal as Python's Decimal reads it, without a sign: "12", "12.50", ".5", "1e3".
     DECIMAL: Final = r"^\s*\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 
-    def __init__(self, *, positive: bool = False, max_usd: Decimal | int = MAX_USD) -> None:
+    def __init__(
+        self, *, positive: bool = False, signed: bool = False, max_usd: Decimal | int = MAX_USD
+    ) -> None:
         self.positive = positive
+        self.signed = signed  # a negative amount too (a credit), up to -max_usd
         self.max_usd = Decimal(max_usd)
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> int | Invalid:
@@ -275,12 +278,13 @@ class Usd:
             kind = "a USD amount (a number, or a decimal string like '12.50')"
             return _fail(problems, path, f"expected {kind}, got {describe(value)}")
         got = describe(value)
-        if amount < 0:
+        if amount < 0 and not self.signed:
             return _fail(problems, path, f"must not be negative, got {got}")
         if self.positive and amount == 0:
             return _fail(problems, path, f"must be greater than 0, got {got}")
-        if amount > self.max_usd:
-            return _fail(problems, path, f"must be at most {self.max_usd}, got {got}")
+        if abs(amount) > self.max_usd:
+            bound = "between -{0} and {0}" if self.signed else "at most {0}"
+            return _fail(problems, path, f"must be {bound.format(self.max_usd)}, got {got}")
         _, digits, exponent = amount.as_tuple()
         below_nano = -9 - int(exponent)  # digits past the 9th decimal must all be zero
         if below_nano > 0 and any(digits[-below_nano:]):
@@ -292,13 +296,17 @@ class Usd:
         return usd_to_nano("1")
 
     def json_schema(self) -> JsonSchema:
+        top = float(self.max_usd)
         low = "exclusiveMinimum" if self.positive else "minimum"
-        number: JsonSchema = {"type": "number", low: 0, "maximum": float(self.max_usd)}
-        text: JsonSchema = {"type": "string", "pattern": self.DECIMAL}
-        more = "greater than 0" if self.positive else "at least 0"
+        number: JsonSchema = {"type": "number", low: -top if self.signed else 0, "maximum": top}
+        pattern = self.DECIMAL.replace(r"\+?", "[+-]?") if self.signed else self.DECIMAL
+        if self.signed:
+            more = f"negative or positive, at most {self.max_usd} either way"
+        else:
+            more = f"{'greater than' if self.positive else 'at least'} 0 and at most {self.max_usd}"
         return {
-            "anyOf": [number, text],
-            "description": f"USD, {more} and at most {self.max_usd}, with at most 9 decimals "
+            "anyOf": [number, {"type": "string", "pattern": pattern}],
+            "description": f"USD, {more}, with at most 9 decimals "
             '(a decimal string such as "12.50" keeps it exact)',
         }
 

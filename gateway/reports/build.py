@@ -27,7 +27,7 @@ MAX_DAYS = 400  # daily rollups are kept 400 days
 _NEEDS: Mapping[str, tuple[str, ...]] = {
     "showback": ("team", "project", "tag", "model"),
     "chargeback": ("team", "project", "project_model"),
-    "focus": ("line",),
+    "focus": ("line", "team", "project", "project_model"),  # chargeback's, for allocations
 }
 
 
@@ -87,7 +87,8 @@ async def build_report(kind: ReportKind, config: Config, redis: Redis, period: P
     if kind == "chargeback":
         assert period.month is not None
         return chargeback_report(period, chargeback(data, config, period.month))
-    rows = focus_rows(data)
+    assert period.month is not None
+    rows = focus_rows(data, config, period.month)
     return Report(
         kind="focus",
         period=period,

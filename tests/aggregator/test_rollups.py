@@ -4,27 +4,26 @@ from __future__ import annotations
 
 from collections import Counter
 
+import orjson
+
 from gateway import rediskeys
+from gateway.aggregator.prices import PriceList, SkuPrice
 from gateway.aggregator.rollups import RollupBatch, expire_at, increments
-from gateway.rollupformat import hour_bucket, split_field, split_parts
+from gateway.pricing.price import Price
+from gateway.rollupformat import (
+    LINE_METRICS,
+    LINE_PARTS,
+    MAX_LINE_TAGS,
+    hour_bucket,
+    parse_prices,
+    split_field,
+    split_parts,
+)
 from gateway.types import SpendEvent
-from tests.ledger import T0_MS, event
+from tests.ledger import T0_MS, event, external_event
 
 
 def _events() -> list[SpendEvent]:
-    external = {
-        "kind": "external",
-        "requested_model": "",
-        "served_model": "",
-        "provider": "",
-        "deployment": "",
-        "key_id": "",
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cost_nano": 5_000_000_000,
-        "list_cost_nano": 0,
-        "description": "GPU hours | run 7",
-    }
     return [
         event(1, tags={"exp": "a"}),
         event(
@@ -46,7 +45,7 @@ def _events() -> list[SpendEvent]:
             prompt_tokens=0,
             completion_tokens=0,
         ),
-        event(5, **external),
+        external_event(5, 5_000_000_000, list_cost_nano=0, description="GPU hours | run 7"),
         event(6, revenue_nano=1_000_000),
         event(7, team="beta", cost_nano=7, list_cost_nano=11, reasoning_tokens=5),
     ]
@@ -116,11 +115,14 @@ def test_team_model_tag_and_chargeback_detail() -> None:
     # FOCUS lines are daily only, and carry the description of an external cost.
     assert not any(k.endswith(":line") and ":r:h:" in k for k, _ in totals)
     line = rediskeys.rollup("alpha", "d", day, "line")
-    external = [f for (k, f) in totals if k == line and f.endswith("|external")]
+    external = [f for (k, f) in totals if k == line and f.endswith("|external_count")]
     assert len(external) == 1
     value, metric = split_field(external[0])
-    assert metric == "external"
-    assert split_parts(value)[-2:] == ("external", "GPU hours | run 7")
+    assert metric == "external_count"
+    # A line keeps only what its FOCUS rows need: counts of requests stay in showback's.
+    assert {split_field(f)[1] for (k, f) in totals if k == line} <= LINE_METRICS
+    parts = dict(zip(LINE_PARTS, split_parts(value), strict=True))
+    assert (parts["kind"], parts["description"]) == ("external", "GPU hours | run 7")
 
 
 def test_batch_sums_equal_increments() -> None:
@@ -142,3 +144,79 @@ def test_expiry_is_absolute_from_bucket_end() -> None:
     assert expire_at("h", start) == start // 1000 + 3600 + 35 * 86400
     day = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000
     assert expire_at("d", day) == day // 1000 + 86400 + 400 * 86400
+
+
+def _lines(e: SpendEvent, prices: PriceList | None = None) -> dict[str, dict[str, int]]:
+    """The event's FOCUS lines: {value: {metric: amount}}."""
+    out: dict[str, dict[str, int]] = {}
+    for key, hash_field, amount in increments(e, prices):
+        if key.endswith(":line"):
+            value, metric = split_field(hash_field)
+            out.setdefault(value, {})[metric] = amount
+    return out
+
+
+def _parts(value: str) -> dict[str, str]:
+    return dict(zip(LINE_PARTS, split_parts(value), strict=True))
+
+
+def test_a_line_carries_the_served_deployments_prices_when_rolled_up() -> None:
+    listed = Price(2_500_000_000, 10_000_000_000, 1_250_000_000, 10_000_000_000)
+    contracted = Price(2_000_000_000, 8_000_000_000, 1_000_000_000, 8_000_000_000, "override")
+    prices = PriceList({("openai/gpt-4o", "gpt-4o"): SkuPrice(listed, contracted)})
+    ((value, metrics),) = _lines(event(1), prices).items()
+    parts = _parts(value)
+    assert parts["kind"] == "usage"
+    assert parts["list_prices"] == "2.5,1.25,10,10"  # USD per 1M tokens
+    assert parts["contracted_prices"] == "2,1,8,8"
+    assert parse_prices(parts["list_prices"]) == (
+        2_500_000_000,
+        1_250_000_000,
+        10_000_000_000,
+        10_000_000_000,
+    )
+    # A deployment billed at its list price says so in one character.
+    same = PriceList({("openai/gpt-4o", "gpt-4o"): SkuPrice(listed, listed)})
+    ((value, _),) = _lines(event(1), same).items()
+    assert _parts(value)["contracted_prices"] == "="
+    assert metrics["prompt"] == 100 and metrics["cost"] == 450_000
+    # Without a price list, or for a deployment it does not know, the prices are unknown.
+    for unknown in (None, PriceList({("openai/gpt-4o", "gpt-4o-2024"): SkuPrice(listed, listed)})):
+        ((value, _),) = _lines(event(1), unknown).items()
+        assert _parts(value)["list_prices"] == _parts(value)["contracted_prices"] == "-"
+
+
+def test_a_request_that_cost_and_consumed_nothing_has_no_line() -> None:
+    refused = event(
+        1,
+        status=429,
+        outcome="error",
+        cost_nano=0,
+        list_cost_nano=0,
+        prompt_tokens=0,
+        completion_tokens=0,
+        served_model="",
+        provider="",
+        deployment="",
+    )
+    assert _lines(refused) == {}
+    assert any(key.endswith(":team") for key, _, _ in increments(refused))  # still counted
+
+
+def test_a_cache_hit_is_a_cache_line_of_no_provider() -> None:
+    hit = event(1, cache="hit", provider="cache", cost_nano=0, optimization="cache")
+    ((value, metrics),) = _lines(hit).items()
+    parts = _parts(value)
+    assert (parts["kind"], parts["provider"], parts["served_model"]) == ("cache", "-", "gpt-4o")
+    assert metrics["cache_hits"] == 1 and metrics["list_cost"] == 450_000
+
+
+def test_a_line_keeps_the_users_tags_sorted_and_bounded() -> None:
+    tags = {f"k{i:03d}": str(i) for i in range(MAX_LINE_TAGS + 5)}
+    ((value, _),) = _lines(event(1, tags={"b": "2", "a": "x|y"})).items()
+    assert _parts(value)["tags"] == '{"a":"x|y","b":"2"}'
+    ((value, _),) = _lines(event(2, tags=tags)).items()
+    kept = orjson.loads(_parts(value)["tags"])
+    assert list(kept) == sorted(tags)[:MAX_LINE_TAGS]
+    ((value, _),) = _lines(event(3)).items()
+    assert _parts(value)["tags"] == "-"

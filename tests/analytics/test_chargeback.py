@@ -1,10 +1,8 @@
 """Chargeback statements reconcile exactly with shared costs and a shared team, for every
-allocation method; showback unit economics and margin; FOCUS rows sum to the ledger."""
+allocation method; showback unit economics and margin."""
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 from datetime import UTC, date, datetime
 
@@ -12,7 +10,6 @@ import orjson
 import pytest
 
 from gateway.analytics.chargeback import SHARED_SPEND, chargeback
-from gateway.analytics.focus import FOCUS_COLUMNS, focus_rows
 from gateway.analytics.rollupdata import month_range
 from gateway.analytics.showback import prorated, showback
 from gateway.config.model import (
@@ -187,54 +184,3 @@ def test_monthly_revenue_prorates_exactly() -> None:
     assert max(parts) - min(parts) <= 1
     # Across a month boundary: each month spread over its own days.
     assert prorated(31, date(2026, 1, 31), date(2026, 2, 1)) == 1 + 2  # 31/31, then 31/28 -> 2
-
-
-def test_focus_rows_sum_to_the_ledger() -> None:
-    events = month_events(seed=9)
-    events.append(
-        event(
-            999,
-            kind="external",
-            cost_nano=7_000_000_001,
-            list_cost_nano=7_000_000_001,
-            requested_model="",
-            served_model="",
-            provider="",
-            deployment="",
-            prompt_tokens=0,
-            completion_tokens=0,
-            description="GPU hours, run 7",
-        )
-    )
-    rows = focus_rows(rollup_data(events, START, END))
-    assert rows and all(tuple(r) == FOCUS_COLUMNS for r in rows)
-    billed = sum(int(r["BilledCost"].replace(".", "")) for r in rows)  # exact: 9 decimals
-    assert billed == sum(e.cost_nano for e in events)
-    listed = sum(int(r["ListCost"].replace(".", "")) for r in rows)
-    assert listed == sum(e.list_cost_nano for e in events)
-    tokens = sum(int(r["ConsumedQuantity"] or 0) for r in rows)
-    assert tokens == sum(e.prompt_tokens + e.completion_tokens for e in events)
-    request_row = next(r for r in rows if r["x_Requests"] != "0")
-    assert request_row["ChargePeriodStart"].endswith("T00:00:00Z")
-    assert request_row["PricingUnit"] == "1M Tokens"
-    assert request_row["ServiceCategory"] == "AI and Machine Learning"
-    assert request_row["BillingCurrency"] == "USD"
-    assert request_row["ChargeCategory"] == "Usage"
-    assert request_row["ResourceId"] == "openai/gpt-4o"
-    start = datetime.fromisoformat(request_row["ChargePeriodStart"])
-    end = datetime.fromisoformat(request_row["ChargePeriodEnd"])
-    assert (end - start).days == 1
-    external = next(r for r in rows if r["ChargeDescription"] == "GPU hours, run 7")
-    assert external["BilledCost"] == "7.000000001"
-    assert external["ServiceName"] == "External"
-    assert orjson.loads(external["Tags"]) == {
-        "project": "search",
-        "environment": "prod",
-        "workload": "chat",
-    }
-    # As CSV, the rows round-trip.
-    out = io.StringIO()
-    writer = csv.DictWriter(out, FOCUS_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    assert list(csv.DictReader(io.StringIO(out.getvalue()))) == rows

@@ -59,6 +59,16 @@ def make_config() -> Config:
     )
 
 
+def _cost(cost_id: str = "c", **fields: object) -> dict[str, object]:
+    return {
+        "id": cost_id,
+        "team": "alpha",
+        "amount_usd": "1",
+        "description": f"cost {cost_id}",
+        **fields,
+    }
+
+
 @dataclass
 class Api:
     url: str
@@ -149,6 +159,18 @@ async def test_external_cost_post_is_idempotent(api: Api, redis: Redis) -> None:
         ({"id": "a", "team": "alpha", "amount_usd": "1", "description": "x", "ts": 1}, "ts"),
         ({"id": "a", "team": "alpha", "amount_usd": "1", "description": "x", "cost": 1}, "cost"),
         ({"id": "a", "team": "alpha", "amount_usd": "1", "description": "x", "tags": [1]}, "tags"),
+        (_cost(charge_category="Refund"), "charge_category"),
+        (_cost(charge_category="Credit"), "amount_usd"),  # a credit is negative
+        (_cost(charge_category="Tax", amount_usd="-1"), "amount_usd"),
+        (_cost(charge_category="Adjustment", amount_usd="0"), "amount_usd"),
+        (_cost(service_category="Compute Engines"), "service_category"),
+        (
+            _cost(service_category="Compute", service_subcategory="Generative AI"),
+            "service_subcategory",
+        ),
+        (_cost(service_name=""), "service_name"),
+        # The allocation rows of the config's shared cost use this service as "Other".
+        (_cost(service_name="platform-fee"), "service_name"),
     ],
 )
 async def test_external_cost_validation(
@@ -158,6 +180,47 @@ async def test_external_cost_validation(
     assert status == 400, text
     assert orjson.loads(text)["error"]["param"] == param
     assert await redis.xlen(rediskeys.events_stream("alpha")) == 0
+
+
+async def test_external_costs_carry_their_focus_classification(api: Api, redis: Redis) -> None:
+    posts = [
+        _cost("vm", amount_usd="120.5", provider="CoreWeave", service_category="Compute"),
+        _cost(
+            "vat",
+            amount_usd="24.1",
+            provider="CoreWeave",
+            charge_category="Tax",
+            service_category="Compute",
+        ),
+        _cost("promo", amount_usd="-20", provider="Acme AI", charge_category="Credit"),
+        _cost("fix", amount_usd="-3.25", charge_category="Adjustment", service_name="Ops"),
+        _cost("credits", amount_usd="500", provider="Acme AI", charge_category="Purchase"),
+    ]
+    for body in posts:
+        status, _, text = await api.call("POST", "/admin/costs", json=body)
+        assert status == 201, text
+    # A service keeps the category it was first posted with.
+    clash = _cost("disk", provider="CoreWeave", service_category="Storage")
+    status, _, text = await api.call("POST", "/admin/costs", json=clash)
+    assert status == 400 and orjson.loads(text)["error"]["code"] == "service_category_conflict"
+    await drain(redis)
+    status, _, text = await api.call("GET", f"/admin/reports/focus?period={MONTH}&format=json")
+    assert status == 200
+    rows = {r["ChargeDescription"]: r for r in orjson.loads(text)["rows"]}
+    vm = rows["cost vm"]
+    assert (vm["ChargeCategory"], vm["ServiceName"], vm["ServiceCategory"]) == (
+        "Usage",
+        "CoreWeave",
+        "Compute",
+    )
+    assert vm["ServiceSubcategory"] == "Other (Compute)" and vm["ConsumedQuantity"] == "1.0"
+    assert rows["cost vat"]["ChargeCategory"] == "Tax" and rows["cost vat"]["SkuId"] == ""
+    assert rows["cost promo"]["BilledCost"] == "-20.000000000"
+    fix = rows["cost fix"]
+    assert (fix["ServiceName"], fix["ProviderName"]) == ("Ops", "internal")
+    assert fix["ServiceSubcategory"] == "Generative AI"
+    credits = rows["cost credits"]
+    assert (credits["BilledCost"], credits["EffectiveCost"]) == ("500.000000000", "0.000000000")
 
 
 async def test_reports_need_the_admin_key(api: Api) -> None:
@@ -216,4 +279,7 @@ async def test_chargeback_and_focus_over_http(api: Api, redis: Redis) -> None:
     assert status == 200 and ctype.startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert tuple(rows[0]) == FOCUS_COLUMNS
-    assert sum(int(r["BilledCost"].replace(".", "")) for r in rows) == 1_000_000_021
+    # Charges and the shared fee's allocation rows: what chargeback bills, to the nano.
+    assert sum(int(r["BilledCost"].replace(".", "")) for r in rows) == 101_000_000_022
+    fee = [r for r in rows if r["x_AllocatedFrom"] == "platform-fee"]
+    assert sorted(r["SubAccountId"] for r in fee) == ["alpha", "beta"]
