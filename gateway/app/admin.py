@@ -94,15 +94,21 @@ def authorize(request: web.Request) -> None:
     expected = request.app[LIVE_CONFIG].current.server.admin_key_hash
     if not expected:
         raise PermissionDenied("admin API disabled: set server.admin_key", code="admin_disabled")
-    given = _presented_key(request)
+    given = presented_key(request)
     if given is None:
         raise AuthenticationFailed(
             "missing admin key: send it as `Authorization: Bearer <admin key>`"
         )
+    if not is_admin_key(request, given):
+        raise AuthenticationFailed("invalid admin key")
+
+
+def is_admin_key(request: web.Request, given: str) -> bool:
+    """Whether `given` is the configured admin key (False when none is configured)."""
+    expected = request.app[LIVE_CONFIG].current.server.admin_key_hash
     # Compare digests in constant time, so response timing reveals nothing about the key.
     digest = hashlib.sha256(given.encode()).hexdigest()
-    if not hmac.compare_digest(digest, expected):
-        raise AuthenticationFailed("invalid admin key")
+    return expected is not None and hmac.compare_digest(digest, expected)
 
 
 async def json_object(request: web.Request) -> dict[str, object]:
@@ -135,7 +141,8 @@ def json_response(
     )
 
 
-def _presented_key(request: web.Request) -> str | None:
+def presented_key(request: web.Request) -> str | None:
+    """The key a request carries: `x-sg-admin-key`, else `Authorization: Bearer`."""
     header = request.headers.get("x-sg-admin-key")
     if header:
         return header.strip()

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.accounting import Accountant
+from gateway.app.dashboard import dashboard_routes
 from gateway.app.handlers import ops_routes, v1_routes
 from gateway.app.middleware import error_middleware
 from gateway.app.openapi import admin_routes
@@ -273,6 +274,7 @@ def create_app(
     app.add_routes(v1_routes())
     app.add_routes(ops_routes())
     app.add_routes(admin_routes())
+    app.add_routes(dashboard_routes())
     app.on_startup.append(_preflight)
     if freeze_heap:
         app.on_startup.append(_freeze_heap)
