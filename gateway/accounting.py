@@ -256,8 +256,11 @@ class Accountant:
             record.reservation = reservation
             return None
         self._spawn(self.alerts.budget_exceeded(reservation))
-        if reservation.exceeded is not None and reservation.exceeded.on_exceed == "downgrade":
-            return reservation
+        exceeded = reservation.exceeded
+        if exceeded is not None and exceeded.on_exceed == "downgrade":
+            return reservation  # counted by the caller, which switches the model
+        if exceeded is not None:
+            self.metrics.budget_refusals.labels(team, exceeded.name, "block").inc()
         raise exceeded_error(reservation)
 
     def begin(self) -> None:

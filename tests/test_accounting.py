@@ -112,6 +112,8 @@ async def test_concurrent_requests_never_overspend(
     assert "alpha-daily" in refusal["error"]["message"]  # type: ignore[index]
     retry_after = next(h for s, h, _ in results if s == 429)["Retry-After"]
     assert 0 < int(retry_after) <= 86400
+    refused = gateway.metric("sg_budget_refusals_total", team="alpha", budget="alpha-daily")
+    assert refused == gateway.metric("sg_budget_refusals_total", action="block") == 300 - k
     await gateway.app[PIPELINE].accountant.drain()
     spent = await spent_nano(gateway, "alpha")
     assert 0 < spent <= limit
