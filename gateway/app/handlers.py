@@ -5,14 +5,19 @@ The /v1 POST handlers are one line each: the request path lives in `gateway.pipe
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from gateway.app.state import METRICS, PIPELINE, REDIS
+from gateway.app.state import LIVE_CONFIG, METRICS, PIPELINE, REDIS
 from gateway.config.model import Config
 from gateway.errors import ModelNotFound
+
+# Below a probe's usual timeout (Kubernetes: 1 s), so the probe gets an answer, not a timeout.
+READY_TIMEOUT_S = 0.5
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -69,11 +74,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store answers; the config is loaded before the app exists."""
+    """Ready when the store answers; the config is loaded before the app exists.
+
+    With `store.on_unavailable: open` the gateway serves through a store outage (spend goes to
+    the spool), so an unreachable store only degrades it: answering 503 would take every
+    replica out of its load balancer at once and turn a Redis outage into a total one."""
     try:
-        await request.app[REDIS].ping()
-    except (RedisError, OSError) as exc:
-        return web.json_response({"status": "unavailable", "store": type(exc).__name__}, status=503)
+        async with asyncio.timeout(READY_TIMEOUT_S):  # a hung store must not hang the probe
+            await request.app[REDIS].ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        body = {"status": "unavailable", "store": type(exc).__name__}
+        if request.app[LIVE_CONFIG].current.store.on_unavailable == "closed":
+            return web.json_response(body, status=503)
+        return web.json_response({**body, "status": "degraded"})
     return web.json_response({"status": "ready"})
 
 
