@@ -18,6 +18,9 @@ from aiohttp import web
 
 # What a user changes when the gateway's own port is taken.
 GATEWAY_PORT_OPTION = "--port (or server.port in the config)"
+# How long a stopping server lets the requests in flight finish. A supervisor that stops it
+# (Kubernetes' terminationGracePeriodSeconds, compose's stop_grace_period) must wait longer.
+DRAIN_TIMEOUT_S = 60.0
 
 
 class PortUnavailable(Exception):
@@ -98,13 +101,16 @@ async def serve_app(
     reuse_port: bool = False,
 ) -> None:
     """What `web.run_app` does (start the app, listen, serve until SIGINT/SIGTERM or `stop`,
-    then finish the requests in flight, up to 60 s, and clean up), except that a port that
-    cannot be bound raises `PortUnavailable`, and `on_listening(port)` runs once it is bound."""
+    then finish the requests in flight, up to DRAIN_TIMEOUT_S, and clean up), except that a
+    port that cannot be bound raises `PortUnavailable`, and `on_listening(port)` runs once it
+    is bound."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=75.0, shutdown_timeout=60.0)
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=75.0, shutdown_timeout=DRAIN_TIMEOUT_S
+    )
     try:
         await runner.setup()
         if not stop.is_set():
