@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.errors import ConfigError
     from gateway.listen import GATEWAY_PORT_OPTION, PortUnavailable, check_port, serve_app
     from gateway.logs import AccessWriter, configure_logging
+    from gateway.store.server import StoreServerError
 
     path = str(config_path(args.config))
     try:
@@ -62,6 +63,9 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(serve_app(app, host, port, on_listening=listening))
     except PortUnavailable as exc:
         print(f"spendgate serve: {exc.message(GATEWAY_PORT_OPTION)}", file=sys.stderr)
+        return 1
+    except StoreServerError as exc:
+        print(f"spendgate serve: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -195,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_worker_count,
         default=1,
-        help="gateway processes sharing the port (SO_REUSEPORT) under one supervisor; more "
-        "than 1 needs a shared store (store.url: redis://...) (default: 1)",
+        help="gateway processes sharing the port (SO_REUSEPORT) under one supervisor, and "
+        "the store (local:// or redis://; not memory://) (default: 1)",
     )
     # Set by the supervisor on the processes it starts: "index/count".
     serve.add_argument("--worker", type=_worker_slot, help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
 """What the `spendgate` commands share: which config they read and their log level (`serve`
 and `aggregate` too), and for the admin commands (`keys`, `budgets`, `report`), how they reach
-the state (the shared store itself, or a running gateway's admin API when the store is embedded
-or --url is given), their one-line errors and their plain-text tables.
+the state (the store itself, or a running gateway's admin API when the store is in-process or
+--url is given), their one-line errors and their plain-text tables.
 
 `spendgate --help` builds every parser: aiohttp, redis and the config stack load only when a
 command runs.
@@ -71,7 +71,8 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
         "--url",
         metavar="URL",
         help="base URL of a running gateway: go through its admin API (default for an "
-        "embedded store: http://<server.host>:<server.port>; a shared store is used directly)",
+        "in-process store, memory://: http://<server.host>:<server.port>; the local store and "
+        "Redis are used directly)",
     )
     parser.add_argument(
         "--admin-key",
@@ -140,8 +141,8 @@ def gateway_url(server: ServerConfig) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SharedStore:
-    """A config whose store is shared (redis://...): the command opens it itself
-    (`gateway.store.connect.connected`)."""
+    """A config whose store outlives a gateway (local://, redis://...): the command opens it
+    itself (`gateway.store.connect.connected`)."""
 
     config: Config
 
@@ -219,8 +220,8 @@ class AdminClient:
 async def connect(
     args: argparse.Namespace, *, timeout_s: float
 ) -> AsyncIterator[SharedStore | AdminClient]:
-    """The shared store when the config names one, else a gateway's admin API (for an embedded
-    store, which lives inside `spendgate serve`, or whenever --url is given)."""
+    """The store itself, else a gateway's admin API (for an in-process store, which lives
+    inside `spendgate serve`, or whenever --url is given)."""
     path = config_path(args.config)
     base_url: str | None = args.url
     if base_url is None:

@@ -14,6 +14,7 @@ behaves as it does against OpenAI (it retries 408/409/429/5xx, never 400/401/404
     ├── NotFound                        404     invalid_request_error   not_found
     ├── RateLimited                     429     rate_limit_error        (varies)
     ├── ServiceUnavailable              503     server_error            service_unavailable
+    │   └── ShuttingDown                503     server_error            shutting_down
     └── UpstreamError                   502     server_error            upstream_error
         └── UpstreamTimeout             504     server_error            upstream_timeout
 
@@ -140,6 +141,13 @@ class ServiceUnavailable(GatewayError):
     type = "server_error"
     code = "service_unavailable"
     retryable = True
+
+
+class ShuttingDown(ServiceUnavailable):
+    """A graceful stop reached its drain deadline with this request still running: a stream
+    gets it as its last event, another request as its answer (retryable: on another replica)."""
+
+    code = "shutting_down"
 
 
 class UpstreamError(GatewayError):

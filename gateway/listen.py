@@ -18,9 +18,13 @@ from aiohttp import web
 
 # What a user changes when the gateway's own port is taken.
 GATEWAY_PORT_OPTION = "--port (or server.port in the config)"
-# How long a stopping server lets the requests in flight finish. A supervisor that stops it
-# (Kubernetes' terminationGracePeriodSeconds, compose's stop_grace_period) must wait longer.
+# How long a stopping gateway lets the requests in flight finish by default (`server.drain_s`,
+# which the app's on_shutdown applies). A supervisor that stops it (Kubernetes'
+# terminationGracePeriodSeconds, compose's stop_grace_period) must wait longer.
 DRAIN_TIMEOUT_S = 60.0
+# After the app's own drain, how long aiohttp waits for handlers still running before it
+# cancels them (none should be: the drain cut them).
+_SHUTDOWN_BACKSTOP_S = 10.0
 
 
 class PortUnavailable(Exception):
@@ -101,15 +105,15 @@ async def serve_app(
     reuse_port: bool = False,
 ) -> None:
     """What `web.run_app` does (start the app, listen, serve until SIGINT/SIGTERM or `stop`,
-    then finish the requests in flight, up to DRAIN_TIMEOUT_S, and clean up), except that a
-    port that cannot be bound raises `PortUnavailable`, and `on_listening(port)` runs once it
-    is bound."""
+    then stop listening, run the app's on_shutdown (the gateway drains its requests there),
+    give the requests still running 10 s more and clean up), except that a port that cannot be
+    bound raises `PortUnavailable`, and `on_listening(port)` runs once it is bound."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(
-        app, access_log=None, keepalive_timeout=75.0, shutdown_timeout=DRAIN_TIMEOUT_S
+        app, access_log=None, keepalive_timeout=75.0, shutdown_timeout=_SHUTDOWN_BACKSTOP_S
     )
     try:
         await runner.setup()

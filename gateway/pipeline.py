@@ -28,7 +28,13 @@ from gateway.budgets.messages import remaining_headers
 from gateway.cache.key import cache_directive, cache_key, cacheable, namespace_for, storable
 from gateway.cache.store import CachedResponse, ResponseCache
 from gateway.config.model import Config, Deployment, ModelRoute
-from gateway.errors import AuthenticationFailed, ClientClosed, GatewayError, ModelNotFound
+from gateway.errors import (
+    AuthenticationFailed,
+    ClientClosed,
+    GatewayError,
+    ModelNotFound,
+    ShuttingDown,
+)
 from gateway.metrics import Metrics
 from gateway.plan import Plan, with_token_cap
 from gateway.pricing.cost import usage_from_openai
@@ -40,7 +46,7 @@ from gateway.routing.router import Router
 from gateway.routing.tiers import decide, explain, features
 from gateway.sse import message_text
 from gateway.store.keys import Keyring
-from gateway.streaming import StreamRelay, send_sse
+from gateway.streaming import Cutoff, StreamRelay, send_sse
 from gateway.types import Principal, Usage, nano_to_usd_str
 from gateway.validation import parse_body, read_body, validate_body
 
@@ -77,7 +83,8 @@ class Pipeline:
         self.metrics = metrics
         self.accountant = accountant
         self.cache = cache
-        self.streams = StreamRelay(router, metrics)
+        self.cutoff = Cutoff()
+        self.streams = StreamRelay(router, metrics, self.cutoff)
         self._id_prefix = "req_" + os.urandom(8).hex()
         self._ids = itertools.count(1)
         self.coalescer: Coalescer[Answer] = Coalescer()
@@ -131,6 +138,7 @@ class Pipeline:
         record = Record(self.request_id(request), endpoint, time.perf_counter())
         self.metrics.inflight.inc()
         self.accountant.begin()
+        task = self.cutoff.enter()
         try:
             raw = await read_body(request)
             body = parse_body(raw, config.server.max_body_bytes)
@@ -155,6 +163,10 @@ class Pipeline:
             record.status, record.outcome, record.error = exc.status, "error", exc.code
             raise
         except asyncio.CancelledError:
+            if self.cutoff.owns():  # the drain deadline of a graceful stop, not the client
+                cut = ShuttingDown("the gateway is shutting down; retry the request")
+                record.status, record.outcome, record.error = cut.status, "error", cut.code
+                raise cut from None
             # The client went away (aiohttp cancels the handler): before its request was
             # accepted nothing was spent; after, what was generated is billed.
             if record.outcome == "ok":
@@ -162,6 +174,7 @@ class Pipeline:
                 record.outcome = "client_disconnected" if record.principal else "client_closed"
             raise
         finally:
+            self.cutoff.leave(task)
             self.metrics.inflight.dec()
             # Metrics, the access line and the spend events once the response has gone out:
             # aiohttp writes what the handler returns in this same step of the loop.

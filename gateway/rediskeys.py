@@ -143,3 +143,9 @@ def external_services() -> str:
 ROLLUP_HOURLY_TTL_S = 35 * 86400
 ROLLUP_DAILY_TTL_S = 400 * 86400
 EXTERNAL_COST_MARKER_TTL_S = 400 * 86400
+
+
+def fsync_marker() -> str:
+    """Counter incremented before a WAITAOF: a write of the waiting connection's own, so that
+    the fsync it waits for covers every write acknowledged before it (`store.connect.fsynced`)."""
+    return f"{PREFIX}:fsync"

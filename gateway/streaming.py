@@ -3,7 +3,8 @@
 billed even when the client leaves or the upstream breaks mid-way; the cost and the budget left
 after it, known only at the end, go out as an SSE comment. The pipeline hands the relay its plan
 and headers and gets back the finished answer to cache; nothing here calls back into the
-pipeline.
+pipeline. A graceful stop that reaches its deadline (`Cutoff`) ends the streams still open with
+an error event, billed like any stream cut short.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gateway.accounting import Record
 from gateway.budgets.messages import remaining_headers
 from gateway.cache.replay import chunks_to_completion, completion_to_chunks
 from gateway.config.model import Deployment
-from gateway.errors import UpstreamError
+from gateway.errors import GatewayError, ShuttingDown, UpstreamError
 from gateway.metrics import Metrics
 from gateway.plan import Plan
 from gateway.pricing.cost import usage_from_openai
@@ -37,14 +38,65 @@ _USAGE_OPTION_ENDPOINTS = frozenset({"chat/completions", "completions"})
 _CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
 
 
+class Cutoff:
+    """The requests this process is serving, and the end of a graceful stop's drain: past it
+    (`cut`), each one still running is cancelled, and the cancellation is recognised as the
+    cut-off (`owns`) rather than a client that went away. A stream then ends with an error
+    event; another request answers 503 (OpenAI's SDKs retry it, on another replica)."""
+
+    __slots__ = ("_idle", "reached", "tasks")
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.reached = False
+        self._idle: asyncio.Event | None = None
+
+    def enter(self) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        return task
+
+    def leave(self, task: asyncio.Task[Any] | None) -> None:
+        self.tasks.discard(task)
+        if not self.tasks and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self, timeout_s: float) -> bool:
+        """Until no request is in flight, at most `timeout_s`; whether none is."""
+        if self.tasks:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._idle.wait()
+        return not self.tasks
+
+    def cut(self) -> int:
+        """Cancel every request still in flight; how many there were."""
+        self.reached = True
+        for task in self.tasks:
+            task.cancel()
+        return len(self.tasks)
+
+    def owns(self) -> bool:
+        """In an `except CancelledError` of a request: True (and the cancellation withdrawn)
+        when it is the cut-off's, so the request can still say why it ends."""
+        task = asyncio.current_task()
+        if not self.reached or task is None or task not in self.tasks or not task.cancelling():
+            return False
+        task.uncancel()
+        return True
+
+
 class StreamRelay:
     """Streams upstream answers through to clients, on the pipeline's router and metrics."""
 
-    __slots__ = ("metrics", "router")
+    __slots__ = ("cutoff", "metrics", "router")
 
-    def __init__(self, router: Router, metrics: Metrics) -> None:
+    def __init__(self, router: Router, metrics: Metrics, cutoff: Cutoff) -> None:
         self.router = router
         self.metrics = metrics
+        self.cutoff = cutoff
 
     async def relay(
         self,
@@ -127,14 +179,20 @@ class StreamRelay:
         except _CLIENT_GONE:
             record.outcome, record.status = "client_disconnected", 499
         except asyncio.CancelledError:
-            # aiohttp cancels the handler when the client goes away mid-stream.
-            record.outcome, record.status = "client_disconnected", 499
-            raise
+            if not self.cutoff.owns():
+                # aiohttp cancels the handler when the client goes away mid-stream.
+                record.outcome, record.status = "client_disconnected", 499
+                raise
+            cut = ShuttingDown(
+                "the gateway is shutting down and this stream outlasted its drain time; "
+                "what was generated is billed"
+            )
+            record.outcome, record.error = "drain_deadline", cut.code
+            await _end_with_error(response, cut)
         except UpstreamError as exc:
             record.outcome, record.error = "upstream_broken", exc.code
             # The status line is long gone; an error event is how OpenAI's SDKs learn of it.
-            with contextlib.suppress(*_CLIENT_GONE):
-                await response.write(b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n")
+            await _end_with_error(response, exc)
         finally:
             await upstream.aclose()
             self.router.done(deployment)
@@ -147,6 +205,13 @@ class StreamRelay:
                     plan.list_price,
                 )
         return response, completion
+
+
+async def _end_with_error(response: web.StreamResponse, error: GatewayError) -> None:
+    """End a stream whose status line is long gone with an OpenAI error event: that is how
+    OpenAI's SDKs learn of a failure mid-stream."""
+    with contextlib.suppress(*_CLIENT_GONE):
+        await response.write(b"data: " + orjson.dumps(error.to_dict()) + b"\n\n")
 
 
 async def send_sse(

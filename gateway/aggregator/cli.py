@@ -1,7 +1,7 @@
 """`spendgate aggregate`: the aggregator as its own process, against a shared Redis.
 
-Several may run at once (one consumer group; each batch is applied exactly once). With the
-embedded store (memory://) there is nothing to share: the aggregator runs inside `serve`.
+Several may run at once (one consumer group; each batch is applied exactly once). With
+spendgate's own store (local://, memory://) the aggregator runs inside `serve` instead.
 SIGINT / SIGTERM stop it after the batch in flight.
 """
 
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
-    from gateway.store.connect import is_embedded
+    from gateway.store.connect import serves_inside
 
     try:
         config = load_config(config_path(args.config))
@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 1
-    if is_embedded(config.store.url):
+    if serves_inside(config.store.url):
         print(
-            "spendgate aggregate: the store is embedded (memory://), which lives inside "
-            "`spendgate serve` and runs its aggregator there; run `spendgate aggregate` only "
-            "with a shared store (store.url: redis://...)",
+            "spendgate aggregate: the store is spendgate's own (store.url: local:// or "
+            "memory://), whose aggregator runs inside `spendgate serve`; run `spendgate "
+            "aggregate` only with a Redis of yours (store.url: redis://...)",
             file=sys.stderr,
         )
         return 2

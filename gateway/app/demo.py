@@ -1,5 +1,8 @@
-"""`spendgate demo`: the offline quick start. Mock upstream + gateway on the embedded store,
-a short burst of traffic as three teams, a spend table, then it keeps serving for you to try.
+"""`spendgate demo`: the offline quick start. Mock upstream + gateway on the local store, a
+short burst of traffic as three teams, a spend table, then it keeps serving for you to try.
+
+The demo's store lives in a temporary directory, removed at exit: every run starts from the
+same empty budgets (the demo teams' are small) and leaves nothing in the working directory.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import os
 import random
 import signal
 import sys
+import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,10 +25,12 @@ from aiohttp import web
 from gateway.app.server import create_app
 from gateway.app.state import CLOCK, KEYRING, LIVE_CONFIG, REDIS
 from gateway.config.loader import load_config
+from gateway.config.model import Config
 from gateway.errors import ConfigError
 from gateway.listen import PortUnavailable, check_port, start_site
 from gateway.providers.base import MOCK_PORT
 from gateway.providers.mock import MockOptions, serve_mock
+from gateway.store.server import StoreServerError
 
 HOST = "127.0.0.1"
 DEFAULT_GATEWAY_PORT = 8080  # the packaged config's server.port, which the README's examples use
@@ -150,9 +158,32 @@ async def _run_gateway(
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 1
+    with tempfile.TemporaryDirectory(prefix="spendgate-demo-") as scratch:
+        if config.store.local:
+            store = replace(
+                config.store,
+                data_dir=str(Path(scratch) / "store"),
+                spool_dir=str(Path(scratch) / "spool"),
+            )
+            config = replace(config, store=store)
+        return await _serve_demo(config, given, port, upstream_port, duration, requests)
+
+
+async def _serve_demo(
+    config: Config,
+    given: int | None,
+    port: int,
+    upstream_port: int,
+    duration: float | None,
+    requests: int,
+) -> int:
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except StoreServerError as exc:
+        print(f"spendgate demo: {exc}", file=sys.stderr)
+        return 1
     try:
         try:
             bound = await start_site(runner, HOST, port)
@@ -181,7 +212,8 @@ async def _run_gateway(
             f"$OPENAI_API_KEY\" -H 'Content-Type: application/json' \\\n"
             '    -d \'{"model": "gpt-4o-mini", "messages": [{"role": "user", '
             '"content": "hi"}]}\' -i\n'
-            f"  metrics: {base}/metrics\n",
+            f"  metrics: {base}/metrics\n"
+            f"  keys:    spendgate keys list --url {base}\n",
             flush=True,
         )
         stop = asyncio.Event()

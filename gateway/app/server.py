@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gateway.accounting import Accountant
 from gateway.app.dashboard import dashboard_routes
@@ -52,8 +53,9 @@ from gateway.pricing.tokens import counts_exactly
 from gateway.providers.factory import build_providers
 from gateway.providers.http1 import Http1Client
 from gateway.routing.router import Router
-from gateway.store.connect import close_store, is_embedded, open_store, redact_url
+from gateway.store.connect import close_store, open_store, redact_url, serves_inside
 from gateway.store.keys import Keyring
+from gateway.store.server import LocalServer, local_url
 
 log = logging.getLogger("spendgate.app")
 
@@ -71,10 +73,12 @@ HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")  # webhooks
 UPSTREAM: web.AppKey[Http1Client] = web.AppKey("upstream")  # provider calls
 WORKER: web.AppKey[WorkerSlot | None] = web.AppKey("worker")
 ACCESS_WRITER: web.AppKey[Callable[[dict[str, Any]], None] | None] = web.AppKey("access_writer")
+LOCAL_SERVER: web.AppKey[LocalServer] = web.AppKey("local_server")  # local:// in one process
 
 # aiohttp's own hard cap on a request body; the configured limit (checked in the pipeline,
 # reloadable) must stay below it to be the one a client meets.
 _HARD_BODY_LIMIT = 256 * 1024 * 1024
+_CUT_GRACE_S = 5.0  # for requests cut at the drain deadline to write their last bytes
 
 
 def spawn(app: web.Application, coro: Coroutine[Any, Any, None]) -> None:
@@ -95,17 +99,31 @@ async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    url = app[LIVE_CONFIG].current.store.url
-    app[REDIS] = await open_store(url)
-    if is_embedded(url):
-        log.warning(
-            "store is embedded (memory://): keys and spend are kept in this process "
-            "only and lost when it stops; use store.url: redis://... in production"
-        )
+    """The store client; for `local://`, the server too, unless this is one of `serve
+    --workers N`, whose supervisor runs it. Stopped last, once everything is settled into it."""
+    store = app[LIVE_CONFIG].current.store
+    server = None
+    if store.local and app[WORKER] is None:
+        server = app[LOCAL_SERVER] = LocalServer(store.data_dir)
+        await server.start()
+        url = server.url
     else:
+        url = local_url(store.data_dir) if store.local else store.url
+    app[REDIS] = await open_store(url)
+    if store.embedded:
+        log.warning(
+            "store is in-process (memory://): keys and spend are kept in this process "
+            "only and lost when it stops; remove store.url to keep them in %s",
+            store.data_dir,
+        )
+    elif not store.local:
         log.info("store: %s", redact_url(url))
-    yield
-    await close_store(app[REDIS])
+    try:
+        yield
+    finally:
+        await close_store(app[REDIS])
+        if server is not None:
+            await server.stop()
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -128,16 +146,20 @@ async def _budgets_ctx(app: web.Application) -> AsyncIterator[None]:
         lease_window_s=config.budgets.lease_window_s,
     )
     app[ALERTS] = AlertSender(app[HTTP], redis, config.alerts, metrics.alerts)
-    # The embedded store cannot become unreachable, so it needs no spool (and none is created
-    # in the directory the demo runs in).
-    embedded = is_embedded(config.store.url)
-    spool = None if embedded else _open_spool(config.store, app[WORKER], metrics)
+    # The in-process store cannot become unreachable, so it needs no spool.
+    spool = None if config.store.embedded else _open_spool(config.store, app[WORKER], metrics)
     if spool is not None:
         app[SPOOL] = spool
         spawn(app, spool.maintain(ledger))
     spawn(app, app[BUDGETS].refresh_forever())
     yield
     if spool is not None:
+        # What the store refused while it was away goes in now if it is back, else stays on
+        # disk (fsync'd) for the next start.
+        if spool.pending():
+            with contextlib.suppress(RedisError, OSError):
+                async with asyncio.timeout(_CUT_GRACE_S):
+                    await spool.replay(ledger)
         spool.close()
 
 
@@ -169,10 +191,10 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         app[ACCESS_WRITER],
         clock=app[CLOCK],
     )
-    # With the embedded store the process memory is the only level: a fakeredis copy would be
-    # a second, unbounded one.
+    # With the in-process store the process memory is the only level: a fakeredis copy would
+    # be a second, unbounded one.
     cache = ResponseCache(
-        None if is_embedded(config.store.url) or not config.cache.use_redis else app[REDIS],
+        None if config.store.embedded or not config.cache.use_redis else app[REDIS],
         config.cache.memory_max_bytes,
         max_entry_bytes=config.cache.max_entry_bytes,
         metrics=metrics,
@@ -220,8 +242,10 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
-    """With the embedded store there is no separate `spendgate aggregate`: run it here."""
-    if not is_embedded(app[LIVE_CONFIG].current.store.url):
+    """With spendgate's own store (local://, memory://) there is no separate `spendgate
+    aggregate`: run it here (in worker 0 of `serve --workers N`)."""
+    worker = app[WORKER]
+    if not serves_inside(app[LIVE_CONFIG].current.store.url) or (worker and worker.index):
         yield
         return
     from gateway.aggregator.metrics import AggregatorMetrics
@@ -276,9 +300,29 @@ def create_app(
     app.add_routes(admin_routes())
     app.add_routes(dashboard_routes())
     app.on_startup.append(_preflight)
+    app.on_shutdown.append(_drain)
     if freeze_heap:
         app.on_startup.append(_freeze_heap)
     return app
+
+
+async def _drain(app: web.Application) -> None:
+    """A graceful stop (SIGTERM): the port is closed and idle connections with it; let the
+    requests and streams in flight finish, up to `server.drain_s`, then cut those that remain
+    (streams end with an error event and are billed for what they generated). Settling, the
+    spool and the access log follow, in the cleanup contexts."""
+    pipeline = app.get(PIPELINE)
+    if pipeline is None:  # it failed to start: nothing was served
+        return
+    cutoff = pipeline.cutoff
+    drain_s = app[LIVE_CONFIG].current.server.drain_s
+    if cutoff.tasks:
+        log.info("stopping: %d requests in flight, draining up to %g s", len(cutoff.tasks), drain_s)
+    if await cutoff.idle(drain_s):
+        return
+    log.warning("stopping: drain time (%g s) is over, ending %d requests", drain_s, cutoff.cut())
+    if not await cutoff.idle(_CUT_GRACE_S):
+        log.error("stopping: %d requests did not end after the cut", len(cutoff.tasks))
 
 
 async def _preflight(app: web.Application) -> None:

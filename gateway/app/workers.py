@@ -4,7 +4,9 @@ The supervisor runs no app. It starts N `spendgate serve --worker i/N` processes
 the port with SO_REUSEPORT (the kernel spreads connections over them), forwards SIGTERM/SIGINT
 (a graceful stop: each worker drains its settles) and SIGHUP (config reload), restarts a worker
 that dies, with a backoff, and gives up when workers keep dying before they listen. Workers
-share keys and budgets through Redis, and metrics through PROMETHEUS_MULTIPROC_DIR.
+share keys and budgets through the store (with `local://`, the supervisor runs its server and
+the workers connect to it; worker 0 runs the aggregator), and metrics through
+PROMETHEUS_MULTIPROC_DIR.
 
 A worker's stdin is one end of a socket pair the supervisor holds: the worker writes `ready`
 there once it listens, and reads end-of-file if the supervisor dies (then it stops, gracefully).
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING
 from gateway import __version__
 from gateway.config.model import Config
 from gateway.listen import GATEWAY_PORT_OPTION, PortUnavailable, check_port, serve_app
-from gateway.store.connect import is_embedded
+from gateway.store.server import LocalServer, StoreServerError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -68,17 +70,34 @@ def supervise(
     log.info("metrics: multiprocess mode, files in %s", metrics_dir)
     supervisor = Supervisor(command, count, env, metrics_dir, reloadable=path is not None)
     try:
-        return asyncio.run(supervisor.run())
+        return asyncio.run(_run_with_store(supervisor, config))
+    except StoreServerError as exc:
+        print(f"spendgate serve --workers {count}: {exc}", file=sys.stderr)
+        return 1
     finally:
         if owned:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+async def _run_with_store(supervisor: Supervisor, config: Config) -> int:
+    """The supervisor's run, inside the life of the local store's server when the store is
+    local:// (the workers are its clients; it stops once they all have)."""
+    if not config.store.local:
+        return await supervisor.run()
+    server = LocalServer(config.store.data_dir)
+    await server.start()
+    try:
+        return await supervisor.run()
+    finally:
+        await server.stop()
+
+
 def _refusal(config: Config, host: str, port: int) -> str | None:
-    if is_embedded(config.store.url):
+    if config.store.embedded:
         return (
-            "store.url is memory:// (embedded, one per process), so the workers would not share "
-            "keys, budgets or spend. Use a shared store (store.url: redis://...) or one worker."
+            "store.url is memory:// (in-process, one per process), so the workers would not "
+            "share keys, budgets or spend. Use the local store (remove store.url, or "
+            "store.url: local://), a Redis (store.url: redis://...) or one worker."
         )
     if not hasattr(socket, "SO_REUSEPORT"):
         return "this platform has no SO_REUSEPORT; run one worker per port instead"

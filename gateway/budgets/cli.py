@@ -1,8 +1,8 @@
 """`spendgate budgets list|usage|set|delete`: budgets from a shell.
 
 `set` takes what a `budgets.rules[]` entry of the YAML takes, checked by the same code as the
-config and the admin API. As `spendgate keys`: with a shared store (redis://...) the command
-uses the store itself; with an embedded one (memory://), or whenever --url is given, it goes
+config and the admin API. As `spendgate keys`: with the local store or a Redis the command uses
+the store itself; with an in-process one (memory://), or whenever --url is given, it goes
 through a running gateway's admin API (`gateway.clikit`).
 """
 
@@ -216,7 +216,7 @@ async def _open_backend(args: argparse.Namespace, clock: Clock) -> AsyncIterator
             from gateway.store.connect import connected
 
             config = target.config
-            async with connected(config.store.url) as redis:
+            async with connected(config.store) as redis:
                 registry = BudgetRegistry(redis, config.budgets.rules)
                 yield _StoreBackend(config, registry, BudgetLedger(redis, clock=clock))
         else:

@@ -20,6 +20,7 @@ from gateway import rediskeys
 from gateway.budgets.definitions import budget_from_dict, budget_to_dict
 from gateway.budgets.periods import applicable
 from gateway.config.model import BudgetConfig
+from gateway.store.connect import fsynced
 from gateway.types import Principal
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class BudgetRegistry:
         # HSETNX: two replicas creating the same name at once cannot both win.
         if not await self._redis.hsetnx(rediskeys.admin_budgets(), budget.name, payload):
             raise BudgetExists(f"an admin budget named {budget.name!r} already exists")
+        await fsynced(self._redis)
         self._set_admin((*(b for b in self._admin if b.name != budget.name), budget))
         return budget
 
@@ -126,6 +128,7 @@ class BudgetRegistry:
         budget = _as_admin(budget)
         payload = orjson.dumps(budget_to_dict(budget))
         created = bool(await self._redis.hset(rediskeys.admin_budgets(), budget.name, payload))
+        await fsynced(self._redis)
         self._set_admin((*(b for b in self._admin if b.name != budget.name), budget))
         return created
 
@@ -135,6 +138,7 @@ class BudgetRegistry:
         if any(b.name == name for b in self._config):
             raise DeclaredInConfig(name)
         removed = int(await self._redis.hdel(rediskeys.admin_budgets(), name))
+        await fsynced(self._redis)
         self._set_admin(tuple(b for b in self._admin if b.name != name))
         return removed > 0
 

@@ -443,8 +443,9 @@ class Url:
         return str(value).rstrip("/") if parts.scheme in ("http", "https") else str(value)
 
     def stand_in(self) -> str:
-        # A server's URL (`memory://` would stand for none at all, and change what is checked).
-        scheme = next((s for s in self.schemes if s != "memory"), self.schemes[0])
+        # A server's URL (`memory://` or `local://` would stand for none at all, and change
+        # what is checked).
+        scheme = next((s for s in self.schemes if s not in ("memory", "local")), self.schemes[0])
         return f"{scheme}://unset.invalid"
 
     def json_schema(self) -> JsonSchema:

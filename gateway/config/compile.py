@@ -116,6 +116,7 @@ class _Compiler:
             key_cache_ttl_s=spec.key_cache_ttl_s,
             access_log=spec.access_log,
             default_max_tokens=spec.default_max_tokens,
+            drain_s=spec.drain_s,
         )
 
     def model(self, name: str, spec: ModelSpec) -> ModelRoute:
@@ -286,6 +287,7 @@ def _provider(name: str, spec: ProviderSpec) -> ProviderConfig:
 def _store(spec: StoreSpec) -> StoreConfig:
     return StoreConfig(
         url=spec.url,
+        data_dir=spec.data_dir,
         on_unavailable=spec.on_unavailable,
         spool_dir=spec.spool_dir,
         spool_max_bytes=spec.spool_max_bytes,

@@ -93,11 +93,15 @@ class ServerConfig:
     key_cache_ttl_s: float = 30.0
     access_log: bool = True
     default_max_tokens: int = 4096  # output cap sent upstream when a request sets none
+    # On SIGTERM: how long requests and streams in flight may take to finish before streams
+    # still open are ended with an error event (and billed for what they generated).
+    drain_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    url: str = field(default="memory://", repr=False)  # may hold a password
+    url: str = field(default="local://", repr=False)  # may hold a password
+    data_dir: str = "var/store"  # local://: the server's data (append-only file), lock, socket
     # When Redis cannot be reached: "open" serves without budget checks (events are spooled),
     # "closed" refuses requests with 503.
     on_unavailable: OnUnavailable = "open"
@@ -110,6 +114,11 @@ class StoreConfig:
         """The in-process store (`memory://`), which lives and dies with its process: commands
         reach it through the admin API of the gateway that runs it."""
         return urlsplit(self.url).scheme.lower() == "memory"
+
+    @property
+    def local(self) -> bool:
+        """The server spendgate runs itself (`local://`), its data in `data_dir`."""
+        return urlsplit(self.url).scheme.lower() == "local"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,9 @@
 """The live config: one reference to the current snapshot, swapped whole on a good reload.
 
 Reloads come from a file watcher or SIGHUP. A file that fails to load, or that changes what
-only a restart can apply (listen address, store, spool directory, the cache's Redis level), is
-refused: the running config stays, the reason is logged, and `on_result` is told (the app
-counts it as a metric).
+only a restart can apply (listen address, store, its data and spool directories, the cache's
+Redis level), is refused: the running config stays, the reason is logged, and `on_result` is
+told (the app counts it as a metric).
 """
 
 from __future__ import annotations
@@ -161,6 +161,9 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     # would strand them.
     if old.store.spool_dir != new.store.spool_dir:
         changes.append(f"store.spool_dir ({old.store.spool_dir} -> {new.store.spool_dir})")
+    # The local store's server runs on the directory it started with.
+    if old.store.data_dir != new.store.data_dir:
+        changes.append(f"store.data_dir ({old.store.data_dir} -> {new.store.data_dir})")
     # The response cache picks its levels when the app starts; a reload would be ignored.
     if old.cache.use_redis != new.cache.use_redis:
         changes.append(f"cache.use_redis ({old.cache.use_redis} -> {new.cache.use_redis})")

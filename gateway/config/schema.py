@@ -97,14 +97,18 @@ class ServerSpec(Spec):
     key_cache_ttl_s: float = field(default=30.0, metadata=checks(Number(min=0)))
     access_log: bool = field(default=True, metadata=checks(Bool()))
     default_max_tokens: int = field(default=4096, metadata=checks(Int(min=1)))
+    drain_s: float = field(default=60.0, metadata=checks(Number(min=0)))
 
 
 @dataclass(frozen=True, kw_only=True)
 class StoreSpec(Spec):
     url: str = field(
-        default="memory://",
-        metadata=checks(Url("memory", "redis", "rediss", "unix", "redis+sentinel", secret=True)),
+        default="local://",
+        metadata=checks(
+            Url("local", "memory", "redis", "rediss", "unix", "redis+sentinel", secret=True)
+        ),
     )
+    data_dir: str = field(default="var/store", metadata=checks(Str()))
     on_unavailable: OnUnavailable = field(
         default="open", metadata=checks(OneOf(*get_args(OnUnavailable)))
     )

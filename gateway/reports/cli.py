@@ -1,7 +1,7 @@
 """`spendgate report showback|chargeback|focus`: FinOps reports from a shell.
 
-As `spendgate keys`: with a shared store (redis://...) the command reads the rollups itself; an
-embedded store (memory://) lives inside the running gateway, so then, or whenever --url is
+As `spendgate keys`: with the local store or a Redis the command reads the rollups itself; an
+in-process store (memory://) lives inside the running gateway, so then, or whenever --url is
 given, the report comes from that gateway's admin API (rendered there, in the same format).
 """
 
@@ -86,7 +86,7 @@ async def _report_text(args: argparse.Namespace, period: Period, fmt: str) -> st
         if isinstance(target, SharedStore):
             from gateway.store.connect import connected
 
-            async with connected(target.config.store.url) as redis:
+            async with connected(target.config.store) as redis:
                 report = await build_report(args.kind, target.config, redis, period)
             return render(report, fmt)  # type: ignore[arg-type]  # argparse checked choices
         params = {"format": fmt}

@@ -1,8 +1,10 @@
 """Opening and closing the one Redis client a process uses, from `store.url`.
 
-`memory://` is an in-process fakeredis with Lua (the embedded default); `redis://`, `rediss://`,
-`unix://` and `redis+sentinel://` reach a real server. Clients return bytes (redis-py's default)
-so binary cache values round-trip; callers decode. URLs are logged only through `redact_url`.
+`local://` (the default) is a server spendgate runs itself, its data in `store.data_dir` (see
+`server`), reached on its unix socket; `redis://`, `rediss://`, `unix://` and
+`redis+sentinel://` reach a server of the user's; `memory://` is an in-process fakeredis with Lua
+that keeps nothing (tests, throwaway runs). Clients return bytes (redis-py's default) so binary
+cache values round-trip; callers decode. URLs are logged only through `redact_url`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -29,10 +31,16 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from gateway import rediskeys
 from gateway.store.batch import CommandBatcher
+from gateway.store.server import local_store
 from gateway.store.wire import Address
 
+if TYPE_CHECKING:
+    from gateway.config.model import StoreConfig
+
 EMBEDDED_SCHEME = "memory"
+LOCAL_SCHEME = "local"
 _DIRECT_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _SENTINEL_SCHEME = "redis+sentinel"
 _SENTINEL_DEFAULT_PORT = 26379
@@ -102,9 +110,18 @@ def _retry() -> Retry:
 
 
 @asynccontextmanager
-async def connected(url: str) -> AsyncIterator[aioredis.Redis]:
-    """`open_store` for the length of a block (a command-line tool's), then `close_store`."""
-    redis = await open_store(url)
+async def connected(store: StoreConfig) -> AsyncIterator[aioredis.Redis]:
+    """A client of the store for the length of a block (a command-line tool's). The local
+    store is the running gateway's, or, when none runs, started for the block."""
+    if is_local(store.url):
+        async with local_store(store.data_dir) as url:
+            redis = await open_store(url)
+            try:
+                yield redis
+            finally:
+                await close_store(redis)
+        return
+    redis = await open_store(store.url)
     try:
         yield redis
     finally:
@@ -114,6 +131,38 @@ async def connected(url: str) -> AsyncIterator[aioredis.Redis]:
 def is_embedded(url: str) -> bool:
     """True for the in-process store (`memory://`), which lives and dies with this process."""
     return urlsplit(url).scheme.lower() == EMBEDDED_SCHEME
+
+
+def is_local(url: str) -> bool:
+    """True for the server spendgate runs itself (`local://`, see `gateway.store.server`)."""
+    return urlsplit(url).scheme.lower() == LOCAL_SCHEME
+
+
+def serves_inside(url: str) -> bool:
+    """True when the store is spendgate's own (`memory://`, `local://`): the aggregator runs
+    inside `serve` rather than as `spendgate aggregate`."""
+    return is_embedded(url) or is_local(url)
+
+
+# Virtual keys and budgets are changed rarely and must never be lost; spend (many writes a
+# second) may lose the last second in a machine failure. Hence a wait for the fsync after the
+# former only.
+_FSYNC_WAIT_MS = 2000
+
+
+async def fsynced(r: aioredis.Redis) -> bool:
+    """Wait until the server has fsync'd every write it has acknowledged so far to its
+    append-only file (WAITAOF after a write of our own: the file is one sequence, so covering
+    ours covers the earlier ones). False, and nothing waited for, where the server keeps no
+    such file (memory://, a Redis without AOF or older than 7.2) or the wait timed out."""
+    try:
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.incr(rediskeys.fsync_marker())
+            pipe.execute_command("WAITAOF", 1, 0, _FSYNC_WAIT_MS)
+            _, (local, _replicas) = await pipe.execute()
+    except ResponseError:  # no AOF, or no WAITAOF
+        return False
+    return int(local) >= 1
 
 
 def redact_url(url: str) -> str:
@@ -141,21 +190,26 @@ async def open_store(url: str) -> aioredis.Redis:
     scheme = urlsplit(url).scheme.lower()
     if scheme == EMBEDDED_SCHEME:
         return await _open_embedded()
+    if scheme == LOCAL_SCHEME:
+        raise ValueError("local:// is opened through its server: see gateway.store.server")
     if scheme in _DIRECT_SCHEMES:
+        defaults = dict(_CLIENT_DEFAULTS)
+        if scheme == "unix":
+            del defaults["socket_keepalive"]  # a TCP option, refused by unix connections
         pool = BlockingConnectionPool.from_url(
             url,
             connection_class=_CONNECTION_CLASSES[scheme],
             max_connections=_MAX_CONNECTIONS,
             timeout=_POOL_WAIT_S,
             retry=_retry(),
-            **_CLIENT_DEFAULTS,
+            **defaults,
         )
         return aioredis.Redis.from_pool(pool)
     if scheme == _SENTINEL_SCHEME:
         return _open_sentinel(_SentinelUrl.parse(url))
     raise ValueError(
-        f"unsupported store url {redact_url(url)!r}: use memory://, redis://, rediss://, "
-        "unix:// or redis+sentinel://"
+        f"unsupported store url {redact_url(url)!r}: use local://, memory://, redis://, "
+        "rediss://, unix:// or redis+sentinel://"
     )
 
 

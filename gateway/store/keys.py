@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from gateway import rediskeys
 from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.store.connect import fsynced
 from gateway.types import EMPTY_TAGS, Principal
 
 if TYPE_CHECKING:
@@ -274,6 +275,7 @@ class Keyring:
                 pipe.hset(rediskeys.key_record(key_hash), mapping=_record(info))
                 pipe.sadd(rediskeys.key_index(), key_hash)
                 await pipe.execute()
+            await fsynced(self._redis)  # a key handed out must survive a crash
         return secret, info
 
     async def list(
@@ -342,6 +344,7 @@ class Keyring:
                 pipe.hset(record, "revoked", "1")
                 pipe.hget(record, "revoked_at")
                 first, _, revoked_at = await pipe.execute()
+            await fsynced(self._redis)  # a revoked key must stay revoked after a crash
         self._known.pop(found, None)
         self._generation += 1
         return Revoked(key_id, float(_text(revoked_at)), already=not first)

@@ -1,8 +1,9 @@
 """`spendgate keys create|list|revoke`: manage virtual keys from a shell.
 
-With a shared store (redis://...) the command opens it and uses the Keyring directly. An embedded
-store (memory://) lives inside the running gateway, so then, or whenever --url is given, the
-command goes through that gateway's admin API instead (`gateway.clikit`).
+With the local store (local://, the default) or a Redis (redis://...) the command opens the store
+and uses the Keyring directly (the local store's server is the running gateway's, or one started
+for the command). An in-process store (memory://) lives inside the running gateway, so then, or
+whenever --url is given, the command goes through that gateway's admin API (`gateway.clikit`).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ async def _open_backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
             from gateway.store.keys import Keyring
 
             config = target.config
-            async with connected(config.store.url) as redis:
+            async with connected(config.store) as redis:
                 keyring = Keyring(redis, config.keys, config.server.key_cache_ttl_s)
                 yield _StoreBackend(keyring, frozenset(config.teams))
         else:

@@ -212,11 +212,12 @@ class Warned(logging.Handler):
 
 
 async def test_the_default_config_without_its_upstream_says_what_to_start(
-    refused_port: int, monkeypatch: pytest.MonkeyPatch
+    refused_port: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for name in list(os.environ):
         if name.startswith("SPENDGATE_"):
             monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # the local store's var/store, as in a new user's directory
     url = f"http://127.0.0.1:{refused_port}/v1"
     monkeypatch.setenv("SPENDGATE_UPSTREAM_URL", url)
     hint = f"The default config sends requests to {url}, from SPENDGATE_UPSTREAM_URL"

@@ -48,7 +48,7 @@ def budget_problems(budget: str, *, team: str = "search") -> list[tuple[str, str
 
 def test_a_config_without_the_new_sections_gets_the_runtime_defaults() -> None:
     config = load(BASE + TEAMS)
-    assert config.store == StoreConfig(url="memory://")
+    assert config.store == StoreConfig()
     assert config.budgets == BudgetsConfig()
     assert config.alerts == AlertsConfig()
     assert config.aggregator == AggregatorConfig()
