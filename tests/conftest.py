@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from gateway.metrics import Metrics
     from gateway.providers.mock import MockUpstream
 
@@ -145,6 +148,23 @@ def real_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@asynccontextmanager
+async def local_store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    """A client of the local store (store.url: local://) as `serve` runs it: its own server on
+    a data directory of the test's, started by `LocalServer`, stopped after."""
+    from gateway.store.connect import close_store, open_store
+    from gateway.store.server import LocalServer
+
+    server = LocalServer(request.getfixturevalue("tmp_path") / "local-store")
+    await server.start()
+    client = await open_store(server.url)
+    try:
+        yield client
+    finally:
+        await close_store(client)
+        await server.stop()
 
 
 @pytest.fixture

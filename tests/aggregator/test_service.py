@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from gateway import rediskeys
@@ -83,6 +84,8 @@ aggregator:
 """
 
 
+# `spendgate aggregate` is a process of its own only against a Redis of the user's.
+@pytest.mark.parametrize("redis", ["redis"], indirect=True)
 async def test_aggregate_process_applies_and_stops_on_sigterm(
     redis: Redis, real_redis_url: str, tmp_path: Path
 ) -> None:
@@ -132,6 +135,8 @@ async def _spawn_aggregate(path: Path) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
+# `spendgate aggregate` is a process of its own only against a Redis of the user's.
+@pytest.mark.parametrize("redis", ["redis"], indirect=True)
 async def test_aggregator_killed_mid_run_and_restarted_totals_exact(
     redis: Redis, real_redis_url: str, tmp_path: Path
 ) -> None:

@@ -1,5 +1,5 @@
-"""Fixtures for budget tests: stores (embedded fakeredis, and db 1 of the test run's real Redis,
-flushed around each test) and an injectable clock."""
+"""Fixtures for budget tests: stores (in-process fakeredis, db 1 of the test run's real Redis,
+flushed around each test, and the local store's own server) and an injectable clock."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from gateway.store.connect import close_store, open_store
 from tests.budgets.support import FakeClock, real_db_url
+from tests.conftest import local_store
 
 
 @pytest.fixture
@@ -31,8 +32,13 @@ async def real_store(real_redis_url: str) -> AsyncIterator[Redis]:
         yield r
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "local"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    """The budget contract runs on every layout: in-process, a Redis, the local store."""
+    if request.param == "local":
+        async with local_store(request) as r:
+            yield r
+        return
     if request.param == "memory":
         r = await open_store("memory://")
         yield r
