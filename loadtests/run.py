@@ -49,10 +49,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="YAML merged over loadtests/config/spendgate.yaml (repeatable)",
     )
-    p.add_argument(
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument(
         "--redis",
         action="store_true",
-        help="spendgate's store in a redis-server on the generator's core (default: memory://)",
+        help="spendgate's store in a redis-server on the generator's core (default: the local "
+        "store, local://, its server moved to the generator's core)",
+    )
+    layout.add_argument(
+        "--memory",
+        action="store_true",
+        help="spendgate's store in-process (memory://), the embedded layout before local://",
     )
     p.add_argument("--profile", action="store_true", help="py-spy spendgate under chat load")
     p.add_argument("--server-logs", action="store_true", help="keep server output in the run dir")
@@ -110,7 +117,8 @@ def measure_target(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every load cell, the one-connection chat run and the streaming probe for one target."""
     loads: list[dict[str, Any]] = []
-    meter = procs.CellMeter(running.pid, SERVER_CORE, mock_pid, GENERATOR_CORE, redis_pid)
+    store_pid = redis_pid or running.store_pid
+    meter = procs.CellMeter(running.pid, SERVER_CORE, mock_pid, GENERATOR_CORE, store_pid)
     warm = generators.run_probe(
         running.url, SCENARIOS["chat"], 200, running.headers, budget_s=args.duration * 2
     )
@@ -298,14 +306,21 @@ def main(argv: list[str] | None = None) -> int:
     mock_proc, mock_url = targets.start_mock(GENERATOR_CORE, mock_log)
     redis_proc, redis_url = targets.start_redis(GENERATOR_CORE) if args.redis else (None, None)
     redis_pid = redis_proc.pid if redis_proc is not None else None
+    if args.memory:
+        redis_url = "memory://"
     meta["spendgate_store"] = (
-        "redis-server on the generator's core" if args.redis else "memory:// (in-process)"
+        "redis-server on the generator's core"
+        if args.redis
+        else "memory:// (in-process)"
+        if args.memory
+        else "local:// (its valkey-server on the generator's core)"
     )
     bench = targets.Bench(
         mock_url=mock_url,
         mock_pid=mock_proc.pid,
         workdir=workdir,
         server_core=SERVER_CORE,
+        store_core=GENERATOR_CORE,
         server_logs=args.server_logs,
         overlays=tuple(args.overlay),
         redis_url=redis_url,

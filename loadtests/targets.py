@@ -8,7 +8,9 @@ bare_proxy.py; `litellm` is LiteLLM's proxy from its own virtual environment; `s
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,7 +54,10 @@ class Bench:
     server_logs: bool = False
     overlays: tuple[Path, ...] = ()
     start_timeout_s: float = 120.0
-    redis_url: str | None = None  # spendgate's store; None: the embedded memory:// store
+    store_core: int = 0  # where a store server runs (Redis, the local store's)
+    # spendgate's store: a Redis URL, "memory://" (in-process), or None: the local store (its
+    # server moved to the generator's core, where --redis runs Redis).
+    redis_url: str | None = None
 
     def log_for(self, name: str) -> Path | None:
         return self.workdir / f"{name}.log" if self.server_logs else None
@@ -68,6 +73,7 @@ class Running:
     pid: int
     startup_s: float | None  # None for `direct`: the mock is started once per run
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    store_pid: int | None = None  # the local store's server, when the target runs one
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -220,16 +226,31 @@ def spendgate_config(overlays: tuple[Path, ...], redis_url: str | None = None) -
     return config
 
 
+def _local_store(bench: Bench, running: Running, data_dir: Path) -> Running:
+    """Move the local store's server (the gateway's child, on the gateway's core by
+    inheritance) to the generator's core, where --redis runs Redis: the gateway keeps its core
+    to itself in both layouts, and the server's CPU is reported as Redis's is."""
+    lock = json.loads((data_dir / "lock").read_text())
+    running.store_pid = int(lock["server"])
+    os.sched_setaffinity(running.store_pid, {bench.store_core})
+    return running
+
+
 def start_spendgate(bench: Bench, workers: int = 1) -> Running:
     """One process on the server core; with `workers` > 1, `serve --workers N` on every core
     (the processes share Redis, so this needs --redis)."""
     name = "spendgate" if workers == 1 else f"spendgate-w{workers}"
-    if workers > 1 and bench.redis_url is None:
-        raise RuntimeError(f"{name}: several workers need a shared store: run with --redis")
+    if workers > 1 and bench.redis_url == "memory://":
+        raise RuntimeError(f"{name}: several workers need a shared store: not --memory")
     config = bench.workdir / "spendgate.yaml"
     spec = spendgate_config(bench.overlays, bench.redis_url)
+    data_dir = bench.workdir / "store"
+    spec["store"]["data_dir"] = str(data_dir)
     config.write_text(yaml.safe_dump(spec, sort_keys=False))
-    if bench.redis_url is not None:  # every round starts from an empty store
+    # Every round starts from an empty store.
+    if bench.redis_url is None:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    elif bench.redis_url.startswith("redis://"):
         redis_command(urlsplit(bench.redis_url).port or 6379, "FLUSHALL")
     port = procs.free_port()
     cmd = [
@@ -246,7 +267,7 @@ def start_spendgate(bench: Bench, workers: int = 1) -> Running:
         "--workers",
         str(workers),
     ]
-    return _launch(
+    running = _launch(
         bench,
         name,
         cmd,
@@ -257,6 +278,7 @@ def start_spendgate(bench: Bench, workers: int = 1) -> Running:
         LOADTEST_SPENDGATE_KEY=SPENDGATE_KEY,
         **CHECKOUT,
     )
+    return running if bench.redis_url is not None else _local_store(bench, running, data_dir)
 
 
 STARTERS: dict[str, Callable[[Bench], Running]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -146,3 +147,46 @@ async def test_a_store_server_killed_mid_load_is_restarted_and_nothing_answered_
     assert {request_id for request_id, _ in load.acked} <= await _consistent(served)
     async with store_of(served) as redis:
         assert await redis.exists(rediskeys.key_index())  # the keys survived too
+
+
+async def test_a_copy_of_the_stopped_data_directory_restores_that_state(
+    served: Served, tmp_path: Path
+) -> None:
+    """The documented backup (stop, copy the directory) and restore (stop, put the copy back,
+    start): what was there at the backup is back, what came after is gone."""
+    await served.start()
+    kept = await served.new_key(name="kept")
+    async with Load(served.url, kept) as load:
+        await load.until(50)
+    assert await served.stop() == 0
+    backup = tmp_path / "backup"
+    shutil.copytree(served.data_dir, backup)
+    backed_up = await _consistent(served)
+
+    await served.start()
+    later = await served.new_key(name="after-the-backup")
+    async with Load(served.url, later) as load:
+        await load.until(50)
+    assert await served.stop() == 0
+    assert len(await _consistent(served)) > len(backed_up)
+
+    shutil.move(served.data_dir, tmp_path / "replaced")
+    shutil.copytree(backup, served.data_dir)
+    await served.start()
+    async with Load(served.url, kept) as load:
+        await load.until(1)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            served.url + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {later}"},
+        ) as reply,
+    ):
+        assert reply.status == 401  # a key created after the backup is gone
+    assert await served.stop() == 0
+    async with store_of(served) as redis:
+        names = {k.name for k in await Keyring(redis).list()}
+    assert "kept" in names and "after-the-backup" not in names
+    assert backed_up <= await _consistent(served)
