@@ -45,7 +45,8 @@ def test_default_config_is_the_offline_demo(monkeypatch: pytest.MonkeyPatch) -> 
     }
     assert [d.weight for d in config.models["gpt-4o-mini"].deployments] == [3, 1]
     assert all(d.price.source == "table" for m in config.models.values() for d in m.deployments)
-    assert config.store.url == "memory://"
+    assert config.store.url == "local://"  # the local store, data in var/store
+    assert config.store.data_dir == "var/store"
     assert config.server.admin_key_hash is not None
     assert sorted(k.principal.team for k in config.keys) == ["research", "search", "support"]
     budgets = {b.name: b for b in config.budgets.rules}

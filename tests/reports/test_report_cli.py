@@ -158,4 +158,4 @@ def test_aggregate_refuses_the_embedded_store(
     aggregate_cli.add_arguments(parser)
     config = write_config(tmp_path, "memory://")
     assert aggregate_cli.run(parser.parse_args(["--config", str(config)])) == 2
-    assert "runs its aggregator there" in capsys.readouterr().err
+    assert "whose aggregator runs inside `spendgate serve`" in capsys.readouterr().err
