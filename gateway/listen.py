@@ -18,10 +18,6 @@ from aiohttp import web
 
 # What a user changes when the gateway's own port is taken.
 GATEWAY_PORT_OPTION = "--port (or server.port in the config)"
-# How long a stopping gateway lets the requests in flight finish by default (`server.drain_s`,
-# which the app's on_shutdown applies). A supervisor that stops it (Kubernetes'
-# terminationGracePeriodSeconds, compose's stop_grace_period) must wait longer.
-DRAIN_TIMEOUT_S = 60.0
 # After the app's own drain, how long aiohttp waits for handlers still running before it
 # cancels them (none should be: the drain cut them).
 _SHUTDOWN_BACKSTOP_S = 10.0

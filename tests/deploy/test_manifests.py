@@ -19,7 +19,6 @@ import pytest
 from gateway.aggregator.cli import add_arguments as add_aggregate_arguments
 from gateway.cli import build_parser
 from gateway.config.loader import load_config
-from gateway.listen import DRAIN_TIMEOUT_S
 from gateway.providers.base import MOCK_PORT
 from gateway.providers.mock.cli import build_parser as mock_parser
 from tests.deploy.artifacts import (
@@ -160,7 +159,7 @@ def test_compose_services_run_real_commands_on_the_configs_ports() -> None:
         assert service["ports"][0].endswith(f":{port}")
         assert service["ports"][0].startswith("127.0.0.1:")  # not published to the network
         assert service["read_only"] is True
-        assert int(service["stop_grace_period"].rstrip("s")) > DRAIN_TIMEOUT_S
+        assert int(service["stop_grace_period"].rstrip("s")) > config.server.drain_s
     # Each replica spools in a volume of its own.
     volumes = [services[name]["volumes"][-1].split(":")[0] for name in gateways]
     assert len(set(volumes)) == 2 and set(volumes) <= set(compose["volumes"])
@@ -270,7 +269,7 @@ def test_the_gateway_deployment_matches_the_code() -> None:
     assert container["readinessProbe"]["timeoutSeconds"] >= 1  # /readyz answers within 0.5 s
     # The pod may take the whole drain, after its preStop pause, before it is killed.
     pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert spec["terminationGracePeriodSeconds"] >= pause + DRAIN_TIMEOUT_S + 5
+    assert spec["terminationGracePeriodSeconds"] >= pause + config.server.drain_s + 5
     # Writable: the spool (the config's absolute spool_dir is on the data volume) and /tmp only.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     data = next(m for m in container["volumeMounts"] if m["name"] == "data")["mountPath"]
