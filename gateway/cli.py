@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_budgets_arguments(budgets)
     budgets.set_defaults(func=_budgets)
 
-    report = sub.add_parser("report", help="showback, chargeback and FOCUS reports")
+    report = sub.add_parser("report", help="showback, chargeback, FOCUS and forecast reports")
     from gateway.reports.cli import add_arguments as add_report_arguments
 
     add_report_arguments(report)

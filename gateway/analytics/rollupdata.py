@@ -1,5 +1,5 @@
 """Rollups as the analytics functions see them: plain integers per team, bucket, dimension, value
-and metric, already read from Redis (by `gateway.reports.load`). No I/O here."""
+and metric, already read from Redis (by `gateway.store.rollups`). No I/O here."""
 
 from __future__ import annotations
 

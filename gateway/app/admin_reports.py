@@ -4,6 +4,7 @@
          (default: the current month so far)
     GET  /admin/reports/chargeback?period=YYYY-MM&format=json|csv|table  (default: this month)
     GET  /admin/reports/focus?period=YYYY-MM&format=csv|json              (FOCUS 1.x rows)
+    GET  /admin/forecast?team=T&days=N&format=json|csv|table   (spend and budget forecasts)
     POST /admin/costs  (`CostSpec`)
 
 A POST is idempotent by `id` (per team): a retry answers 200 with `"duplicate": true` and adds
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import get_args
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gateway import rediskeys
 from gateway.analytics.focus import own_services
@@ -31,18 +33,20 @@ from gateway.analytics.taxonomy import (
     default_subcategory,
 )
 from gateway.app.admin import Endpoint, Param, Reply, json_response
-from gateway.app.state import CLOCK, LIVE_CONFIG, REDIS
+from gateway.app.state import BUDGETS, CLOCK, FORECASTER, LEDGER, LIVE_CONFIG, REDIS
 from gateway.config.checks import Instant, JsonSchema, OneOf, Problem, Spec, Str, Usd, checks
 from gateway.config.model import Config
 from gateway.config.schema import LABEL, TAGS
-from gateway.errors import InvalidRequest
-from gateway.reports.build import Period, ReportKind, build_report
+from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.reports.build import Period, Report, ReportKind, build_report
 from gateway.reports.external_costs import (
     ExternalCost,
     IdempotencyConflict,
     ServiceConflict,
     post_external_cost,
 )
+from gateway.reports.forecast import MAX_DAYS as MAX_FORECAST_DAYS
+from gateway.reports.forecast import UnknownTeam, forecast_report
 from gateway.reports.render import CONTENT_TYPES, Format, render
 from gateway.types import nano_to_usd_str
 
@@ -159,6 +163,28 @@ async def focus_report(request: web.Request, _: None) -> web.Response:
     return await _report(request, "focus", _month(request, query), _format(query, "csv"))
 
 
+async def forecast(request: web.Request, _: None) -> web.Response:
+    query = request.query
+    days = _days(query.get("days", "30"))
+    app = request.app
+    try:
+        report = await forecast_report(
+            app[LIVE_CONFIG].current,
+            app[REDIS],
+            app[BUDGETS],
+            app[LEDGER],
+            app[FORECASTER],
+            app[CLOCK](),
+            team=query.get("team"),
+            days=days,
+        )
+    except UnknownTeam as exc:
+        raise NotFound(str(exc), code="team_not_found") from None
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
+    return _rendered(report, _format(query, "json"))
+
+
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
     now = request.app[CLOCK]()
     cost = _external_cost(body, request.app[LIVE_CONFIG].current, now)
@@ -186,10 +212,13 @@ async def _report(
     request: web.Request, kind: ReportKind, period: Period, fmt: Format
 ) -> web.Response:
     config = request.app[LIVE_CONFIG].current
-    report = await build_report(kind, config, request.app[REDIS], period)
+    return _rendered(await build_report(kind, config, request.app[REDIS], period), fmt)
+
+
+def _rendered(report: Report, fmt: Format) -> web.Response:
     headers = {}
     if fmt == "csv":
-        name = f"spendgate-{kind}-{period.label.replace('..', '_')}.csv"
+        name = f"spendgate-{report.kind}-{report.period.label.replace('..', '_')}.csv"
         headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return web.Response(
         text=render(report, fmt),
@@ -204,6 +233,15 @@ def _format(query: Mapping[str, str], default: Format) -> Format:
     if value not in get_args(Format):
         raise InvalidRequest("'format' must be one of json, csv, table", param="format")
     return value  # type: ignore[return-value]  # checked against the Literal just above
+
+
+def _days(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_FORECAST_DAYS:
+        raise InvalidRequest(
+            f"'days' must be a whole number from 1 to {MAX_FORECAST_DAYS}, not {text!r}",
+            param="days",
+        )
+    return int(text)
 
 
 def _now(request: web.Request) -> datetime:
@@ -342,6 +380,28 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             _report_replies(get_args(Format), "FOCUS rows"),
             description="FinOps Open Cost and Usage Specification columns (see docs/ledger.md).",
             query=(_MONTH, _format_param("csv")),
+        ),
+        Endpoint(
+            "GET",
+            "/admin/forecast",
+            forecast,
+            "Spend and budget forecasts, with their backtested accuracy",
+            "reports",
+            _report_replies(get_args(Format), "The forecast"),
+            description="Per team and in total: the month's expected spend and the next `days` "
+            "days, with 80 % and 95 % prediction intervals; per budget: the expected spend at "
+            "the end of its period and when it runs out at the forecast rate; each with the "
+            "model and its backtest (MAPE, interval coverage). See docs/forecasts.md.",
+            query=(
+                Param("team", "Only this team (default: every team, and the total)."),
+                Param(
+                    "days",
+                    "Daily forecasts from today (default: 30).",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_FORECAST_DAYS, "default": 30},
+                ),
+                _format_param("json"),
+            ),
+            errors=(404, 503),
         ),
         Endpoint(
             "POST",

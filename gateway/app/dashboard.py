@@ -21,7 +21,8 @@ from gateway.budgets.usage import budget_usage, status_dict
 from gateway.dashboard import ASSETS, asset
 from gateway.errors import AuthenticationFailed, InvalidRequest, ServiceUnavailable
 from gateway.reports.build import Period
-from gateway.reports.load import known_teams, load_rollups
+from gateway.reports.load import load_rollups
+from gateway.store.rollups import known_teams
 
 # The page loads only what this gateway serves: no CDN, no inline script, no framing.
 _HEADERS = {

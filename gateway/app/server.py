@@ -22,6 +22,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.accounting import Accountant
+from gateway.analytics.outlook import Forecaster
 from gateway.app.dashboard import dashboard_routes
 from gateway.app.handlers import ops_routes, v1_routes
 from gateway.app.middleware import error_middleware
@@ -32,6 +33,7 @@ from gateway.app.state import (
     ALERTS,
     BUDGETS,
     CLOCK,
+    FORECASTER,
     KEYRING,
     LEDGER,
     LIVE_CONFIG,
@@ -292,6 +294,7 @@ def create_app(
     app[WORKER] = worker
     app[ACCESS_WRITER] = access_writer
     app[CLOCK] = clock
+    app[FORECASTER] = Forecaster()
     app.cleanup_ctx.extend(
         [_tasks_ctx, _store_ctx, _http_ctx, _budgets_ctx, _aggregator_ctx, _pipeline_ctx]
     )

@@ -25,6 +25,7 @@ PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 
 if TYPE_CHECKING:
+    from gateway.analytics.outlook import Forecaster
     from gateway.budgets.alerts import AlertSender
     from gateway.budgets.ledger import BudgetLedger
     from gateway.budgets.registry import BudgetRegistry
@@ -34,3 +35,6 @@ BUDGETS: web.AppKey[BudgetRegistry] = web.AppKey("budgets")
 LEDGER: web.AppKey[BudgetLedger] = web.AppKey("ledger")
 SPOOL: web.AppKey[Spool] = web.AppKey("spool")
 ALERTS: web.AppKey[AlertSender] = web.AppKey("alerts")
+# Fitted forecasts, reused until a series changes (a day completes): the admin API's and the
+# embedded aggregator's.
+FORECASTER: web.AppKey[Forecaster] = web.AppKey("forecaster")

@@ -168,7 +168,7 @@ class BudgetsConfig:
 class Webhook:
     name: str
     url: str = field(repr=False)  # may embed a token (Slack)
-    events: tuple[str, ...] = ("budget_threshold", "budget_exceeded")
+    events: tuple[str, ...] = ("budget_threshold", "budget_exceeded", "budget_forecast")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +185,13 @@ class AggregatorConfig:
     claim_idle_s: float = 60.0  # pending entries idle this long are reclaimed from dead consumers
     archive_dir: str = "var/archive"  # cold tier: <dir>/<team>/<YYYY-MM-DD>.jsonl.gz
     stream_retention_s: float = 48 * 3600.0  # archived and acked events older than this are trimmed
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastsConfig:
+    history_days: int = 120  # complete days of daily rollups a forecast is fitted on
+    interval_s: float = 900.0  # how often the aggregator checks budgets against their forecasts
+    alert_min_history_days: int = 14  # no budget_forecast alert on less history than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +221,7 @@ class Config:
     budgets: BudgetsConfig = BudgetsConfig()
     alerts: AlertsConfig = AlertsConfig()
     aggregator: AggregatorConfig = AggregatorConfig()
+    forecasts: ForecastsConfig = ForecastsConfig()
     shared_costs: tuple[SharedCost, ...] = ()
     shared_spend_allocation: Allocation = Allocation()
     # Defined below with the other optimizer sections, hence the factories.

@@ -79,7 +79,7 @@ _THRESHOLDS = Increasing(Int(min=1, max=1000))  # percent of the limit
 KEY_PREFIX = "sk-sg-"
 KEY_MIN_LEN = 20
 # What a webhook can be sent; model.Webhook's default subscribes to all of them.
-ALERT_EVENTS: Final = ("budget_threshold", "budget_exceeded")
+ALERT_EVENTS: Final = ("budget_threshold", "budget_exceeded", "budget_forecast")
 DEFAULT_THRESHOLDS: Final = (50, 75, 90, 100)
 _MATCH_HELP: Final = {
     "key": "a key id (key_ and 12 hex digits) or the name of one of the team's keys",
@@ -411,6 +411,17 @@ class AggregatorSpec(Spec):
     stream_retention_s: float = field(default=48 * 3600.0, metadata=checks(Number(positive=True)))
 
 
+@dataclass(frozen=True, kw_only=True)
+class ForecastsSpec(Spec):
+    history_days: int = field(default=120, metadata=checks(Int(min=28, max=400)))
+    interval_s: float = field(default=900.0, metadata=checks(Number(min=1.0, max=86_400.0)))
+    alert_min_history_days: int = field(default=14, metadata=checks(Int(min=7, max=400)))
+
+    def problems(self) -> Iterator[Problem]:
+        if self.alert_min_history_days > self.history_days:
+            yield "alert_min_history_days", f"must not exceed history_days ({self.history_days})"
+
+
 # Cost optimizers: tiers (rules and cascades), the response cache, coalescing and batching.
 # Which names a tier or cache route may use is checked by `optimizers`, which sees the models.
 _RULE_NAME = Str(pattern=r"[A-Za-z0-9_.-]+", rule=f"rule names {_NAME_RULE}")
@@ -572,6 +583,9 @@ class RootSpec(Spec):
     alerts: AlertsSpec = field(default_factory=AlertsSpec, metadata=checks(Record(AlertsSpec)))
     aggregator: AggregatorSpec = field(
         default_factory=AggregatorSpec, metadata=checks(Record(AggregatorSpec))
+    )
+    forecasts: ForecastsSpec = field(
+        default_factory=ForecastsSpec, metadata=checks(Record(ForecastsSpec))
     )
     tiers: dict[str, TierSpec | None] = field(
         default_factory=dict, metadata=checks(Entries(Record(TierSpec), name=Str()))

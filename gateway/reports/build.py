@@ -12,7 +12,8 @@ from gateway.analytics.chargeback import SHARED_SPEND, Chargeback, chargeback
 from gateway.analytics.focus import FOCUS_COLUMNS, focus_rows
 from gateway.analytics.rollupdata import month_range
 from gateway.analytics.showback import Showback, Usage, showback
-from gateway.reports.load import known_teams, load_rollups
+from gateway.reports.load import load_rollups
+from gateway.store.rollups import known_teams
 from gateway.types import nano_to_usd_str
 
 if TYPE_CHECKING:
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 
     from gateway.config.model import Config
 
-ReportKind = Literal["showback", "chargeback", "focus"]
-KINDS: tuple[ReportKind, ...] = ("showback", "chargeback", "focus")
+ReportKind = Literal["showback", "chargeback", "focus", "forecast"]
+# "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it.
+KINDS: tuple[ReportKind, ...] = ("showback", "chargeback", "focus", "forecast")
 MAX_DAYS = 400  # daily rollups are kept 400 days
 
 _NEEDS: Mapping[str, tuple[str, ...]] = {
@@ -73,11 +75,12 @@ class Report:
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]  # for table and CSV
     document: Mapping[str, Any]  # for JSON: the full structure
+    title: str | None = None  # the table's heading, if not "<kind> <period> (USD)"
 
 
 async def build_report(kind: ReportKind, config: Config, redis: Redis, period: Period) -> Report:
-    if kind not in KINDS:
-        raise ValueError(f"unknown report {kind!r} (known: {', '.join(KINDS)})")
+    if kind not in _NEEDS:
+        raise ValueError(f"not a report of a period: {kind!r} (those are: {', '.join(_NEEDS)})")
     if kind != "showback" and period.month is None:
         raise ValueError(f"a {kind} report covers one calendar month: give it as YYYY-MM")
     teams = await known_teams(redis, config.teams)

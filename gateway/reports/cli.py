@@ -1,4 +1,4 @@
-"""`spendgate report showback|chargeback|focus`: FinOps reports from a shell.
+"""`spendgate report showback|chargeback|focus|forecast`: FinOps reports from a shell.
 
 As `spendgate keys`: with the local store or a Redis the command reads the rollups itself; an
 in-process store (memory://) lives inside the running gateway, so then, or whenever --url is
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # `spendgate --help` builds the parser: the report stack load
     from gateway.reports.build import Period
 
 _HTTP_TIMEOUT_S = 120.0  # a year of FOCUS rows takes a while to build
-_KINDS = ("showback", "chargeback", "focus")
+_KINDS = ("showback", "chargeback", "focus", "forecast")  # build.KINDS, without importing it
 _FORMATS = ("table", "csv", "json")
 
 
@@ -31,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--start", metavar="YYYY-MM-DD", help="showback: first day (UTC)")
     parser.add_argument("--end", metavar="YYYY-MM-DD", help="showback: last day, inclusive")
+    parser.add_argument("--team", metavar="TEAM", help="forecast: only this team")
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=30,
+        metavar="N",
+        help="forecast: daily forecasts for the next N days (default: 30)",
+    )
     parser.add_argument(
         "--format", choices=_FORMATS, help="output format (default: table; focus: csv)"
     )
@@ -47,15 +55,22 @@ async def run_async(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    try:
-        period = _period(args)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
     fmt = args.format or ("csv" if args.kind == "focus" else "table")
-    text = await _report_text(args, period, fmt)
+    if args.kind == "forecast":
+        if args.period or args.start or args.end:
+            raise CliError("a forecast looks ahead from now: use --days N (and --team T)")
+        text, label = await _forecast_text(args, fmt), f"the next {args.days} days"
+    else:
+        if args.team:
+            raise CliError(f"--team is for forecasts: {args.kind} covers every team")
+        try:
+            period = _period(args)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        text, label = await _report_text(args, period, fmt), period.label
     if args.output:
         await asyncio.to_thread(Path(args.output).write_text, text)
-        print(f"wrote {args.kind} {period.label} to {args.output}", file=sys.stderr)
+        print(f"wrote {args.kind} {label} to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -95,3 +110,38 @@ async def _report_text(args: argparse.Namespace, period: Period, fmt: str) -> st
         else:
             params["period"] = period.label
         return await target.text(f"/admin/reports/{args.kind}", params)
+
+
+async def _forecast_text(args: argparse.Namespace, fmt: str) -> str:
+    from gateway.reports.render import render
+
+    async with connect(args, timeout_s=_HTTP_TIMEOUT_S) as target:
+        if isinstance(target, SharedStore):
+            import time
+
+            from gateway.analytics.outlook import Forecaster
+            from gateway.budgets.ledger import BudgetLedger
+            from gateway.budgets.registry import BudgetRegistry
+            from gateway.reports.forecast import UnknownTeam, forecast_report
+            from gateway.store.connect import connected
+
+            config = target.config
+            async with connected(config.store.url) as redis:
+                try:
+                    report = await forecast_report(
+                        config,
+                        redis,
+                        BudgetRegistry(redis, config.budgets.rules),
+                        BudgetLedger(redis),
+                        Forecaster(),
+                        time.time(),
+                        team=args.team,
+                        days=args.days,
+                    )
+                except (UnknownTeam, ValueError) as exc:
+                    raise CliError(str(exc)) from exc
+            return render(report, fmt)  # type: ignore[arg-type]  # argparse checked choices
+        params = {"format": fmt, "days": str(args.days)}
+        if args.team:
+            params["team"] = args.team
+        return await target.text("/admin/forecast", params)

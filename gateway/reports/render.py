@@ -30,7 +30,7 @@ def render(report: Report, fmt: Format) -> str:
 
 
 def render_table(report: Report) -> str:
-    title = f"{report.kind} {report.period.label} (USD)"
+    title = report.title or f"{report.kind} {report.period.label} (USD)"
     if not report.rows:
         return f"{title}\n(no data)\n"
     rows = [report.columns, *report.rows]

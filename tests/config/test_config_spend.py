@@ -557,7 +557,7 @@ alerts:
     assert found == [
         (
             "alerts.webhooks[0].events[0]",
-            "expected one of 'budget_threshold', 'budget_exceeded', "
+            "expected one of 'budget_threshold', 'budget_exceeded', 'budget_forecast', "
             "got str 'budget_exceded' (did you mean 'budget_exceeded'?)",
         ),
         ("alerts.webhooks[1].events[1]", "'budget_threshold' is listed twice"),
