@@ -58,20 +58,13 @@ async def budget_spends(
         if wanted is not None and team not in wanted:
             continue
         for status in await ledger.budget_status(team, registry.all(team)):
-            b = status.budget
             spends.append(
                 BudgetSpend(
-                    name=b.name,
-                    team=b.team,
-                    scope=b.scope,
-                    match=b.match,
-                    period=b.period,
-                    period_id=status.period_id,
-                    period_end=status.period_end,
-                    limit_nano=b.limit_nano,
-                    limit_tokens=b.limit_tokens,
-                    spent_nano=status.spent_nano,
-                    spent_tokens=status.spent_tokens,
+                    status.budget,
+                    status.period_id,
+                    status.period_end,
+                    status.spent_nano,
+                    status.spent_tokens,
                 )
             )
     return spends
@@ -97,7 +90,7 @@ async def outlooks(
     history_start = today - timedelta(days=history_days)
     first = min(history_start, today.replace(day=1))  # month to date needs the whole month
     dims = {"team"} | {b.series_key("usd").dimension for b in budgets}
-    wanted = set(teams) | {b.team for b in budgets}
+    wanted = set(teams) | {b.budget.team for b in budgets}
     hashes = await read_rollups(redis, wanted, first, today, DAILY, sorted(dims))
     data = RollupData.from_hashes(DAILY, first, today, hashes)
 
@@ -153,5 +146,5 @@ def _spend(
     return spend_outlook(name, fitted, clock, month_to_date, full[-1], horizon_days)
 
 
-def _limits(budget: BudgetSpend) -> tuple[tuple[Unit, int | None], ...]:
-    return (("usd", budget.limit_nano), ("tokens", budget.limit_tokens))
+def _limits(spend: BudgetSpend) -> tuple[tuple[Unit, int | None], ...]:
+    return (("usd", spend.budget.limit_nano), ("tokens", spend.budget.limit_tokens))

@@ -205,12 +205,7 @@ class Metrics:
             ["team", "budget", "action"],
             registry=r,
         )
-        self.alerts = Counter(
-            "sg_alerts_total",
-            "Alerts by kind and outcome (sent, suppressed by cooldown, webhook_failed).",
-            ["kind", "outcome"],
-            registry=r,
-        )
+        self.alerts = alerts_counter(r)
         self.spool_bytes = Gauge(
             "sg_spool_bytes",
             "Spend events waiting in the local spool for Redis to come back.",
@@ -237,3 +232,13 @@ class Metrics:
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+
+def alerts_counter(registry: CollectorRegistry) -> Counter:
+    """Alerts sent: the gateway's, and those of `spendgate aggregate` on its own registry."""
+    return Counter(
+        "sg_alerts_total",
+        "Alerts by kind and outcome (sent, suppressed by cooldown, webhook_failed).",
+        ["kind", "outcome"],
+        registry=registry,
+    )

@@ -88,6 +88,12 @@ def admin_budgets() -> str:
     return f"{PREFIX}:{{budgets}}:defs"
 
 
+def forecast_lease() -> str:
+    """String with a TTL of `forecasts.interval_s`: the aggregator replica forecasting budgets
+    this interval (the others skip it)."""
+    return f"{PREFIX}:{{alerts}}:forecasting"
+
+
 def alert_cooldown(kind: str, subject: str) -> str:
     """String with a TTL: set when an alert is sent, so it is not sent again within the cooldown."""
     return f"{PREFIX}:{{alerts}}:sent:{kind}:{subject}"

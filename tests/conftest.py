@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ADMIN_KEY = "sk-sg-admin-test-key-0123456789"
+SECRET_PATH = "/services/T000/B000/XXXXsecretXXXX"  # a webhook URL's token, as Slack's carry
 
 
 @dataclass
@@ -89,6 +90,50 @@ def _wait_for_redis(port: int, proc: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError("redis-server did not answer PING within 10 s")
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on a real socket: what each hook name was posted, in order."""
+
+    server: TestServer
+    posts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    status: int = 200
+    delay_s: float = 0.0
+    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def url(self, name: str) -> str:
+        return str(self.server.make_url(f"/{name}{SECRET_PATH}"))
+
+    async def wait_for(
+        self, name: str, count: int, timeout_s: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """The first `count` posts to `name`, once they have arrived."""
+        async with self.arrived:
+            await asyncio.wait_for(
+                self.arrived.wait_for(lambda: len(self.posts.get(name, ())) >= count), timeout_s
+            )
+        return self.posts[name][:count]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    app = web.Application()
+    state = Receiver(TestServer(app))
+
+    async def hook(request: web.Request) -> web.Response:
+        if state.delay_s:
+            await asyncio.sleep(state.delay_s)
+        body = await request.json()
+        async with state.arrived:
+            state.posts.setdefault(request.match_info["name"], []).append(body)
+            state.arrived.notify_all()
+        return web.Response(status=state.status, text="ok")
+
+    app.router.add_post("/{name}/{rest:.*}", hook)
+    await state.server.start_server()
+    yield state
+    await state.server.close()
 
 
 @pytest.fixture

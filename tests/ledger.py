@@ -163,3 +163,49 @@ def rollup_data(
             cell = hashes.setdefault((tag.removeprefix("sg:{t:"), bucket, dimension), {})
             cell[field] = cell.get(field, 0) + amount
     return RollupData.from_hashes("d", start, end, hashes)
+
+
+WEEK = (1.1, 1.15, 1.1, 1.05, 1.0, 0.45, 0.4)  # a weekday's share of a typical day, Monday first
+HOURS = (2, 8)  # events of a history day come at 02:00 and 08:00 UTC, before T0's 10:30
+
+
+def history(
+    team: str,
+    first: date,
+    last: date,
+    usd_per_day: float,
+    *,
+    seed: int = 0,
+    noise: float = 0.05,
+    **fields: object,
+) -> list[SpendEvent]:
+    """Request spend of `team` every day from `first` to `last` (inclusive): `usd_per_day` on
+    an average weekday shaped by WEEK, with seeded noise, as two events a day."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    rng = random.Random(seed)
+    out = []
+    day = first
+    while day <= last:
+        usd = usd_per_day * WEEK[day.weekday()] * (1 + rng.gauss(0, noise))
+        for hour in HOURS:
+            ts = datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+            n = f"{team}-{day.isoformat()}-{hour}"
+            cost = int(usd * 1e9 / len(HOURS))
+            out.append(
+                event(
+                    0,
+                    **{
+                        "event_id": f"ev-{n}",
+                        "request_id": f"req-{n}",
+                        "team": team,
+                        "ts_ms": int(ts.timestamp() * 1000),
+                        "cost_nano": cost,
+                        "list_cost_nano": cost,
+                        **fields,
+                    },
+                )
+            )
+        day += timedelta(days=1)
+    return out

@@ -80,9 +80,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(url: str, args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from gateway.aggregator.forecasts import ForecastAlerts
     from gateway.aggregator.metrics import AggregatorMetrics
     from gateway.aggregator.service import run_service
+    from gateway.budgets.alerts import AlertSender
+    from gateway.budgets.ledger import BudgetLedger
+    from gateway.budgets.registry import BudgetRegistry
     from gateway.config.reload import LiveConfig
+    from gateway.metrics import alerts_counter
     from gateway.store.connect import close_store, open_store, redact_url
 
     path = config_path(args.config)
@@ -96,10 +103,23 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     redis = await open_store(url)
     runner = await _serve_metrics(metrics, args.metrics_host, args.metrics_port)
     watcher = loop.create_task(live.watch())
+    session = aiohttp.ClientSession()  # webhooks of the budget_forecast alerts
+    config = live.current
+    forecasts = ForecastAlerts(
+        redis,
+        config,
+        AlertSender(session, redis, config.alerts, alerts_counter(metrics.registry)),
+        BudgetRegistry(redis, config.budgets.rules),
+        BudgetLedger(redis),
+        metrics=metrics,
+    )
     log.info("aggregating %s as one consumer of the group", redact_url(url))
     try:
-        await run_service(redis, lambda: live.current, stop, metrics=metrics)
+        await run_service(
+            redis, lambda: live.current, stop, metrics=metrics, forecast_alerts=forecasts
+        )
     finally:
+        await session.close()
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         live.remove_sighup(loop)

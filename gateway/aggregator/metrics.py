@@ -7,6 +7,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_FORECAST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class AggregatorMetrics:
@@ -54,5 +55,18 @@ class AggregatorMetrics:
         self.trimmed = Counter(
             "sg_aggregator_trimmed_events_total",
             "Archived entries trimmed from the spend streams.",
+            registry=r,
+        )
+        self.forecast_over = Gauge(
+            "sg_budgets_forecast_over_limit",
+            "Budgets of the team whose forecast spend at the end of their period is over their "
+            "limit, at the last forecast run.",
+            ["team"],
+            registry=r,
+        )
+        self.forecast_seconds = Histogram(
+            "sg_aggregator_forecast_seconds",
+            "Time to forecast every budget once (reading rollups and counters, fitting).",
+            buckets=_FORECAST_BUCKETS,
             registry=r,
         )

@@ -1,5 +1,6 @@
-"""The aggregator as a running service: the consumer loop and the archive loop, following the
-config (its `aggregator:` section, and the deployments' prices that price the FOCUS lines).
+"""The aggregator as a running service: the consumer loop, the archive loop and the budget
+forecast alerts, following the config (its `aggregator:` and `forecasts:` sections, the budgets
+and webhooks, and the deployments' prices that price the FOCUS lines).
 `spendgate aggregate` runs it against a shared Redis; `serve` runs it as an app task when the
 store is embedded (`run_embedded`)."""
 
@@ -19,6 +20,7 @@ from gateway.aggregator.prices import PriceList
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from gateway.aggregator.forecasts import ForecastAlerts
     from gateway.config.model import Config
 
 _FOLLOW_S = 1.0  # how soon a reloaded `aggregator:` section takes effect
@@ -32,8 +34,10 @@ async def run_service(
     metrics: AggregatorMetrics | None = None,
     consumer: str | None = None,
     clock: Callable[[], float] = time.time,
+    forecast_alerts: ForecastAlerts | None = None,
 ) -> None:
-    """Consume, apply and archive until `stop` is set, following `config_getter().aggregator`.
+    """Consume, apply, archive and (with `forecast_alerts`) check budgets against their
+    forecasts until `stop` is set, following `config_getter()`.
     Store outages are retried inside the loops; anything else stops both and propagates.
     `clock`: the wall clock rollup lifetimes are measured against (the archive follows the
     stream ids, which are Redis's own time)."""
@@ -56,6 +60,8 @@ async def run_service(
             if latest is not current:  # a reload: its prices price the lines from now on
                 current = latest
                 aggregator.prices = PriceList.from_config(latest)
+                if forecast_alerts is not None:
+                    forecast_alerts.set_config(latest)
             aggregator.config = archiver.config = latest.aggregator
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=_FOLLOW_S)
@@ -64,6 +70,8 @@ async def run_service(
         group.create_task(aggregator.run(stop))
         group.create_task(archiver.run(stop))
         group.create_task(follow())
+        if forecast_alerts is not None:
+            group.create_task(forecast_alerts.run(stop))
 
 
 async def run_embedded(
@@ -73,7 +81,10 @@ async def run_embedded(
     *,
     metrics: AggregatorMetrics | None = None,
     clock: Callable[[], float] = time.time,
+    forecast_alerts: ForecastAlerts | None = None,
 ) -> None:
     """The aggregator inside `serve` for the embedded store (memory://): the same loops and
     guarantees, on the gateway's event loop. Build `metrics` once, on the app's registry."""
-    await run_service(redis, config_getter, stop, metrics=metrics, clock=clock)
+    await run_service(
+        redis, config_getter, stop, metrics=metrics, clock=clock, forecast_alerts=forecast_alerts
+    )

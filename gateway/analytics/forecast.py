@@ -15,7 +15,8 @@ Exponential Smoothing*, 2008, class 1 models): the h-step error is e(h) = eps(h)
 eps(h-j), c(j) being the model's response at lead j to a unit error, which is computed by
 running the forecast recursion on that impulse. On the log scale the intervals are lognormal;
 a sum of days (a month's remainder) takes the days' covariance into account, and on the log
-scale is approximated by a lognormal of the same mean and variance (Fenton-Wilkinson).
+scale is approximated by a lognormal of the same mean and variance (Fenton-Wilkinson). Point
+forecasts are medians.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ _LOG_OFFSET = 0.05  # log(y + 5 % of the mean): days without spend stay finite
 
 @dataclass(frozen=True, slots=True)
 class Interval:
-    """A forecast (the mean of its distribution) and its prediction intervals, in the unit of
-    the series; never below 0."""
+    """A forecast and its prediction intervals, in the unit of the series; never below 0. The
+    forecast is the median of its distribution: as likely to be beaten as missed, and always
+    inside the intervals (a lognormal's mean, with a wide spread, can lie far above both)."""
 
-    mean: float
+    median: float
     low80: float
     high80: float
     low95: float
@@ -53,7 +55,7 @@ class Interval:
     def normal(cls, mean: float, variance: float) -> Interval:
         sd = math.sqrt(max(variance, 0.0))
         return cls(
-            max(mean, 0.0),
+            max(mean, 0.0),  # the median too
             max(mean - Z80 * sd, 0.0),
             max(mean + Z80 * sd, 0.0),
             max(mean - Z95 * sd, 0.0),
@@ -68,13 +70,12 @@ class Interval:
         def at(z: float) -> float:
             return max(_exp(mu + z * sd) - offset, 0.0)
 
-        mean = max(_exp(mu + max(variance, 0.0) / 2) - offset, 0.0)
-        return cls(mean, at(-Z80), at(Z80), at(-Z95), at(Z95))
+        return cls(at(0.0), at(-Z80), at(Z80), at(-Z95), at(Z95))
 
     def plus(self, amount: float) -> Interval:
         """The interval shifted by a known amount (what is already spent)."""
         return Interval(
-            self.mean + amount,
+            self.median + amount,
             self.low80 + amount,
             self.high80 + amount,
             self.low95 + amount,
@@ -253,7 +254,7 @@ def backtest(series: Sequence[float], horizon: int = 7, window: int = 28) -> Acc
             hits80 += interval.covers(actual, 80)
             hits95 += interval.covers(actual, 95)
             if actual > 0:
-                errors.append(abs(actual - interval.mean) / actual)
+                errors.append(abs(actual - interval.median) / actual)
     return Accuracy(
         100.0 * sum(errors) / len(errors) if errors else None,
         100.0 * hits80 / points,

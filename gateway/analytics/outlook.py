@@ -20,6 +20,7 @@ from typing import Literal
 
 from gateway.analytics.forecast import Accuracy, Interval, Model, backtest, fit
 from gateway.analytics.rollupdata import RollupData, day_bucket, days
+from gateway.config.model import BudgetConfig
 
 Unit = Literal["usd", "tokens"]
 Status = Literal["exhausted", "runs_out", "lasts"]
@@ -112,23 +113,18 @@ class SpendOutlook:
 
 @dataclass(frozen=True, slots=True)
 class BudgetSpend:
-    """A budget as its counters stand (what `BudgetLedger.budget_status` reads)."""
+    """A budget and its current period's counters (what `BudgetLedger.budget_status` reads)."""
 
-    name: str
-    team: str
-    scope: str  # "team" | "key" | "project" | "tag"
-    match: str | None
-    period: str  # "daily" | "weekly" | "monthly" | "total"
+    budget: BudgetConfig
     period_id: str
     period_end: datetime | None  # None for "total"
-    limit_nano: int | None
-    limit_tokens: int | None
     spent_nano: int
     spent_tokens: int
 
     def series_key(self, unit: Unit) -> SeriesKey:
-        dimension, value = ("team", self.team) if self.scope == "team" else (self.scope, self.match)
-        return SeriesKey(self.team, dimension, value or "", unit)
+        b = self.budget
+        dimension, value = ("team", b.team) if b.scope == "team" else (b.scope, b.match or "")
+        return SeriesKey(b.team, dimension, value, unit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +140,7 @@ class LimitOutlook:
     """One limit (USD or tokens) of a budget."""
 
     unit: Unit
+    fitted: Fitted  # the model of the budget's spend (or tokens)
     limit: int
     spent: int
     period_end: Interval | None  # expected spend when the period ends (None: total budget)
@@ -153,13 +150,12 @@ class LimitOutlook:
     @property
     def will_exceed(self) -> bool:
         """The expected spend at the period's end is over the limit: a forecasted alert."""
-        return self.period_end is not None and self.period_end.mean > self.limit
+        return self.period_end is not None and self.period_end.median > self.limit
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetOutlook:
-    budget: BudgetSpend
-    fitted: Fitted
+    spend: BudgetSpend
     limits: tuple[LimitOutlook, ...]
 
     @property
@@ -220,20 +216,14 @@ def budget_outlook(
     """The budget's limits against the forecasts of its series: `usd` for its USD limit,
     `tokens` for its token limit (each needed when the budget has that limit)."""
     limits = []
-    if budget.limit_nano is not None and usd is not None:
+    b = budget.budget
+    if b.limit_nano is not None and usd is not None:
+        limits.append(_limit_outlook("usd", b.limit_nano, budget.spent_nano, budget, usd, clock))
+    if b.limit_tokens is not None and tokens is not None:
         limits.append(
-            _limit_outlook("usd", budget.limit_nano, budget.spent_nano, budget, usd, clock)
+            _limit_outlook("tokens", b.limit_tokens, budget.spent_tokens, budget, tokens, clock)
         )
-    if budget.limit_tokens is not None and tokens is not None:
-        limits.append(
-            _limit_outlook(
-                "tokens", budget.limit_tokens, budget.spent_tokens, budget, tokens, clock
-            )
-        )
-    main = usd or tokens
-    if main is None:
-        raise ValueError(f"budget {budget.name!r}: no series for any of its limits")
-    return BudgetOutlook(budget, main, tuple(limits))
+    return BudgetOutlook(budget, tuple(limits))
 
 
 def _limit_outlook(
@@ -241,28 +231,33 @@ def _limit_outlook(
 ) -> LimitOutlook:
     model, period_end = fitted.model, budget.period_end
     if spent >= limit:
-        return LimitOutlook(unit, limit, spent, None, None, "exhausted")
+        return LimitOutlook(unit, fitted, limit, spent, None, None, "exhausted")
     if model is None:
-        return LimitOutlook(unit, limit, spent, None, None, "lasts")
-    at_end = None
-    if period_end is not None:
+        return LimitOutlook(unit, fitted, limit, spent, None, None, "lasts")
+    if period_end is None:
+        at_end, pace = None, None
+        weights = [clock.left_today] + [1.0] * (SEARCH_DAYS - 1)
+    else:
         weights = clock.weights_until(period_end)
         at_end = model.total(weights).plus(spent)
-        horizon = len(weights)
-    else:
-        horizon = SEARCH_DAYS
-    exhausted = _runs_out(limit - spent, model, clock, horizon)
-    return LimitOutlook(
-        unit, limit, spent, at_end, exhausted, "lasts" if exhausted is None else "runs_out"
-    )
+        pace = at_end.median - spent
+    exhausted = _runs_out(limit - spent, model, clock, weights, pace)
+    status: Status = "lasts" if exhausted is None else "runs_out"
+    return LimitOutlook(unit, fitted, limit, spent, at_end, exhausted, status)
 
 
-def _runs_out(remaining: float, model: Model, clock: Clock, horizon: int) -> datetime | None:
-    """When `remaining` is used up, spending each day's forecast evenly over the day, within
-    `horizon` days from today; None if it lasts that long."""
-    for ahead, interval in enumerate(model.forecast(horizon)):
-        share = clock.left_today if ahead == 0 else 1.0
-        spend = interval.mean * share
+def _runs_out(
+    remaining: float, model: Model, clock: Clock, weights: Sequence[float], total: float | None
+) -> datetime | None:
+    """When `remaining` is used up, spending each day's forecast evenly over the day, over the
+    days `weights` covers (what is left of today, then whole days); None if it lasts. With the
+    period's `total` forecast, the days are scaled to add up to it (a median of a sum is not
+    the sum of the days' medians), so a budget forecast over its limit runs out within it."""
+    days = [i.median * w for i, w in zip(model.forecast(len(weights)), weights, strict=True)]
+    if total is not None and sum(days) > 0:
+        scale = total / sum(days)
+        days = [d * scale for d in days]
+    for ahead, spend in enumerate(days):
         if spend >= remaining and spend > 0:
             return clock.at_day_fraction(ahead, remaining / spend)
         remaining -= spend

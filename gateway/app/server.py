@@ -250,14 +250,32 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     if not serves_inside(app[LIVE_CONFIG].current.store.url) or (worker and worker.index):
         yield
         return
+    from gateway.aggregator.forecasts import ForecastAlerts
     from gateway.aggregator.metrics import AggregatorMetrics
     from gateway.aggregator.service import run_embedded
 
     stop = asyncio.Event()
     live = app[LIVE_CONFIG]
     metrics = AggregatorMetrics(app[METRICS].registry)
+    forecasts = ForecastAlerts(
+        app[REDIS],
+        live.current,
+        app[ALERTS],
+        app[BUDGETS],
+        app[LEDGER],
+        forecaster=app[FORECASTER],
+        metrics=metrics,
+        clock=app[CLOCK],
+    )
     task = asyncio.get_running_loop().create_task(
-        run_embedded(app[REDIS], lambda: live.current, stop, metrics=metrics, clock=app[CLOCK])
+        run_embedded(
+            app[REDIS],
+            lambda: live.current,
+            stop,
+            metrics=metrics,
+            clock=app[CLOCK],
+            forecast_alerts=forecasts,
+        )
     )
     yield
     # Cancelling mid-batch is safe (unapplied entries stay pending); waiting for a blocking

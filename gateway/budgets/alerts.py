@@ -2,8 +2,9 @@
 
 Budget thresholds are already once per period (the settle script's alerted sets); the cooldown
 here (SET NX EX, shared by replicas, with an in-process copy for when Redis is away) stops storms
-such as a `budget_exceeded` per refused request. Sending never raises, and never logs a webhook
-URL: those carry tokens.
+such as a `budget_exceeded` per refused request. An alert that must go once per period
+(`budget_forecast`) holds its claim until the period ends (`hold_s`). Sending never raises, and
+never logs a webhook URL: those carry tokens.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ log = logging.getLogger("spendgate.alerts")
 
 BUDGET_THRESHOLD = "budget_threshold"
 BUDGET_EXCEEDED = "budget_exceeded"
+BUDGET_FORECAST = "budget_forecast"  # sent by the aggregator (aggregator/forecast_alert.py)
 
-_COLORS = {BUDGET_THRESHOLD: "warning", BUDGET_EXCEEDED: "danger"}
+_COLORS = {BUDGET_THRESHOLD: "warning", BUDGET_EXCEEDED: "danger", BUDGET_FORECAST: "warning"}
 _LOCAL_MAX = 10_000
 
 
@@ -59,10 +61,20 @@ class AlertSender:
     def set_config(self, config: AlertsConfig) -> None:
         self._config = config
 
-    async def send(self, kind: str, subject: str, text: str, fields: Mapping[str, object]) -> bool:
-        """Raise an alert unless the same (kind, subject) was raised within the cooldown.
-        True if it was raised (logged, counted, posted); webhook failures are only logged."""
-        if not await self._claim(kind, subject):
+    async def send(
+        self,
+        kind: str,
+        subject: str,
+        text: str,
+        fields: Mapping[str, object],
+        *,
+        hold_s: float = 0.0,
+    ) -> bool:
+        """Raise an alert unless the same (kind, subject) was raised within the cooldown, or
+        within `hold_s` seconds if that is longer (an alert once per period holds its claim to
+        the period's end). True if it was raised (logged, counted, posted); webhook failures
+        are only logged."""
+        if not await self._claim(kind, subject, hold_s):
             self._count(kind, "suppressed")
             return False
         log.warning("alert %s: %s", kind, text)
@@ -101,11 +113,11 @@ class AlertSender:
             _status_fields(status, on_exceed=budget.on_exceed),
         )
 
-    async def _claim(self, kind: str, subject: str) -> bool:
+    async def _claim(self, kind: str, subject: str, hold_s: float) -> bool:
         now = self._clock()
         if self._recent.get((kind, subject), 0.0) > now:
             return False
-        cooldown = self._config.cooldown_s
+        cooldown = max(self._config.cooldown_s, hold_s)
         if cooldown > 0:
             try:
                 first = await self._redis.set(

@@ -90,6 +90,13 @@ def format_usd(nano: int) -> str:
     return f"{whole}.{frac.ljust(2, '0')}"
 
 
+def format_usd_estimate(nano: float) -> str:
+    """An estimate (a forecast) to the cent: more digits would claim a precision it lacks."""
+    cents = round(nano / 10_000_000)
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
+
 def describe_scope(budget: BudgetConfig) -> str:
     """ "team alpha", "project search of team alpha", "tag exp=a1 of team alpha"."""
     if budget.scope == "team":

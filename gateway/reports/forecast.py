@@ -22,7 +22,7 @@ from gateway.analytics.outlook import (
     SpendOutlook,
     Unit,
 )
-from gateway.budgets.messages import format_usd
+from gateway.budgets.messages import format_usd, format_usd_estimate
 from gateway.forecasting import Outlooks, budget_spends, outlooks
 from gateway.reports.build import Period, Report
 from gateway.store.rollups import known_teams
@@ -105,7 +105,7 @@ def _report(result: Outlooks, days: int) -> Report:
     rows: list[tuple[str, ...]] = []
     spends = [*result.teams, *((result.total,) if result.total else ())]
     for s in spends:
-        next_days = _amount(s.next_days.mean, "usd") if s.next_days else ""
+        next_days = _amount(s.next_days.median, "usd") if s.next_days else ""
         rows.append(
             (
                 s.name,
@@ -113,7 +113,7 @@ def _report(result: Outlooks, days: int) -> Report:
                 s.name,
                 month,
                 "usd",
-                nano_to_usd_str(s.month_to_date),
+                format_usd(s.month_to_date),
                 *_cells(s.month_end, "usd"),
                 "",
                 "",
@@ -123,21 +123,21 @@ def _report(result: Outlooks, days: int) -> Report:
         )
         if s is result.total:
             continue
-        for b in (b for b in result.budgets if b.budget.team == s.name):
+        for b in (b for b in result.budgets if b.spend.budget.team == s.name):
             for limit in b.limits:
                 rows.append(
                     (
                         s.name,
                         "budget",
-                        b.budget.name,
-                        b.budget.period_id,
+                        b.spend.budget.name,
+                        b.spend.period_id,
                         limit.unit,
                         _counted(limit.spent, limit.unit),
                         *_cells(limit.period_end, limit.unit),
                         _counted(limit.limit, limit.unit),
                         _runs_out(limit),
                         "",
-                        *_fit_cells(b.fitted),
+                        *_fit_cells(limit.fitted),
                     )
                 )
     document = {
@@ -152,7 +152,9 @@ def _report(result: Outlooks, days: int) -> Report:
         "teams": [
             {
                 **_spend_dict(s, month),
-                "budgets": [_budget_dict(b) for b in result.budgets if b.budget.team == s.name],
+                "budgets": [
+                    _budget_dict(b) for b in result.budgets if b.spend.budget.team == s.name
+                ],
             }
             for s in result.teams
         ],
@@ -180,15 +182,14 @@ def _spend_dict(s: SpendOutlook, month: str) -> dict[str, Any]:
 
 
 def _budget_dict(b: BudgetOutlook) -> dict[str, Any]:
-    budget = b.budget
+    spend, budget = b.spend, b.spend.budget
     return {
         "name": budget.name,
         "scope": budget.scope,
         "match": budget.match,
         "period": budget.period,
-        "period_id": budget.period_id,
-        "period_end": None if budget.period_end is None else _iso(budget.period_end),
-        **_fit_dict(b.fitted),
+        "period_id": spend.period_id,
+        "period_end": None if spend.period_end is None else _iso(spend.period_end),
         "will_exceed": b.will_exceed,
         "exhausted_at": None if b.exhausted_at is None else _iso(b.exhausted_at),
         "limits": [_limit_dict(limit) for limit in b.limits],
@@ -201,6 +202,7 @@ def _limit_dict(limit: LimitOutlook) -> dict[str, Any]:
     cap = limit.limit if limit.unit == "tokens" else format_usd(limit.limit)
     return {
         "unit": limit.unit,
+        **_fit_dict(limit.fitted),
         f"limit{suffix}": cap,
         f"spent{suffix}": spent,
         **{f"period_end_{k}": v for k, v in _interval_dict(limit.period_end, limit.unit).items()},
@@ -224,7 +226,7 @@ def _interval_dict(interval: Interval | None, unit: Unit) -> dict[str, Any]:
     values: Sequence[float | None] = (
         (None,) * 5
         if interval is None
-        else (interval.mean, interval.low80, interval.high80, interval.low95, interval.high95)
+        else (interval.median, interval.low80, interval.high80, interval.low95, interval.high95)
     )
     return {
         f"{name}{suffix}": None if v is None else round(v) if unit == "tokens" else _amount(v, unit)
@@ -255,10 +257,7 @@ def _runs_out(limit: LimitOutlook) -> str:
 
 def _amount(value: float, unit: Unit) -> str:
     """A forecast: USD to the cent (`value` in nano-USD), tokens whole."""
-    if unit == "tokens":
-        return str(round(value))
-    cents = round(value / 10_000_000)
-    return f"{cents // 100}.{cents % 100:02d}"
+    return str(round(value)) if unit == "tokens" else format_usd_estimate(value)
 
 
 def _counted(value: int, unit: Unit) -> str:

@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio import Redis
 
@@ -22,36 +18,7 @@ from gateway.budgets.ledger import BudgetLedger
 from gateway.config.model import AlertsConfig, Webhook
 from gateway.store.connect import close_store, open_store
 from tests.budgets.support import TEAM, FakeClock, budget
-
-SECRET_PATH = "/services/T000/B000/XXXXsecretXXXX"
-
-
-@dataclass
-class Receiver:
-    server: TestServer
-    posts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    status: int = 200
-    delay_s: float = 0.0
-
-    def url(self, name: str) -> str:
-        return str(self.server.make_url(f"/{name}{SECRET_PATH}"))
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    app = web.Application()
-    state = Receiver(TestServer(app))
-
-    async def hook(request: web.Request) -> web.Response:
-        if state.delay_s:
-            await asyncio.sleep(state.delay_s)
-        state.posts.setdefault(request.match_info["name"], []).append(await request.json())
-        return web.Response(status=state.status, text="ok")
-
-    app.router.add_post("/{name}/{rest:.*}", hook)
-    await state.server.start_server()
-    yield state
-    await state.server.close()
+from tests.conftest import SECRET_PATH, Receiver
 
 
 @pytest.fixture
