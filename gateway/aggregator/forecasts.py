@@ -86,22 +86,22 @@ class ForecastAlerts:
             budgets=spends,
             spend=False,
         )
-        over: dict[str, int] = {}
+        alerting = [
+            (outlook, limit)
+            for outlook in result.budgets
+            if (limit := self._alerting_limit(outlook)) is not None
+        ]
+        for team in {s.budget.team for s in spends}:
+            count = sum(o.spend.budget.team == team for o, _ in alerting)
+            self.metrics.forecast_over.labels(team).set(count)
+        self.metrics.forecast_seconds.observe(time.perf_counter() - started)
         sent = []
-        for outlook in result.budgets:
-            limit = self._alerting_limit(outlook)
-            if limit is None:
-                continue
-            team = outlook.spend.budget.team
-            over[team] = over.get(team, 0) + 1
+        for outlook, limit in alerting:
             subject, text, fields = forecast_alert(outlook, limit)
             assert outlook.spend.period_end is not None  # filtered above
             hold = (outlook.spend.period_end - clock.now).total_seconds() + _HOLD_SLACK_S
             if await self.sender.send(BUDGET_FORECAST, subject, text, fields, hold_s=hold):
                 sent.append((outlook, limit))
-        for team in {s.budget.team for s in spends}:
-            self.metrics.forecast_over.labels(team).set(over.get(team, 0))
-        self.metrics.forecast_seconds.observe(time.perf_counter() - started)
         return sent
 
     async def run(self, stop: asyncio.Event) -> None:

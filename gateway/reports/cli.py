@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,21 +52,23 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(run_async(args))
 
 
-async def run_async(args: argparse.Namespace) -> int:
-    return await run_command("report", _run(args))
+async def run_async(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int:
+    """`clock`: the wall clock a forecast read straight from the store is made at (tests fix
+    it; through the admin API the gateway's clock decides)."""
+    return await run_command("report", _run(args, clock))
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, clock: Callable[[], float]) -> int:
     fmt = args.format or ("csv" if args.kind == "focus" else "table")
     if args.kind == "forecast":
         if args.period or args.start or args.end:
             raise CliError("a forecast looks ahead from now: use --days N (and --team T)")
-        text, label = await _forecast_text(args, fmt), f"the next {args.days} days"
+        text, label = await _forecast_text(args, fmt, clock()), f"the next {args.days} days"
     else:
         if args.team:
             raise CliError(f"--team is for forecasts: {args.kind} covers every team")
         try:
-            period = _period(args)
+            period = _period(args, clock())
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         text, label = await _report_text(args, period, fmt), period.label
@@ -76,7 +80,7 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _period(args: argparse.Namespace) -> Period:
+def _period(args: argparse.Namespace, now_s: float) -> Period:
     from gateway.reports.build import Period
 
     if args.start or args.end:
@@ -89,7 +93,7 @@ def _period(args: argparse.Namespace) -> Period:
         return Period.of_days(args.start, args.end)
     if args.period:
         return Period.of_month(args.period)
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(now_s, UTC)
     return Period.month_to_date(now) if args.kind == "showback" else Period.current_month(now)
 
 
@@ -112,13 +116,11 @@ async def _report_text(args: argparse.Namespace, period: Period, fmt: str) -> st
         return await target.text(f"/admin/reports/{args.kind}", params)
 
 
-async def _forecast_text(args: argparse.Namespace, fmt: str) -> str:
+async def _forecast_text(args: argparse.Namespace, fmt: str, now: float) -> str:
     from gateway.reports.render import render
 
     async with connect(args, timeout_s=_HTTP_TIMEOUT_S) as target:
         if isinstance(target, SharedStore):
-            import time
-
             from gateway.analytics.outlook import Forecaster
             from gateway.budgets.ledger import BudgetLedger
             from gateway.budgets.registry import BudgetRegistry
@@ -132,9 +134,9 @@ async def _forecast_text(args: argparse.Namespace, fmt: str) -> str:
                         config,
                         redis,
                         BudgetRegistry(redis, config.budgets.rules),
-                        BudgetLedger(redis),
+                        BudgetLedger(redis, clock=lambda: now),
                         Forecaster(),
-                        time.time(),
+                        now,
                         team=args.team,
                         days=args.days,
                     )
