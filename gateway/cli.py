@@ -122,6 +122,12 @@ def _report(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _import(args: argparse.Namespace) -> int:
+    from gateway.history.cli import run
+
+    return run(args)
+
+
 def _aggregate(args: argparse.Namespace) -> int:
     from gateway.aggregator.cli import run
 
@@ -255,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_arguments(report)
     report.set_defaults(func=_report)
+
+    history = sub.add_parser(
+        "import",
+        help="load past spend into the ledger (archive files, FOCUS CSVs)",
+        description="Load past spend into the ledger from spendgate's archive files and FOCUS "
+        "1.x CSVs, each event at most once (importing a file again adds nothing). Imported "
+        "spend feeds rollups, reports and forecasts like live spend.",
+    )
+    from gateway.history.cli import add_arguments as add_import_arguments
+
+    add_import_arguments(history)
+    history.set_defaults(func=_import)
 
     aggregate = sub.add_parser(
         "aggregate", help="run the spend aggregator (for a store shared in Redis)"

@@ -137,6 +137,12 @@ def external_cost_marker(team: str, cost_id: str) -> str:
     return f"{PREFIX}:{team_tag(team)}:extcost:{cost_id}"
 
 
+def imported_events(team: str, day: str) -> str:
+    """Set of the ids of events `spendgate import` appended for the team and UTC day (YYYYMMDD),
+    so the same file imported twice adds nothing. It lives as long as the day's rollups."""
+    return f"{PREFIX}:{team_tag(team)}:imported:{day}"
+
+
 def external_services() -> str:
     """Hash: service name -> "<ServiceCategory>|<ServiceSubcategory>" of the posted external
     costs (set NX by the first post naming it): FOCUS gives every service name one category,

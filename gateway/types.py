@@ -82,7 +82,9 @@ class SpendEvent:
     event_id: str  # unique; settling twice with the same id counts once
     ts_ms: int  # UTC epoch milliseconds when the request finished
     team: str
-    kind: str = "request"  # "request" | "external" (a cost posted through the admin API)
+    # "request" | "external" (a cost posted through the admin API) | "import" (a charge from a
+    # FOCUS file loaded by `spendgate import`: usage or cache hits, counted as requests are)
+    kind: str = "request"
     request_id: str = ""
     key_id: str = ""
     project: str | None = None
@@ -112,6 +114,9 @@ class SpendEvent:
     # External costs: their FOCUS charge and service classification, as the JSON of
     # `gateway.analytics.taxonomy.ChargeClass` (None on requests and on older posts).
     charge: str | None = None
+    # How many requests (cache hits; posted costs, for an external cost) an imported aggregate
+    # stands for: 0 when its source does not say (a FOCUS usage row). None: one, a live event.
+    units: int | None = None
 
     def to_fields(self) -> dict[str, str]:
         flat = iter(self.to_flat())

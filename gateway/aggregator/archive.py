@@ -5,8 +5,9 @@ Per team, under a lease so one replica archives a team at a time: find the bound
 every entry is acked by every group, append the entries after the cursor to the day files (one
 gzip member per run, fsync'd), and only then advance the cursor and XTRIM MINID to it. A crash
 between the fsync and the cursor update archives those entries again on the next run; each line
-carries its stream id (`_stream_id`) and `read_archive` drops repeats. Files are named by the
-UTC day of the stream id (when the entry was appended), so each file is in id order.
+carries its stream id (`_stream_id`) and `archiveformat.read_archive` drops repeats. Files are
+named by the UTC day of the stream id (when the entry was appended), so each file is in id
+order. The file format is `gateway.archiveformat`'s.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import logging
 import os
 import secrets
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
@@ -30,6 +30,7 @@ from redis.exceptions import ResponseError
 from gateway import rediskeys
 from gateway.aggregator.consumer import load_lua
 from gateway.aggregator.metrics import AggregatorMetrics
+from gateway.archiveformat import STREAM_ID_FIELD, gzip_members
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -39,11 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spendgate.aggregator.archive")
 
-STREAM_ID_FIELD = "_stream_id"
 _CHUNK = 1000  # entries per XRANGE, per gzip member and per cursor update
 _LEASE_MS = 600_000
 _MAX_SEQ = 2**64 - 1
-_READ_BYTES = 1 << 16
 _MAX_INTERVAL_S = 60.0
 
 
@@ -214,47 +213,11 @@ def team_dirname(team: str) -> str:
     return "%2E" + name[1:] if name.startswith(".") else name
 
 
-def read_archive(path: str | Path) -> Iterator[dict[str, str]]:
-    """The records of one archive file in id order, each once (a line archived twice by a crash
-    between file write and cursor update is dropped). A torn last member is ignored."""
-    seen: set[str] = set()
-    with Path(path).open("rb") as f:
-        for _end, data in _members(f):
-            for line in data.splitlines():
-                record = orjson.loads(line)
-                stream_id = record.get(STREAM_ID_FIELD)
-                if stream_id in seen:
-                    continue
-                seen.add(stream_id)
-                yield record
-
-
-def _members(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(end offset, content) of each complete gzip member; stops at a torn or corrupt tail."""
-    start, fed, parts = 0, 0, []
-    decomp = zlib.decompressobj(wbits=31)
-    chunk = f.read(_READ_BYTES)
-    while chunk:
-        fed += len(chunk)
-        try:
-            parts.append(decomp.decompress(chunk))
-        except zlib.error:
-            return
-        if decomp.eof:
-            end = start + fed - len(decomp.unused_data)
-            yield end, b"".join(parts)
-            chunk, start, fed, parts = decomp.unused_data, end, 0, []
-            decomp = zlib.decompressobj(wbits=31)
-            if chunk:
-                continue
-        chunk = f.read(_READ_BYTES)
-
-
 def _repair_tail(path: Path) -> None:
     """Cut a torn gzip member (a crash mid-append) off the end, so appends stay readable."""
     with path.open("rb") as f:
         valid = 0
-        for end, _data in _members(f):
+        for end, _data in gzip_members(f):
             valid = end
     size = path.stat().st_size
     if size > valid:

@@ -133,6 +133,7 @@ def _cells(event: SpendEvent, prices: PriceList | None) -> Iterator[tuple[str, s
 
 def _metrics(e: SpendEvent) -> list[tuple[str, int]]:
     is_request = e.kind != "external"
+    count = 1 if e.units is None else e.units  # an imported row may stand for many
     savings = max(e.list_cost_nano - e.cost_nano, 0)
     candidates: list[tuple[str, int]] = [
         ("cost", e.cost_nano),
@@ -142,15 +143,15 @@ def _metrics(e: SpendEvent) -> list[tuple[str, int]]:
         ("cached_prompt", e.cached_prompt_tokens),
         ("completion", e.completion_tokens),
         ("reasoning", e.reasoning_tokens),
-        ("requests", int(is_request)),
-        ("errors", int(is_request and (e.status >= 400 or e.outcome != "ok"))),
-        ("cache_hits", int(e.cache == "hit")),
+        ("requests", count if is_request else 0),
+        ("errors", count if is_request and (e.status >= 400 or e.outcome != "ok") else 0),
+        ("cache_hits", count if e.cache == "hit" else 0),
         ("external", 0 if is_request else e.cost_nano),
-        ("external_count", int(not is_request)),
+        ("external_count", 0 if is_request else count),
     ]
     if e.revenue_nano is not None:
         candidates.append(("revenue", e.revenue_nano))
-        candidates.append(("revenue_requests", int(is_request)))
+        candidates.append(("revenue_requests", count if is_request else 0))
     if e.optimization and savings:
         candidates.append((SAVINGS_PREFIX + join_parts(e.optimization), savings))
     return [(m, a) for m, a in candidates if a]
@@ -190,7 +191,9 @@ def _line(
     if e.kind == "external":
         kind = LINE_EXTERNAL
         charge = e.charge or MISSING
-        amount = str(e.cost_nano)
+        # Identical posts share a line, which keeps the amount of one (an imported row of
+        # several carries their total).
+        amount = str(e.cost_nano // e.units if e.units else e.cost_nano)
         description = e.description or MISSING
     elif e.cache == "hit":
         kind = LINE_CACHE

@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.app.admin import Endpoint, Reply, json_response
 from gateway.app.admin_budgets import BUDGET_SCHEMA, budget_endpoints
+from gateway.app.admin_import import import_endpoints
 from gateway.app.admin_keys import KEY_SCHEMA, key_endpoints
 from gateway.app.admin_reports import report_endpoints
 from gateway.config.checks import JsonSchema, Record
@@ -70,7 +71,13 @@ def admin_endpoints() -> tuple[Endpoint, ...]:
         (Reply(200, "The OpenAPI 3.1 document of the admin API.", {"type": "object"}),),
         public=True,
     )
-    return (*key_endpoints(), *budget_endpoints(), *report_endpoints(), document)
+    return (
+        *key_endpoints(),
+        *budget_endpoints(),
+        *report_endpoints(),
+        *import_endpoints(),
+        document,
+    )
 
 
 def admin_routes() -> list[web.RouteDef]:
@@ -107,8 +114,9 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
         "tags": [
             {"name": "keys", "description": "Virtual keys (`sk-sg-...`)."},
             {"name": "budgets", "description": "Budgets and where they stand."},
-            {"name": "reports", "description": "Showback, chargeback and FOCUS."},
+            {"name": "reports", "description": "Showback, chargeback, FOCUS and forecasts."},
             {"name": "costs", "description": "External costs posted to the ledger."},
+            {"name": "history", "description": "Past spend imported into the ledger."},
             {"name": "meta", "description": "This document."},
         ],
     }

@@ -11,8 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import rediskeys
-from gateway.aggregator.archive import Archiver, read_archive, team_dirname
+from gateway.aggregator.archive import Archiver, team_dirname
 from gateway.aggregator.consumer import Aggregator
+from gateway.archiveformat import read_archive
 from gateway.config.model import AggregatorConfig
 from gateway.types import SpendEvent
 from tests.ledger import NOW, drain, event, produce
