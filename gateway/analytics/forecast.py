@@ -35,7 +35,7 @@ SEASONAL_DAYS = 3 * SEASON  # a weekly season needs two weeks to start from and 
 TREND_DAYS = 10
 _TRENDS: tuple[Trend, ...] = ("N", "A", "Ad")
 _PHI_MIN, _PHI_SPAN = 0.8, 0.18  # damping in [0.8, 0.98], R's default bounds
-_ITERATIONS = 200  # Nelder-Mead evaluations per model: enough to settle 4 parameters
+_ITERATIONS = 120  # Nelder-Mead evaluations per model: more changed no forecast measured
 _LOG_OFFSET = 0.05  # log(y + 5 % of the mean): days without spend stay finite
 
 
@@ -428,7 +428,7 @@ def _nelder_mead(
     while evaluations < _ITERATIONS:
         order = sorted(range(len(simplex)), key=scores.__getitem__)
         simplex, scores = [simplex[i] for i in order], [scores[i] for i in order]
-        if scores[-1] - scores[0] <= 1e-9 * (abs(scores[0]) + 1e-30):
+        if scores[-1] - scores[0] <= 1e-5 * (abs(scores[0]) + 1e-30):
             break
         worst = simplex[-1]
         centroid = [sum(x[d] for x in simplex[:-1]) / (len(simplex) - 1) for d in range(len(x0))]
