@@ -1,5 +1,5 @@
 """The admin API for history: `POST /admin/import` appends past spend events to the ledger, each
-at most once by its id (`history.imports`). What `spendgate import` sends an embedded-store
+at most once by its id (`history.imports`). What `spendgate import` sends an in-process-store
 gateway, after reading an archive or a FOCUS file itself: the events, as the spend stream and
 the archive files hold them (`SpendEvent.to_fields()`)."""
 

@@ -1,9 +1,10 @@
 """`spendgate import`: past spend into the ledger, from spendgate's archive files and FOCUS CSVs.
 
 Files are read here, completely, before anything is written: a file with a problem stops the
-import with every problem named (file, line, column). With a shared store the events go straight
-in; an embedded store lives inside the running gateway, so then (or with --url) they go through
-its admin API, checked there by a dry run of every batch before the first is written.
+import with every problem named (file, line, column). With a store it can reach (local://,
+redis://) the events go straight in; an in-process store (memory://) lives inside the running
+gateway, so then (or with --url) they go through its admin API, checked there by a dry run of
+every batch before the first is written.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ async def _into_store(
     found = problems(events, target.config.teams, int(now * 1000))
     if found:
         raise CliError("nothing imported:\n" + "\n".join(found[:20]))
-    async with connected(target.config.store.url) as redis:
+    async with connected(target.config.store) as redis:
         return await import_events(redis, events, now, dry_run=dry_run)
 
 

@@ -128,7 +128,7 @@ async def _forecast_text(args: argparse.Namespace, fmt: str, now: float) -> str:
             from gateway.store.connect import connected
 
             config = target.config
-            async with connected(config.store.url) as redis:
+            async with connected(config.store) as redis:
                 try:
                     report = await forecast_report(
                         config,
