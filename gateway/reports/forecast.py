@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from gateway.analytics.forecast import Interval
+from gateway.analytics.forecast import MIN_DAYS, Interval
 from gateway.analytics.outlook import (
     BudgetOutlook,
     Clock,
@@ -242,7 +242,7 @@ def _fit_cells(fitted: Fitted) -> tuple[str, str, str, str]:
     accuracy = fitted.accuracy
     mape = accuracy.mape_pct if accuracy else None
     return (
-        "" if fitted.model is None else fitted.model.name,
+        f"none: needs {MIN_DAYS}+ days" if fitted.model is None else fitted.model.name,
         str(fitted.history_days),
         "" if mape is None else f"{mape:.1f}",
         "" if accuracy is None else f"{accuracy.coverage80_pct:.1f}",
