@@ -128,6 +128,12 @@ def _import(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _anomalies(args: argparse.Namespace) -> int:
+    from gateway.anomalies.cli import run
+
+    return run(args)
+
+
 def _aggregate(args: argparse.Namespace) -> int:
     from gateway.aggregator.cli import run
 
@@ -256,11 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_budgets_arguments(budgets)
     budgets.set_defaults(func=_budgets)
 
-    report = sub.add_parser("report", help="showback, chargeback, FOCUS and forecast reports")
+    report = sub.add_parser(
+        "report", help="showback, chargeback, FOCUS, forecast and anomaly reports"
+    )
     from gateway.reports.cli import add_arguments as add_report_arguments
 
     add_report_arguments(report)
     report.set_defaults(func=_report)
+
+    anomalies = sub.add_parser(
+        "anomalies", help="one spend anomaly in full; feedback on it (expected or real)"
+    )
+    from gateway.anomalies.cli import add_arguments as add_anomalies_arguments
+
+    add_anomalies_arguments(anomalies)
+    anomalies.set_defaults(func=_anomalies)
 
     history = sub.add_parser(
         "import",

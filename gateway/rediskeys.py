@@ -78,6 +78,13 @@ def rollup(team: str, granularity: str, bucket: str, dimension: str) -> str:
     return f"{PREFIX}:{team_tag(team)}:r:{granularity}:{bucket}:{dimension}"
 
 
+def anomaly_series(team: str, bucket_s: int, start_s: int) -> str:
+    """Hash of one fine bucket of the team's spend, for anomaly detection: field
+    "<series>|<value>|<metric>" -> integer (`rollupformat.series_field`). The bucket size is
+    part of the name, so a new `anomalies.bucket_s` starts new series."""
+    return f"{PREFIX}:{team_tag(team)}:as:{bucket_s}:{start_s}"
+
+
 def archive_cursor(team: str) -> str:
     """String: the last stream id written to the cold-tier archive."""
     return f"{PREFIX}:{team_tag(team)}:archived"
@@ -97,6 +104,42 @@ def forecast_lease() -> str:
 def alert_cooldown(kind: str, subject: str) -> str:
     """String with a TTL: set when an alert is sent, so it is not sent again within the cooldown."""
     return f"{PREFIX}:{{alerts}}:sent:{kind}:{subject}"
+
+
+# Anomalies: a few records a week, so one slot holds them all and the detector updates them,
+# with its own state, in one MULTI.
+_ANOMALIES_TAG = "{anomalies}"
+
+
+def anomaly_records() -> str:
+    """Hash: anomaly id -> the anomaly as JSON (`gateway.analytics.anomaly.Anomaly`)."""
+    return f"{PREFIX}:{_ANOMALIES_TAG}:records"
+
+
+def anomaly_index() -> str:
+    """Sorted set: anomaly id -> its start (epoch ms), for listing by time."""
+    return f"{PREFIX}:{_ANOMALIES_TAG}:index"
+
+
+def anomaly_feedback() -> str:
+    """Hash: anomaly id -> the feedback a person gave on it (JSON: verdict, note, at). Apart
+    from the record, so that a verdict never races the detector's update of the record."""
+    return f"{PREFIX}:{_ANOMALIES_TAG}:feedback"
+
+
+def anomaly_state() -> str:
+    """Hash: team -> the detector's state of that team (JSON: runs of unusual buckets not yet
+    an anomaly, open anomalies), plus field "_cursor": "<bucket_s>:<last bucket evaluated>"."""
+    return f"{PREFIX}:{_ANOMALIES_TAG}:state"
+
+
+def anomaly_lease() -> str:
+    """String with a TTL: held by the aggregator replica that runs detection, so buckets are
+    evaluated once, in order, by one replica at a time."""
+    return f"{PREFIX}:{_ANOMALIES_TAG}:detector"
+
+
+ANOMALY_RETENTION_S = 400 * 86400  # anomaly records are kept as long as daily rollups
 
 
 # Response cache. Entries are independent single keys with no hash tag, so a cluster spreads them

@@ -93,6 +93,37 @@ LINE_METRICS = frozenset(METRICS) - {
 SAVINGS_PREFIX = "savings:"  # "savings:<optimization>", one per optimization named by events
 
 
+# Fine buckets for anomaly detection (`anomalies.bucket_s` seconds): one hash per team and
+# bucket (`rediskeys.anomaly_series`), fields "<series>|<value>|<metric>". Requests only: a
+# posted external cost is not traffic. The team as a whole (value ""), counts each request
+# once: "extra" is what the calls after a request's first (cascade escalations) cost.
+SERIES_TEAM = "t"
+SERIES_KEY = "k"  # per key id
+SERIES_MODEL = "m"  # per requested model
+# Per requested model and the deployment that served it (`join_parts`): first calls only.
+SERIES_ROUTE = "r"
+SERIES_TEAM_METRICS = (
+    "cost",
+    "requests",  # requests (a request's later calls are not counted again)
+    "hits",  # requests answered from the response cache
+    "tokens",  # prompt + completion tokens of the requests' first calls, cache hits excluded
+    "extra_cost",  # cost of the calls after a request's first (cascade escalations)
+    "errors",  # requests that failed (status >= 400 or outcome not ok)
+)
+SERIES_PART_METRICS = ("cost", "requests")
+
+
+def series_field(series: str, value: str, metric: str) -> str:
+    return f"{series}|{value}|{metric}"
+
+
+def split_series_field(hash_field: str) -> tuple[str, str, str]:
+    """(series, value, metric) of a fine-bucket field; the value may itself hold "|"."""
+    series, _, rest = hash_field.partition("|")
+    value, _, metric = rest.rpartition("|")
+    return series, value, metric
+
+
 def hour_bucket(ts_ms: int) -> str:
     """The hourly bucket (YYYYMMDDHH, UTC) of an epoch-ms time; its first 8 characters are the
     daily bucket."""

@@ -103,12 +103,13 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     redis = await open_store(url)
     runner = await _serve_metrics(metrics, args.metrics_host, args.metrics_port)
     watcher = loop.create_task(live.watch())
-    session = aiohttp.ClientSession()  # webhooks of the budget_forecast alerts
+    session = aiohttp.ClientSession()  # webhooks of the budget_forecast and anomaly alerts
     config = live.current
+    alerts = AlertSender(session, redis, config.alerts, alerts_counter(metrics.registry))
     forecasts = ForecastAlerts(
         redis,
         config,
-        AlertSender(session, redis, config.alerts, alerts_counter(metrics.registry)),
+        alerts,
         BudgetRegistry(redis, config.budgets.rules),
         BudgetLedger(redis),
         metrics=metrics,
@@ -116,7 +117,12 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     log.info("aggregating %s as one consumer of the group", redact_url(url))
     try:
         await run_service(
-            redis, lambda: live.current, stop, metrics=metrics, forecast_alerts=forecasts
+            redis,
+            lambda: live.current,
+            stop,
+            metrics=metrics,
+            forecast_alerts=forecasts,
+            alerts=alerts,
         )
     finally:
         await session.close()

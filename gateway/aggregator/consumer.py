@@ -27,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import rediskeys
 from gateway.aggregator.metrics import AggregatorMetrics
-from gateway.aggregator.rollups import RollupBatch
+from gateway.aggregator.rollups import RollupBatch, SeriesSpec
 from gateway.types import SpendEvent
 
 if TYPE_CHECKING:
@@ -89,12 +89,15 @@ class Aggregator:
         metrics: AggregatorMetrics | None = None,
         group: str = rediskeys.EVENTS_GROUP,
         prices: PriceList | None = None,
+        series: SeriesSpec | None = None,
     ) -> None:
         """`clock`: the wall clock (epoch seconds) that rollup lifetimes are measured against;
-        the loop's own timers run on the monotonic clock."""
+        the loop's own timers run on the monotonic clock. `series`: the fine buckets anomaly
+        detection reads (none when it is off)."""
         self.redis = redis
         self.config = config  # reassignable: the embedded aggregator follows config reloads
         self.prices = prices  # prices the FOCUS lines; reassignable like `config`
+        self.series = series  # reassignable like `config`
         self.consumer = consumer or default_consumer_name()
         self.clock = clock
         self.metrics = metrics or AggregatorMetrics()
@@ -163,7 +166,7 @@ class Aggregator:
             if n % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         while good or poison:
-            batch = RollupBatch(self.prices)
+            batch = RollupBatch(self.prices, self.series)
             for n, (_, event) in enumerate(good, 1):
                 batch.add(event)
                 if n % _YIELD_EVERY == 0:

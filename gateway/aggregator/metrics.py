@@ -1,6 +1,6 @@
 """The aggregator's Prometheus metrics, on a registry it is given (the gateway's, when the
-aggregator runs embedded in `serve`) or its own. Labels are bounded: outcome, and team names,
-which come from the config and the stream registry."""
+aggregator runs embedded in `serve`) or its own. Labels are bounded: outcome, severity, and
+team names, which come from the config and the stream registry."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _FORECAST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# From an anomaly's first unusual bucket to its alert: a bucket or two (5 s .. 1 h buckets).
+_LAG_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 
 
 class AggregatorMetrics:
@@ -68,5 +70,24 @@ class AggregatorMetrics:
             "sg_aggregator_forecast_seconds",
             "Time to forecast every budget once (reading rollups and counters, fitting).",
             buckets=_FORECAST_BUCKETS,
+            registry=r,
+        )
+        self.anomalies_open = Gauge(
+            "sg_anomalies_open",
+            "Spend anomalies open (or escalated) now, by team and severity. Kept by the "
+            "aggregator replica that runs detection; the others report none.",
+            ["team", "severity"],
+            registry=r,
+        )
+        self.detection_lag = Histogram(
+            "sg_anomaly_detection_lag_seconds",
+            "From the start of an anomaly's first unusual bucket to its opening.",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.evaluated = Gauge(
+            "sg_anomaly_last_evaluated_timestamp_seconds",
+            "End of the last bucket anomaly detection evaluated (epoch seconds; 0 on the "
+            "replicas not running detection).",
             registry=r,
         )

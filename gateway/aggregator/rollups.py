@@ -25,14 +25,20 @@ from gateway.rollupformat import (
     MAX_LINE_TAGS,
     MISSING,
     SAVINGS_PREFIX,
+    SERIES_KEY,
+    SERIES_MODEL,
+    SERIES_ROUTE,
+    SERIES_TEAM,
     hour_bucket,
     join_parts,
     price_text,
+    series_field,
 )
 from gateway.types import SpendEvent
 
 if TYPE_CHECKING:
     from gateway.aggregator.prices import PriceList
+    from gateway.config.model import AnomaliesConfig
     from gateway.pricing.price import Price
 
 _HOUR_MS = 3_600_000
@@ -56,12 +62,28 @@ def expire_at(granularity: str, bucket_start_ms: int) -> int:
     return (bucket_start_ms + _BUCKET_MS[granularity]) // 1000 + _TTL_S[granularity]
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    """The fine buckets anomaly detection reads: their size, and how long each is kept."""
+
+    bucket_s: int
+    keep_s: int  # after the bucket's end
+
+    @classmethod
+    def from_config(cls, config: AnomaliesConfig) -> SeriesSpec | None:
+        if not config.enabled:
+            return None
+        return cls(config.bucket_s, config.history_buckets * config.bucket_s)
+
+
 @dataclass(slots=True)
 class RollupBatch:
     """The summed increments of many events, per key, with each key's absolute expiry: what
-    one apply script call writes. Same sums as `increments`, built without the tuples."""
+    one apply script call writes. Same sums as `increments`, built without the tuples, plus
+    the fine buckets of anomaly detection when `series` is given."""
 
     prices: PriceList | None = None  # to price the FOCUS lines
+    series: SeriesSpec | None = None
     cells: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> field -> amount
     expiry: dict[str, int] = field(default_factory=dict)  # key -> epoch s
     # (team, granularity, bucket) -> dimension -> the sums of its key
@@ -70,6 +92,10 @@ class RollupBatch:
     )
     # (deployment, model) -> its line prices, formatted once per batch
     _price_texts: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict, repr=False)
+    # (key, requested model, deployment) -> its fine-bucket field names, once per batch
+    _series_names: dict[tuple[str, str, str], tuple[str, ...]] = field(
+        default_factory=dict, repr=False
+    )
 
     def add(self, event: SpendEvent) -> None:
         metrics = _metrics(event)
@@ -90,6 +116,8 @@ class RollupBatch:
                     day_sums[hash_field] = day_sums.get(hash_field, 0) + amount
                     if hour_sums is not None:
                         hour_sums[hash_field] = hour_sums.get(hash_field, 0) + amount
+        if self.series is not None and event.kind != "external":
+            self._add_series(event, self.series)
 
     def items(self) -> list[tuple[str, dict[str, int]]]:
         """(key, field -> amount) of every key with something to add."""
@@ -97,6 +125,38 @@ class RollupBatch:
 
     def __len__(self) -> int:
         return sum(len(c) for c in self.cells.values())
+
+    def _add_series(self, e: SpendEvent, spec: SeriesSpec) -> None:
+        start = e.ts_ms // 1000 // spec.bucket_s * spec.bucket_s
+        key = rediskeys.anomaly_series(e.team, spec.bucket_s, start)
+        sums = self.cells.get(key)
+        if sums is None:
+            sums = self.cells[key] = {}
+            self.expiry[key] = start + spec.bucket_s + spec.keep_s
+        # A request's later calls (a cascade's escalations, "<request id>:<n>") are extra cost,
+        # not more requests; a route is where requests went first, so they are not its cost.
+        first = not (e.request_id and e.event_id.startswith(e.request_id + ":"))
+        cost = e.cost_nano
+        ident = (e.key_id, e.requested_model, e.deployment)
+        names = self._series_names.get(ident)
+        if names is None:
+            names = self._series_names[ident] = _part_fields(*ident)
+        key_cost, key_requests, model_cost, model_requests, route_cost, route_requests = names
+        added = [(_TEAM_COST, cost), (key_cost, cost), (model_cost, cost)]
+        if first:
+            added += [(_TEAM_REQUESTS, 1), (key_requests, 1), (model_requests, 1)]
+            added += [(route_cost, cost), (route_requests, 1)]
+            if e.cache == "hit":
+                added.append((_TEAM_HITS, 1))
+            else:
+                added.append((_TEAM_TOKENS, e.prompt_tokens + e.completion_tokens))
+            if e.status >= 400 or e.outcome != "ok":
+                added.append((_TEAM_ERRORS, 1))
+        else:
+            added.append((_TEAM_EXTRA, cost))
+        for hash_field, amount in added:
+            if amount:
+                sums[hash_field] = sums.get(hash_field, 0) + amount
 
     def _sums(
         self, event: SpendEvent, granularity: str, bucket: str, dimensions: tuple[str, ...]
@@ -111,6 +171,24 @@ class RollupBatch:
                 found[dimension] = self.cells.setdefault(key, {})
                 self.expiry[key] = expire_at(granularity, start)
         return found
+
+
+_TEAM_COST, _TEAM_REQUESTS, _TEAM_HITS, _TEAM_TOKENS, _TEAM_EXTRA, _TEAM_ERRORS = (
+    series_field(SERIES_TEAM, "", metric)
+    for metric in ("cost", "requests", "hits", "tokens", "extra_cost", "errors")
+)
+
+
+def _part_fields(key_id: str, model: str, deployment: str) -> tuple[str, ...]:
+    """(key, model, route) x (cost, requests) field names of one request's identity."""
+    model = model or MISSING
+    route = join_parts(model, deployment or MISSING)
+    values = ((SERIES_KEY, key_id or MISSING), (SERIES_MODEL, model), (SERIES_ROUTE, route))
+    return tuple(
+        series_field(series, value, metric)
+        for series, value in values
+        for metric in ("cost", "requests")
+    )
 
 
 def _cells(event: SpendEvent, prices: PriceList | None) -> Iterator[tuple[str, str, str, str, int]]:

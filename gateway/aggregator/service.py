@@ -1,6 +1,7 @@
-"""The aggregator as a running service: the consumer loop, the archive loop and the budget
-forecast alerts, following the config (its `aggregator:` and `forecasts:` sections, the budgets
-and webhooks, and the deployments' prices that price the FOCUS lines).
+"""The aggregator as a running service: the consumer loop, the archive loop, anomaly detection
+and the budget forecast alerts, following the config (its `aggregator:`, `anomalies:` and
+`forecasts:` sections, the budgets and webhooks, and the deployments' prices that price the
+FOCUS lines).
 `spendgate aggregate` runs it against a shared Redis; `serve` runs it as an app task when the
 store is embedded (`run_embedded`)."""
 
@@ -14,13 +15,16 @@ from typing import TYPE_CHECKING
 
 from gateway.aggregator.archive import Archiver
 from gateway.aggregator.consumer import Aggregator
+from gateway.aggregator.detector import AnomalyDetector
 from gateway.aggregator.metrics import AggregatorMetrics
 from gateway.aggregator.prices import PriceList
+from gateway.aggregator.rollups import SeriesSpec
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from gateway.aggregator.forecasts import ForecastAlerts
+    from gateway.budgets.alerts import AlertSender
     from gateway.config.model import Config
 
 _FOLLOW_S = 1.0  # how soon a reloaded `aggregator:` section takes effect
@@ -35,12 +39,14 @@ async def run_service(
     consumer: str | None = None,
     clock: Callable[[], float] = time.time,
     forecast_alerts: ForecastAlerts | None = None,
+    alerts: AlertSender | None = None,
 ) -> None:
-    """Consume, apply, archive and (with `forecast_alerts`) check budgets against their
-    forecasts until `stop` is set, following `config_getter()`.
-    Store outages are retried inside the loops; anything else stops both and propagates.
-    `clock`: the wall clock rollup lifetimes are measured against (the archive follows the
-    stream ids, which are Redis's own time)."""
+    """Consume, apply, archive, detect anomalies and (with `forecast_alerts`) check budgets
+    against their forecasts until `stop` is set, following `config_getter()`. `alerts` sends
+    the anomaly alerts (none: they are only recorded). Store outages are retried inside the
+    loops; anything else stops them all and propagates. `clock`: the wall clock rollup
+    lifetimes are measured against and fine buckets close on (the archive follows the stream
+    ids, which are Redis's own time)."""
     current = config_getter()
     metrics = metrics or AggregatorMetrics()
     aggregator = Aggregator(
@@ -50,8 +56,17 @@ async def run_service(
         metrics=metrics,
         clock=clock,
         prices=PriceList.from_config(current),
+        series=SeriesSpec.from_config(current.anomalies),
     )
     archiver = Archiver(redis, current.aggregator, metrics=metrics)
+    detector = AnomalyDetector(
+        redis,
+        current.anomalies,
+        teams=lambda: current.teams,
+        alerts=alerts,
+        metrics=metrics,
+        clock=clock,
+    )
 
     async def follow() -> None:
         nonlocal current
@@ -60,6 +75,10 @@ async def run_service(
             if latest is not current:  # a reload: its prices price the lines from now on
                 current = latest
                 aggregator.prices = PriceList.from_config(latest)
+                aggregator.series = SeriesSpec.from_config(latest.anomalies)
+                detector.config = latest.anomalies
+                if alerts is not None:
+                    alerts.set_config(latest.alerts)
                 if forecast_alerts is not None:
                     forecast_alerts.set_config(latest)
             aggregator.config = archiver.config = latest.aggregator
@@ -69,6 +88,7 @@ async def run_service(
     async with asyncio.TaskGroup() as group:
         group.create_task(aggregator.run(stop))
         group.create_task(archiver.run(stop))
+        group.create_task(detector.run(stop))
         group.create_task(follow())
         if forecast_alerts is not None:
             group.create_task(forecast_alerts.run(stop))
@@ -82,9 +102,16 @@ async def run_embedded(
     metrics: AggregatorMetrics | None = None,
     clock: Callable[[], float] = time.time,
     forecast_alerts: ForecastAlerts | None = None,
+    alerts: AlertSender | None = None,
 ) -> None:
     """The aggregator inside `serve` for the embedded store (memory://): the same loops and
     guarantees, on the gateway's event loop. Build `metrics` once, on the app's registry."""
     await run_service(
-        redis, config_getter, stop, metrics=metrics, clock=clock, forecast_alerts=forecast_alerts
+        redis,
+        config_getter,
+        stop,
+        metrics=metrics,
+        clock=clock,
+        forecast_alerts=forecast_alerts,
+        alerts=alerts,
     )

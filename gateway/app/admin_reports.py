@@ -150,17 +150,19 @@ async def showback_report(request: web.Request, _: None) -> web.Response:
         period = _invalid(lambda: Period.of_days(query["start"], query["end"]), "start")
     else:
         period = Period.month_to_date(_now(request))
-    return await _report(request, "showback", period, _format(query, "json"))
+    return await _report(request, "showback", period, report_format(query, "json"))
 
 
 async def chargeback_report(request: web.Request, _: None) -> web.Response:
     query = request.query
-    return await _report(request, "chargeback", _month(request, query), _format(query, "json"))
+    return await _report(
+        request, "chargeback", _month(request, query), report_format(query, "json")
+    )
 
 
 async def focus_report(request: web.Request, _: None) -> web.Response:
     query = request.query
-    return await _report(request, "focus", _month(request, query), _format(query, "csv"))
+    return await _report(request, "focus", _month(request, query), report_format(query, "csv"))
 
 
 async def forecast(request: web.Request, _: None) -> web.Response:
@@ -182,7 +184,7 @@ async def forecast(request: web.Request, _: None) -> web.Response:
         raise NotFound(str(exc), code="team_not_found") from None
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
-    return _rendered(report, _format(query, "json"))
+    return rendered(report, report_format(query, "json"))
 
 
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
@@ -212,10 +214,10 @@ async def _report(
     request: web.Request, kind: ReportKind, period: Period, fmt: Format
 ) -> web.Response:
     config = request.app[LIVE_CONFIG].current
-    return _rendered(await build_report(kind, config, request.app[REDIS], period), fmt)
+    return rendered(await build_report(kind, config, request.app[REDIS], period), fmt)
 
 
-def _rendered(report: Report, fmt: Format) -> web.Response:
+def rendered(report: Report, fmt: Format) -> web.Response:
     headers = {}
     if fmt == "csv":
         name = f"spendgate-{report.kind}-{report.period.label.replace('..', '_')}.csv"
@@ -228,7 +230,7 @@ def _rendered(report: Report, fmt: Format) -> web.Response:
     )
 
 
-def _format(query: Mapping[str, str], default: Format) -> Format:
+def report_format(query: Mapping[str, str], default: Format) -> Format:
     value = query.get("format", default)
     if value not in get_args(Format):
         raise InvalidRequest("'format' must be one of json, csv, table", param="format")
@@ -314,7 +316,7 @@ def _report_replies(formats: tuple[Format, ...], what: str) -> tuple[Reply, ...]
     return (Reply(200, f"{what}, in the format asked for.", media=media),)
 
 
-def _format_param(default: Format) -> Param:
+def format_param(default: Format) -> Param:
     return Param(
         "format",
         f"Output format (default: {default}).",
@@ -359,7 +361,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             query=(
                 Param("start", "First day (YYYY-MM-DD).", _DAY),
                 Param("end", "Last day, inclusive (YYYY-MM-DD).", _DAY),
-                _format_param("json"),
+                format_param("json"),
             ),
         ),
         Endpoint(
@@ -369,7 +371,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "Chargeback: one month's statement per team, shared costs allocated",
             "reports",
             _report_replies(get_args(Format), "The chargeback statement"),
-            query=(_MONTH, _format_param("json")),
+            query=(_MONTH, format_param("json")),
         ),
         Endpoint(
             "GET",
@@ -379,7 +381,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "reports",
             _report_replies(get_args(Format), "FOCUS rows"),
             description="FinOps Open Cost and Usage Specification columns (see docs/ledger.md).",
-            query=(_MONTH, _format_param("csv")),
+            query=(_MONTH, format_param("csv")),
         ),
         Endpoint(
             "GET",
@@ -399,7 +401,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                     "Daily forecasts from today (default: 30).",
                     {"type": "integer", "minimum": 1, "maximum": MAX_FORECAST_DAYS, "default": 30},
                 ),
-                _format_param("json"),
+                format_param("json"),
             ),
             errors=(404, 503),
         ),

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.app.admin import Endpoint, Reply, json_response
+from gateway.app.admin_anomalies import ANOMALY_SCHEMA, anomaly_endpoints
 from gateway.app.admin_budgets import BUDGET_SCHEMA, budget_endpoints
 from gateway.app.admin_import import import_endpoints
 from gateway.app.admin_keys import KEY_SCHEMA, key_endpoints
@@ -76,6 +77,7 @@ def admin_endpoints() -> tuple[Endpoint, ...]:
         *budget_endpoints(),
         *report_endpoints(),
         *import_endpoints(),
+        *anomaly_endpoints(),
         document,
     )
 
@@ -93,14 +95,19 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
         "info": {
             "title": "spendgate admin API",
             "version": __version__,
-            "description": "Virtual keys, budgets, reports and external costs of a spendgate "
-            "gateway. Every operation but this document needs the admin key "
-            "(`server.admin_key`).",
+            "description": "Virtual keys, budgets, reports, external costs, imported history "
+            "and spend anomalies of a spendgate gateway. Every operation but this document "
+            "needs the admin key (`server.admin_key`).",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": paths,
         "components": {
-            "schemas": {"Error": _ERROR_SCHEMA, "Key": KEY_SCHEMA, "Budget": BUDGET_SCHEMA},
+            "schemas": {
+                "Error": _ERROR_SCHEMA,
+                "Key": KEY_SCHEMA,
+                "Budget": BUDGET_SCHEMA,
+                "Anomaly": ANOMALY_SCHEMA,
+            },
             "securitySchemes": {
                 "adminKey": {
                     "type": "http",
@@ -117,6 +124,7 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             {"name": "reports", "description": "Showback, chargeback, FOCUS and forecasts."},
             {"name": "costs", "description": "External costs posted to the ledger."},
             {"name": "history", "description": "Past spend imported into the ledger."},
+            {"name": "anomalies", "description": "Spend anomalies, and feedback on them."},
             {"name": "meta", "description": "This document."},
         ],
     }

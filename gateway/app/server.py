@@ -275,6 +275,7 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
             metrics=metrics,
             clock=app[CLOCK],
             forecast_alerts=forecasts,
+            alerts=app[ALERTS],
         )
     )
     yield

@@ -69,11 +69,12 @@ class AlertSender:
         fields: Mapping[str, object],
         *,
         hold_s: float = 0.0,
+        color: str | None = None,
     ) -> bool:
         """Raise an alert unless the same (kind, subject) was raised within the cooldown, or
         within `hold_s` seconds if that is longer (an alert once per period holds its claim to
         the period's end). True if it was raised (logged, counted, posted); webhook failures
-        are only logged."""
+        are only logged. `color`: the Slack attachment's (default: by kind)."""
         if not await self._claim(kind, subject, hold_s):
             self._count(kind, "suppressed")
             return False
@@ -81,7 +82,7 @@ class AlertSender:
         self._count(kind, "sent")
         hooks = [hook for hook in self._config.webhooks if kind in hook.events]
         if hooks:
-            body = _slack_body(kind, text, fields)
+            body = _slack_body(kind, text, fields, color or _COLORS.get(kind, "warning"))
             await asyncio.gather(*(self._post(hook, kind, body) for hook in hooks))
         return True
 
@@ -182,12 +183,14 @@ def _status_fields(status: BudgetStatus, **extra: object) -> dict[str, object]:
     return fields
 
 
-def _slack_body(kind: str, text: str, fields: Mapping[str, object]) -> dict[str, object]:
+def _slack_body(
+    kind: str, text: str, fields: Mapping[str, object], color: str
+) -> dict[str, object]:
     return {
         "text": f"[spendgate] {text}",
         "attachments": [
             {
-                "color": _COLORS.get(kind, "warning"),
+                "color": color,
                 "fields": [
                     {"title": name, "value": str(value), "short": True}
                     for name, value in fields.items()

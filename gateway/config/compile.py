@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from types import MappingProxyType
 
+from gateway.config.anomalies import compile_anomalies
 from gateway.config.checks import Problem, did_you_mean
 from gateway.config.model import (
     AggregatorConfig,
@@ -101,6 +102,7 @@ class _Compiler:
                 interval_s=root.forecasts.interval_s,
                 alert_min_history_days=root.forecasts.alert_min_history_days,
             ),
+            anomalies=compile_anomalies(root.anomalies, list(root.teams), self.problems),
             shared_costs=spend.shared_costs(),
             shared_spend_allocation=spend.shared_spend_allocation(),
             tiers=optimizers.tiers(),

@@ -168,7 +168,7 @@ class BudgetsConfig:
 class Webhook:
     name: str
     url: str = field(repr=False)  # may embed a token (Slack)
-    events: tuple[str, ...] = ("budget_threshold", "budget_exceeded", "budget_forecast")
+    events: tuple[str, ...] = ("budget_threshold", "budget_exceeded", "budget_forecast", "anomaly")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +192,80 @@ class ForecastsConfig:
     history_days: int = 120  # complete days of daily rollups a forecast is fitted on
     interval_s: float = 900.0  # how often the aggregator checks budgets against their forecasts
     alert_min_history_days: int = 14  # no budget_forecast alert on less history than this
+
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+
+
+@dataclass(frozen=True, slots=True)
+class SeverityLevel:
+    """Reached when an anomaly's deviation (robust z) and its dollar excess both reach it."""
+
+    name: Severity
+    z: float
+    min_nano: int
+
+
+# medium / high / critical unless the config says otherwise; low is (anomalies.z, min_impact).
+DEFAULT_SEVERITY_LEVELS = (
+    SeverityLevel("medium", 4.0, 25_000_000_000),
+    SeverityLevel("high", 6.0, 100_000_000_000),
+    SeverityLevel("critical", 10.0, 500_000_000_000),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyThresholds:
+    """One team's detection thresholds: `levels` from low (the alerting threshold and the
+    minimum dollar impact) to critical, each at least as high as the one before."""
+
+    enabled: bool = True
+    levels: tuple[SeverityLevel, ...] = (
+        SeverityLevel("low", 3.0, 5_000_000_000),
+        *DEFAULT_SEVERITY_LEVELS,
+    )
+
+    @property
+    def z(self) -> float:
+        return self.levels[0].z
+
+    @property
+    def min_impact_nano(self) -> int:
+        return self.levels[0].min_nano
+
+
+# Fine buckets are kept (in Redis and in the detector's memory) for what the baselines read:
+# the seasonal weeks plus today, or the drift window, never more than this many buckets.
+MAX_HISTORY_BUCKETS = 8064  # four weeks of 5-minute buckets
+
+
+@dataclass(frozen=True, slots=True)
+class AnomaliesConfig:
+    """Spend anomaly detection on the aggregator (gateway.analytics.anomaly explains it)."""
+
+    enabled: bool = True
+    bucket_s: int = 300  # divides 3600
+    seasonal_weeks: int = 3  # weeks of history an hour-of-week baseline reads (0: never)
+    cold_start_buckets: int = 36  # history a series needs before it may alert
+    cold_start_min_nano: int | None = None  # before that, alert only above this excess
+    resolve_after_buckets: int = 6  # buckets back within the band that resolve an anomaly
+    drop_buckets: int = 3  # buckets without spend that make a busy team's drop
+    drift_days: int = 7  # daily totals the drift test reads
+    drift_min_rise: float = 0.25  # relative rise over the drift window that is drift
+    expected_suppress_s: float = 30 * 86400.0  # how long `expected` feedback silences a pattern
+    defaults: AnomalyThresholds = AnomalyThresholds()
+    teams: Mapping[str, AnomalyThresholds] = field(default_factory=dict)
+
+    def thresholds(self, team: str) -> AnomalyThresholds:
+        return self.teams.get(team, self.defaults)
+
+    @property
+    def history_buckets(self) -> int:
+        """How many buckets of a series are kept: enough for the weekly baseline (its weeks
+        plus today), the daily one (a week plus today) and the drift window."""
+        days = max(7 * self.seasonal_weeks, 7, self.drift_days) + 1
+        return min(-(-days * 86400 // self.bucket_s), MAX_HISTORY_BUCKETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +296,7 @@ class Config:
     alerts: AlertsConfig = AlertsConfig()
     aggregator: AggregatorConfig = AggregatorConfig()
     forecasts: ForecastsConfig = ForecastsConfig()
+    anomalies: AnomaliesConfig = AnomaliesConfig()
     shared_costs: tuple[SharedCost, ...] = ()
     shared_spend_allocation: Allocation = Allocation()
     # Defined below with the other optimizer sections, hence the factories.

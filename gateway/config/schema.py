@@ -79,7 +79,7 @@ _THRESHOLDS = Increasing(Int(min=1, max=1000))  # percent of the limit
 KEY_PREFIX = "sk-sg-"
 KEY_MIN_LEN = 20
 # What a webhook can be sent; model.Webhook's default subscribes to all of them.
-ALERT_EVENTS: Final = ("budget_threshold", "budget_exceeded", "budget_forecast")
+ALERT_EVENTS: Final = ("budget_threshold", "budget_exceeded", "budget_forecast", "anomaly")
 DEFAULT_THRESHOLDS: Final = (50, 75, 90, 100)
 _MATCH_HELP: Final = {
     "key": "a key id (key_ and 12 hex digits) or the name of one of the team's keys",
@@ -422,6 +422,73 @@ class ForecastsSpec(Spec):
             yield "alert_min_history_days", f"must not exceed history_days ({self.history_days})"
 
 
+# Spend anomalies (`gateway.analytics.anomaly`): detection thresholds, with per-team overrides.
+# Buckets tile hours, so that every bucket lies in one hour of the day and of the week.
+_BUCKET_S = Int(min=1, max=3600)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeveritySpec(Spec):
+    """One severity level: reached when the anomaly's deviation and its dollar excess both
+    reach it. Unset keys take the level's default (or, for a team, the section's)."""
+
+    z: float | None = field(default=None, metadata=checks(Number(positive=True, max=1000)))
+    usd: int | None = field(default=None, metadata=checks(Usd()))
+
+
+_LEVEL = Record(SeveritySpec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeveritiesSpec(Spec):
+    medium: SeveritySpec = field(default_factory=SeveritySpec, metadata=checks(_LEVEL))
+    high: SeveritySpec = field(default_factory=SeveritySpec, metadata=checks(_LEVEL))
+    critical: SeveritySpec = field(default_factory=SeveritySpec, metadata=checks(_LEVEL))
+
+
+_Z = Number(positive=True, max=1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnomalyTeamSpec(Spec):
+    """A team's own thresholds; unset keys take the section's."""
+
+    enabled: bool | None = field(default=None, metadata=checks(Bool()))
+    z: float | None = field(default=None, metadata=checks(_Z))
+    min_impact_usd: int | None = field(default=None, metadata=checks(Usd()))
+    severity: SeveritiesSpec = field(
+        default_factory=SeveritiesSpec, metadata=checks(Record(SeveritiesSpec))
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnomaliesSpec(Spec):
+    enabled: bool = field(default=True, metadata=checks(Bool()))
+    bucket_s: int = field(default=300, metadata=checks(_BUCKET_S))
+    seasonal_weeks: int = field(default=3, metadata=checks(Int(min=0, max=4)))
+    cold_start_buckets: int = field(default=36, metadata=checks(Int(min=3, max=10_000)))
+    cold_start_min_usd: int | None = field(default=None, metadata=checks(Usd(positive=True)))
+    z: float = field(default=3.0, metadata=checks(_Z))
+    min_impact_usd: int = field(default=5 * NANO_PER_USD, metadata=checks(Usd()))
+    severity: SeveritiesSpec = field(
+        default_factory=SeveritiesSpec, metadata=checks(Record(SeveritiesSpec))
+    )
+    resolve_after_buckets: int = field(default=6, metadata=checks(Int(min=1, max=10_000)))
+    drop_buckets: int = field(default=3, metadata=checks(Int(min=1, max=10_000)))
+    drift_days: int = field(default=7, metadata=checks(Int(min=4, max=21)))
+    drift_min_rise_pct: float = field(default=25.0, metadata=checks(Number(positive=True)))
+    expected_suppress_days: float = field(default=30.0, metadata=checks(Number(min=0, max=400)))
+    teams: dict[str, AnomalyTeamSpec | None] = field(
+        default_factory=dict, metadata=checks(Entries(Record(AnomalyTeamSpec), name=Str()))
+    )
+
+    def problems(self) -> Iterator[Problem]:
+        if 3600 % self.bucket_s:
+            divisors = ", ".join(str(d) for d in (5, 10, 30, 60, 300, 600, 900, 1800, 3600))
+            reason = f"must divide an hour (3600 s) evenly, such as {divisors}; got {self.bucket_s}"
+            yield "bucket_s", reason
+
+
 # Cost optimizers: tiers (rules and cascades), the response cache, coalescing and batching.
 # Which names a tier or cache route may use is checked by `optimizers`, which sees the models.
 _RULE_NAME = Str(pattern=r"[A-Za-z0-9_.-]+", rule=f"rule names {_NAME_RULE}")
@@ -586,6 +653,9 @@ class RootSpec(Spec):
     )
     forecasts: ForecastsSpec = field(
         default_factory=ForecastsSpec, metadata=checks(Record(ForecastsSpec))
+    )
+    anomalies: AnomaliesSpec = field(
+        default_factory=AnomaliesSpec, metadata=checks(Record(AnomaliesSpec))
     )
     tiers: dict[str, TierSpec | None] = field(
         default_factory=dict, metadata=checks(Entries(Record(TierSpec), name=Str()))

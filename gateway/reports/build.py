@@ -1,5 +1,6 @@
 """Building a report (showback, chargeback, FOCUS) from the rollups in Redis: what the CLI and
-the admin API both call. A `Report` is rendered as a table, CSV or JSON by `render`."""
+the admin API both call. A `Report` (these, the forecast and the anomalies) is rendered as a
+table, CSV or JSON by `render`."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
 
     from gateway.config.model import Config
 
-ReportKind = Literal["showback", "chargeback", "focus", "forecast"]
-# "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it.
-KINDS: tuple[ReportKind, ...] = ("showback", "chargeback", "focus", "forecast")
+ReportKind = Literal["showback", "chargeback", "focus", "forecast", "anomalies"]
+# "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it; and
+# "anomalies" lists anomaly records, not rollups: `reports.anomalies` builds it.
+KINDS: tuple[ReportKind, ...] = ("showback", "chargeback", "focus", "forecast", "anomalies")
 MAX_DAYS = 400  # daily rollups are kept 400 days
 
 _NEEDS: Mapping[str, tuple[str, ...]] = {

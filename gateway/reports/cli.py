@@ -1,4 +1,4 @@
-"""`spendgate report showback|chargeback|focus|forecast`: FinOps reports from a shell.
+"""`spendgate report showback|chargeback|focus|forecast|anomalies`: FinOps reports from a shell.
 
 As `spendgate keys`: with the local store or a Redis the command reads the rollups itself; an
 in-process store (memory://) lives inside the running gateway, so then, or whenever --url is
@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # `spendgate --help` builds the parser: the report stack load
     from gateway.reports.build import Period
 
 _HTTP_TIMEOUT_S = 120.0  # a year of FOCUS rows takes a while to build
-_KINDS = ("showback", "chargeback", "focus", "forecast")  # build.KINDS, without importing it
+# build.KINDS, without importing it
+_KINDS = ("showback", "chargeback", "focus", "forecast", "anomalies")
 _FORMATS = ("table", "csv", "json")
 
 
@@ -33,13 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--start", metavar="YYYY-MM-DD", help="showback: first day (UTC)")
     parser.add_argument("--end", metavar="YYYY-MM-DD", help="showback: last day, inclusive")
-    parser.add_argument("--team", metavar="TEAM", help="forecast: only this team")
+    parser.add_argument("--team", metavar="TEAM", help="forecast, anomalies: only this team")
     parser.add_argument(
         "--days",
         type=int,
         default=30,
         metavar="N",
         help="forecast: daily forecasts for the next N days (default: 30)",
+    )
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="anomalies: those that started since WHEN (7d, 24h, 2026-11-01 or "
+        "2026-11-01T09:00, UTC), and those still open (default: 7d)",
     )
     parser.add_argument(
         "--format", choices=_FORMATS, help="output format (default: table; focus: csv)"
@@ -60,13 +67,19 @@ async def run_async(args: argparse.Namespace, clock: Callable[[], float] = time.
 
 async def _run(args: argparse.Namespace, clock: Callable[[], float]) -> int:
     fmt = args.format or ("csv" if args.kind == "focus" else "table")
+    if args.since and args.kind != "anomalies":
+        raise CliError("--since selects anomalies: use it with `report anomalies`")
     if args.kind == "forecast":
         if args.period or args.start or args.end:
             raise CliError("a forecast looks ahead from now: use --days N (and --team T)")
         text, label = await _forecast_text(args, fmt, clock()), f"the next {args.days} days"
+    elif args.kind == "anomalies":
+        if args.period or args.start or args.end:
+            raise CliError("anomalies are selected with --since (and --team)")
+        text, label = await _anomalies_text(args, fmt, clock()), "anomalies"
     else:
         if args.team:
-            raise CliError(f"--team is for forecasts: {args.kind} covers every team")
+            raise CliError(f"--team is for forecasts and anomalies: {args.kind} covers every team")
         try:
             period = _period(args, clock())
         except ValueError as exc:
@@ -147,3 +160,25 @@ async def _forecast_text(args: argparse.Namespace, fmt: str, now: float) -> str:
         if args.team:
             params["team"] = args.team
         return await target.text("/admin/forecast", params)
+
+
+async def _anomalies_text(args: argparse.Namespace, fmt: str, now: float) -> str:
+    from gateway.reports.anomalies import DEFAULT_SINCE, anomalies_report, parse_since
+    from gateway.reports.render import render
+
+    when = args.since or DEFAULT_SINCE
+    try:
+        since = parse_since(when, datetime.fromtimestamp(now, UTC))
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    async with connect(args, timeout_s=_HTTP_TIMEOUT_S) as target:
+        if isinstance(target, SharedStore):
+            from gateway.store.connect import connected
+
+            async with connected(target.config.store) as redis:
+                report = await anomalies_report(redis, since, args.team)
+            return render(report, fmt)  # type: ignore[arg-type]  # argparse checked choices
+        params = {"format": fmt, "since": when}
+        if args.team:
+            params["team"] = args.team
+        return await target.text("/admin/anomalies", params)
