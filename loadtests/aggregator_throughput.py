@@ -2,12 +2,16 @@
 
     .venv/bin/python loadtests/aggregator_throughput.py [--events 50000] [--teams 4]
         [--batch-size 500] [--url redis://127.0.0.1:6379/9 | memory://] [--no-uvloop]
+        [--anomalies on|off|both] [--rounds N]
 
 Without --url it starts its own redis-server on a free port (no persistence). It FLUSHDBs the
 database it uses. Events look like production traffic: a few projects, models, deployments and
 keys per team, one or two tags, a mix of cache hits, tiering savings and errors, spread over
 three hours. Reports the drain rate, the apply-script share of the time and Redis's own CPU, and
-checks the rolled-up cost against the sum of the events (to the nano).
+checks the rolled-up cost against the sum of the events (to the nano). `--anomalies` writes the
+fine buckets anomaly detection reads (5-minute, as by default) with the rollups, or not; `both`
+alternates the two in each of `--rounds` rounds, so the machine's noise hits both alike, and
+prints the medians.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import random
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +31,8 @@ from gateway import rediskeys
 from gateway.aggregator.consumer import Aggregator
 from gateway.aggregator.metrics import AggregatorMetrics
 from gateway.aggregator.prices import PriceList, SkuPrice
-from gateway.config.model import AggregatorConfig
+from gateway.aggregator.rollups import SeriesSpec
+from gateway.config.model import AggregatorConfig, AnomaliesConfig
 from gateway.pricing.table import load_price_table
 from gateway.rollupformat import hour_bucket
 from gateway.store.connect import close_store, open_store
@@ -100,7 +106,10 @@ async def redis_cpu_s(redis: object) -> float | None:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-async def run(url: str, n: int, teams: int, batch_size: int) -> None:
+async def run(
+    url: str, n: int, teams: int, batch_size: int, anomalies: bool
+) -> tuple[float, float]:
+    """One drain; returns (events per second, events per second of the aggregator's CPU)."""
     redis = await open_store(url)
     try:
         await redis.flushdb()
@@ -111,7 +120,10 @@ async def run(url: str, n: int, teams: int, batch_size: int) -> None:
         metrics = AggregatorMetrics()
         config = AggregatorConfig(batch_size=batch_size, block_ms=10, claim_idle_s=3600)
         # Priced like production: the FOCUS lines carry each deployment's prices.
-        aggregator = Aggregator(redis, config, consumer="bench", metrics=metrics, prices=PRICES)
+        series = SeriesSpec.from_config(AnomaliesConfig()) if anomalies else None
+        aggregator = Aggregator(
+            redis, config, consumer="bench", metrics=metrics, prices=PRICES, series=series
+        )
         await aggregator.refresh_streams()
         cpu0, redis0 = resource.getrusage(resource.RUSAGE_SELF), await redis_cpu_s(redis)
         started = time.perf_counter()
@@ -125,7 +137,8 @@ async def run(url: str, n: int, teams: int, batch_size: int) -> None:
         batches = int(metrics.batches._value.get())
         print(
             f"drained {applied} events in {elapsed:.2f}s: {applied / elapsed:,.0f} events/s "
-            f"({batches} batches of <= {batch_size}, {url.split('://')[0]}://)"
+            f"({batches} batches of <= {batch_size}, {url.split('://')[0]}://, "
+            f"anomaly series {'on' if anomalies else 'off'})"
         )
         print(f"  aggregator process CPU {own_cpu:.2f}s; apply (sum + script) {apply_s:.2f}s")
         if redis0 is not None and redis1 is not None:
@@ -139,9 +152,32 @@ async def run(url: str, n: int, teams: int, batch_size: int) -> None:
         expected = sum(e.cost_nano for e in events)
         status = "exact" if rolled == expected else f"MISMATCH (expected {expected})"
         print(f"  rolled-up cost {rolled} nano: {status}")
+        if anomalies:
+            keys = [k async for k in redis.scan_iter(match="sg:*:as:*", count=1000)]
+            print(f"  {len(keys)} fine buckets written for anomaly detection")
         await redis.flushdb()
+        return applied / elapsed, applied / own_cpu
     finally:
         await close_store(redis)
+
+
+async def rounds(url: str, args: argparse.Namespace) -> None:
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.anomalies]
+    rates: dict[bool, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    for i in range(args.rounds):
+        for mode in modes if i % 2 == 0 else modes[::-1]:  # ABBA: neither side always first
+            rates[mode].append(await run(url, args.events, args.teams, args.batch_size, mode))
+    if len(rates) == 2 and args.rounds > 1:
+        for what, i in (("events/s", 0), ("events per CPU-second", 1)):
+            off, on = (statistics.median(r[i] for r in rates[m]) for m in (False, True))
+            rounds_text = "; ".join(
+                f"{name} " + ", ".join(f"{r[i]:,.0f}" for r in rates[m])
+                for name, m in (("off", False), ("on", True))
+            )
+            print(
+                f"median over {args.rounds} rounds, {what}: off {off:,.0f}, on {on:,.0f} "
+                f"({100 * (on / off - 1):+.1f} %) [{rounds_text}]"
+            )
 
 
 def main() -> None:
@@ -151,6 +187,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--url", help="an existing Redis (its db is flushed), or memory://")
     parser.add_argument("--no-uvloop", action="store_true", help="the default asyncio loop")
+    parser.add_argument(
+        "--anomalies",
+        choices=("on", "off", "both"),
+        default="on",
+        help="write the fine buckets of anomaly detection (both: alternate, compare)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repetitions (with --anomalies both)")
     args = parser.parse_args()
     proc = None
     url = args.url
@@ -158,7 +201,7 @@ def main() -> None:
         # The harness's throw-away redis-server, on core 0 (the generator's core in run.py).
         proc, url = start_redis(core=0)
     try:
-        main_coro = run(url, args.events, args.teams, args.batch_size)
+        main_coro = rounds(url, args)
         if args.no_uvloop:
             asyncio.run(main_coro)
         else:

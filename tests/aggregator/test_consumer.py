@@ -265,3 +265,55 @@ async def test_events_from_the_settle_script_roll_up_exactly(redis: Redis) -> No
     await ledger.settle(None, events[0].team, events[0].request_id, (), events[0])  # a retry
     assert await drain(redis, FAST) == 60
     assert await stored(redis, {"alpha", "beta", "gamma"}) == expected(events)
+
+
+async def test_fine_buckets_for_anomaly_detection_are_applied_with_the_rollups(
+    redis: Redis,
+) -> None:
+    """The same script call writes them: what a request, its cascade escalation, a cache hit, a
+    failure and a posted external cost (none: it is not traffic) add; lifetimes from the
+    bucket's end on the aggregator's clock, and a bucket past its life is not written."""
+    from gateway.aggregator.rollups import SeriesSpec
+    from gateway.rollupformat import join_parts
+    from tests.ledger import external_event
+
+    series = SeriesSpec(bucket_s=300, keep_s=7 * 86400)
+    events = [
+        event(1, cost_nano=1000, prompt_tokens=100, completion_tokens=20),
+        event(2, cost_nano=500),
+        event(3, event_id="req-2:1", request_id="req-2", cost_nano=4000, deployment="openai/big"),
+        event(4, cache="hit", cost_nano=0, key_id="key_000000000002"),
+        event(5, status=502, outcome="error", cost_nano=0, prompt_tokens=0, completion_tokens=0),
+        external_event(6, 5_000_000_000),
+        event(7, ts_ms=T0_MS - 8 * 86_400_000, cost_nano=99),  # older than the buckets kept
+    ]
+    await produce(redis, events)
+    aggregator = Aggregator(redis, FAST, consumer="c", clock=NOW, series=series)
+    await aggregator.refresh_streams()
+    while await aggregator.step():
+        pass
+    start = T0_MS // 1000 // 300 * 300
+    key = rediskeys.anomaly_series("alpha", 300, start)
+    fields = {k.decode(): int(v) for k, v in (await redis.hgetall(key)).items()}
+    route = join_parts("gpt-4o", "openai/gpt-4o")
+    assert fields == {
+        "t||cost": 5500,
+        "t||requests": 4,  # the escalation (event 3) is request 2's second call
+        "t||hits": 1,
+        "t||tokens": 2 * 120,  # requests 1 and 2 (the hit's are not billed, 5 had none)
+        "t||extra_cost": 4000,
+        "t||errors": 1,
+        "k|key_000000000001|cost": 5500,
+        "k|key_000000000001|requests": 3,
+        "k|key_000000000002|requests": 1,  # a free cache hit: zero sums are not written
+        "m|gpt-4o|cost": 5500,
+        "m|gpt-4o|requests": 4,
+        f"r|{route}|cost": 1500,  # where requests went first: not the escalation's 4000
+        f"r|{route}|requests": 4,
+    }
+    # 10:30 bucket ends 10:35; the clock stands at 11:30: a week from 10:35, less an hour.
+    assert await redis.ttl(key) == 7 * 86400 - 55 * 60
+    old_start = (T0_MS - 8 * 86_400_000) // 1000 // 300 * 300
+    assert not await redis.exists(rediskeys.anomaly_series("alpha", 300, old_start))
+    keys = [k async for k in redis.scan_iter(match="sg:*:as:*")]
+    assert keys == [key.encode()]

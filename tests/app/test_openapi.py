@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests.anomalies.support import ANOMALY_ID
 from tests.conftest import ADMIN_KEY, Gateway
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -53,6 +54,7 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "provider": "gpu-cloud",
         "tags": {"run": "7"},
     },
+    ("post", "/admin/anomalies/{id}/feedback"): {"verdict": "expected", "note": "a load test"},
 }
 ACROSS_KEYS = {
     "/admin/budgets": ("limit_usd",),
@@ -79,7 +81,18 @@ def validator(schema: dict[str, Any], doc: dict[str, Any]) -> Draft202012Validat
 
 
 def concrete(path: str) -> str:
-    return path.replace("{name}", "from-path").replace("{key_id}", "key_000000000000")
+    return (
+        path.replace("{name}", "from-path")
+        .replace("{key_id}", "key_000000000000")
+        .replace("{id}", ANOMALY_ID)
+    )
+
+
+async def plant_anomaly(gateway: Gateway) -> None:
+    from gateway.app.state import REDIS
+    from tests.anomalies.support import plant
+
+    await plant(gateway.app[REDIS])
 
 
 async def call(gateway: Gateway, method: str, path: str, body: object) -> tuple[int, Any]:
@@ -168,6 +181,8 @@ async def test_what_the_schema_accepts_the_handler_accepts(
     # The required keys, plus what the rules across keys (in the schema's description) ask.
     keys = [*body_schema(doc, method, path).get("required", []), *ACROSS_KEYS.get(path, ())]
     required = {name: sample[name] for name in keys}
+    if "{id}" in path:
+        await plant_anomaly(gateway)
     if path == "/admin/costs":
         required["id"] = "invoice-0043"  # the same id for other content is refused
     for body in (sample, required):
@@ -187,6 +202,7 @@ async def test_answers_match_their_documented_schemas(gateway: Gateway) -> None:
     _, created = await call(gateway, "post", "/admin/keys", SAMPLES[("post", "/admin/keys")])
     key_id = created["key_id"]
     await call(gateway, "post", "/admin/budgets", SAMPLES[("post", "/admin/budgets")])
+    await plant_anomaly(gateway)
     for method, path, concrete_path, expected in [
         ("get", "/admin/keys", "/admin/keys?include_revoked=true", 200),
         ("get", "/admin/budgets", "/admin/budgets?team=alpha", 200),
@@ -198,8 +214,14 @@ async def test_answers_match_their_documented_schemas(gateway: Gateway) -> None:
         ("get", "/admin/reports/showback", "/admin/reports/showback?format=json", 200),
         ("get", "/admin/reports/focus", "/admin/reports/focus?format=json", 200),
         ("get", "/admin/keys", "/admin/keys?teams=alpha", 400),
+        ("get", "/admin/anomalies", "/admin/anomalies?since=2026-01-01&team=alpha", 200),
+        ("get", "/admin/anomalies", "/admin/anomalies?since=yesterday", 400),
+        ("get", "/admin/anomalies/{id}", f"/admin/anomalies/{ANOMALY_ID}", 200),
+        ("get", "/admin/anomalies/{id}", "/admin/anomalies/nope", 404),
+        ("post", "/admin/anomalies/{id}/feedback", "/admin/anomalies/nope/feedback", 404),
     ]:
-        status, answer = await call(gateway, method, concrete_path, None)
+        body = {"verdict": "real"} if method == "post" else None
+        status, answer = await call(gateway, method, concrete_path, body)
         assert status == expected, (concrete_path, answer)
         reply = doc["paths"][path][method]["responses"][str(status)]
         schema = reply["content"]["application/json"]["schema"]

@@ -558,7 +558,7 @@ alerts:
         (
             "alerts.webhooks[0].events[0]",
             "expected one of 'budget_threshold', 'budget_exceeded', 'budget_forecast', "
-            "got str 'budget_exceded' (did you mean 'budget_exceeded'?)",
+            "'anomaly', got str 'budget_exceded' (did you mean 'budget_exceeded'?)",
         ),
         ("alerts.webhooks[1].events[1]", "'budget_threshold' is listed twice"),
         ("alerts.webhooks[2].events", "must list at least one event"),
