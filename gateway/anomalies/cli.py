@@ -1,8 +1,8 @@
 """`spendgate anomalies show|feedback`: one anomaly in full, and a person's verdict on it.
 
-(`spendgate report anomalies` lists them.) As `spendgate budgets`: with a shared store
-(redis://...) the command uses the store itself; with an embedded one (memory://), or whenever
---url is given, it goes through a running gateway's admin API (`gateway.clikit`).
+(`spendgate report anomalies` lists them.) As `spendgate budgets`: with the local store or a
+Redis the command uses the store itself; with an in-process one (memory://), or whenever --url
+is given, it goes through a running gateway's admin API (`gateway.clikit`).
 """
 
 from __future__ import annotations
