@@ -20,6 +20,7 @@ from gateway.anomalies.alerts import ANOMALY
 from gateway.anomalies.records import AnomalyStore
 from gateway.budgets.alerts import AlertSender
 from gateway.config.model import AlertsConfig, AnomaliesConfig, Webhook
+from gateway.metrics import alerts_counter
 from tests.analytics.synthetic import BUCKET_S, Team, bucket
 from tests.clock import FakeClock
 from tests.conftest import Receiver
@@ -62,7 +63,7 @@ def replica(
 ) -> AnomalyDetector:
     metrics = AggregatorMetrics()
     hooks = AlertsConfig((Webhook("finops", receiver.url("finops"), events=(ANOMALY,)),))
-    alerts = AlertSender(session, redis, hooks, metrics.alerts)
+    alerts = AlertSender(session, redis, hooks, alerts_counter(metrics.registry))
     return AnomalyDetector(
         redis, CONFIG, teams=lambda: ("alpha",), alerts=alerts, metrics=metrics, clock=clock
     )
@@ -126,7 +127,10 @@ async def test_one_replica_detects_another_takes_over_and_nothing_is_sent_twice(
     await redis.delete(rediskeys.anomaly_lease())  # a is gone: its lease lapsed
     assert await b.run_once() == 1
     assert len(receiver.posts["finops"]) == 1  # the same anomaly id: not posted again
-    assert b.metrics.alerts.labels(ANOMALY, "suppressed")._value.get() == 1
+    suppressed = b.metrics.registry.get_sample_value(
+        "sg_alerts_total", {"kind": ANOMALY, "outcome": "suppressed"}
+    )
+    assert suppressed == 1
     assert [x.anomaly.id for x in await store.list(0)] == [opened.id]
 
     # b carries on from the cursor: the spike is over, two quiet buckets resolve it.
