@@ -94,9 +94,10 @@ SAVINGS_PREFIX = "savings:"  # "savings:<optimization>", one per optimization na
 
 
 # Fine buckets for anomaly detection (`anomalies.bucket_s` seconds): one hash per team and
-# bucket (`rediskeys.anomaly_series`), fields "<series>|<value>|<metric>". Requests only: a
-# posted external cost is not traffic. The team as a whole (value ""), counts each request
-# once: "extra" is what the calls after a request's first (cascade escalations) cost.
+# bucket (`rediskeys.anomaly_series`), fields "<series>|<value>|<metric>". Requests only (kind
+# "request"): a posted external cost is not traffic, an imported FOCUS row a day's total. The
+# team as a whole (value ""), counts each request once: "extra" is what the calls after a
+# request's first (cascade escalations) cost.
 SERIES_TEAM = "t"
 SERIES_KEY = "k"  # per key id
 SERIES_MODEL = "m"  # per requested model

@@ -1,8 +1,8 @@
 """Anomaly detection as part of the aggregator: once per fine bucket, by one replica at a time.
 
 The replica holding the lease (`rediskeys.anomaly_lease`, like the archive's) mirrors every
-team's fine buckets in memory (`SeriesHistory`, loaded from Redis when it takes the lease,
-then read a bucket or two at a time), evaluates each closed bucket after the cursor, in
+team's fine buckets in memory (`SeriesHistory`, loaded from Redis when it takes the lease and
+once a day, then read a bucket or two at a time), evaluates each closed bucket after the cursor, in
 order, with `gateway.analytics.detector`, sends the alerts, and commits the records, the
 teams' state and the cursor in one MULTI. A bucket is closed once its end plus a grace
 (half a bucket, at most 30 s) has passed on the injected clock, so that its events are
@@ -76,7 +76,9 @@ class AnomalyDetector:
         self._histories: dict[str, SeriesHistory] = {}
         self._detectors: dict[str, TeamDetector] = {}
         self._open: dict[str, dict[str, Anomaly]] = {}  # team -> kind -> open anomaly
-        self._loaded: tuple[int, int] | None = None  # (bucket_s, capacity) of the histories
+        # (bucket_s, capacity, UTC day) of the mirror: it is read again each day, so that
+        # history imported meanwhile (`spendgate import`) reaches the baselines.
+        self._loaded: tuple[int, int, int] | None = None
         self._cursor: Cursor | None = None  # the last one this replica committed
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -109,8 +111,9 @@ class AnomalyDetector:
         now = self.clock()
         last = closed_bucket(now, config.bucket_s)
         cursor, states = await self.store.load_state()
-        if self._loaded != (config.bucket_s, config.history_buckets) or cursor != self._cursor:
-            await self._load(config, last, states)  # new to the lease, or another replica ran
+        if self._loaded != _mirror(config, last) or cursor != self._cursor:
+            # New to the lease, another replica ran, a new day or a new bucket size.
+            await self._load(config, last, states)
         start = last
         if cursor is not None and cursor.bucket_s == config.bucket_s:
             start = max(cursor.bucket + 1, last - max(12, _CATCH_UP_S // config.bucket_s))
@@ -153,7 +156,7 @@ class AnomalyDetector:
         """Mirror every team's kept buckets, and load the anomalies open."""
         self._histories.clear()
         self._detectors.clear()
-        self._loaded = (config.bucket_s, config.history_buckets)
+        self._loaded = _mirror(config, last)
         await self._refresh(config, last - config.history_buckets + 1, last, states)
         ids = [i for s in states.values() for i in s.open.values()]
         records = await self.store.load(ids)
@@ -244,6 +247,10 @@ def closed_bucket(now: float, bucket_s: int) -> int:
     """The newest bucket whose end, plus the grace its late events get, has passed."""
     grace = min(bucket_s / 2, _MAX_GRACE_S)
     return math.floor((now - grace) / bucket_s) - 1
+
+
+def _mirror(config: AnomaliesConfig, last: int) -> tuple[int, int, int]:
+    return config.bucket_s, config.history_buckets, last * config.bucket_s // _DAY_S
 
 
 def _lease_ms(config: AnomaliesConfig) -> int:

@@ -116,7 +116,9 @@ class RollupBatch:
                     day_sums[hash_field] = day_sums.get(hash_field, 0) + amount
                     if hour_sums is not None:
                         hour_sums[hash_field] = hour_sums.get(hash_field, 0) + amount
-        if self.series is not None and event.kind != "external":
+        # Requests only: a posted cost is not traffic, and an imported FOCUS row is a day's
+        # total with no time of day (imported archive files hold requests, and count).
+        if self.series is not None and event.kind == "request":
             self._add_series(event, self.series)
 
     def items(self) -> list[tuple[str, dict[str, int]]]:

@@ -271,8 +271,9 @@ async def test_fine_buckets_for_anomaly_detection_are_applied_with_the_rollups(
     redis: Redis,
 ) -> None:
     """The same script call writes them: what a request, its cascade escalation, a cache hit, a
-    failure and a posted external cost (none: it is not traffic) add; lifetimes from the
-    bucket's end on the aggregator's clock, and a bucket past its life is not written."""
+    failure, a posted external cost (none: it is not traffic) and an imported FOCUS row (none:
+    a day's total) add; lifetimes from the bucket's end on the aggregator's clock, and a bucket
+    past its life is not written."""
     from gateway.aggregator.rollups import SeriesSpec
     from gateway.rollupformat import join_parts
     from tests.ledger import external_event
@@ -285,6 +286,7 @@ async def test_fine_buckets_for_anomaly_detection_are_applied_with_the_rollups(
         event(4, cache="hit", cost_nano=0, key_id="key_000000000002"),
         event(5, status=502, outcome="error", cost_nano=0, prompt_tokens=0, completion_tokens=0),
         external_event(6, 5_000_000_000),
+        event(8, kind="import", units=0, cost_nano=7_000_000_000),
         event(7, ts_ms=T0_MS - 8 * 86_400_000, cost_nano=99),  # older than the buckets kept
     ]
     await produce(redis, events)

@@ -189,3 +189,22 @@ async def test_records_list_by_time_and_team_and_are_forgotten_after_retention(
     assert await store.list(start + 1) == []  # resolved, and started before
     assert await store.forget_before(start + 1) == 1
     assert await store.list(0) == []
+
+
+async def test_history_imported_meanwhile_is_read_again_the_next_day(
+    redis: Redis, receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    """`spendgate import` writes old buckets behind the detector's back: the mirror reads every
+    kept bucket again once a day, so they reach the baselines."""
+    detector, clock = await spiked(redis, receiver, session)
+    old = FIRST - 100  # a day before the history written so far, yet within what is kept
+    key = rediskeys.anomaly_series("alpha", BUCKET_S, old * BUCKET_S)
+    await redis.hset(key, mapping={"t||cost": 123, "t||requests": 1})
+    await detector.run_once()
+    assert detector._histories["alpha"].value("t||cost", old) != 123  # not yet
+    day = 86_400 // BUCKET_S
+    next_day = (FIRST + 24) // day * day + day
+    await write(redis, FIRST + 25, next_day + 1)
+    clock.set(evaluated_by(next_day))
+    await detector.run_once()
+    assert detector._histories["alpha"].value("t||cost", old) == 123
