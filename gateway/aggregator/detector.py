@@ -129,12 +129,14 @@ class AnomalyDetector:
                     await send_change(self.alerts, change, feedback.get(change.anomaly.id))
             touched = {a.id: a for kinds in self._open.values() for a in kinds.values()}
             touched.update({c.anomaly.id: c.anomaly for c in changes})
-            self._cursor = Cursor(config.bucket_s, n)
-            await self.store.commit(self._cursor, states, touched.values())
+            # The metrics first: whoever sees the commit (a reader of the cursor) sees them too.
             for change in changes:
                 if change.event == "opened":
                     self.metrics.detection_lag.observe(now - change.anomaly.start_s)
                     log.info("anomaly %s opened (%s)", change.anomaly.id, change.anomaly.severity)
+            self._set_gauges()
+            self._cursor = Cursor(config.bucket_s, n)
+            await self.store.commit(self._cursor, states, touched.values())
             await self._renew(config)
         if (last * config.bucket_s) // _DAY_S != ((start - 1) * config.bucket_s) // _DAY_S:
             await self.store.forget_before(now - rediskeys.ANOMALY_RETENTION_S)
