@@ -18,10 +18,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.aggregator.metrics import AggregatorMetrics
+from gateway.app.state import METRICS
 from gateway.providers.mock import MockUpstream
 from tests.clock import RunningClock
 from tests.deploy.artifacts import COMPOSE_CONFIG, OPERATIONS, Query, alert_rules, queries
@@ -60,13 +62,13 @@ def exported(text: str) -> tuple[Exported, dict[str, set[str]]]:
     return {k: frozenset(v) for k, v in labels.items()}, series
 
 
-def declared(app: web.Application) -> Exported:
-    """The label names of the running gateway's metrics, including those not yet incremented
-    (prometheus_client prints a labelled metric's labels only with its samples)."""
-    from gateway.app.state import METRICS
-
+def declared(registry: CollectorRegistry) -> Exported:
+    """The label names of a registry's metrics, including those not yet set (prometheus_client
+    prints a labelled metric's labels only with its samples): the running gateway's, and the
+    aggregator's (`AggregatorMetrics`, what `spendgate aggregate` registers), whose open
+    anomalies and forecast gauges have no sample until there is something to report."""
     found: dict[str, frozenset[str]] = {}
-    for collector in list(app[METRICS].registry._collector_to_names):
+    for collector in list(registry._collector_to_names):
         names = getattr(collector, "_labelnames", None)
         if names is None:
             continue
@@ -196,18 +198,22 @@ async def scrapes(gateway: TestServer, aggregator: str, mock_upstream: MockUpstr
             pytest.fail(f"the aggregator applied no event:\n{agg_text}")
         gw_text = await scrape(http, f"{url}/metrics")
     gw, gw_series = exported(gw_text)
-    for name, labels in declared(gateway.app).items():
+    for name, labels in declared(gateway.app[METRICS].registry).items():
         gw[name] = gw.get(name, frozenset()) | labels
     agg, agg_series = exported(agg_text)
+    for name, labels in declared(AggregatorMetrics().registry).items():
+        assert name in agg, f"the aggregator does not export {name}"
+        agg[name] = agg[name] | labels
     return Scrapes(gw, agg, set(gw_series) | set(agg_series))
 
 
 def exporter(name: str, scrapes: Scrapes) -> Exported:
-    """Where a metric must come from: the aggregator's own port for sg_aggregator_*, the
-    gateway's /metrics for the rest."""
+    """Where a metric must come from: the aggregator's own port for the aggregator's metrics
+    (sg_aggregator_*, anomaly detection, budget forecasts: those of `AggregatorMetrics`), the
+    gateway's /metrics for the rest (the compose gateways do not run the aggregator)."""
     if name in SYNTHETIC:
         return SYNTHETIC
-    return scrapes.aggregator if name.startswith("sg_aggregator_") else scrapes.gateway
+    return scrapes.aggregator if name in declared(AggregatorMetrics().registry) else scrapes.gateway
 
 
 def check(query: Query, scrapes: Scrapes) -> list[str]:
