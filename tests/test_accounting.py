@@ -19,10 +19,11 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from gateway import accounting, pipeline, rediskeys
+from gateway import accounting, rediskeys
 from gateway.app.state import LEDGER, PIPELINE
 from gateway.pricing.tokens import count_chat_prompt
 from gateway.providers.mock import MockUpstream
+from gateway.stages import budgets, routing, tiers
 from gateway.types import SpendEvent, usd_to_nano
 from tests.conftest import Gateway, GatewayFactory
 
@@ -238,15 +239,16 @@ async def test_far_from_the_limit_requests_reserve_in_a_lease(
 
 
 def count_prompts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The endpoints of the prompts the pipeline tokenizes from now on."""
+    """The endpoints of the prompts the request path's stages tokenize from now on."""
     counted: list[str] = []
-    count = pipeline.count_prompt
+    count = budgets.count_prompt
 
     def counting(body: dict[str, Any], endpoint: str, model: str) -> int:
         counted.append(endpoint)
         return count(body, endpoint, model)
 
-    monkeypatch.setattr(pipeline, "count_prompt", counting)
+    for stage in (tiers, routing, budgets):
+        monkeypatch.setattr(stage, "count_prompt", counting)
     return counted
 
 
