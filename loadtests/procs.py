@@ -110,11 +110,14 @@ def wait_ready(
     raise RuntimeError(f"not serving after {timeout_s:.0f} s ({last})")
 
 
-def _family(pid: int) -> list[int]:
-    """`pid` and all its descendants, from /proc/<pid>/task/<tid>/children."""
+def _family(pid: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """`pid` and all its descendants, from /proc/<pid>/task/<tid>/children, without the
+    processes in `exclude` and theirs."""
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
+        if current in exclude:
+            continue
         found.append(current)
         for children in Path(f"/proc/{current}/task").glob("*/children"):
             with contextlib.suppress(OSError):
@@ -133,10 +136,10 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time used so far by `pid` and its live descendants."""
+def cpu_seconds(pid: int, exclude: tuple[int, ...] = ()) -> float:
+    """User + system CPU time used so far by `pid` and its live descendants (but `exclude`)."""
     ticks = 0
-    for member in _family(pid):
+    for member in _family(pid, exclude):
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{member}/stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
@@ -145,19 +148,24 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """CPU share of a process family over an interval: `start()`, then `percent()`."""
+    """CPU share of process families over an interval: `start()`, then `percent()`. `exclude`:
+    descendants counted elsewhere (a child moved to another core)."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, *pids: int, exclude: tuple[int, ...] = ()) -> None:
+        self.pids = pids
+        self.exclude = exclude
         self._cpu = 0.0
         self._wall = 0.0
 
+    def _used(self) -> float:
+        return sum(cpu_seconds(pid, self.exclude) for pid in self.pids)
+
     def start(self) -> None:
-        self._cpu, self._wall = cpu_seconds(self.pid), time.monotonic()
+        self._cpu, self._wall = self._used(), time.monotonic()
 
     def percent(self) -> float:
         wall = time.monotonic() - self._wall
-        return 100.0 * (cpu_seconds(self.pid) - self._cpu) / wall if wall > 0 else 0.0
+        return 100.0 * (self._used() - self._cpu) / wall if wall > 0 else 0.0
 
 
 def _core_ticks(core: int) -> tuple[int, int]:
@@ -222,7 +230,8 @@ def _own_cpu_seconds() -> float:
 
 class CellMeter:
     """Where the CPU went during one load cell, in % of one core: the server under test, the
-    mock, Redis (with --redis), the generator (this harness plus its finished children, i.e.
+    mock, the store's processes on the mock's core (Redis, the local store's server, an
+    aggregator: `store_pids`), the generator (this harness plus its finished children, i.e.
     wrk), each core as a whole, and on each core what none of those used: other work on the
     machine, which makes the cell's figures suspect."""
 
@@ -232,11 +241,11 @@ class CellMeter:
         server_core: int,
         mock_pid: int,
         mock_core: int,
-        redis_pid: int | None = None,
+        store_pids: tuple[int, ...] = (),
     ) -> None:
-        self.server = CpuMeter(server_pid)
+        self.server = CpuMeter(server_pid, exclude=store_pids)
         self.mock = CpuMeter(mock_pid)
-        self.redis = CpuMeter(redis_pid) if redis_pid is not None else None
+        self.redis = CpuMeter(*store_pids) if store_pids else None
         self.server_is_mock = server_pid == mock_pid
         self.server_core, self.mock_core = server_core, mock_core
         self.cores = {c: CoreMeter(c) for c in (server_core, mock_core)}

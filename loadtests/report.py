@@ -68,6 +68,10 @@ def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+# The two store layouts (targets spendgate-local and spendgate-redis), compared when both ran.
+_LAYOUTS = ("spendgate-local", "spendgate-redis")
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
@@ -104,10 +108,12 @@ def summarize(results: Results) -> dict[str, Any]:
                 cell(results, t, scenario, c) for t in ("spendgate", "bare", "litellm")
             )
             w2 = cell(results, "spendgate-w2", scenario, c)
+            local, redis = (cell(results, t, scenario, c) for t in _LAYOUTS)
             ratios[f"{scenario}@{c}"] = {
                 "spendgate/bare": _ratio(_get(sg, "rps"), _get(bare, "rps")),
                 "spendgate/litellm": _ratio(_get(sg, "rps"), _get(lite, "rps")),
                 "spendgate-w2/spendgate": _ratio(_get(w2, "rps"), _get(sg, "rps")),
+                "local/redis": _ratio(_get(local, "rps"), _get(redis, "rps")),
             }
     return {"targets": per, "ratios": ratios}
 
@@ -134,6 +140,8 @@ def throughput_table(results: Results) -> str:
     if "spendgate" in targets:
         header += [f"spendgate/{t}" for t in ("bare", "litellm") if t in targets]
         header += ["2 workers / 1"] if "spendgate-w2" in targets else []
+    layouts = all(t in targets for t in _LAYOUTS)
+    header += ["local / redis"] if layouts else []
     rows = []
     for scenario in results["meta"]["scenarios"]:
         for c in results["meta"]["connections"]:
@@ -153,6 +161,8 @@ def throughput_table(results: Results) -> str:
             if "spendgate" in targets and "spendgate-w2" in targets:
                 ratio = summary["ratios"][f"{scenario}@{c}"]["spendgate-w2/spendgate"]
                 row.append(_fmt(ratio, ".2f", "x"))
+            if layouts:
+                row.append(_fmt(summary["ratios"][f"{scenario}@{c}"]["local/redis"], ".2f", "x"))
             rows.append(row)
     return _table(header, rows)
 

@@ -117,8 +117,8 @@ def measure_target(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every load cell, the one-connection chat run and the streaming probe for one target."""
     loads: list[dict[str, Any]] = []
-    store_pid = redis_pid or running.store_pid
-    meter = procs.CellMeter(running.pid, SERVER_CORE, mock_pid, GENERATOR_CORE, store_pid)
+    store_pids = running.store_pids + ((redis_pid,) if redis_pid is not None else ())
+    meter = procs.CellMeter(running.pid, SERVER_CORE, mock_pid, GENERATOR_CORE, store_pids)
     warm = generators.run_probe(
         running.url, SCENARIOS["chat"], 200, running.headers, budget_s=args.duration * 2
     )
@@ -137,10 +137,11 @@ def measure_target(
             cpu = meter.read()
             disturbed = cpu["other_cpu_pct"] > args.max_other_cpu
             log(
-                f"  {running.name:9} {name:10} c={connections:<3} {load.rps:9,.0f} req/s  "
+                f"  {running.name:15} {name:10} c={connections:<3} {load.rps:9,.0f} req/s  "
                 f"p50 {load.p50_us / 1e3:7.2f} ms  p99 {load.p99_us / 1e3:7.2f} ms  "
                 f"cpu {cpu['server_cpu_pct']:3.0f}% mock {cpu['mock_cpu_pct']:3.0f}% "
-                f"gen {cpu['generator_cpu_pct']:3.0f}% other {cpu['other_cpu_pct']:3.0f}%"
+                f"gen {cpu['generator_cpu_pct']:3.0f}% store {cpu['redis_cpu_pct']:3.0f}% "
+                f"other {cpu['other_cpu_pct']:3.0f}%"
                 + (f"  ERRORS {load.errors}: {load.error_detail}" if load.errors else "")
                 + _disturbed_note(disturbed, attempt <= args.retries)
             )
@@ -173,7 +174,7 @@ def measure_target(
             {"round": round_no, "target": running.name, "scenario": "stream", **asdict(probe)}
         )
         log(
-            f"  {running.name:9} stream probe: TTFB p50 {probe.ttfb_p50_us / 1e3:.2f} ms "
+            f"  {running.name:15} stream probe: TTFB p50 {probe.ttfb_p50_us / 1e3:.2f} ms "
             f"p99 {probe.ttfb_p99_us / 1e3:.2f} ms over {probe.requests} requests"
         )
     return loads, probes
@@ -304,10 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     log(f"generator: {generator}; targets {args.targets}; results in {workdir}")
     mock_log = workdir / "mock.log" if args.server_logs else None
     mock_proc, mock_url = targets.start_mock(GENERATOR_CORE, mock_log)
-    redis_proc, redis_url = targets.start_redis(GENERATOR_CORE) if args.redis else (None, None)
+    need_redis = args.redis or "spendgate-redis" in args.targets
+    redis_proc, redis_server_url = (
+        targets.start_redis(GENERATOR_CORE) if need_redis else (None, None)
+    )
     redis_pid = redis_proc.pid if redis_proc is not None else None
-    if args.memory:
-        redis_url = "memory://"
+    redis_url = redis_server_url if args.redis else "memory://" if args.memory else None
     meta["spendgate_store"] = (
         "redis-server on the generator's core"
         if args.redis
@@ -324,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         server_logs=args.server_logs,
         overlays=tuple(args.overlay),
         redis_url=redis_url,
+        redis_server_url=redis_server_url,
     )
     failed: str | None = None
     try:

@@ -38,9 +38,12 @@ MOCK_KEY = "mock-upstream-key"
 SPENDGATE_KEY = "sk-sg-loadtest-search-0001"
 LITELLM_MASTER_KEY = "sk-litellm-loadtest-master-0001"
 NAMES = ("direct", "bare", "litellm", "spendgate")
-# On request only (`--redis --targets spendgate,spendgate-w2`): `serve --workers 2`, free to use
-# every core, for how throughput scales from one worker to two.
-EXTRA_NAMES = ("spendgate-w2",)
+# On request only. `spendgate-w2` (`--redis --targets spendgate,spendgate-w2`): `serve --workers
+# 2`, free to use every core, for how throughput scales from one worker to two.
+# `spendgate-local` and `spendgate-redis`: spendgate on the local store and on a redis-server,
+# whatever --redis/--memory say, to compare the two store layouts in one run.
+EXTRA_NAMES = ("spendgate-w2", "spendgate-local", "spendgate-redis")
+LOCAL_STORE = "local://"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Bench:
     # spendgate's store: a Redis URL, "memory://" (in-process), or None: the local store (its
     # server moved to the generator's core, where --redis runs Redis).
     redis_url: str | None = None
+    # The harness's redis-server, when one runs (--redis, or a spendgate-redis target).
+    redis_server_url: str | None = None
 
     def log_for(self, name: str) -> Path | None:
         return self.workdir / f"{name}.log" if self.server_logs else None
@@ -73,11 +78,16 @@ class Running:
     pid: int
     startup_s: float | None  # None for `direct`: the mock is started once per run
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    store_pid: int | None = None  # the local store's server, when the target runs one
+    # Processes of the target's store layout that run on the store's core, not the server's:
+    # the local store's server, the aggregator.
+    store_pids: tuple[int, ...] = ()
+    aggregator: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         if self.proc is not None:
             procs.stop(self.proc)
+        if self.aggregator is not None:
+            procs.stop(self.aggregator)
 
 
 def start_mock(core: int, log: Path | None) -> tuple[subprocess.Popen[bytes], str]:
@@ -231,27 +241,44 @@ def _local_store(bench: Bench, running: Running, data_dir: Path) -> Running:
     inheritance) to the generator's core, where --redis runs Redis: the gateway keeps its core
     to itself in both layouts, and the server's CPU is reported as Redis's is."""
     lock = json.loads((data_dir / "lock").read_text())
-    running.store_pid = int(lock["server"])
-    os.sched_setaffinity(running.store_pid, {bench.store_core})
+    server = int(lock["server"])
+    os.sched_setaffinity(server, {bench.store_core})
+    running.store_pids = (server,)
     return running
 
 
-def start_spendgate(bench: Bench, workers: int = 1) -> Running:
+def _aggregator(bench: Bench, config: Path, name: str) -> subprocess.Popen[bytes]:
+    """`spendgate aggregate` on the store's core: the Redis layout's aggregator is a process of
+    its own, so it is run (and its CPU counted) beside Redis, as in production."""
+    cmd = [sys.executable, "-m", "gateway", "aggregate", "--config", str(config)]
+    env = {"LOADTEST_UPSTREAM_URL": bench.mock_url + "/v1", **CHECKOUT}
+    env["LOADTEST_SPENDGATE_KEY"] = SPENDGATE_KEY
+    return procs.spawn(cmd, core=bench.store_core, env=env, log=bench.log_for(f"{name}-aggregate"))
+
+
+def start_spendgate(
+    bench: Bench, workers: int = 1, name: str | None = None, store: str | None = None
+) -> Running:
     """One process on the server core; with `workers` > 1, `serve --workers N` on every core
-    (the processes share Redis, so this needs --redis)."""
-    name = "spendgate" if workers == 1 else f"spendgate-w{workers}"
-    if workers > 1 and bench.redis_url == "memory://":
+    (the processes share Redis, so this needs --redis). `store`: a Redis URL, "memory://" or
+    LOCAL_STORE; by default the run's layout (`bench.redis_url`)."""
+    if store is None:
+        store = bench.redis_url
+    elif store == LOCAL_STORE:
+        store = None  # spendgate's default
+    name = name or ("spendgate" if workers == 1 else f"spendgate-w{workers}")
+    if workers > 1 and store == "memory://":
         raise RuntimeError(f"{name}: several workers need a shared store: not --memory")
-    config = bench.workdir / "spendgate.yaml"
-    spec = spendgate_config(bench.overlays, bench.redis_url)
-    data_dir = bench.workdir / "store"
+    config = bench.workdir / f"{name}.yaml"
+    spec = spendgate_config(bench.overlays, store)
+    data_dir = bench.workdir / f"{name}-store"
     spec["store"]["data_dir"] = str(data_dir)
     config.write_text(yaml.safe_dump(spec, sort_keys=False))
     # Every round starts from an empty store.
-    if bench.redis_url is None:
+    if store is None:
         shutil.rmtree(data_dir, ignore_errors=True)
-    elif bench.redis_url.startswith("redis://"):
-        redis_command(urlsplit(bench.redis_url).port or 6379, "FLUSHALL")
+    elif store.startswith("redis://"):
+        redis_command(urlsplit(store).port or 6379, "FLUSHALL")
     port = procs.free_port()
     cmd = [
         sys.executable,
@@ -278,7 +305,23 @@ def start_spendgate(bench: Bench, workers: int = 1) -> Running:
         LOADTEST_SPENDGATE_KEY=SPENDGATE_KEY,
         **CHECKOUT,
     )
-    return running if bench.redis_url is not None else _local_store(bench, running, data_dir)
+    if store is None:
+        return _local_store(bench, running, data_dir)
+    if store.startswith("redis://"):
+        running.aggregator = _aggregator(bench, config, name)
+        running.store_pids = (running.aggregator.pid,)
+    return running
+
+
+def _start_on(layout: str) -> Callable[[Bench], Running]:
+    def start(bench: Bench) -> Running:
+        if layout == "local":
+            return start_spendgate(bench, name="spendgate-local", store=LOCAL_STORE)
+        if bench.redis_server_url is None:
+            raise RuntimeError("spendgate-redis: no redis-server was started")
+        return start_spendgate(bench, name="spendgate-redis", store=bench.redis_server_url)
+
+    return start
 
 
 STARTERS: dict[str, Callable[[Bench], Running]] = {
@@ -287,4 +330,6 @@ STARTERS: dict[str, Callable[[Bench], Running]] = {
     "litellm": start_litellm,
     "spendgate": start_spendgate,
     "spendgate-w2": lambda bench: start_spendgate(bench, workers=2),
+    "spendgate-local": _start_on("local"),
+    "spendgate-redis": _start_on("redis"),
 }

@@ -24,6 +24,7 @@ from redis.asyncio.connection import (
     Connection,
     SSLConnection,
     UnixDomainSocketConnection,
+    parse_url,
 )
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -196,14 +197,18 @@ async def open_store(url: str) -> aioredis.Redis:
         defaults = dict(_CLIENT_DEFAULTS)
         if scheme == "unix":
             del defaults["socket_keepalive"]  # a TCP option, refused by unix connections
-        pool = BlockingConnectionPool.from_url(
-            url,
-            connection_class=_CONNECTION_CLASSES[scheme],
-            max_connections=_MAX_CONNECTIONS,
-            timeout=_POOL_WAIT_S,
-            retry=_retry(),
+        # Options from the URL win over the defaults; the connection class is ours whatever
+        # the URL says (redis-py's parser names its own for unix:// and rediss://, which would
+        # leave those on its slow path and without the request path's pipelined wire).
+        options: dict[str, Any] = {
+            "max_connections": _MAX_CONNECTIONS,
+            "timeout": _POOL_WAIT_S,
+            "retry": _retry(),
             **defaults,
-        )
+            **parse_url(url),
+            "connection_class": _CONNECTION_CLASSES[scheme],
+        }
+        pool = BlockingConnectionPool(**options)
         return aioredis.Redis.from_pool(pool)
     if scheme == _SENTINEL_SCHEME:
         return _open_sentinel(_SentinelUrl.parse(url))

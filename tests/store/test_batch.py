@@ -7,8 +7,12 @@ user, database), a bounded close, and one batcher per client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +24,8 @@ from redis.exceptions import NoScriptError, ResponseError
 from gateway.store.batch import CommandBatcher
 from gateway.store.connect import batcher_for, close_store, open_store
 from gateway.store.wire import Wire
+from tests.conftest import _free_port as free_port
+from tests.conftest import local_store
 
 
 def db_url(real_redis_url: str, db: int, userinfo: str = "") -> str:
@@ -242,3 +248,75 @@ async def test_an_argument_that_cannot_be_sent_fails_only_its_command(redis: Red
     with pytest.raises(TypeError):
         await bad
     assert await good == b"OK" and await redis.get("k") == b"v"
+
+
+@pytest.fixture(scope="module")
+def tls_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server that speaks only TLS (a self-signed certificate for localhost), as a
+    `rediss://` URL that verifies it."""
+    redis_server, openssl = shutil.which("redis-server"), shutil.which("openssl")
+    if redis_server is None or openssl is None:
+        pytest.skip("needs redis-server and openssl")
+    where = tmp_path_factory.mktemp("tls-redis")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(redis_server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(where)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            pytest.skip("this redis-server was built without TLS")
+        yield f"rediss://localhost:{port}/0?ssl_ca_certs={cert}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["unix", "rediss"])
+async def socket_or_tls(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    """A client of a server reached over a unix socket (the local store's) or over TLS."""
+    if request.param == "unix":
+        async with local_store(request) as client:
+            yield client
+        return
+    client = await open_store(request.getfixturevalue("tls_redis_url"))
+    try:
+        yield client
+    finally:
+        await close_store(client)
+
+
+async def test_unix_sockets_and_tls_get_the_pipelined_wire(
+    socket_or_tls: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's URL parser names its own connection class for unix:// and rediss://; the
+    request path must still get its own connection there (the local store is a unix socket)."""
+    batch = batcher_for(socket_or_tls)
+    assert await batch.execute("PING") == b"PONG"
+    trips = count_round_trips(socket_or_tls, "wire", monkeypatch)
+    sets = [batch.execute("SET", f"k{i}", f"v{i}") for i in range(20)]
+    gets = [batch.execute("GET", f"k{i}") for i in range(20)]
+    assert await asyncio.gather(*sets) == [b"OK"] * 20
+    assert await asyncio.gather(*gets) == [f"v{i}".encode() for i in range(20)]
+    assert trips == [40]
+    assert await socket_or_tls.get("k3") == b"v3"  # the same server through redis-py's pool
