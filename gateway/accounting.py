@@ -190,7 +190,10 @@ class Accountant:
         if downgrade and self.reserve_locally(record, route, body, prompt_tokens):
             return None
         amount, tokens = worst_case(route, body, prompt_tokens, record.endpoint)
-        return await self._reserve_in_store(record, config, amount, tokens, downgrade)
+        refused = await self._reserve_in_store(record, config, amount, tokens, downgrade)
+        if refused is not None and refused.exceeded is not None:
+            self._count_refusal(record, refused.exceeded.name, "downgrade")
+        return refused
 
     def reserve_locally(
         self, record: Record, route: ModelRoute, body: Mapping[str, Any], prompt_tokens: int
@@ -261,7 +264,20 @@ class Accountant:
             return reservation  # counted by the caller, which switches the model
         if exceeded is not None:
             self.metrics.budget_refusals.labels(team, exceeded.name, "block").inc()
+            self._count_refusal(record, exceeded.name, "block")
         raise exceeded_error(reservation)
+
+    def _count_refusal(self, record: Record, budget: str, action: str) -> None:
+        """For the scorecard, which needs the counts of past months (metrics restart with the
+        process): one HINCRBY in the background, off the refused request's path."""
+        assert record.principal is not None
+        self._spawn(self._counted(record.principal.team, budget, action))
+
+    async def _counted(self, team: str, budget: str, action: str) -> None:
+        try:
+            await self.ledger.count_refusal(team, budget, action)
+        except (RedisError, OSError) as exc:  # a lost count, never lost money
+            budget_log.info("budget refusal not counted (%s)", exc)
 
     def begin(self) -> None:
         """A request has begun; `finish` ends it."""

@@ -54,6 +54,13 @@ def settled_events(team: str, hour: str) -> str:
 SETTLED_TTL_S = 72 * 3600  # longer than any spool outage we replay
 
 
+def budget_refusals(team: str, month: str) -> str:
+    """Hash: "<budget>|block" / "<budget>|downgrade" -> requests that budget refused or sent to
+    a cheaper model in the UTC month (YYYYMM), for the scorecard. Kept as long as the daily
+    rollups (`ROLLUP_DAILY_TTL_S`)."""
+    return f"{PREFIX}:{team_tag(team)}:refused:{month}"
+
+
 def alerted_thresholds(team: str, budget: str, period_id: str) -> str:
     """Set of threshold percents already alerted for this budget period."""
     return f"{PREFIX}:{team_tag(team)}:alerted:{budget}:{period_id}"

@@ -116,6 +116,10 @@ async def test_concurrent_requests_never_overspend(
     refused = gateway.metric("sg_budget_refusals_total", team="alpha", budget="alpha-daily")
     assert refused == gateway.metric("sg_budget_refusals_total", action="block") == 300 - k
     await gateway.app[PIPELINE].accountant.drain()
+    # Counted for the scorecard too, in the month of the gateway's clock.
+    ledger = gateway.app[LEDGER]
+    month = ledger.now().strftime("%Y-%m")
+    assert await ledger.refusals("alpha", month) == {("alpha-daily", "block"): 300 - k}
     spent = await spent_nano(gateway, "alpha")
     assert 0 < spent <= limit
     served = [e for e in await stream_events(store_url, "alpha") if e.status == 200]
@@ -353,6 +357,8 @@ async def test_a_downgrade_budget_switches_to_the_cheaper_model(
     assert all(e.list_cost_nano > e.cost_nano for e in events[1:])
     assert [e.optimization for e in events] == [None] + ["downgrade"] * 3
     assert gw.metric("sg_budget_refusals_total", team="beta", action="downgrade") == 3
+    month = gw.app[LEDGER].now().strftime("%Y-%m")
+    assert await gw.app[LEDGER].refusals("beta", month) == {("beta-daily", "downgrade"): 3}
 
 
 async def test_token_budgets_hold_too(

@@ -122,9 +122,7 @@ class BudgetSpend:
     spent_tokens: int
 
     def series_key(self, unit: Unit) -> SeriesKey:
-        b = self.budget
-        dimension, value = ("team", b.team) if b.scope == "team" else (b.scope, b.match or "")
-        return SeriesKey(b.team, dimension, value, unit)
+        return series_of(self.budget, unit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +164,13 @@ class BudgetOutlook:
     def exhausted_at(self) -> datetime | None:
         times = [limit.exhausted_at for limit in self.limits if limit.exhausted_at is not None]
         return min(times, default=None)
+
+
+def series_of(budget: BudgetConfig, unit: Unit) -> SeriesKey:
+    """The daily series a budget counts: its team's, or its key's, project's or tag's."""
+    b = budget
+    dimension, value = ("team", b.team) if b.scope == "team" else (b.scope, b.match or "")
+    return SeriesKey(b.team, dimension, value, unit)
 
 
 def daily_series(data: RollupData, key: SeriesKey, start: date, end: date) -> list[int]:

@@ -71,11 +71,11 @@ class Usage:
 
     @property
     def cost_per_request_nano(self) -> int | None:
-        return _ratio(self.request_cost_nano, self.requests)
+        return ratio(self.request_cost_nano, self.requests)
 
     @property
     def cost_per_1k_tokens_nano(self) -> int | None:
-        return _ratio(self.request_cost_nano * 1000, self.tokens)
+        return ratio(self.request_cost_nano * 1000, self.tokens)
 
     @property
     def margin_nano(self) -> int | None:
@@ -213,7 +213,7 @@ def _sum(usages: Any) -> Usage:
     )
 
 
-def _ratio(numerator: int, denominator: int) -> int | None:
+def ratio(numerator: int, denominator: int) -> int | None:
     """numerator / denominator rounded half up to a whole nano; None when dividing by zero."""
     if denominator <= 0:
         return None

@@ -4,6 +4,7 @@
          (default: the current month so far)
     GET  /admin/reports/chargeback?period=YYYY-MM&format=json|csv|table  (default: this month)
     GET  /admin/reports/focus?period=YYYY-MM&format=csv|json              (FOCUS 1.x rows)
+    GET  /admin/reports/scorecard?period=YYYY-MM&format=json|csv|table   (default: this month)
     GET  /admin/forecast?team=T&days=N&format=json|csv|table   (spend and budget forecasts)
     POST /admin/costs  (`CostSpec`)
 
@@ -48,6 +49,7 @@ from gateway.reports.external_costs import (
 from gateway.reports.forecast import MAX_DAYS as MAX_FORECAST_DAYS
 from gateway.reports.forecast import UnknownTeam, forecast_report
 from gateway.reports.render import CONTENT_TYPES, Format, render
+from gateway.reports.scorecard import scorecard_report
 from gateway.types import nano_to_usd_str
 
 _FUTURE_SLACK_S = 86_400  # a cost may be dated at most a day ahead (clock skew, time zones)
@@ -182,6 +184,24 @@ async def forecast(request: web.Request, _: None) -> web.Response:
         )
     except UnknownTeam as exc:
         raise NotFound(str(exc), code="team_not_found") from None
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
+    return rendered(report, report_format(query, "json"))
+
+
+async def scorecard(request: web.Request, _: None) -> web.Response:
+    query = request.query
+    app = request.app
+    try:
+        report = await scorecard_report(
+            app[LIVE_CONFIG].current,
+            app[REDIS],
+            app[BUDGETS],
+            app[LEDGER],
+            app[FORECASTER],
+            _month(request, query),
+            app[CLOCK](),
+        )
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
     return rendered(report, report_format(query, "json"))
@@ -404,6 +424,22 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 format_param("json"),
             ),
             errors=(404, 503),
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/scorecard",
+            scorecard,
+            "Scorecard: each team's month, against its budgets, forecasts and last month",
+            "reports",
+            _report_replies(get_args(Format), "The scorecard"),
+            description="Per team: budget adherence (spent against each budget, periods at "
+            "their limit, requests blocked or downgraded), the share of spend allocated to a "
+            "project, the optimization score, cost per request, per 1k tokens and per business "
+            "unit, month-over-month change and its drivers, the forecast of the last whole "
+            "month against its actual, and anomalies opened and confirmed. See "
+            "docs/scorecards.md.",
+            query=(_MONTH, format_param("json")),
+            errors=(503,),
         ),
         Endpoint(
             "POST",

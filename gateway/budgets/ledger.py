@@ -522,6 +522,25 @@ class BudgetLedger:
             for b, pid, row in zip(budgets, period_ids, rows, strict=True)
         ]
 
+    async def count_refusal(self, team: str, budget: str, action: str) -> None:
+        """One request that `budget` refused (`action` "block") or sent to a cheaper model
+        ("downgrade"), counted in the month of the ledger's clock (read by `refusals`)."""
+        key = rediskeys.budget_refusals(team, self.now().strftime("%Y%m"))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, f"{budget}|{action}", 1)
+            pipe.expire(key, rediskeys.ROLLUP_DAILY_TTL_S)
+            await pipe.execute()
+
+    async def refusals(self, team: str, month: str) -> dict[tuple[str, str], int]:
+        """(budget, action) -> requests refused or downgraded in the month ("YYYY-MM")."""
+        raw = await self._redis.hgetall(rediskeys.budget_refusals(team, month.replace("-", "")))
+        out: dict[tuple[str, str], int] = {}
+        for field, count in raw.items():
+            text = field.decode() if isinstance(field, bytes) else field
+            name, _, action = text.rpartition("|")
+            out[(name, action)] = int(count)
+        return out
+
 
 def _statuses(
     budgets: tuple[BudgetConfig, ...],

@@ -311,6 +311,8 @@ def _team(name: str, spec: TeamSpec) -> TeamConfig:
         shared=spec.shared,
         revenue_per_request_nano=revenue.per_request_usd if revenue else None,
         monthly_revenue_nano=revenue.monthly_usd if revenue else None,
+        units_name=spec.units.name if spec.units else None,
+        monthly_units=spec.units.monthly if spec.units else None,
     )
 
 

@@ -130,6 +130,9 @@ class TeamConfig:
     shared: bool = False
     revenue_per_request_nano: int | None = None  # for inference margin
     monthly_revenue_nano: int | None = None
+    # Business units (orders, documents, ...) a month, for the scorecard's cost per unit.
+    units_name: str | None = None
+    monthly_units: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

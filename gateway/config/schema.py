@@ -360,10 +360,19 @@ class RevenueSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class UnitsSpec(Spec):
+    """A team's business units a month (orders, documents, ...), for cost per unit."""
+
+    name: str = field(metadata=checks(Str(max_len=_TEXT_MAX)))
+    monthly: int = field(metadata=checks(Int(min=1)))
+
+
+@dataclass(frozen=True, kw_only=True)
 class TeamSpec(Spec):
     description: str | None = field(default=None, metadata=checks(Str(allow_empty=True)))
     shared: bool = field(default=False, metadata=checks(Bool()))
     revenue: RevenueSpec | None = field(default=None, metadata=checks(Record(RevenueSpec)))
+    units: UnitsSpec | None = field(default=None, metadata=checks(Record(UnitsSpec)))
     budgets: list[BudgetSpec | None] = field(
         default_factory=list, metadata=checks(ListOf(Record(BudgetSpec)))
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gateway.analytics.chargeback import SHARED_SPEND, Chargeback, chargeback
 from gateway.analytics.focus import FOCUS_COLUMNS, focus_rows
@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 
     from gateway.config.model import Config
 
-ReportKind = Literal["showback", "chargeback", "focus", "forecast", "anomalies"]
-# "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it; and
-# "anomalies" lists anomaly records, not rollups: `reports.anomalies` builds it.
-KINDS: tuple[ReportKind, ...] = ("showback", "chargeback", "focus", "forecast", "anomalies")
+ReportKind = Literal["showback", "chargeback", "focus", "forecast", "anomalies", "scorecard"]
+# "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it;
+# "anomalies" lists anomaly records, not rollups: `reports.anomalies` builds it; the scorecard
+# reads budgets and anomalies too: `reports.scorecard` builds it.
+KINDS: tuple[ReportKind, ...] = get_args(ReportKind)
 MAX_DAYS = 400  # daily rollups are kept 400 days
 
 _NEEDS: Mapping[str, tuple[str, ...]] = {

@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING
 from gateway.clikit import CliError, SharedStore, add_admin_arguments, connect, run_command
 
 if TYPE_CHECKING:  # `spendgate --help` builds the parser: the report stack loads when one runs
-    from gateway.reports.build import Period
+    from redis.asyncio import Redis
+
+    from gateway.config.model import Config
+    from gateway.reports.build import Period, Report
 
 _HTTP_TIMEOUT_S = 120.0  # a year of FOCUS rows takes a while to build
 # build.KINDS, without importing it
-_KINDS = ("showback", "chargeback", "focus", "forecast", "anomalies")
+_KINDS = ("showback", "chargeback", "focus", "forecast", "anomalies", "scorecard")
 _FORMATS = ("table", "csv", "json")
 
 
@@ -77,6 +80,10 @@ async def _run(args: argparse.Namespace, clock: Callable[[], float]) -> int:
         if args.period or args.start or args.end:
             raise CliError("anomalies are selected with --since (and --team)")
         text, label = await _anomalies_text(args, fmt, clock()), "anomalies"
+    elif args.kind == "scorecard":
+        if args.team or args.start or args.end:
+            raise CliError("a scorecard covers every team for one month: use --period YYYY-MM")
+        text, label = await _scorecard_text(args, fmt, clock())
     else:
         if args.team:
             raise CliError(f"--team is for forecasts and anomalies: {args.kind} covers every team")
@@ -182,3 +189,48 @@ async def _anomalies_text(args: argparse.Namespace, fmt: str, now: float) -> str
         if args.team:
             params["team"] = args.team
         return await target.text("/admin/anomalies", params)
+
+
+async def _scorecard_text(args: argparse.Namespace, fmt: str, now: float) -> tuple[str, str]:
+    try:
+        period = _period(args, now)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+    async def build(config: Config, redis: Redis) -> Report:
+        from gateway.analytics.outlook import Forecaster
+        from gateway.budgets.ledger import BudgetLedger
+        from gateway.budgets.registry import BudgetRegistry
+        from gateway.reports.scorecard import scorecard_report
+
+        registry = BudgetRegistry(redis, config.budgets.rules)
+        ledger = BudgetLedger(redis, clock=lambda: now)
+        return await scorecard_report(config, redis, registry, ledger, Forecaster(), period, now)
+
+    text = await _from_store_or_api(
+        args, fmt, build, "/admin/reports/scorecard", {"period": period.label}
+    )
+    return text, period.label
+
+
+async def _from_store_or_api(
+    args: argparse.Namespace,
+    fmt: str,
+    build: Callable[[Config, Redis], Awaitable[Report]],
+    path: str,
+    params: Mapping[str, str],
+) -> str:
+    """The report built from the store itself, or asked of the gateway's admin API."""
+    from gateway.reports.render import render
+
+    async with connect(args, timeout_s=_HTTP_TIMEOUT_S) as target:
+        if isinstance(target, SharedStore):
+            from gateway.store.connect import connected
+
+            async with connected(target.config.store) as redis:
+                try:
+                    report = await build(target.config, redis)
+                except ValueError as exc:
+                    raise CliError(str(exc)) from exc
+            return render(report, fmt)  # type: ignore[arg-type]  # argparse checked choices
+        return await target.text(path, {"format": fmt, **params})

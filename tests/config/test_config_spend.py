@@ -654,3 +654,13 @@ def test_budget_problems_carry_their_line() -> None:
     assert info.value.problems == [
         ("budgets.rules[0].limit_usd", "must not be negative, got int -3 (line 25)")
     ]
+
+
+def test_business_units_compile_and_are_checked() -> None:
+    config = load(BASE + "teams: {t: {units: {name: orders, monthly: 120000}}}\n")
+    assert (config.teams["t"].units_name, config.teams["t"].monthly_units) == ("orders", 120000)
+    assert reason_at(
+        problems(BASE + "teams: {t: {units: {name: orders, monthly: 0}}}\n"),
+        "teams.t.units.monthly",
+    )
+    assert reason_at(problems(BASE + "teams: {t: {units: {monthly: 5}}}\n"), "teams.t.units.name")
