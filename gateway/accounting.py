@@ -85,6 +85,7 @@ class Record:
     attempts: int = 0
     error: str | None = None
     revenue_nano: int | None = None
+    rate_limited: str | None = None  # "<rule>:<requests|tokens>" of the rate limit that refused it
     # Why this request is served below list price, when the route itself says so (a budget
     # downgrade); otherwise a cheaper served model counts as tiering.
     optimization: str | None = None
@@ -467,6 +468,7 @@ def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:
         "deployment": last.deployment if last else None,
         "provider": last.provider if last else None,
         "route": record.route_text,
+        "rate_limited": record.rate_limited,
         "cache": record.cache,
         "attempts": record.attempts,
         "upstream_calls": len(record.charges),

@@ -13,6 +13,7 @@ behaves as it does against OpenAI (it retries 408/409/429/5xx, never 400/401/404
     ├── ModelNotFound                   404     invalid_request_error   model_not_found
     ├── NotFound                        404     invalid_request_error   not_found
     ├── RateLimited                     429     rate_limit_error        (varies)
+    │   └── RateLimitReached            429     requests | tokens       rate_limit_exceeded
     ├── ServiceUnavailable              503     server_error            service_unavailable
     │   └── ShuttingDown                503     server_error            shutting_down
     └── UpstreamError                   502     server_error            upstream_error
@@ -134,6 +135,15 @@ class RateLimited(GatewayError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
     retryable = True
+
+
+class RateLimitReached(RateLimited):
+    """A configured rate limit (`rate_limits:`), in OpenAI's own shape: the error's type is
+    the kind of limit reached, `requests` or `tokens`."""
+
+    def __init__(self, message: str, kind: str, *, headers: Mapping[str, str]) -> None:
+        super().__init__(message, headers=headers)
+        self.type = kind
 
 
 class ServiceUnavailable(GatewayError):

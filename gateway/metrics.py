@@ -205,6 +205,14 @@ class Metrics:
             ["team", "budget", "action"],
             registry=r,
         )
+        # Rate limits.
+        self.rate_limited = Counter(
+            "sg_rate_limited_total",
+            "Requests a rate limit refused (429), by what it counts per (key, team, model) "
+            "and what it limits (requests, tokens).",
+            ["scope", "kind"],
+            registry=r,
+        )
         self.alerts = alerts_counter(r)
         self.spool_bytes = Gauge(
             "sg_spool_bytes",

@@ -16,7 +16,8 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -36,6 +37,9 @@ from gateway.streaming import Cutoff, StreamRelay, send_sse
 from gateway.types import Principal, nano_to_usd_str
 from gateway.validation import parse_body, read_body, validate_body
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -49,6 +53,8 @@ class Pipeline:
         metrics: Metrics,
         accountant: Accountant,
         cache: ResponseCache,
+        store: Redis | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._snapshot = (config, providers)
         self.keyring = keyring
@@ -59,16 +65,17 @@ class Pipeline:
         self.upstream = Upstream(router, metrics)
         self._id_prefix = "req_" + os.urandom(8).hex()
         self._ids = itertools.count(1)
-        self.stages = registry.build(
-            Services(
-                metrics,
-                accountant,
-                cache,
-                self.upstream,
-                lambda: self._snapshot,
-                self.new_request_id,
-            )
+        services = Services(
+            metrics,
+            accountant,
+            cache,
+            self.upstream,
+            lambda: self._snapshot,
+            self.new_request_id,
+            store,
+            clock,
         )
+        self.stages = registry.build(services)
         # Each point runs only the stages that act there.
         self._before = [s for s in self.stages if s.overrides("before")]
         self._answering = [s for s in self.stages if s.overrides("answer")]

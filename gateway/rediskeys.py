@@ -211,3 +211,10 @@ def fsync_marker() -> str:
     """Counter incremented before a WAITAOF: a write of the waiting connection's own, so that
     the fsync it waits for covers every write acknowledged before it (`store.connect.fsynced`)."""
     return f"{PREFIX}:fsync"
+
+
+# Rate limits: one integer per (rule, subject, kind, one-minute window), with the window's TTL.
+def rate_count(rule: str, subject: str, kind: str, window: int) -> str:
+    """Integer: requests or tokens this window's grants and reports add up to
+    (`ratelimits/lua/take.lua`), expiring shortly after the window."""
+    return f"{PREFIX}:{{rl:{rule}:{subject}}}:{kind}:{window}"

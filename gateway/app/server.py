@@ -209,6 +209,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics,
         accountant,
         cache,
+        store=app[REDIS],
+        clock=app[CLOCK],
     )
     app[KEYRING], app[PIPELINE] = keyring, pipeline
     _load_vocabularies(config)

@@ -29,6 +29,7 @@ from gateway.config.model import (
     Timeouts,
 )
 from gateway.config.optimizers import OptimizerCompiler
+from gateway.config.ratelimits import compile_rate_limits
 from gateway.config.schema import (
     AggregatorSpec,
     DeploymentSpec,
@@ -95,6 +96,9 @@ class _Compiler:
             teams=MappingProxyType({name: _team(name, spec) for name, spec in self.teams()}),
             keys=keys,
             budgets=spend.budgets(),
+            rate_limits=compile_rate_limits(
+                root.rate_limits, root.teams, [*root.models, *root.tiers], self.problems
+            ),
             alerts=spend.alerts(),
             aggregator=_aggregator(root.aggregator),
             forecasts=ForecastsConfig(

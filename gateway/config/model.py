@@ -153,6 +153,31 @@ class BudgetConfig:
     source: Literal["config", "admin"] = "config"
 
 
+# --- Rate limits: requests and tokens per minute, per key, team or model. ------------------------
+RateLimitPer = Literal["key", "team", "model"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    """One `rate_limits.rules[]` entry: each key, team or model (`per`) among the requests it
+    applies to (its `teams` and `models`; empty: all) has `requests` and/or `tokens` a minute."""
+
+    name: str
+    per: RateLimitPer
+    requests: int | None = None  # per minute
+    tokens: int | None = None  # per minute
+    teams: frozenset[str] = frozenset()
+    models: frozenset[str] = frozenset()  # the model names requests name (models and tiers)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitsConfig:
+    rules: tuple[RateLimitRule, ...] = ()
+    # Each process takes this fraction of what a limit has left in the shared count at once
+    # and admits requests against it locally (ratelimits/limiter.py).
+    local_share: float = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetsConfig:
     rules: tuple[BudgetConfig, ...] = ()
@@ -296,6 +321,7 @@ class Config:
     teams: Mapping[str, TeamConfig]
     keys: tuple[DeclaredKey, ...] = ()
     budgets: BudgetsConfig = BudgetsConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
     alerts: AlertsConfig = AlertsConfig()
     aggregator: AggregatorConfig = AggregatorConfig()
     forecasts: ForecastsConfig = ForecastsConfig()

@@ -48,6 +48,7 @@ from gateway.config.model import (
     OnUnavailable,
     Period,
     ProviderKind,
+    RateLimitPer,
     Strategy,
     TierHint,
 )
@@ -637,6 +638,37 @@ class BatchingSpec(Spec):
     )
 
 
+# Rate limits (`rate_limits:`); teams and models named are checked by config/ratelimits.py.
+_PER_MINUTE = Int(min=1, max=MAX_EXACT - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimitRuleSpec(Spec):
+    name: str = field(metadata=checks(_RULE_NAME, doc="Unique among the rules."))
+    per: RateLimitPer = field(
+        metadata=checks(
+            OneOf(*get_args(RateLimitPer)),
+            doc="Counted separately for each key, team or model (the name a request sends).",
+        )
+    )
+    requests_per_minute: int | None = field(default=None, metadata=checks(_PER_MINUTE))
+    tokens_per_minute: int | None = field(default=None, metadata=checks(_PER_MINUTE))
+    teams: tuple[str, ...] = field(default=(), metadata=checks(_any_of("team")))
+    models: tuple[str, ...] = field(default=(), metadata=checks(_any_of("model")))
+
+    def problems(self) -> Iterator[Problem]:
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            yield ("requests_per_minute", "give requests_per_minute, tokens_per_minute or both")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimitsSpec(Spec):
+    local_share: float = field(default=0.05, metadata=checks(Number(positive=True, max=0.5)))
+    rules: list[RateLimitRuleSpec | None] = field(
+        default_factory=list, metadata=checks(ListOf(Record(RateLimitRuleSpec)))
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class RootSpec(Spec):
     server: ServerSpec = field(default_factory=ServerSpec, metadata=checks(Record(ServerSpec)))
@@ -656,6 +688,9 @@ class RootSpec(Spec):
         default_factory=dict, metadata=checks(Entries(Record(TeamSpec), name=_TEAM_NAME))
     )
     budgets: BudgetsSpec = field(default_factory=BudgetsSpec, metadata=checks(Record(BudgetsSpec)))
+    rate_limits: RateLimitsSpec = field(
+        default_factory=RateLimitsSpec, metadata=checks(Record(RateLimitsSpec))
+    )
     alerts: AlertsSpec = field(default_factory=AlertsSpec, metadata=checks(Record(AlertsSpec)))
     aggregator: AggregatorSpec = field(
         default_factory=AggregatorSpec, metadata=checks(Record(AggregatorSpec))

@@ -17,9 +17,10 @@ A stage may act at three points of a request, each optional:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -32,6 +33,9 @@ from gateway.plan import Plan
 from gateway.providers.base import Provider
 from gateway.routing.tiers import TierDecision
 from gateway.stages.upstream import Answer, Upstream
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 Snapshot = tuple[Config, Mapping[str, Provider]]
 
@@ -46,6 +50,8 @@ class Services:
     upstream: Upstream
     snapshot: Callable[[], Snapshot]  # the current config and providers
     new_request_id: Callable[[], str]
+    store: Redis | None = None  # the shared store (Redis, the local store, fakeredis)
+    clock: Callable[[], float] = time.time  # the wall clock (epoch seconds)
 
 
 class Context:

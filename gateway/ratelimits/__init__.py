@@ -1,0 +1,1 @@
+"""Rate limits: requests and tokens per minute, shared across replicas through the store."""
