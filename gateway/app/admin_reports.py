@@ -169,24 +169,28 @@ async def focus_report(request: web.Request, _: None) -> web.Response:
 
 async def forecast(request: web.Request, _: None) -> web.Response:
     query = request.query
-    days = _days(query.get("days", "30"))
+    report = await forecast_of(request, query.get("team"), _days(query.get("days", "30")))
+    return rendered(report, report_format(query, "json"))
+
+
+async def forecast_of(request: web.Request, team: str | None, days: int) -> Report:
+    """The forecast report as of the gateway's clock (also the team API's forecast)."""
     app = request.app
     try:
-        report = await forecast_report(
+        return await forecast_report(
             app[LIVE_CONFIG].current,
             app[REDIS],
             app[BUDGETS],
             app[LEDGER],
             app[FORECASTER],
             app[CLOCK](),
-            team=query.get("team"),
+            team=team,
             days=days,
         )
     except UnknownTeam as exc:
         raise NotFound(str(exc), code="team_not_found") from None
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
-    return rendered(report, report_format(query, "json"))
 
 
 async def scorecard(request: web.Request, _: None) -> web.Response:
@@ -383,6 +387,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 Param("end", "Last day, inclusive (YYYY-MM-DD).", _DAY),
                 format_param("json"),
             ),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -392,6 +397,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "reports",
             _report_replies(get_args(Format), "The chargeback statement"),
             query=(_MONTH, format_param("json")),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -402,6 +408,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             _report_replies(get_args(Format), "FOCUS rows"),
             description="FinOps Open Cost and Usage Specification columns (see docs/ledger.md).",
             query=(_MONTH, format_param("csv")),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -424,6 +431,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 format_param("json"),
             ),
             errors=(404, 503),
+            access="reporting",
         ),
         Endpoint(
             "GET",
