@@ -195,20 +195,30 @@ async def forecast_of(request: web.Request, team: str | None, days: int) -> Repo
 
 async def scorecard(request: web.Request, _: None) -> web.Response:
     query = request.query
+    report = await scorecard_of(request, _month(request, query))
+    return rendered(report, report_format(query, "json"))
+
+
+async def scorecard_of(request: web.Request, period: Period) -> Report:
+    """The scorecard of `period`'s month (also what the team API takes a team's card from)."""
     app = request.app
     try:
-        report = await scorecard_report(
+        return await scorecard_report(
             app[LIVE_CONFIG].current,
             app[REDIS],
             app[BUDGETS],
             app[LEDGER],
             app[FORECASTER],
-            _month(request, query),
+            period,
             app[CLOCK](),
         )
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
-    return rendered(report, report_format(query, "json"))
+
+
+def asked_month(request: web.Request) -> Period:
+    """`period` (YYYY-MM) of the query; default: the current month."""
+    return _month(request, request.query)
 
 
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
@@ -348,7 +358,7 @@ def format_param(default: Format) -> Param:
     )
 
 
-_MONTH = Param(
+MONTH_PARAM = Param(
     "period",
     "A calendar month (UTC) as YYYY-MM (default: the current month).",
     {"type": "string", "pattern": r"^\d{4}-\d{2}$"},
@@ -396,7 +406,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "Chargeback: one month's statement per team, shared costs allocated",
             "reports",
             _report_replies(get_args(Format), "The chargeback statement"),
-            query=(_MONTH, format_param("json")),
+            query=(MONTH_PARAM, format_param("json")),
             access="reporting",
         ),
         Endpoint(
@@ -407,7 +417,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "reports",
             _report_replies(get_args(Format), "FOCUS rows"),
             description="FinOps Open Cost and Usage Specification columns (see docs/ledger.md).",
-            query=(_MONTH, format_param("csv")),
+            query=(MONTH_PARAM, format_param("csv")),
             access="reporting",
         ),
         Endpoint(
@@ -446,8 +456,9 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "unit, month-over-month change and its drivers, the forecast of the last whole "
             "month against its actual, and anomalies opened and confirmed. See "
             "docs/scorecards.md.",
-            query=(_MONTH, format_param("json")),
+            query=(MONTH_PARAM, format_param("json")),
             errors=(503,),
+            access="reporting",
         ),
         Endpoint(
             "POST",

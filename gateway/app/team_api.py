@@ -2,6 +2,7 @@
 
     GET /v1/spendgate/usage?team=T&start=YYYY-MM-DD&end=YYYY-MM-DD   (default: this month so far)
     GET /v1/spendgate/budgets?team=T
+    GET /v1/spendgate/scorecard?team=T&period=YYYY-MM   (default: this month)
 
 A team's client or reader key reads its own team (`team` may be left out; another team is a 403
 `team_forbidden`); the admin and reporting keys read any team, named by `team`. The figures come
@@ -18,7 +19,7 @@ from redis.exceptions import RedisError
 
 from gateway.analytics.dashboard import team_usage
 from gateway.app.admin import Endpoint, Param, Reply, json_response, team_in_view
-from gateway.app.admin_reports import forecast_of
+from gateway.app.admin_reports import MONTH_PARAM, asked_month, forecast_of, scorecard_of
 from gateway.app.dashboard import asked_period, load_spend
 from gateway.app.state import BUDGETS, LEDGER, LIVE_CONFIG, REDIS
 from gateway.budgets.usage import budget_usage, status_dict
@@ -28,6 +29,9 @@ from gateway.store.rollups import known_teams
 
 USAGE_PATH = "/v1/spendgate/usage"
 BUDGETS_PATH = "/v1/spendgate/budgets"
+SCORECARD_PATH = "/v1/spendgate/scorecard"
+# What of the scorecard report's heading a team's card carries (not the other teams' cards).
+_SCORECARD_FIELDS = ("period", "start", "end", "compared_with", "currency")
 # What of the forecast report's team entry the usage carries: the month's outlook and each
 # budget's, with the model and its backtested accuracy (not the day-by-day series).
 _FORECAST_FIELDS = ("model", "history_days", "accuracy", "month", "budgets")
@@ -49,6 +53,25 @@ async def budgets(request: web.Request, _: None) -> web.Response:
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
     payload = {"object": "list", "team": team, "data": [status_dict(s) for s in statuses]}
+    return json_response(payload, headers={"Cache-Control": "no-store"})
+
+
+async def scorecard(request: web.Request, _: None) -> web.Response:
+    team = await _readable_team(request)
+    document = (await scorecard_of(request, asked_month(request))).document
+    cards = [card for card in document["teams"] if card["team"] == team]
+    if not cards:
+        raise NotFound(
+            f"team {team!r} is shared: its spend is allocated to the other teams in chargeback, "
+            "so it has no scorecard of its own",
+            param="team",
+            code="scorecard_not_found",
+        )
+    payload = {
+        "object": "spendgate.scorecard",
+        **{k: document[k] for k in _SCORECARD_FIELDS},
+        **cards[0],
+    }
     return json_response(payload, headers={"Cache-Control": "no-store"})
 
 
@@ -136,6 +159,24 @@ _USAGE: JsonSchema = {
         },
     },
 }
+_SCORECARD: JsonSchema = {
+    "type": "object",
+    "description": "The team's card of the scorecard report (GET /admin/reports/scorecard): "
+    "budget adherence, allocation, optimization score, unit costs, month-over-month change "
+    "and its drivers, the month's forecast against its actual, anomalies. See "
+    "docs/scorecards.md.",
+    "required": ["object", "team", *_SCORECARD_FIELDS, "cost_usd", "budgets"],
+    "properties": {
+        "object": {"const": "spendgate.scorecard"},
+        "team": {"type": "string"},
+        "period": {"type": "string", "pattern": r"^\d{4}-\d{2}$"},
+        "start": _DAY,
+        "end": _DAY,
+        "currency": {"const": "USD"},
+        "cost_usd": _USD,
+        "budgets": {"type": "array", "items": {"type": "object"}},
+    },
+}
 _BUDGETS: JsonSchema = {
     "type": "object",
     "required": ["object", "team", "data"],
@@ -170,6 +211,18 @@ def team_endpoints() -> tuple[Endpoint, ...]:
             "team",
             (Reply(200, "The team's budgets: spent, reserved, remaining, period end.", _BUDGETS),),
             query=(_TEAM,),
+            errors=(404, 503),
+            access="team",
+        ),
+        Endpoint(
+            "GET",
+            SCORECARD_PATH,
+            scorecard,
+            "A team's scorecard of a month",
+            "team",
+            (Reply(200, "The team's scorecard, as the scorecard report has it.", _SCORECARD),),
+            description="A shared team has no scorecard (404 `scorecard_not_found`).",
+            query=(_TEAM, MONTH_PARAM),
             errors=(404, 503),
             access="team",
         ),

@@ -125,6 +125,7 @@ async def test_every_admin_route_is_documented_and_nothing_else(gateway: Gateway
     assert {path for _, path in documented if not path.startswith("/admin/")} == {
         "/v1/spendgate/usage",
         "/v1/spendgate/budgets",
+        "/v1/spendgate/scorecard",
     }
 
 

@@ -106,8 +106,31 @@ async def test_a_team_key_reads_its_own_spend_as_the_admin_reports_it(gw: Gatewa
     assert early["cost_usd"] == "0.000000000" and early["keys"] == []
 
 
+async def test_a_team_key_reads_its_own_scorecard(gw: Gateway) -> None:
+    report = await get(gw, "/admin/reports/scorecard", ADMIN_KEY)
+    for team in ("alpha", "beta"):
+        [card] = [c for c in report["teams"] if c["team"] == team]
+        mine = await get(gw, "/v1/spendgate/scorecard", gw.keys[team])
+        assert mine["object"] == "spendgate.scorecard"
+        assert {k: v for k, v in mine.items() if k in card} == card
+        assert (mine["period"], mine["start"], mine["end"]) == (
+            report["period"],
+            report["start"],
+            report["end"],
+        )
+        assert mine["cost_usd"] != "0.000000000"
+    october = await get(gw, "/v1/spendgate/scorecard?period=2026-10", gw.keys["beta"])
+    assert (october["period"], october["cost_usd"]) == ("2026-10", "0.000000000")
+    error = await get(gw, "/v1/spendgate/scorecard?period=2026-13", gw.keys["beta"], 400)
+    assert error["error"]["param"] == "period"
+
+
 async def test_another_teams_spend_is_forbidden(gw: Gateway) -> None:
-    for path in ("/v1/spendgate/usage?team=alpha", "/v1/spendgate/budgets?team=alpha"):
+    for path in (
+        "/v1/spendgate/usage?team=alpha",
+        "/v1/spendgate/budgets?team=alpha",
+        "/v1/spendgate/scorecard?team=alpha",
+    ):
         error = await get(gw, path, gw.keys["beta"], 403)
         forbidden(error, "team_forbidden")
         assert error["error"]["param"] == "team"
@@ -171,6 +194,7 @@ async def test_a_reporting_key_reads_every_report_as_the_admin_does(
         "/admin/reports/chargeback",
         "/admin/reports/chargeback?format=table",
         "/admin/reports/focus",
+        "/admin/reports/scorecard",
         "/admin/forecast?days=3",
         "/admin/anomalies?since=2026-01-01",
         f"/admin/anomalies/{ANOMALY_ID}",
