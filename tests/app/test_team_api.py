@@ -125,6 +125,17 @@ async def test_a_team_key_reads_its_own_scorecard(gw: Gateway) -> None:
     assert error["error"]["param"] == "period"
 
 
+async def test_a_shared_team_has_no_scorecard(gw: Gateway) -> None:
+    from gateway.app.state import LIVE_CONFIG
+
+    text = gw.config_path.read_text()
+    gw.config_path.write_text(text.replace("  gamma:\n", "  gamma:\n    shared: true\n"))
+    assert gw.app[LIVE_CONFIG].reload() is True
+    error = await get(gw, "/v1/spendgate/scorecard", gw.keys["gamma"], 404)
+    assert error["error"]["code"] == "scorecard_not_found"
+    assert (await get(gw, "/v1/spendgate/usage", gw.keys["gamma"]))["shared"] is True
+
+
 async def test_another_teams_spend_is_forbidden(gw: Gateway) -> None:
     for path in (
         "/v1/spendgate/usage?team=alpha",
