@@ -136,7 +136,8 @@ async def authorize(request: web.Request, access: Access = "admin") -> Caller:
                 f"this {caller.role} key is read-only; this needs {_WHO[access]}",
                 code="read_only_key",
             )
-        raise PermissionDenied(f"this needs {_WHO[access]}", code="admin_key_required")
+        # A client key: admin_key_required, or reporting_key_required for the reports.
+        raise PermissionDenied(f"this needs {_WHO[access]}", code=f"{access}_key_required")
     return caller
 
 

@@ -51,7 +51,8 @@ _ERRORS = {
     400: "Invalid request: unknown query parameter, malformed JSON, or a body that fails its "
     "checks (`message` names every problem, `param` the first).",
     401: "No key, or an unknown or revoked one.",
-    403: "The key may not do this (`admin_key_required`; `read_only_key`: a reporting or reader "
+    403: "The key may not do this (`admin_key_required`, `reporting_key_required`: a team's "
+    "client key; `read_only_key`: a reporting or reader "
     "key asking for a change; `team_forbidden`: another team's spend), or the admin API is "
     "disabled (`admin_disabled`: no `server.admin_key`).",
     404: "Not found.",

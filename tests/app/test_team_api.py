@@ -182,6 +182,8 @@ async def test_a_reader_key_reads_its_team_and_sends_no_traffic(gw: Gateway) -> 
     assert [t["team"] for t in doc["teams"]] == ["beta"]
     # It is no admin or reporting key, and it cannot spend.
     forbidden(await get(gw, "/admin/reports/showback", reader, 403), "read_only_key")
+    client_key = gw.keys["beta"]
+    forbidden(await get(gw, "/admin/reports/showback", client_key, 403), "reporting_key_required")
     async with openai.AsyncOpenAI(base_url=gw.base_url, api_key=reader, max_retries=0) as client:
         with pytest.raises(openai.PermissionDeniedError) as caught:
             await client.chat.completions.create(
