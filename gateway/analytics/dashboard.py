@@ -1,5 +1,6 @@
 """What the built-in dashboard shows, as one JSON-ready document: per team, the showback figures
-of the period, its spend day by day, its top models and keys, and its budgets. Built from the
+of the period, its spend day by day, its top models and keys, and its budgets; and one team's
+full figures for the team API (`team_usage`: every project, tag, model and key). Built from the
 same rollups and the same `showback` as the reports, so its figures equal theirs to the
 nano-dollar. Pure: the caller loads the rollups and the budgets' state.
 """
@@ -31,16 +32,41 @@ def dashboard(
     daily = _daily_costs(data)
     teams = [_team(data, team, day_list, daily, budgets) for team in spend.teams]
     return {
-        "generated_at": generated_at,
-        "start": data.start.isoformat(),
-        "end": data.end.isoformat(),
-        "currency": "USD",
-        "days": [d.isoformat() for d in day_list],
+        **_heading(data, day_list, generated_at),
         "total": {
             **spend.total.to_dict(),
             "daily_usd": _daily(daily, [t.team for t in spend.teams], day_list),
         },
         "teams": teams,
+    }
+
+
+def team_usage(
+    data: RollupData,
+    team: TeamShowback,
+    budgets: Sequence[Mapping[str, Any]],
+    *,
+    generated_at: str,
+) -> dict[str, Any]:
+    """One team's figures in full: its showback entry (projects, tags and models, as the
+    showback report has them), its spend per day, every key dearest first, and its budgets."""
+    day_list = days(data.start, data.end)
+    return {
+        **_heading(data, day_list, generated_at),
+        **team.to_dict(),
+        "daily_usd": _daily(_daily_costs(data), [team.team], day_list),
+        "keys": _top(_key_figures(data, team.team), "key_id", limit=None),
+        "budgets": [b for b in budgets if b.get("team") == team.team],
+    }
+
+
+def _heading(data: RollupData, day_list: Sequence[date], generated_at: str) -> dict[str, Any]:
+    return {
+        "generated_at": generated_at,
+        "start": data.start.isoformat(),
+        "end": data.end.isoformat(),
+        "currency": "USD",
+        "days": [d.isoformat() for d in day_list],
     }
 
 
@@ -51,7 +77,6 @@ def _team(
     daily: Mapping[tuple[str, str], int],
     budgets: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    keys = data.values(team.team, "key")
     return {
         "team": team.team,
         "shared": team.shared,
@@ -60,11 +85,15 @@ def _team(
         "top_models": _top(
             {model: (u.cost_nano, u.requests) for model, u in team.models.items()}, "model"
         ),
-        "top_keys": _top(
-            {k: (m.get("cost", 0), m.get("requests", 0)) for k, m in keys.items()}, "key_id"
-        ),
+        "top_keys": _top(_key_figures(data, team.team), "key_id"),
         "budgets": [b for b in budgets if b.get("team") == team.team],
     }
+
+
+def _key_figures(data: RollupData, team: str) -> dict[str, tuple[int, int]]:
+    """key id -> (cost, requests)."""
+    keys = data.values(team, "key")
+    return {k: (m.get("cost", 0), m.get("requests", 0)) for k, m in keys.items()}
 
 
 def _daily_costs(data: RollupData) -> dict[tuple[str, str], int]:
@@ -87,9 +116,11 @@ def _daily(
     ]
 
 
-def _top(figures: Mapping[str, tuple[int, int]], name: str) -> list[dict[str, Any]]:
-    """The `TOP` dearest, dearest first (ties by name)."""
-    ranked = sorted(figures.items(), key=lambda item: (-item[1][0], item[0]))[:TOP]
+def _top(
+    figures: Mapping[str, tuple[int, int]], name: str, *, limit: int | None = TOP
+) -> list[dict[str, Any]]:
+    """The `limit` dearest (all: None), dearest first (ties by name)."""
+    ranked = sorted(figures.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
     return [
         {name: value, "cost_usd": nano_to_usd_str(cost), "requests": requests}
         for value, (cost, requests) in ranked

@@ -1,5 +1,6 @@
-"""The admin HTTP API's machinery: the admin key, and `Endpoint`, which ties a route to what it
-accepts (query parameters, a JSON body checked by a config `Spec`) and what it answers.
+"""The admin HTTP API's machinery: who may call what (the admin key, the read-only reporting key,
+a team's keys), and `Endpoint`, which ties a route to what it accepts (query parameters, a JSON
+body checked by a config `Spec`) and what it answers.
 
 Auth, unknown query parameters, JSON parsing and body validation happen here, once, before a
 handler runs with the checked body; problems become one OpenAI-shaped 400 naming every bad
@@ -13,17 +14,23 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
-from gateway.app.state import LIVE_CONFIG
+from gateway.app.state import KEYRING, LIVE_CONFIG
 from gateway.config.checks import JsonSchema, Spec, checked
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from gateway.store.keys import KEY_PREFIX
 from gateway.validation import read_body
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
+# Who may call an endpoint: the admin key only; also the read-only reporting key (reports);
+# also a team's own keys (its own spend: the handler narrows to the team, `team_in_view`);
+# anyone.
+Access = Literal["admin", "reporting", "team", "public"]
+Role = Literal["admin", "reporting", "client", "reader"]
 
 _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"", "0", "false", "no"})
@@ -63,14 +70,18 @@ class Endpoint:
     # Path parameters that stand for a body key of the same name when the body leaves it out.
     fill_from_path: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()  # statuses a handler raises beyond auth and validation
-    public: bool = False  # served without the admin key
+    access: Access = "admin"
+
+    @property
+    def public(self) -> bool:
+        return self.access == "public"
 
     def route(self) -> web.RouteDef:
         return web.route(self.method, self.path, self._handle)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if not self.public:
-            authorize(request)
+            request[CALLER] = await authorize(request, self.access)
         allowed = {param.name for param in self.query}
         unknown = sorted(set(request.query) - allowed)
         if unknown:
@@ -89,26 +100,89 @@ class Endpoint:
         return await self.handler(request, body)
 
 
-def authorize(request: web.Request) -> None:
-    """Raise unless the request carries the configured admin key."""
-    expected = request.app[LIVE_CONFIG].current.server.admin_key_hash
-    if not expected:
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request to the admin or team API."""
+
+    role: Role
+    team: str | None = None  # a team key's team; None: every team (admin, reporting)
+    key_id: str | None = None  # a virtual key's public id
+
+
+# Who sent a request to the admin or team API: set by `Endpoint` once its key is checked.
+CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
+_ALLOWED: Mapping[Access, frozenset[Role]] = {
+    "admin": frozenset({"admin"}),
+    "reporting": frozenset({"admin", "reporting"}),
+    "team": frozenset({"admin", "reporting", "client", "reader"}),
+}
+
+
+async def authorize(request: web.Request, access: Access = "admin") -> Caller:
+    """The caller, if its key may call an endpoint of `access`: 401 for no key or an unknown
+    one, 403 for a known key without the right (and for the admin API when it is off)."""
+    server = request.app[LIVE_CONFIG].current.server
+    if access == "admin" and not server.admin_key_hash:
         raise PermissionDenied("admin API disabled: set server.admin_key", code="admin_disabled")
     given = presented_key(request)
     if given is None:
-        raise AuthenticationFailed(
-            "missing admin key: send it as `Authorization: Bearer <admin key>`"
-        )
-    if not is_admin_key(request, given):
-        raise AuthenticationFailed("invalid admin key")
+        raise AuthenticationFailed(f"missing key: send {_WHO[access]} as a Bearer token")
+    caller = await _identify(request, given)
+    if caller is None:
+        raise AuthenticationFailed("invalid key" if access != "admin" else "invalid admin key")
+    if caller.role not in _ALLOWED[access]:
+        if caller.role in ("reporting", "reader"):
+            raise PermissionDenied(
+                f"this {caller.role} key is read-only; this needs {_WHO[access]}",
+                code="read_only_key",
+            )
+        # A client key: admin_key_required, or reporting_key_required for the reports.
+        raise PermissionDenied(f"this needs {_WHO[access]}", code=f"{access}_key_required")
+    return caller
 
 
-def is_admin_key(request: web.Request, given: str) -> bool:
-    """Whether `given` is the configured admin key (False when none is configured)."""
-    expected = request.app[LIVE_CONFIG].current.server.admin_key_hash
-    # Compare digests in constant time, so response timing reveals nothing about the key.
+_WHO: Mapping[Access, str] = {
+    "admin": "the admin key",
+    "reporting": "the admin key or a reporting key",
+    "team": "a team's key (or the admin or a reporting key)",
+    "public": "no key",
+}
+
+
+async def _identify(request: web.Request, given: str) -> Caller | None:
+    server = request.app[LIVE_CONFIG].current.server
+    # Compare digests in constant time, so response timing reveals nothing about the keys.
     digest = hashlib.sha256(given.encode()).hexdigest()
-    return expected is not None and hmac.compare_digest(digest, expected)
+    if server.admin_key_hash and hmac.compare_digest(digest, server.admin_key_hash):
+        return Caller("admin")
+    if server.reporting_key_hash and hmac.compare_digest(digest, server.reporting_key_hash):
+        return Caller("reporting")
+    keyring = request.app.get(KEYRING)  # an app serving only the admin API may have none
+    if keyring is None or not given.startswith(KEY_PREFIX):
+        return None
+    holder = await keyring.identify(given)
+    if holder is None:
+        return None
+    return Caller(holder.role, holder.team, holder.key_id)
+
+
+def team_in_view(request: web.Request, asked: str | None) -> str:
+    """The team a request may read: a team key's own (`asked` must be it or absent); for the
+    admin and reporting keys, the team asked for, which they must name."""
+    caller = request[CALLER]
+    if caller.team is None:
+        if not asked:
+            raise InvalidRequest(
+                f"name the team: ?team=<team> (a {caller.role} key reads any team)", param="team"
+            )
+        return asked
+    if asked and asked != caller.team:
+        raise PermissionDenied(
+            f"this key reads team {caller.team!r}'s spend only, not {asked!r}",
+            param="team",
+            code="team_forbidden",
+        )
+    return caller.team
 
 
 async def json_object(request: web.Request) -> dict[str, object]:

@@ -205,6 +205,7 @@ def anomaly_endpoints() -> tuple[Endpoint, ...]:
                 Param("since", f"Since when ({SINCE_HELP}; default {DEFAULT_SINCE})."),
                 format_param("json"),
             ),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -215,6 +216,7 @@ def anomaly_endpoints() -> tuple[Endpoint, ...]:
             (Reply(200, "The anomaly, with its causes and feedback.", _REF),),
             path_params=(_ID,),
             errors=(404,),
+            access="reporting",
         ),
         Endpoint(
             "POST",

@@ -187,6 +187,7 @@ def budget_endpoints() -> tuple[Endpoint, ...]:
             (Reply(200, "Every budget in force: config first, then admin.", _LIST),),
             query=(Param("team", "Only this team's budgets."),),
             errors=(503,),
+            access="reporting",
         ),
         Endpoint(
             "POST",

@@ -9,16 +9,28 @@ from aiohttp import web
 
 from gateway.app.admin import Endpoint, Param, Reply, flag, json_response
 from gateway.app.state import KEYRING, LIVE_CONFIG
-from gateway.config.checks import JsonSchema, Spec, Str, checks
+from gateway.config.checks import JsonSchema, OneOf, Spec, Str, checks
 from gateway.config.schema import LABEL, TAGS
 from gateway.errors import NotFound
+from gateway.store.keys import KEY_ROLES, KeyRole
 
 
 @dataclass(frozen=True, kw_only=True)
 class NewKeySpec(Spec):
-    """A key to issue: its team, and how its traffic is attributed."""
+    """A key to issue: its role, its team, and how its traffic is attributed."""
 
-    team: str = field(metadata=checks(Str(), doc="A team of the config."))
+    team: str | None = field(
+        default=None,
+        metadata=checks(Str(), doc="A team of the config; required unless role is reporting."),
+    )
+    role: KeyRole = field(
+        default="client",
+        metadata=checks(
+            OneOf(*KEY_ROLES),
+            doc="client: sends traffic, reads its team's spend; reader: only reads its team's "
+            "spend; reporting: reads every team's reports, belongs to no team.",
+        ),
+    )
     name: str | None = field(
         default=None,
         metadata=checks(
@@ -39,6 +51,7 @@ async def create_key(request: web.Request, body: NewKeySpec) -> web.Response:
     teams = request.app[LIVE_CONFIG].current.teams
     secret, info = await request.app[KEYRING].create(
         body.team,
+        role=body.role,
         project=body.project,
         environment=body.environment,
         workload=body.workload,
@@ -75,12 +88,12 @@ KEY_SCHEMA: JsonSchema = {
     "type": "object",
     "required": [
         *("key_id", "name", "team", "project", "environment", "workload", "tags"),
-        *("created_at", "revoked", "revoked_at", "source"),
+        *("created_at", "revoked", "revoked_at", "source", "role"),
     ],
     "properties": {
         "key_id": {"type": "string", "pattern": "^key_[0-9a-f]{12}$"},
         "name": _nullable("string"),
-        "team": {"type": "string"},
+        "team": {**_nullable("string"), "description": "null for reporting keys"},
         "project": _nullable("string"),
         "environment": _nullable("string"),
         "workload": _nullable("string"),
@@ -91,6 +104,11 @@ KEY_SCHEMA: JsonSchema = {
         "source": {
             "enum": ["store", "config"],
             "description": "store: issued through the API or CLI; config: declared in the YAML",
+        },
+        "role": {
+            "enum": list(KEY_ROLES),
+            "description": "client: traffic and its team's spend; reader: its team's spend; "
+            "reporting: every team's reports, read-only",
         },
     },
 }
@@ -138,7 +156,9 @@ def key_endpoints() -> tuple[Endpoint, ...]:
             "keys",
             (Reply(201, "The new key; `key` is the secret, shown this once.", _CREATED),),
             description="Only the key's SHA-256 digest is stored. The answer carries "
-            "`Cache-Control: no-store`.",
+            "`Cache-Control: no-store`. `team` is required for client and reader keys and "
+            "refused for reporting keys; project, environment, workload and tags are for client "
+            "keys only.",
             body=NewKeySpec,
         ),
         Endpoint(

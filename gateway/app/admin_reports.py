@@ -169,42 +169,56 @@ async def focus_report(request: web.Request, _: None) -> web.Response:
 
 async def forecast(request: web.Request, _: None) -> web.Response:
     query = request.query
-    days = _days(query.get("days", "30"))
+    report = await forecast_of(request, query.get("team"), _days(query.get("days", "30")))
+    return rendered(report, report_format(query, "json"))
+
+
+async def forecast_of(request: web.Request, team: str | None, days: int) -> Report:
+    """The forecast report as of the gateway's clock (also the team API's forecast)."""
     app = request.app
     try:
-        report = await forecast_report(
+        return await forecast_report(
             app[LIVE_CONFIG].current,
             app[REDIS],
             app[BUDGETS],
             app[LEDGER],
             app[FORECASTER],
             app[CLOCK](),
-            team=query.get("team"),
+            team=team,
             days=days,
         )
     except UnknownTeam as exc:
         raise NotFound(str(exc), code="team_not_found") from None
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
-    return rendered(report, report_format(query, "json"))
 
 
 async def scorecard(request: web.Request, _: None) -> web.Response:
     query = request.query
+    report = await scorecard_of(request, _month(request, query))
+    return rendered(report, report_format(query, "json"))
+
+
+async def scorecard_of(request: web.Request, period: Period) -> Report:
+    """The scorecard of `period`'s month (also what the team API takes a team's card from)."""
     app = request.app
     try:
-        report = await scorecard_report(
+        return await scorecard_report(
             app[LIVE_CONFIG].current,
             app[REDIS],
             app[BUDGETS],
             app[LEDGER],
             app[FORECASTER],
-            _month(request, query),
+            period,
             app[CLOCK](),
         )
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
-    return rendered(report, report_format(query, "json"))
+
+
+def asked_month(request: web.Request) -> Period:
+    """`period` (YYYY-MM) of the query; default: the current month."""
+    return _month(request, request.query)
 
 
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
@@ -344,7 +358,7 @@ def format_param(default: Format) -> Param:
     )
 
 
-_MONTH = Param(
+MONTH_PARAM = Param(
     "period",
     "A calendar month (UTC) as YYYY-MM (default: the current month).",
     {"type": "string", "pattern": r"^\d{4}-\d{2}$"},
@@ -383,6 +397,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 Param("end", "Last day, inclusive (YYYY-MM-DD).", _DAY),
                 format_param("json"),
             ),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -391,7 +406,8 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "Chargeback: one month's statement per team, shared costs allocated",
             "reports",
             _report_replies(get_args(Format), "The chargeback statement"),
-            query=(_MONTH, format_param("json")),
+            query=(MONTH_PARAM, format_param("json")),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -401,7 +417,8 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "reports",
             _report_replies(get_args(Format), "FOCUS rows"),
             description="FinOps Open Cost and Usage Specification columns (see docs/ledger.md).",
-            query=(_MONTH, format_param("csv")),
+            query=(MONTH_PARAM, format_param("csv")),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -424,6 +441,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 format_param("json"),
             ),
             errors=(404, 503),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -438,8 +456,9 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "unit, month-over-month change and its drivers, the forecast of the last whole "
             "month against its actual, and anomalies opened and confirmed. See "
             "docs/scorecards.md.",
-            query=(_MONTH, format_param("json")),
+            query=(MONTH_PARAM, format_param("json")),
             errors=(503,),
+            access="reporting",
         ),
         Endpoint(
             "POST",

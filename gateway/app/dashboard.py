@@ -1,25 +1,28 @@
 """The built-in dashboard: `/dashboard` serves the page (gateway/dashboard/), `/dashboard/data`
-the figures it draws. The page is public and holds nothing; the data answers the admin key with
-every team and a team's own virtual key with that team only, from the same rollups, showback and
-budget counters as the reports and the admin API.
+the figures it draws. The page is public and holds nothing; the data answers the admin key and
+the reporting key with every team, and a team's own key (client or reader) with that team only,
+from the same rollups, showback and budget counters as the reports and the admin API.
 
     GET /dashboard/data?start=YYYY-MM-DD&end=YYYY-MM-DD   (default: this month so far)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.analytics.dashboard import DIMENSIONS, dashboard
-from gateway.analytics.showback import showback
-from gateway.app.admin import is_admin_key, json_response, presented_key
-from gateway.app.state import BUDGETS, CLOCK, KEYRING, LEDGER, LIVE_CONFIG, REDIS
+from gateway.analytics.rollupdata import RollupData
+from gateway.analytics.showback import Showback, showback
+from gateway.app.admin import authorize, json_response
+from gateway.app.state import BUDGETS, CLOCK, LEDGER, LIVE_CONFIG, REDIS
 from gateway.budgets.usage import budget_usage, status_dict
 from gateway.dashboard import ASSETS, asset
-from gateway.errors import AuthenticationFailed, InvalidRequest, ServiceUnavailable
+from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.reports.build import Period
 from gateway.reports.load import load_rollups
 from gateway.store.rollups import known_teams
@@ -52,12 +55,29 @@ async def _page(request: web.Request) -> web.Response:
 
 
 async def dashboard_data(request: web.Request) -> web.Response:
-    team = await _viewer(request)
+    # None: every team (the admin and reporting keys); else the team of the key sent.
+    team = (await authorize(request, "team")).team
     unknown = sorted(set(request.query) - {"start", "end"})
     if unknown:
         raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", param=unknown[0])
+    spend = await load_spend(request, team, asked_period(request))
+    document = dashboard(spend.data, spend.showback, spend.budgets, generated_at=spend.as_of)
+    return json_response(document, headers={"Cache-Control": "no-store"})
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What the dashboard and the team API read: rollups, their showback, budgets' state."""
+
+    data: RollupData
+    showback: Showback
+    budgets: list[dict[str, Any]]  # `status_dict` of each budget
+    as_of: str  # ISO 8601 UTC
+
+
+async def load_spend(request: web.Request, team: str | None, period: Period) -> Spend:
+    """One team's spend in `period` (every team's: None), as the reports compute it."""
     now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
-    period = _period(request, now)
     config, redis = request.app[LIVE_CONFIG].current, request.app[REDIS]
     try:
         teams = [team] if team else await known_teams(redis, config.teams)
@@ -66,26 +86,17 @@ async def dashboard_data(request: web.Request) -> web.Response:
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
     configured = {name: t for name, t in config.teams.items() if name in teams}
-    document = dashboard(
+    return Spend(
         data,
         showback(data, configured),
         [status_dict(s) for s in budgets],
-        generated_at=now.isoformat().replace("+00:00", "Z"),
+        now.isoformat().replace("+00:00", "Z"),
     )
-    return json_response(document, headers={"Cache-Control": "no-store"})
 
 
-async def _viewer(request: web.Request) -> str | None:
-    """None for the admin key (every team), else the team whose virtual key was sent."""
-    given = presented_key(request)
-    if given is None:
-        raise AuthenticationFailed("send the admin key or a team's key as a Bearer token")
-    if is_admin_key(request, given):
-        return None
-    principal = await request.app[KEYRING].resolve(given)
-    if principal is None:
-        raise AuthenticationFailed("invalid or revoked key")
-    return principal.team
+def asked_period(request: web.Request) -> Period:
+    """`start` and `end` (YYYY-MM-DD, both or neither); default: this month so far."""
+    return _period(request, datetime.fromtimestamp(request.app[CLOCK](), UTC))
 
 
 def _period(request: web.Request, now: datetime) -> Period:

@@ -16,12 +16,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app.admin import Endpoint, Reply, json_response
+from gateway.app.admin import Access, Endpoint, Reply, json_response
 from gateway.app.admin_anomalies import ANOMALY_SCHEMA, anomaly_endpoints
 from gateway.app.admin_budgets import BUDGET_SCHEMA, budget_endpoints
 from gateway.app.admin_import import import_endpoints
 from gateway.app.admin_keys import KEY_SCHEMA, key_endpoints
 from gateway.app.admin_reports import report_endpoints
+from gateway.app.team_api import team_endpoints
 from gateway.config.checks import JsonSchema, Record
 
 OPENAPI_PATH = "/admin/openapi.json"
@@ -49,12 +50,22 @@ _ERROR_SCHEMA: JsonSchema = {
 _ERRORS = {
     400: "Invalid request: unknown query parameter, malformed JSON, or a body that fails its "
     "checks (`message` names every problem, `param` the first).",
-    401: "Missing or wrong admin key.",
-    403: "The admin API is disabled (no `server.admin_key`).",
+    401: "No key, or an unknown or revoked one.",
+    403: "The key may not do this (`admin_key_required`, `reporting_key_required`: a team's "
+    "client key; `read_only_key`: a reporting or reader "
+    "key asking for a change; `team_forbidden`: another team's spend), or the admin API is "
+    "disabled (`admin_disabled`: no `server.admin_key`).",
     404: "Not found.",
     503: "The store (Redis) is unreachable; try again shortly.",
 }
 _PATH_PARAM = re.compile(r"\{([^}]+)\}")
+_KEYS: dict[Access, str] = {
+    "admin": "",
+    "reporting": "Keys: the admin key or a reporting key (read-only).",
+    "team": "Keys: a team's own client or reader key (its team only), or the admin or a "
+    "reporting key (any team).",
+    "public": "No key needed.",
+}
 
 
 async def openapi_document(request: web.Request, _: None) -> web.Response:
@@ -62,7 +73,7 @@ async def openapi_document(request: web.Request, _: None) -> web.Response:
 
 
 def admin_endpoints() -> tuple[Endpoint, ...]:
-    """Every route under /admin/, this document's own included."""
+    """Every route under /admin/, this document's own included, and the team API's."""
     document = Endpoint(
         "GET",
         OPENAPI_PATH,
@@ -70,7 +81,7 @@ def admin_endpoints() -> tuple[Endpoint, ...]:
         "This document",
         "meta",
         (Reply(200, "The OpenAPI 3.1 document of the admin API.", {"type": "object"}),),
-        public=True,
+        access="public",
     )
     return (
         *key_endpoints(),
@@ -78,6 +89,7 @@ def admin_endpoints() -> tuple[Endpoint, ...]:
         *report_endpoints(),
         *import_endpoints(),
         *anomaly_endpoints(),
+        *team_endpoints(),
         document,
     )
 
@@ -96,8 +108,11 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             "title": "spendgate admin API",
             "version": __version__,
             "description": "Virtual keys, budgets, reports, external costs, imported history "
-            "and spend anomalies of a spendgate gateway. Every operation but this document "
-            "needs the admin key (`server.admin_key`).",
+            "and spend anomalies of a spendgate gateway, and the team API (a team's own spend "
+            "under /v1/spendgate/). Every operation but this document needs a key: the admin "
+            "key (`server.admin_key`) for every one; a reporting key (`server.reporting_key` or "
+            "`spendgate keys create --role reporting`) for the read-only ones marked so; a "
+            "team's own key (client or reader) for the team API.",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": paths,
@@ -112,7 +127,9 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
                 "adminKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "`Authorization: Bearer <server.admin_key>`",
+                    "description": "`Authorization: Bearer <key>`: the admin key "
+                    "(`server.admin_key`), or a reporting or team key where an operation "
+                    "says so",
                 },
                 "adminKeyHeader": {"type": "apiKey", "in": "header", "name": "x-sg-admin-key"},
             },
@@ -125,6 +142,7 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             {"name": "costs", "description": "External costs posted to the ledger."},
             {"name": "history", "description": "Past spend imported into the ledger."},
             {"name": "anomalies", "description": "Spend anomalies, and feedback on them."},
+            {"name": "team", "description": "A team's own spend and budgets, with its own key."},
             {"name": "meta", "description": "This document."},
         ],
     }
@@ -136,8 +154,9 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         "summary": endpoint.summary,
         "tags": [endpoint.tag],
     }
-    if endpoint.description:
-        operation["description"] = endpoint.description
+    description = " ".join(filter(None, (endpoint.description, _KEYS[endpoint.access])))
+    if description:
+        operation["description"] = description
     parameters = [
         {"name": p.name, "in": "query", "required": False, "description": p.description,
          "schema": p.schema}

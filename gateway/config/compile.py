@@ -83,7 +83,7 @@ class _Compiler:
         self.incomplete |= None in root.models.values() or None in root.providers.values()
         self.check_unused_overrides()
         server = self.server()
-        keys = self.keys(server.admin_key_hash)
+        keys = self.keys(server.admin_key_hash, server.reporting_key_hash)
         spend = SpendCompiler(root, keys, self.problems)
         spend.check_shared_teams()
         optimizers = OptimizerCompiler(root, self.problems)
@@ -125,6 +125,7 @@ class _Compiler:
             max_body_bytes=spec.max_body_bytes,
             # An empty admin key (`${SPENDGATE_ADMIN_KEY:-}` unset) disables the admin API.
             admin_key_hash=sha256_hex(spec.admin_key) if spec.admin_key else None,
+            reporting_key_hash=self.reporting_key_hash(),
             key_cache_ttl_s=spec.key_cache_ttl_s,
             access_log=spec.access_log,
             default_max_tokens=spec.default_max_tokens,
@@ -242,7 +243,19 @@ class _Compiler:
                 hint = did_you_mean(key, upstreams) or " (name an upstream model or provider/model)"
                 self.problems.append((f"pricing.overrides.{key}", f"matches no deployment{hint}"))
 
-    def keys(self, admin_key_hash: str | None) -> tuple[DeclaredKey, ...]:
+    def reporting_key_hash(self) -> str | None:
+        spec = self.root.server
+        if not spec.reporting_key:  # unset or empty: no reporting key
+            return None
+        if spec.reporting_key == spec.admin_key:
+            # One secret cannot be both: which powers would a request carrying it have?
+            self.problems.append(("server.reporting_key", "must differ from server.admin_key"))
+            return None
+        return sha256_hex(spec.reporting_key)
+
+    def keys(
+        self, admin_key_hash: str | None, reporting_key_hash: str | None
+    ) -> tuple[DeclaredKey, ...]:
         keys: list[DeclaredKey] = []
         seen: dict[str, str] = {}
         for team, spec in self.teams():
@@ -257,8 +270,11 @@ class _Compiler:
                 if digest == admin_key_hash:
                     self.problems.append((path, "must differ from server.admin_key"))
                     continue
+                if digest == reporting_key_hash:
+                    self.problems.append((path, "must differ from server.reporting_key"))
+                    continue
                 seen[digest] = path
-                keys.append(DeclaredKey(digest, _principal(team, key, digest)))
+                keys.append(DeclaredKey(digest, _principal(team, key, digest), key.role))
         return tuple(keys)
 
 

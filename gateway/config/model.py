@@ -82,6 +82,7 @@ class DeclaredKey:
 
     key_hash: str
     principal: Principal
+    role: Literal["client", "reader"] = "client"  # a reader key only reads its team's spend
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,8 @@ class ServerConfig:
     port: int = 8080
     max_body_bytes: int = 4 * 1024 * 1024
     admin_key_hash: str | None = field(default=None, repr=False)  # sha256 hex of the admin key
+    # sha256 hex of the read-only reporting key (reports and the dashboard, every team)
+    reporting_key_hash: str | None = field(default=None, repr=False)
     key_cache_ttl_s: float = 30.0
     access_log: bool = True
     default_max_tokens: int = 4096  # output cap sent upstream when a request sets none

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Final, get_args
+from typing import Final, Literal, get_args
 
 from gateway.config.checks import (
     Bool,
@@ -95,6 +95,8 @@ class ServerSpec(Spec):
     port: int = field(default=8080, metadata=checks(Int(min=1, max=65535)))
     max_body_bytes: int = field(default=4 * 1024 * 1024, metadata=checks(Int(min=1)))
     admin_key: str | None = field(default=None, repr=False, metadata=checks(_SECRET))
+    # Read-only: reports, forecasts, anomalies and the dashboard of every team; no mutation.
+    reporting_key: str | None = field(default=None, repr=False, metadata=checks(_SECRET))
     key_cache_ttl_s: float = field(default=30.0, metadata=checks(Number(min=0)))
     access_log: bool = field(default=True, metadata=checks(Bool()))
     default_max_tokens: int = field(default=4096, metadata=checks(Int(min=1)))
@@ -258,8 +260,18 @@ class KeySpec(Spec):
     environment: str | None = field(default=None, metadata=checks(LABEL))
     workload: str | None = field(default=None, metadata=checks(LABEL))
     tags: dict[str, str] = field(default_factory=dict, metadata=checks(TAGS))
+    # client: sends traffic; reader: only reads the team's spend (GET /v1/spendgate/...).
+    role: Literal["client", "reader"] = field(
+        default="client", metadata=checks(OneOf("client", "reader"))
+    )
 
     def problems(self) -> Iterator[Problem]:
+        if self.role == "reader":
+            for name in ("project", "environment", "workload"):
+                if getattr(self, name) is not None:
+                    yield name, "only a client key is attributed (a reader key sends no traffic)"
+            if self.tags:
+                yield "tags", "only a client key is attributed (a reader key sends no traffic)"
         if (self.key is None) == (self.sha256 is None):
             yield "key", "give exactly one of key (the plain key) or sha256 (its digest)"
         elif self.key is not None and (

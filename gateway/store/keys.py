@@ -3,6 +3,10 @@
 Only sha256 digests are kept (in Redis and in the YAML); a key's public id is `key_` plus 12 hex
 digits of the digest. `Keyring.resolve` runs on every request, so an in-process TTL cache answers
 most calls without I/O: a revoke reaches the other replicas within `server.key_cache_ttl_s`.
+
+A key has a role: `client` keys send traffic (and may read their team's spend); `reader` keys
+only read their team's spend; `reporting` keys belong to no team and only read the org's
+reports. `resolve` (the request path) refuses the read-only roles; `identify` answers any.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from gateway import rediskeys
-from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
 from gateway.store.connect import fsynced
 from gateway.types import EMPTY_TAGS, Principal
 
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
 
 KEY_PREFIX = "sk-sg-"
 KeySource = Literal["store", "config"]
+KeyRole = Literal["client", "reader", "reporting"]
+KEY_ROLES: tuple[KeyRole, ...] = ("client", "reader", "reporting")
 
 _KEY_ID = re.compile(r"key_[0-9a-f]{12}")
 # Unknown keys are remembered briefly (a client retrying a bad key must not hit Redis every
@@ -67,7 +73,7 @@ class KeyInfo:
 
     key_id: str
     name: str | None
-    team: str
+    team: str | None  # None only for reporting keys, which belong to no team
     project: str | None
     environment: str | None
     workload: str | None
@@ -76,6 +82,7 @@ class KeyInfo:
     revoked: bool
     source: KeySource
     revoked_at: float | None = field(default=None)
+    role: KeyRole = "client"
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready; there is no secret or full digest in a KeyInfo to leak."""
@@ -91,6 +98,7 @@ class KeyInfo:
             "revoked": self.revoked,
             "revoked_at": self.revoked_at,
             "source": self.source,
+            "role": self.role,
         }
 
     @classmethod
@@ -107,9 +115,14 @@ class KeyInfo:
             created_at=None,
             revoked=False,
             source="config",
+            role=key.role,
         )
 
+    def holder(self) -> Holder:
+        return Holder(self.key_id, self.role, None if self.team is None else self.principal())
+
     def principal(self) -> Principal:
+        assert self.team is not None, "a reporting key has no principal"
         tags = MappingProxyType(dict(self.tags)) if self.tags else EMPTY_TAGS
         return Principal(
             key_id=self.key_id,
@@ -120,6 +133,19 @@ class KeyInfo:
             tags=tags,
             name=self.name,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Whoever presented a key: its role and, for a team's key, its team and attribution."""
+
+    key_id: str
+    role: KeyRole
+    principal: Principal | None  # None for reporting keys
+
+    @property
+    def team(self) -> str | None:
+        return None if self.principal is None else self.principal.team
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +188,13 @@ class Keyring:
         self._wall_clock = wall_clock
         self._max_known = max_entries
         self._max_unknown = max(1, max_entries // 10)
-        self._known: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._known: OrderedDict[str, tuple[float, Holder]] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()
         # Bumped whenever cached answers become wrong (reload, revoke); a Redis read that
         # started before the bump must not write its now-stale answer into the cache.
         self._generation = 0
         self._declared: dict[str, DeclaredKey] = {}
+        self._declared_holders: dict[str, Holder] = {}
         self._ttl_s = ttl_s
         self.set_declared(declared, ttl_s=ttl_s)
 
@@ -176,6 +203,9 @@ class Keyring:
     ) -> None:
         """Install a (re)loaded config's keys; cached answers may be wrong now, so drop them."""
         self._declared = {key.key_hash: key for key in declared}
+        self._declared_holders = {
+            key.key_hash: Holder(key.principal.key_id, key.role, key.principal) for key in declared
+        }
         if ttl_s is not None:
             self._ttl_s = ttl_s
         self.clear_cache()
@@ -186,21 +216,42 @@ class Keyring:
         self._generation += 1
 
     async def resolve(self, secret: str) -> Principal | None:
-        """The principal a secret authenticates, or None for unknown and revoked keys."""
+        """The principal a secret authenticates for traffic, or None for unknown and revoked
+        keys; a read-only key (reader, reporting) is refused with a 403."""
         key_hash = hash_key(secret)
-        now = self._clock()
         known = self._known.get(key_hash)
-        if known is not None and known[0] > now:
-            return known[1]
-        unknown_until = self._unknown.get(key_hash)
-        if unknown_until is not None and unknown_until > now:
+        if known is not None and known[0] > self._clock():
+            holder: Holder | None = known[1]
+        else:
+            holder = await self._identify(key_hash, known)
+        if holder is None:
             return None
-        declared = self._declared.get(key_hash)
+        if holder.role != "client" or holder.principal is None:
+            raise PermissionDenied(
+                f"{holder.key_id} is a read-only {holder.role} key: it reads spend "
+                "(GET /v1/spendgate/usage) and cannot send requests",
+                code="read_only_key",
+            )
+        return holder.principal
+
+    async def identify(self, secret: str) -> Holder | None:
+        """Who a secret belongs to, whatever its role; None for unknown and revoked keys."""
+        key_hash = hash_key(secret)
+        known = self._known.get(key_hash)
+        if known is not None and known[0] > self._clock():
+            return known[1]
+        return await self._identify(key_hash, known)
+
+    async def _identify(self, key_hash: str, known: tuple[float, Holder] | None) -> Holder | None:
+        unknown_until = self._unknown.get(key_hash)
+        if unknown_until is not None and unknown_until > self._clock():
+            return None
+        declared = self._declared_holders.get(key_hash)
         if declared is not None:
-            return declared.principal
+            return declared
         return await self._load(key_hash, stale=known[1] if known else None)
 
-    async def _load(self, key_hash: str, *, stale: Principal | None) -> Principal | None:
+    async def _load(self, key_hash: str, *, stale: Holder | None) -> Holder | None:
         generation = self._generation
         try:
             raw = await self._redis.hgetall(rediskeys.key_record(key_hash))
@@ -212,30 +263,30 @@ class Keyring:
                 return stale
             raise ServiceUnavailable("the key store is unreachable; try again shortly") from exc
         record = _decode(raw)
-        principal = None
+        holder = None
         if record and record.get("revoked") != "1":
-            principal = _info_from_record(key_hash, record).principal()
+            holder = _info_from_record(key_hash, record).holder()
         if generation == self._generation:
-            self._remember(key_hash, principal, ttl_s=self._ttl_s)
-        return principal
+            self._remember(key_hash, holder, ttl_s=self._ttl_s)
+        return holder
 
-    def _remember(self, key_hash: str, principal: Principal | None, *, ttl_s: float) -> None:
+    def _remember(self, key_hash: str, holder: Holder | None, *, ttl_s: float) -> None:
         now = self._clock()
         # pop-then-insert moves the entry to the young end of the eviction order.
         self._known.pop(key_hash, None)
         self._unknown.pop(key_hash, None)
-        if principal is None:
+        if holder is None:
             self._unknown[key_hash] = now + min(self._ttl_s, _NEGATIVE_TTL_CAP_S)
             if len(self._unknown) > self._max_unknown:
                 self._unknown.popitem(last=False)
         else:
-            self._known[key_hash] = (now + ttl_s, principal)
+            self._known[key_hash] = (now + ttl_s, holder)
             if len(self._known) > self._max_known:
                 self._known.popitem(last=False)
 
     async def create(
         self,
-        team: str,
+        team: str | None,
         *,
         project: str | None = None,
         environment: str | None = None,
@@ -243,18 +294,19 @@ class Keyring:
         tags: Mapping[str, str] | None = None,
         name: str | None = None,
         known_teams: Collection[str] | None = None,
+        role: KeyRole = "client",
     ) -> tuple[str, KeyInfo]:
         """Issue a key. The secret is returned here once and never stored or shown again."""
-        if not team:
-            raise InvalidRequest("team must be a non-empty string", param="team")
-        if known_teams is not None and team not in known_teams:
+        attribution = {"project": project, "environment": environment, "workload": workload}
+        _check_role(role, team, [k for k, v in attribution.items() if v] + ["tags"] * bool(tags))
+        if team is not None and known_teams is not None and team not in known_teams:
             known = ", ".join(sorted(known_teams)) or "none"
             raise InvalidRequest(
                 f"unknown team {team!r}: teams in the config are {known}",
                 param="team",
                 code="unknown_team",
             )
-        if name is not None:
+        if team is not None and name is not None:
             self._check_name_free(team, name)
         secret = new_key()
         key_hash = hash_key(secret)
@@ -269,6 +321,7 @@ class Keyring:
             created_at=self._wall_clock(),
             revoked=False,
             source="store",
+            role=role,
         )
         with _store_errors():
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -363,6 +416,24 @@ class Keyring:
         return matches[0] if matches else None
 
 
+def _check_role(role: KeyRole, team: str | None, attribution: builtins.list[str]) -> None:
+    """A client or reader key belongs to a team, a reporting key to none; only a client key
+    sends traffic, so only it carries attribution."""
+    if role not in KEY_ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(KEY_ROLES)}", param="role")
+    if role == "reporting" and team is not None:
+        raise InvalidRequest(
+            "team: a reporting key reads every team's reports; it takes no team", param="team"
+        )
+    if role != "reporting" and not team:
+        raise InvalidRequest(f"team: a {role} key needs its team", param="team")
+    if role != "client" and attribution:
+        raise InvalidRequest(
+            f"{attribution[0]}: only a client key is attributed (a {role} key sends no traffic)",
+            param=attribution[0],
+        )
+
+
 @contextmanager
 def _store_errors() -> Iterator[None]:
     try:
@@ -391,6 +462,8 @@ def _record(info: KeyInfo) -> dict[FieldT, EncodableT]:
         "tags": orjson.dumps(dict(info.tags), option=orjson.OPT_SORT_KEYS).decode(),
         "created_at": repr(info.created_at),
         "revoked": "1" if info.revoked else "0",
+        # Absent on the records of older versions, whose keys are all client keys.
+        "role": None if info.role == "client" else info.role,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -401,7 +474,7 @@ def _info_from_record(key_hash: str, record: Mapping[str, str]) -> KeyInfo:
     return KeyInfo(
         key_id=record.get("key_id") or key_id_for(key_hash),
         name=record.get("name"),
-        team=record.get("team", ""),
+        team=record.get("team"),
         project=record.get("project"),
         environment=record.get("environment"),
         workload=record.get("workload"),
@@ -410,4 +483,12 @@ def _info_from_record(key_hash: str, record: Mapping[str, str]) -> KeyInfo:
         revoked=record.get("revoked") == "1",
         source="store",
         revoked_at=float(revoked_at) if revoked_at else None,
+        role=_role(record.get("role", "client")),
     )
+
+
+def _role(text: str) -> KeyRole:
+    for role in KEY_ROLES:
+        if role == text:
+            return role
+    raise ValueError(f"a key record with an unknown role {text!r}")

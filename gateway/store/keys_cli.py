@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import quote
 
 from gateway.clikit import (
@@ -31,10 +31,13 @@ from gateway.clikit import (
 )
 
 if TYPE_CHECKING:
-    from gateway.store.keys import Keyring
+    from gateway.store.keys import Keyring, KeyRole
 
 _HTTP_TIMEOUT_S = 15.0
-_COLUMNS = ("key_id", "name", "team", "source", "project", "env", "workload", "created", "status")
+_COLUMNS = (
+    *("key_id", "name", "team", "role", "source", "project", "env", "workload", "created"),
+    "status",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="keys_command", required=True, metavar="{create,list,revoke}")
     create = sub.add_parser("create", parents=[common], help="issue a key (shown once)")
-    create.add_argument("--team", required=True, help="team billed for the key's traffic")
+    create.add_argument(
+        "--team", help="team billed for the key's traffic (or whose spend a reader key reads)"
+    )
+    create.add_argument(
+        "--role",
+        choices=("client", "reader", "reporting"),
+        default="client",
+        help="client (default): sends traffic and reads its team's spend; reader: only reads "
+        "its team's spend; reporting: reads every team's reports, no team, read-only",
+    )
     create.add_argument("--project", help="allocation: the project its spend is charged to")
     create.add_argument(
         "--env", dest="environment", metavar="ENV", help="allocation: prod, dev, ..."
@@ -96,7 +108,8 @@ class _Backend(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class NewKey:
-    team: str
+    team: str | None
+    role: str = "client"
     project: str | None = None
     environment: str | None = None
     workload: str | None = None
@@ -106,6 +119,7 @@ class NewKey:
     def to_json(self) -> JsonObject:
         fields: JsonObject = {
             "team": self.team,
+            "role": self.role,
             "project": self.project,
             "environment": self.environment,
             "workload": self.workload,
@@ -116,8 +130,11 @@ class NewKey:
 
 
 async def _create(backend: _Backend, args: argparse.Namespace) -> int:
+    if args.role != "reporting" and not args.team:
+        raise CliError(f"a {args.role} key needs --team")
     new = NewKey(
         team=args.team,
+        role=args.role,
         project=args.project,
         environment=args.environment,
         workload=args.workload,
@@ -129,7 +146,9 @@ async def _create(backend: _Backend, args: argparse.Namespace) -> int:
         print_json({"key": secret, **info})
         return 0
     # The secret alone goes to stdout, so KEY=$(spendgate keys create ...) captures just it.
-    print(f"created {info['key_id']} for team {info['team']}; the key:", file=sys.stderr)
+    owner = f"for team {info['team']}" if info.get("team") else "(no team)"
+    role = info.get("role", "client")
+    print(f"created {role} key {info['key_id']} {owner}; the key:", file=sys.stderr)
     print(secret)
     print("store it now: it is not shown again", file=sys.stderr)
     return 0
@@ -163,7 +182,9 @@ _COMMANDS = {"create": _create, "list": _list, "revoke": _revoke}
 
 
 def _row(info: Mapping[str, object]) -> tuple[str, ...]:
-    cells = (info.get(k) for k in ("key_id", "name", "team", "source", "project", "environment"))
+    cells = (
+        info.get(k) for k in ("key_id", "name", "team", "role", "source", "project", "environment")
+    )
     status = "revoked" if info.get("revoked") else "active"
     workload = info.get("workload")
     return (
@@ -203,6 +224,7 @@ class _StoreBackend:
     async def create(self, new: NewKey) -> tuple[str, JsonObject]:
         secret, info = await self.keyring.create(
             new.team,
+            role=cast("KeyRole", new.role),  # one of argparse's choices
             project=new.project,
             environment=new.environment,
             workload=new.workload,

@@ -124,8 +124,10 @@ async def test_missing_or_wrong_admin_key(
 async def test_a_virtual_key_is_not_an_admin_key(
     client: TestClient[web.Request, web.Application],
 ) -> None:
+    # A known key without the right: 403 (an unknown one is 401, above).
     resp = await client.get("/admin/keys", headers={"Authorization": f"Bearer {DECLARED_SECRET}"})
-    await error_of(resp, 401)
+    error = await error_of(resp, 403)
+    assert (error["type"], error["code"]) == ("permission_error", "admin_key_required")
 
 
 async def test_create_list_revoke(client: TestClient[web.Request, web.Application]) -> None:
@@ -197,7 +199,12 @@ async def test_a_config_key_name_is_not_reused_in_its_team(
     [
         (b"{not json", None, "not valid JSON"),
         (b"[]", None, "JSON object"),
-        (b"{}", "team", "team: required key is missing"),
+        (b"{}", "team", "team: a client key needs its team"),
+        (b'{"role": "reader"}', "team", "team: a reader key needs its team"),
+        (b'{"role": "reporting", "team": "alpha"}', "team", "it takes no team"),
+        (b'{"role": "admin"}', "role", "role: expected one of 'client', 'reader', 'reporting'"),
+        (b'{"role": "reader", "team": "alpha", "project": "x"}', "project", "only a client key"),
+        (b'{"role": "reporting", "tags": {"a": "b"}}', "tags", "only a client key"),
         (b'{"team": 3}', "team", "team: expected a string, got int 3"),
         (b'{"team": "gamma"}', "team", "unknown team 'gamma'"),
         (b'{"team": "alpha", "projet": "x"}', "projet", "unknown key 'projet' (did you mean"),

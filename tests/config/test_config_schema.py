@@ -462,6 +462,39 @@ def test_a_declared_key_may_not_be_the_admin_key() -> None:
     assert found == [("teams.t.keys[0].key", "must differ from server.admin_key")]
 
 
+def test_the_reporting_key_is_hashed_and_differs_from_every_other_key() -> None:
+    server = "server: {admin_key: sk-sg-admin-0123456789abcd, reporting_key: finance-0123456789}\n"
+    config = load(server + PROVIDERS + MODELS)
+    assert config.server.reporting_key_hash == hashlib.sha256(b"finance-0123456789").hexdigest()
+    assert "finance-0123456789" not in repr(config)
+    assert load(PROVIDERS + MODELS).server.reporting_key_hash is None
+    key = "sk-sg-0123456789abcdef0123"
+    same = f"server: {{admin_key: {key}, reporting_key: {key}}}\n"
+    assert problems(same + PROVIDERS + MODELS) == [
+        ("server.reporting_key", "must differ from server.admin_key")
+    ]
+    declared = f"teams: {{t: {{keys: [{{name: a, key: {key}}}]}}}}\n"
+    found = problems(server.replace("finance-0123456789", key) + PROVIDERS + MODELS + declared)
+    assert ("teams.t.keys[0].key", "must differ from server.reporting_key") in found
+
+
+def test_a_reader_key_carries_no_attribution() -> None:
+    reader = "teams: {t: {keys: [{name: r, key: sk-sg-0123456789abcdef0123, role: reader}]}}\n"
+    [key] = load(PROVIDERS + MODELS + reader).keys
+    assert key.role == "reader" and key.principal.team == "t"
+    spoiled = reader.replace("role: reader", "role: reader, project: p, tags: {a: b}")
+    assert problems(PROVIDERS + MODELS + spoiled) == [
+        (
+            "teams.t.keys[0].project",
+            "only a client key is attributed (a reader key sends no traffic)",
+        ),
+        ("teams.t.keys[0].tags", "only a client key is attributed (a reader key sends no traffic)"),
+    ]
+    assert [p for p, _ in problems(PROVIDERS + MODELS + reader.replace("reader", "admin"))] == [
+        "teams.t.keys[0].role"
+    ]
+
+
 def test_a_broken_provider_adds_no_second_problem_where_it_is_used() -> None:
     found = problems(
         PROVIDERS.replace("providers:\n", "providers:\n  Local AI: {kind: openai}\n")

@@ -325,7 +325,11 @@ def secrets_example_env() -> dict[str, str]:
         for line in (K8S / "secrets.example.env").read_text().splitlines()
         if line and not line.startswith("#")
     ]
-    values = {"REDIS_URL": "redis://redis:6379/0", "SEARCH_SERVICE_KEY": "sk-sg-" + "k" * 24}
+    values = {
+        "REDIS_URL": "redis://redis:6379/0",
+        "SEARCH_SERVICE_KEY": "sk-sg-" + "k" * 24,
+        "SPENDGATE_REPORTING_KEY": "r" * 24,  # must differ from the admin key
+    }
     return {name: values.get(name, "x" * 24) for name in names}
 
 

@@ -223,3 +223,43 @@ async def test_the_forecast_from_the_cli(
 
 def replace_args(args: argparse.Namespace, **changes: object) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **changes})
+
+
+async def test_a_team_reads_its_own_forecast_as_the_admin_report_has_it(
+    redis: Redis, spent: FakeClock
+) -> None:
+    """The team API's forecast is the team's entry of the forecast report, its model included,
+    read with the team's own key (a real socket, the keyring in the store)."""
+    from gateway.app.openapi import admin_routes
+    from gateway.app.state import KEYRING
+    from gateway.store.keys import Keyring
+
+    keyring = Keyring(redis, (), 30.0)
+    alpha_key, _ = await keyring.create("alpha")
+    app = web.Application(middlewares=[error_middleware])
+    app[LIVE_CONFIG] = StubLiveConfig(config())  # type: ignore[assignment]
+    app[REDIS], app[CLOCK], app[KEYRING] = redis, spent, keyring
+    app[state.BUDGETS] = BudgetRegistry(redis, BUDGETS)
+    app[LEDGER] = BudgetLedger(redis, clock=spent)
+    app[FORECASTER] = Forecaster()
+    app.add_routes(admin_routes())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        status, _, text = await get(url, "/admin/forecast?team=alpha&days=1")
+        assert status == 200, text
+        [expected] = orjson.loads(text)["teams"]
+        status, _, text = await get(url, "/v1/spendgate/usage", key=alpha_key)
+        assert status == 200, text
+        forecast = orjson.loads(text)["forecast"]
+        assert forecast["as_of"] == "2026-11-05T10:30:00Z"
+        assert expected["model"].startswith("ETS(") and expected["history_days"] == 65
+        for name in ("model", "history_days", "accuracy", "month", "budgets"):
+            assert forecast[name] == expected[name], name
+        assert forecast["month"]["forecast_usd"] is not None
+        assert {b["name"] for b in forecast["budgets"]} == {"alpha-monthly", "alpha-ranking"}
+        status, _, text = await get(url, "/v1/spendgate/usage?team=beta", key=alpha_key)
+        assert status == 403 and orjson.loads(text)["error"]["code"] == "team_forbidden"
+    finally:
+        await server.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -350,4 +351,56 @@ def test_key_info_to_dict() -> None:
         "revoked": False,
         "revoked_at": None,
         "source": "store",
+        "role": "client",
     }
+
+
+async def test_roles_are_kept_and_only_client_keys_send_traffic(
+    keyring: Keyring, store: Redis, clock: FakeClock
+) -> None:
+    from gateway.errors import PermissionDenied
+
+    reader, reader_info = await keyring.create("alpha", role="reader", name="finops")
+    reporting, reporting_info = await keyring.create(None, role="reporting")
+    assert (reader_info.role, reporting_info.team) == ("reader", None)
+    # A fresh replica (nothing cached) reads the roles back from the store.
+    other = Keyring(store, (), TTL, clock)
+    for _ in range(2):  # from the store, then from the cache
+        holder = await other.identify(reader)
+        assert holder is not None and (holder.role, holder.team) == ("reader", "alpha")
+        holder = await other.identify(reporting)
+        assert holder is not None and (holder.role, holder.team) == ("reporting", None)
+        for secret in (reader, reporting):
+            with pytest.raises(PermissionDenied) as caught:
+                await other.resolve(secret)
+            assert caught.value.code == "read_only_key"
+            assert secret not in caught.value.message
+    listed = {info.key_id: info for info in await other.list()}
+    assert listed[reporting_info.key_id].to_dict()["team"] is None
+    assert listed[reader_info.key_id].role == "reader"
+    assert [i.key_id for i in await other.list("alpha")] == [reader_info.key_id]
+    # A record written before keys had roles is a client key.
+    client, client_info = await keyring.create("alpha")
+    assert "role" not in await store.hgetall(rediskeys.key_record(hash_key(client)))
+    principal = await other.resolve(client)
+    assert principal is not None and principal.key_id == client_info.key_id
+
+
+@pytest.mark.parametrize(
+    ("team", "role", "attribution", "param"),
+    [
+        (None, "client", {}, "team"),
+        ("alpha", "reporting", {}, "team"),
+        ("alpha", "reader", {"project": "p"}, "project"),
+        (None, "reporting", {"tags": {"a": "b"}}, "tags"),
+    ],
+)
+async def test_a_role_fits_its_team_and_attribution(
+    keyring: Keyring, team: str | None, role: Any, attribution: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await keyring.create(team, role=role, **attribution)
+    assert caught.value.param == param
+    assert await keyring.list(include_revoked=True) == [
+        info for info in await keyring.list(include_revoked=True) if info.source == "config"
+    ]

@@ -106,6 +106,7 @@ async def test_create_list_revoke_through_the_admin_api(
         "key_id",
         "name",
         "team",
+        "role",
         "source",
         "project",
         "env",
@@ -113,7 +114,9 @@ async def test_create_list_revoke_through_the_admin_api(
         "created",
         "status",
     ]
-    assert row.split()[:7] == [principal.key_id, "svc", "alpha", "store", "search", "prod", "-"]
+    assert row.split()[:8] == [
+        *(principal.key_id, "svc", "alpha", "client", "store", "search", "prod", "-")
+    ]
     assert row.split()[-1] == "active" and secret not in out
 
     code, out, _ = await cli(capsys, "revoke", *common, principal.key_id)
@@ -129,6 +132,28 @@ async def test_create_list_revoke_through_the_admin_api(
     code, out, _ = await cli(capsys, "list", *common, "--all", "--json")
     data = orjson.loads(out)["data"]
     assert [(k["key_id"], k["revoked"]) for k in data] == [(principal.key_id, True)]
+
+
+async def test_reader_and_reporting_keys(
+    server: TestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ("--url", url_of(server), "--admin-key", ADMIN_KEY)
+    code, out, err = await cli(capsys, "create", *common, "--role", "reporting", "--name", "fin")
+    assert code == 0, err
+    assert "created reporting key key_" in err and "(no team)" in err
+    holder = await server.app[KEYRING].identify(out.strip())
+    assert holder is not None and (holder.role, holder.team) == ("reporting", None)
+    code, out, err = await cli(capsys, "create", *common, "--role", "reader", "--team", "beta")
+    assert code == 0, err
+    holder = await server.app[KEYRING].identify(out.strip())
+    assert holder is not None and (holder.role, holder.team) == ("reader", "beta")
+    code, out, err = await cli(capsys, "create", *common, "--role", "reader")
+    assert (code, out) == (1, "") and "a reader key needs --team" in err
+    code, out, err = await cli(capsys, "create", *common, "--role", "reporting", "--team", "beta")
+    assert (code, out) == (1, "") and "it takes no team" in err
+    code, out, _ = await cli(capsys, "list", *common)
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert sorted((r[2], r[3]) for r in rows) == [("-", "reporting"), ("beta", "reader")]
 
 
 async def test_json_output(server: TestServer, capsys: pytest.CaptureFixture[str]) -> None:
