@@ -5,6 +5,7 @@
     GET  /admin/reports/chargeback?period=YYYY-MM&format=json|csv|table  (default: this month)
     GET  /admin/reports/focus?period=YYYY-MM&format=csv|json              (FOCUS 1.x rows)
     GET  /admin/reports/scorecard?period=YYYY-MM&format=json|csv|table   (default: this month)
+    GET  /admin/reports/review?week=YYYY-Www&format=json|csv|table  (default: the last whole week)
     GET  /admin/forecast?team=T&days=N&format=json|csv|table   (spend and budget forecasts)
     POST /admin/costs  (`CostSpec`)
 
@@ -49,6 +50,7 @@ from gateway.reports.external_costs import (
 from gateway.reports.forecast import MAX_DAYS as MAX_FORECAST_DAYS
 from gateway.reports.forecast import UnknownTeam, forecast_report
 from gateway.reports.render import CONTENT_TYPES, Format, render
+from gateway.reports.review import review_report
 from gateway.reports.scorecard import scorecard_report
 from gateway.types import nano_to_usd_str
 
@@ -202,6 +204,20 @@ async def scorecard(request: web.Request, _: None) -> web.Response:
             _month(request, query),
             app[CLOCK](),
         )
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
+    return rendered(report, report_format(query, "json"))
+
+
+async def review(request: web.Request, _: None) -> web.Response:
+    query = request.query
+    app = request.app
+    try:
+        report = await review_report(
+            app[LIVE_CONFIG].current, app[REDIS], app[BUDGETS], query.get("week"), app[CLOCK]()
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="week") from None
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
     return rendered(report, report_format(query, "json"))
@@ -439,6 +455,27 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "month against its actual, and anomalies opened and confirmed. See "
             "docs/scorecards.md.",
             query=(_MONTH, format_param("json")),
+            errors=(503,),
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/review",
+            review,
+            "Weekly review: each team's week against the week before, budgets, anomalies",
+            "reports",
+            _report_replies(get_args(Format), "The weekly review"),
+            description="Per team: the ISO week's spend against the week before, how much of "
+            "each budget's limit was used by the week's end, anomalies opened and confirmed in "
+            "the week, and the top recommendations. What the scheduled digest posts (alerts."
+            "review). See docs/scorecards.md.",
+            query=(
+                Param(
+                    "week",
+                    "An ISO week as YYYY-Www (default: the last complete week).",
+                    {"type": "string", "pattern": r"^\d{4}-W\d{2}$"},
+                ),
+                format_param("json"),
+            ),
             errors=(503,),
         ),
         Endpoint(
