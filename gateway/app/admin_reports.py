@@ -6,6 +6,7 @@
     GET  /admin/reports/focus?period=YYYY-MM&format=csv|json              (FOCUS 1.x rows)
     GET  /admin/reports/scorecard?period=YYYY-MM&format=json|csv|table   (default: this month)
     GET  /admin/reports/review?week=YYYY-Www&format=json|csv|table  (default: the last whole week)
+    GET  /admin/reports/maturity?format=json|csv|table   (crawl / walk / run, last 30 days)
     GET  /admin/forecast?team=T&days=N&format=json|csv|table   (spend and budget forecasts)
     POST /admin/costs  (`CostSpec`)
 
@@ -49,6 +50,7 @@ from gateway.reports.external_costs import (
 )
 from gateway.reports.forecast import MAX_DAYS as MAX_FORECAST_DAYS
 from gateway.reports.forecast import UnknownTeam, forecast_report
+from gateway.reports.maturity import maturity_report
 from gateway.reports.render import CONTENT_TYPES, Format, render
 from gateway.reports.review import review_report
 from gateway.reports.scorecard import scorecard_report
@@ -221,6 +223,17 @@ async def review(request: web.Request, _: None) -> web.Response:
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
     return rendered(report, report_format(query, "json"))
+
+
+async def maturity(request: web.Request, _: None) -> web.Response:
+    app = request.app
+    try:
+        report = await maturity_report(
+            app[LIVE_CONFIG].current, app[REDIS], app[BUDGETS], app[FORECASTER], app[CLOCK]()
+        )
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
+    return rendered(report, report_format(request.query, "json"))
 
 
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
@@ -476,6 +489,21 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 ),
                 format_param("json"),
             ),
+            errors=(503,),
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/maturity",
+            maturity,
+            "FinOps maturity (crawl / walk / run) of the organization and each team",
+            "reports",
+            _report_replies(get_args(Format), "The maturity assessment"),
+            description="From measured signals over the last 30 complete days: spend allocated, "
+            "budgets and whether they enforce, alert webhooks, optimizer savings, anomalies "
+            "given feedback, forecast accuracy, review cadence, unit economics; each criterion "
+            "with its evidence, and what is missing for the next level. See "
+            "docs/scorecards.md.",
+            query=(format_param("json"),),
             errors=(503,),
         ),
         Endpoint(

@@ -26,7 +26,16 @@ if TYPE_CHECKING:  # `spendgate --help` builds the parser: the report stack load
 
 _HTTP_TIMEOUT_S = 120.0  # a year of FOCUS rows takes a while to build
 # build.KINDS, without importing it
-_KINDS = ("showback", "chargeback", "focus", "forecast", "anomalies", "scorecard", "review")
+_KINDS = (
+    "showback",
+    "chargeback",
+    "focus",
+    "forecast",
+    "anomalies",
+    "scorecard",
+    "review",
+    "maturity",
+)
 _FORMATS = ("table", "csv", "json")
 
 
@@ -93,6 +102,10 @@ async def _run(args: argparse.Namespace, clock: Callable[[], float]) -> int:
         if args.team or args.start or args.end or args.period:
             raise CliError("a review covers every team for one week: use --week [YYYY-Www]")
         text, label = await _review_text(args, fmt, clock())
+    elif args.kind == "maturity":
+        if args.team or args.start or args.end or args.period:
+            raise CliError("maturity is assessed on the last 30 days, for every team: no options")
+        text, label = await _maturity_text(args, fmt, clock()), "maturity"
     elif args.kind == "scorecard":
         if args.team or args.start or args.end:
             raise CliError("a scorecard covers every team for one month: use --period YYYY-MM")
@@ -239,6 +252,18 @@ async def _review_text(args: argparse.Namespace, fmt: str, now: float) -> tuple[
     params = {} if week is None else {"week": week}
     text = await _from_store_or_api(args, fmt, build, "/admin/reports/review", params)
     return text, f"week {week or 'last'}"
+
+
+async def _maturity_text(args: argparse.Namespace, fmt: str, now: float) -> str:
+    async def build(config: Config, redis: Redis) -> Report:
+        from gateway.analytics.outlook import Forecaster
+        from gateway.budgets.registry import BudgetRegistry
+        from gateway.reports.maturity import maturity_report
+
+        registry = BudgetRegistry(redis, config.budgets.rules)
+        return await maturity_report(config, redis, registry, Forecaster(), now)
+
+    return await _from_store_or_api(args, fmt, build, "/admin/reports/maturity", {})
 
 
 async def _from_store_or_api(
