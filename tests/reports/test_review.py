@@ -37,7 +37,7 @@ from tests.clock import T0, FakeClock
 from tests.conftest import Receiver
 from tests.ledger import REPORTS_DB, db_url, drain, event, produce
 from tests.reports.reports_api import get, reports_api, team_of
-from tests.reports.test_admin_reports import make_config
+from tests.reports.test_admin_reports import ADMIN_KEY, make_config
 from tests.reports.test_forecast_report import parse, replace_args
 
 USD = 1_000_000_000
@@ -183,8 +183,8 @@ async def test_a_bad_week_is_a_400(api: str, week: str) -> None:
     assert orjson.loads(text)["error"]["param"] == "week"
 
 
-async def test_the_cli_reads_the_store_itself(
-    seeded: Redis, real_redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def test_the_cli_reads_the_store_itself_or_the_api(
+    api: str, real_redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(
@@ -199,7 +199,11 @@ async def test_the_cli_reads_the_store_itself(
     )
     args = replace_args(parse("review", "--week", "--format", "json"), config=str(path))
     assert await report_cli.run_async(args, clock=FakeClock(T0)) == 0
-    assert team_of(orjson.loads(capsys.readouterr().out), "alpha") == ALPHA_W44
+    direct = orjson.loads(capsys.readouterr().out)
+    assert team_of(direct, "alpha") == ALPHA_W44
+    via_api = replace_args(args, url=api, admin_key=ADMIN_KEY, config=None)
+    assert await report_cli.run_async(via_api) == 0
+    assert orjson.loads(capsys.readouterr().out) == direct
     for argv, message in (
         (("review", "--period", "2026-11"), "a review covers every team for one week"),
         (("scorecard", "--week"), "--week selects a review's week"),

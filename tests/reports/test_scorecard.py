@@ -24,7 +24,7 @@ from tests.anomalies.support import sample_anomaly
 from tests.clock import T0, FakeClock
 from tests.ledger import REPORTS_DB, db_url, drain, event, history, produce
 from tests.reports.reports_api import get, reports_api, team_of
-from tests.reports.test_admin_reports import make_config
+from tests.reports.test_admin_reports import ADMIN_KEY, make_config
 from tests.reports.test_forecast_report import parse, replace_args
 
 USD = 1_000_000_000
@@ -191,8 +191,8 @@ async def test_a_bad_period_is_a_400(api: str, period: str, code: str) -> None:
     assert orjson.loads(text)["error"]["param"] == "period"
 
 
-async def test_the_cli_reads_the_store_itself(
-    seeded: Redis, real_redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+async def test_the_cli_reads_the_store_itself_or_the_api(
+    api: str, real_redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(
@@ -216,10 +216,21 @@ async def test_the_cli_reads_the_store_itself(
         parse("scorecard", "--period", "2026-10", "--format", "json"), config=str(path)
     )
     assert await report_cli.run_async(args, clock=FakeClock(T0)) == 0
-    alpha = team_of(orjson.loads(capsys.readouterr().out), "alpha")
+    direct = orjson.loads(capsys.readouterr().out)
+    alpha = team_of(direct, "alpha")
     assert alpha["cost_usd"] == "7.000000000"
     assert alpha["cost_per_unit_usd"] == "0.007000000"
     assert [b["blocked"] for b in alpha["budgets"]] == [2, 0]
+    # Through a gateway's admin API (its clock at T0 too): the same document.
+    via_api = replace_args(args, url=api, admin_key=ADMIN_KEY, config=None)
+    assert await report_cli.run_async(via_api) == 0
+    assert orjson.loads(capsys.readouterr().out) == direct
+    for argv, message in (
+        (("scorecard", "--team", "alpha"), "a scorecard covers every team for one month"),
+        (("scorecard", "--period", "2026-1"), "expected a month as YYYY-MM"),
+    ):
+        code = await report_cli.run_async(replace_args(parse(*argv), config=str(path)))
+        assert code == 1 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
