@@ -108,6 +108,18 @@ def forecast_lease() -> str:
     return f"{PREFIX}:{{alerts}}:forecasting"
 
 
+def review_digests() -> str:
+    """Hash: ISO week ("2026-W45") -> when its review digests were posted (epoch s). Written
+    once per week by the aggregator replica that posted them; the maturity report reads the
+    review cadence from it."""
+    return f"{PREFIX}:{{alerts}}:reviews"
+
+
+def review_lease() -> str:
+    """String with a TTL: the aggregator replica posting this week's review digests."""
+    return f"{PREFIX}:{{alerts}}:reviewing"
+
+
 def alert_cooldown(kind: str, subject: str) -> str:
     """String with a TTL: set when an alert is sent, so it is not sent again within the cooldown."""
     return f"{PREFIX}:{{alerts}}:sent:{kind}:{subject}"

@@ -1,7 +1,7 @@
-"""The aggregator as a running service: the consumer loop, the archive loop, anomaly detection
-and the budget forecast alerts, following the config (its `aggregator:`, `anomalies:` and
-`forecasts:` sections, the budgets and webhooks, and the deployments' prices that price the
-FOCUS lines).
+"""The aggregator as a running service: the consumer loop, the archive loop, anomaly detection,
+the budget forecast alerts and the weekly review digests, following the config (its
+`aggregator:`, `anomalies:` and `forecasts:` sections, the budgets and webhooks, the review
+schedule, and the deployments' prices that price the FOCUS lines).
 `spendgate aggregate` runs it against a shared Redis; `serve` runs it as an app task when the
 store is embedded (`run_embedded`)."""
 
@@ -18,7 +18,9 @@ from gateway.aggregator.consumer import Aggregator
 from gateway.aggregator.detector import AnomalyDetector
 from gateway.aggregator.metrics import AggregatorMetrics
 from gateway.aggregator.prices import PriceList
+from gateway.aggregator.reviews import ReviewDigests
 from gateway.aggregator.rollups import SeriesSpec
+from gateway.budgets.registry import BudgetRegistry
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -68,6 +70,11 @@ async def run_service(
         clock=clock,
     )
 
+    reviews = None
+    if alerts is not None:  # the weekly digests go out through the same sender
+        registry = BudgetRegistry(redis, current.budgets.rules)
+        reviews = ReviewDigests(redis, current, alerts, registry, clock=clock)
+
     async def follow() -> None:
         nonlocal current
         while not stop.is_set():
@@ -81,6 +88,8 @@ async def run_service(
                     alerts.set_config(latest.alerts)
                 if forecast_alerts is not None:
                     forecast_alerts.set_config(latest)
+                if reviews is not None:
+                    reviews.set_config(latest)
             aggregator.config = archiver.config = latest.aggregator
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=_FOLLOW_S)
@@ -92,6 +101,8 @@ async def run_service(
         group.create_task(follow())
         if forecast_alerts is not None:
             group.create_task(forecast_alerts.run(stop))
+        if reviews is not None:
+            group.create_task(reviews.run(stop))
 
 
 async def run_embedded(

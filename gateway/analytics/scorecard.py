@@ -49,7 +49,7 @@ class BudgetAdherence:
     budget: BudgetConfig
     unit: Unit
     limit: int
-    month_spent: int  # in the budget's scope, within the month
+    month_spent: int  # in the budget's scope, within the days asked for (the month)
     periods: tuple[BudgetPeriod, ...]
     blocked: int
     downgraded: int
@@ -70,11 +70,11 @@ class BudgetAdherence:
             "period": b.period,
             "on_exceed": b.on_exceed,
             "unit": self.unit,
-            "limit": _amount(self.limit, self.unit),
-            "month_spent": _amount(self.month_spent, self.unit),
+            "limit": amount_text(self.limit, self.unit),
+            "month_spent": amount_text(self.month_spent, self.unit),
             "periods": len(self.periods),
             "periods_at_limit": self.periods_at_limit,
-            "peak_pct": _pct(self.peak_pct),
+            "peak_pct": rounded_pct(self.peak_pct),
             "blocked": self.blocked,
             "downgraded": self.downgraded,
         }
@@ -117,7 +117,7 @@ class MonthForecast:
             "forecast_usd": _usd(self.forecast_nano),
             "low80_usd": _usd(self.low80_nano),
             "high80_usd": _usd(self.high80_nano),
-            "error_pct": _pct(self.error_pct),
+            "error_pct": rounded_pct(self.error_pct),
         }
 
 
@@ -172,10 +172,10 @@ class TeamScorecard:
             "blocked": sum(b.blocked for b in self.budgets),
             "downgraded": sum(b.downgraded for b in self.budgets),
             "allocated_usd": nano_to_usd_str(self.allocated_nano),
-            "allocated_pct": _pct(self.allocated_pct),
+            "allocated_pct": rounded_pct(self.allocated_pct),
             "savings_realized_usd": nano_to_usd_str(u.savings_nano),
             "savings_available_usd": _usd(self.savings_available_nano),
-            "optimization_score_pct": _pct(self.optimization_score_pct),
+            "optimization_score_pct": rounded_pct(self.optimization_score_pct),
             "opportunities": [
                 {"title": o.title, "monthly_savings_usd": nano_to_usd_str(o.monthly_savings_nano)}
                 for o in self.opportunities
@@ -189,7 +189,7 @@ class TeamScorecard:
             "margin_usd": _usd(u.margin_nano),
             "previous_usd": nano_to_usd_str(self.previous_nano),
             "change_usd": nano_to_usd_str(self.change_nano),
-            "change_pct": _pct(self.change_pct),
+            "change_pct": rounded_pct(self.change_pct),
             "drivers": [d.to_dict() for d in self.drivers],
             "forecast": self.forecast.to_dict(),
             "anomalies": {
@@ -279,7 +279,7 @@ def scorecard(inputs: ScorecardInputs, forecaster: Forecaster) -> Scorecard:
         this = _buckets(start, end)
         usage = _usage(data, team, this, config, start, end)
         budgets = tuple(
-            _adherence(data, b, start, end, inputs.refusals.get(team, {}))
+            budget_use(data, b, start, end, inputs.refusals.get(team, {}))
             for b in inputs.budgets
             if b.team == team
         )
@@ -365,19 +365,22 @@ def _usage(
     return Usage.from_metrics(metrics, revenue)
 
 
-def _adherence(
+def budget_use(
     data: RollupData,
     budget: BudgetConfig,
     start: date,
     end: date,
     refusals: Mapping[tuple[str, str], int],
 ) -> BudgetAdherence:
+    """A budget's use over the days start..end: each of its periods that touch them (a week
+    counted whole, a month from its first day to `end`), and what its scope spent in them.
+    `data` must hold the week before `start`, the week after `end` and the month of `end`."""
     unit: Unit = "usd" if budget.limit_nano is not None else "tokens"
     limit = budget.limit_nano if budget.limit_nano is not None else budget.limit_tokens or 0
     key = series_of(budget, unit)
     first, last = data.start, data.end
     series = dict(zip(days(first, last), daily_series(data, key, first, last), strict=True))
-    month = [d for d in days(start, end)]
+    month = days(start, end)
     periods: list[BudgetPeriod] = []
     if budget.period == "daily":
         periods = [BudgetPeriod(d.isoformat(), series.get(d, 0), limit) for d in month]
@@ -392,9 +395,9 @@ def _adherence(
             monday += timedelta(days=7)
         periods = [BudgetPeriod(w, spent, limit) for w, spent in weeks.items()]
     elif budget.period == "monthly":
-        periods = [
-            BudgetPeriod(start.strftime("%Y-%m"), sum(series.get(d, 0) for d in month), limit)
-        ]
+        to_date = days(end.replace(day=1), end)
+        spent = sum(series.get(d, 0) for d in to_date)
+        periods = [BudgetPeriod(end.strftime("%Y-%m"), spent, limit)]
     return BudgetAdherence(
         budget,
         unit,
@@ -431,7 +434,7 @@ def _buckets(start: date, end: date) -> list[str]:
     return [day_bucket(d) for d in days(start, end)]
 
 
-def _amount(amount: int, unit: Unit) -> str:
+def amount_text(amount: int, unit: Unit) -> str:
     return nano_to_usd_str(amount) if unit == "usd" else str(amount)
 
 
@@ -439,5 +442,5 @@ def _usd(nano: int | None) -> str | None:
     return None if nano is None else nano_to_usd_str(nano)
 
 
-def _pct(value: float | None) -> float | None:
+def rounded_pct(value: float | None) -> float | None:
     return None if value is None else round(value, 1)

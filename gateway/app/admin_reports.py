@@ -5,6 +5,8 @@
     GET  /admin/reports/chargeback?period=YYYY-MM&format=json|csv|table  (default: this month)
     GET  /admin/reports/focus?period=YYYY-MM&format=csv|json              (FOCUS 1.x rows)
     GET  /admin/reports/scorecard?period=YYYY-MM&format=json|csv|table   (default: this month)
+    GET  /admin/reports/review?week=YYYY-Www&format=json|csv|table  (default: the last whole week)
+    GET  /admin/reports/maturity?format=json|csv|table   (crawl / walk / run, last 30 days)
     GET  /admin/forecast?team=T&days=N&format=json|csv|table   (spend and budget forecasts)
     POST /admin/costs  (`CostSpec`)
 
@@ -48,7 +50,9 @@ from gateway.reports.external_costs import (
 )
 from gateway.reports.forecast import MAX_DAYS as MAX_FORECAST_DAYS
 from gateway.reports.forecast import UnknownTeam, forecast_report
+from gateway.reports.maturity import maturity_report
 from gateway.reports.render import CONTENT_TYPES, Format, render
+from gateway.reports.review import review_report
 from gateway.reports.scorecard import scorecard_report
 from gateway.types import nano_to_usd_str
 
@@ -219,6 +223,31 @@ async def scorecard_of(request: web.Request, period: Period) -> Report:
 def asked_month(request: web.Request) -> Period:
     """`period` (YYYY-MM) of the query; default: the current month."""
     return _month(request, request.query)
+
+
+async def review(request: web.Request, _: None) -> web.Response:
+    query = request.query
+    app = request.app
+    try:
+        report = await review_report(
+            app[LIVE_CONFIG].current, app[REDIS], app[BUDGETS], query.get("week"), app[CLOCK]()
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="week") from None
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
+    return rendered(report, report_format(query, "json"))
+
+
+async def maturity(request: web.Request, _: None) -> web.Response:
+    app = request.app
+    try:
+        report = await maturity_report(
+            app[LIVE_CONFIG].current, app[REDIS], app[BUDGETS], app[FORECASTER], app[CLOCK]()
+        )
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
+    return rendered(report, report_format(request.query, "json"))
 
 
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
@@ -459,6 +488,42 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             query=(MONTH_PARAM, format_param("json")),
             errors=(503,),
             access="reporting",
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/review",
+            review,
+            "Weekly review: each team's week against the week before, budgets, anomalies",
+            "reports",
+            _report_replies(get_args(Format), "The weekly review"),
+            description="Per team: the ISO week's spend against the week before, how much of "
+            "each budget's limit was used by the week's end, anomalies opened and confirmed in "
+            "the week, and the top recommendations. What the scheduled digest posts (alerts."
+            "review). See docs/scorecards.md.",
+            query=(
+                Param(
+                    "week",
+                    "An ISO week as YYYY-Www (default: the last complete week).",
+                    {"type": "string", "pattern": r"^\d{4}-W\d{2}$"},
+                ),
+                format_param("json"),
+            ),
+            errors=(503,),
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/maturity",
+            maturity,
+            "FinOps maturity (crawl / walk / run) of the organization and each team",
+            "reports",
+            _report_replies(get_args(Format), "The maturity assessment"),
+            description="From measured signals over the last 30 complete days: spend allocated, "
+            "budgets and whether they enforce, alert webhooks, optimizer savings, anomalies "
+            "given feedback, forecast accuracy, review cadence, unit economics; each criterion "
+            "with its evidence, and what is missing for the next level. See "
+            "docs/scorecards.md.",
+            query=(format_param("json"),),
+            errors=(503,),
         ),
         Endpoint(
             "POST",

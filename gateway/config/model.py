@@ -199,7 +199,21 @@ class BudgetsConfig:
 class Webhook:
     name: str
     url: str = field(repr=False)  # may embed a token (Slack)
-    events: tuple[str, ...] = ("budget_threshold", "budget_exceeded", "budget_forecast", "anomaly")
+    events: tuple[str, ...] = (
+        "budget_threshold",
+        "budget_exceeded",
+        "budget_forecast",
+        "anomaly",
+        "review",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewSchedule:
+    """The weekly review digest: posted from `weekday` (0: Monday) at `hour` UTC on."""
+
+    weekday: int = 0
+    hour: int = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +221,7 @@ class AlertsConfig:
     webhooks: tuple[Webhook, ...] = ()
     cooldown_s: float = 3600.0  # the same alert (kind + subject) is sent at most once per cooldown
     timeout_s: float = 5.0
+    review: ReviewSchedule | None = None  # None: no weekly digest is posted
 
 
 @dataclass(frozen=True, slots=True)

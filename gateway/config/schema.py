@@ -80,7 +80,14 @@ _THRESHOLDS = Increasing(Int(min=1, max=1000))  # percent of the limit
 KEY_PREFIX = "sk-sg-"
 KEY_MIN_LEN = 20
 # What a webhook can be sent; model.Webhook's default subscribes to all of them.
-ALERT_EVENTS: Final = ("budget_threshold", "budget_exceeded", "budget_forecast", "anomaly")
+ALERT_EVENTS: Final = (
+    "budget_threshold",
+    "budget_exceeded",
+    "budget_forecast",
+    "anomaly",
+    "review",
+)
+WEEKDAYS: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DEFAULT_THRESHOLDS: Final = (50, 75, 90, 100)
 _MATCH_HELP: Final = {
     "key": "a key id (key_ and 12 hex digits) or the name of one of the team's keys",
@@ -416,12 +423,21 @@ class WebhookSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReviewSpec(Spec):
+    """When the aggregator posts each team's weekly review digest (UTC)."""
+
+    weekday: str = field(default="monday", metadata=checks(OneOf(*WEEKDAYS)))
+    hour_utc: int = field(default=9, metadata=checks(Int(min=0, max=23)))
+
+
+@dataclass(frozen=True, kw_only=True)
 class AlertsSpec(Spec):
     cooldown_s: float = field(default=3600.0, metadata=checks(Number(min=0)))
     timeout_s: float = field(default=5.0, metadata=checks(Number(positive=True)))
     webhooks: list[WebhookSpec | None] = field(
         default_factory=list, metadata=checks(ListOf(Record(WebhookSpec)))
     )
+    review: ReviewSpec | None = field(default=None, metadata=checks(Record(ReviewSpec)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,10 +24,11 @@ from gateway.config.model import (
     BudgetsConfig,
     Config,
     DeclaredKey,
+    ReviewSchedule,
     SharedCost,
     Webhook,
 )
-from gateway.config.schema import BudgetRuleSpec, BudgetSpec, RootSpec, TeamSpec
+from gateway.config.schema import WEEKDAYS, BudgetRuleSpec, BudgetSpec, RootSpec, TeamSpec
 
 KEY_ID = re.compile(r"key_[0-9a-f]{12}")  # compile.key_id's form
 
@@ -224,7 +225,10 @@ class SpendCompiler:
                 "webhook", hook.name, f"alerts.webhooks[{i}]", seen
             ):
                 webhooks.append(Webhook(hook.name, hook.url, hook.events))
-        return AlertsConfig(tuple(webhooks), spec.cooldown_s, spec.timeout_s)
+        review = None
+        if spec.review is not None:
+            review = ReviewSchedule(WEEKDAYS.index(spec.review.weekday), spec.review.hour_utc)
+        return AlertsConfig(tuple(webhooks), spec.cooldown_s, spec.timeout_s, review)
 
     def shared_costs(self) -> tuple[SharedCost, ...]:
         costs: list[SharedCost] = []

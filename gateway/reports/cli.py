@@ -26,7 +26,16 @@ if TYPE_CHECKING:  # `spendgate --help` builds the parser: the report stack load
 
 _HTTP_TIMEOUT_S = 120.0  # a year of FOCUS rows takes a while to build
 # build.KINDS, without importing it
-_KINDS = ("showback", "chargeback", "focus", "forecast", "anomalies", "scorecard")
+_KINDS = (
+    "showback",
+    "chargeback",
+    "focus",
+    "forecast",
+    "anomalies",
+    "scorecard",
+    "review",
+    "maturity",
+)
 _FORMATS = ("table", "csv", "json")
 
 
@@ -37,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--start", metavar="YYYY-MM-DD", help="showback: first day (UTC)")
     parser.add_argument("--end", metavar="YYYY-MM-DD", help="showback: last day, inclusive")
+    parser.add_argument(
+        "--week",
+        nargs="?",
+        const="last",
+        metavar="YYYY-Www",
+        help="review: the ISO week (default, or --week alone: the last complete one)",
+    )
     parser.add_argument("--team", metavar="TEAM", help="forecast, anomalies: only this team")
     parser.add_argument(
         "--days",
@@ -70,6 +86,8 @@ async def run_async(args: argparse.Namespace, clock: Callable[[], float] = time.
 
 async def _run(args: argparse.Namespace, clock: Callable[[], float]) -> int:
     fmt = args.format or ("csv" if args.kind == "focus" else "table")
+    if args.week and args.kind != "review":
+        raise CliError("--week selects a review's week: use it with `report review`")
     if args.since and args.kind != "anomalies":
         raise CliError("--since selects anomalies: use it with `report anomalies`")
     if args.kind == "forecast":
@@ -80,6 +98,14 @@ async def _run(args: argparse.Namespace, clock: Callable[[], float]) -> int:
         if args.period or args.start or args.end:
             raise CliError("anomalies are selected with --since (and --team)")
         text, label = await _anomalies_text(args, fmt, clock()), "anomalies"
+    elif args.kind == "review":
+        if args.team or args.start or args.end or args.period:
+            raise CliError("a review covers every team for one week: use --week [YYYY-Www]")
+        text, label = await _review_text(args, fmt, clock())
+    elif args.kind == "maturity":
+        if args.team or args.start or args.end or args.period:
+            raise CliError("maturity is assessed on the last 30 days, for every team: no options")
+        text, label = await _maturity_text(args, fmt, clock()), "maturity"
     elif args.kind == "scorecard":
         if args.team or args.start or args.end:
             raise CliError("a scorecard covers every team for one month: use --period YYYY-MM")
@@ -211,6 +237,33 @@ async def _scorecard_text(args: argparse.Namespace, fmt: str, now: float) -> tup
         args, fmt, build, "/admin/reports/scorecard", {"period": period.label}
     )
     return text, period.label
+
+
+async def _review_text(args: argparse.Namespace, fmt: str, now: float) -> tuple[str, str]:
+    week = None if args.week in (None, "last") else args.week
+
+    async def build(config: Config, redis: Redis) -> Report:
+        from gateway.budgets.registry import BudgetRegistry
+        from gateway.reports.review import review_report
+
+        registry = BudgetRegistry(redis, config.budgets.rules)
+        return await review_report(config, redis, registry, week, now)
+
+    params = {} if week is None else {"week": week}
+    text = await _from_store_or_api(args, fmt, build, "/admin/reports/review", params)
+    return text, f"week {week or 'last'}"
+
+
+async def _maturity_text(args: argparse.Namespace, fmt: str, now: float) -> str:
+    async def build(config: Config, redis: Redis) -> Report:
+        from gateway.analytics.outlook import Forecaster
+        from gateway.budgets.registry import BudgetRegistry
+        from gateway.reports.maturity import maturity_report
+
+        registry = BudgetRegistry(redis, config.budgets.rules)
+        return await maturity_report(config, redis, registry, Forecaster(), now)
+
+    return await _from_store_or_api(args, fmt, build, "/admin/reports/maturity", {})
 
 
 async def _from_store_or_api(

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from gateway.analytics.outlook import Forecaster
 from gateway.analytics.rollupdata import month_range
 from gateway.analytics.scorecard import (
-    AnomalyCounts,
     Scorecard,
     ScorecardInputs,
     TeamScorecard,
@@ -21,9 +20,9 @@ from gateway.analytics.scorecard import (
     forecast_month,
     scorecard,
 )
-from gateway.anomalies.records import AnomalyStore
 from gateway.reports.build import Period, Report
 from gateway.reports.load import load_rollups
+from gateway.reviewing import anomaly_counts
 from gateway.store.rollups import known_teams
 from gateway.types import nano_to_usd_str
 
@@ -36,24 +35,6 @@ if TYPE_CHECKING:
 
 COLUMNS = ("team", "line", "value", "detail")
 _DIMENSIONS = ("team", "project", "model", "key", "tag")
-
-
-async def anomaly_counts(redis: Redis, start: date, end: date) -> dict[str, AnomalyCounts]:
-    """Per team: anomalies that started from `start` to `end` (inclusive days), and how many
-    of them people marked real / expected."""
-    first = _midnight(start)
-    after = _midnight(end + timedelta(days=1))
-    listed = await AnomalyStore(redis).list(first, until_s=after)
-    counts: dict[str, list[int]] = {}
-    for x in listed:
-        if not first <= x.anomaly.start_s < after:
-            continue  # still open, started before
-        c = counts.setdefault(x.anomaly.team, [0, 0, 0])
-        c[0] += 1
-        verdict = x.feedback.verdict if x.feedback else None
-        c[1] += verdict == "real"
-        c[2] += verdict == "expected"
-    return {team: AnomalyCounts(*c) for team, c in counts.items()}
 
 
 async def build_scorecard(
@@ -198,7 +179,3 @@ def _pct(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "n/a"
     return f"{value:+.1f} %" if signed else f"{value:.1f} %"
-
-
-def _midnight(day: date) -> float:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()

@@ -15,6 +15,7 @@ from gateway.config.model import (
     Allocation,
     BudgetConfig,
     BudgetsConfig,
+    ReviewSchedule,
     StoreConfig,
     Webhook,
 )
@@ -558,7 +559,7 @@ alerts:
         (
             "alerts.webhooks[0].events[0]",
             "expected one of 'budget_threshold', 'budget_exceeded', 'budget_forecast', "
-            "'anomaly', got str 'budget_exceded' (did you mean 'budget_exceeded'?)",
+            "'anomaly', 'review', got str 'budget_exceded' (did you mean 'budget_exceeded'?)",
         ),
         ("alerts.webhooks[1].events[1]", "'budget_threshold' is listed twice"),
         ("alerts.webhooks[2].events", "must list at least one event"),
@@ -664,3 +665,13 @@ def test_business_units_compile_and_are_checked() -> None:
         "teams.t.units.monthly",
     )
     assert reason_at(problems(BASE + "teams: {t: {units: {monthly: 5}}}\n"), "teams.t.units.name")
+
+
+def test_the_review_schedule_compiles_and_is_checked() -> None:
+    config = load(BASE + "alerts: {review: {weekday: friday, hour_utc: 16}}\n")
+    assert config.alerts.review == ReviewSchedule(4, 16)
+    assert load(BASE + "alerts: {review: {}}\n").alerts.review == ReviewSchedule(0, 9)
+    assert load(BASE).alerts.review is None
+    found = problems(BASE + "alerts: {review: {weekday: fri, hour_utc: 24}}\n")
+    assert "monday" in reason_at(found, "alerts.review.weekday")
+    assert reason_at(found, "alerts.review.hour_utc")

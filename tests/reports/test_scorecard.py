@@ -10,29 +10,21 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from gateway.analytics.anomaly import Anomaly, Feedback
-from gateway.analytics.outlook import Forecaster
 from gateway.analytics.scorecard import comparison, forecast_month
 from gateway.anomalies.records import AnomalyStore, Cursor
-from gateway.app import state
-from gateway.app.admin_reports import admin_report_routes
-from gateway.app.middleware import error_middleware
-from gateway.app.state import CLOCK, FORECASTER, LEDGER, LIVE_CONFIG, REDIS
 from gateway.budgets.ledger import BudgetLedger
-from gateway.budgets.registry import BudgetRegistry
 from gateway.config.model import BudgetConfig, BudgetsConfig, Config, TeamConfig
 from gateway.reports import cli as report_cli
 from tests.anomalies.support import sample_anomaly
 from tests.clock import T0, FakeClock
 from tests.ledger import REPORTS_DB, db_url, drain, event, history, produce
-from tests.reports.test_admin_reports import ADMIN_KEY, StubLiveConfig, make_config
+from tests.reports.reports_api import get, reports_api, team_of
+from tests.reports.test_admin_reports import ADMIN_KEY, make_config
 from tests.reports.test_forecast_report import parse, replace_args
 
 USD = 1_000_000_000
@@ -122,38 +114,17 @@ async def seeded(redis: Redis) -> Redis:
 
 @pytest.fixture
 async def api(seeded: Redis) -> AsyncIterator[str]:
-    app = web.Application(middlewares=[error_middleware])
-    app[LIVE_CONFIG] = StubLiveConfig(config())  # type: ignore[assignment]
-    app[REDIS] = seeded
-    app[CLOCK] = FakeClock(T0)
-    app[state.BUDGETS] = BudgetRegistry(seeded, BUDGETS)
-    app[LEDGER] = BudgetLedger(seeded, clock=app[CLOCK])
-    app[FORECASTER] = Forecaster()
-    app.add_routes(admin_report_routes())
-    server = TestServer(app)
-    await server.start_server()
-    yield str(server.make_url(""))
-    await server.close()
-
-
-async def _get(url: str, path: str, **params: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with session.get(url + path, params=params, headers=headers) as resp:
-            return resp.status, await resp.text()
-
-
-def _team(document: dict[str, Any], team: str) -> dict[str, Any]:
-    return next(t for t in document["teams"] if t["team"] == team)
+    async with reports_api(seeded, config(), BUDGETS) as url:
+        yield url
 
 
 async def test_october_scorecard_over_the_admin_api(api: str) -> None:
-    status, text = await _get(api, "/admin/reports/scorecard", period="2026-10")
+    status, text = await get(api, "/admin/reports/scorecard", period="2026-10")
     assert status == 200, text
     doc = orjson.loads(text)
     assert (doc["start"], doc["end"]) == ("2026-10-01", "2026-10-31")
     assert doc["compared_with"] == {"start": "2026-09-01", "end": "2026-09-30"}
-    alpha = _team(doc, "alpha")
+    alpha = team_of(doc, "alpha")
     assert alpha["cost_usd"] == "7.000000000"
     assert (alpha["requests"], alpha["tokens"]) == (3, 360)
     daily, search = alpha["budgets"]
@@ -193,7 +164,7 @@ async def test_october_scorecard_over_the_admin_api(api: str) -> None:
     assert alpha["forecast"]["error_pct"] == round(100 * (forecast - 7) / 7, 1)
     assert alpha["anomalies"] == {"opened": 2, "confirmed": 1, "expected": 1}
     # Beta: a noise-free weekly pattern since June forecasts October to within 1 %.
-    beta = _team(doc, "beta")
+    beta = team_of(doc, "beta")
     assert beta["forecast"]["actual_usd"] == f"{BETA_OCTOBER / USD:.9f}"
     assert abs(beta["forecast"]["error_pct"]) < 1.0
     assert beta["budgets"] == [] and beta["units"] is None
@@ -201,7 +172,7 @@ async def test_october_scorecard_over_the_admin_api(api: str) -> None:
 
 
 async def test_the_table_names_every_line(api: str) -> None:
-    status, text = await _get(api, "/admin/reports/scorecard", period="2026-10", format="table")
+    status, text = await get(api, "/admin/reports/scorecard", period="2026-10", format="table")
     assert status == 200
     lines = {tuple(line.split()[:2]) for line in text.splitlines()[2:]}
     for line in ("cost", "budget", "allocated", "optimization", "cost", "month", "forecast"):
@@ -215,13 +186,13 @@ async def test_the_table_names_every_line(api: str) -> None:
     ("period", "code"), [("2026-13", "invalid_request_error"), ("oct", "invalid_request_error")]
 )
 async def test_a_bad_period_is_a_400(api: str, period: str, code: str) -> None:
-    status, text = await _get(api, "/admin/reports/scorecard", period=period)
+    status, text = await get(api, "/admin/reports/scorecard", period=period)
     assert status == 400
     assert orjson.loads(text)["error"]["param"] == "period"
 
 
-async def test_the_cli_reads_the_store_itself(
-    seeded: Redis, real_redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+async def test_the_cli_reads_the_store_itself_or_the_api(
+    api: str, real_redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(
@@ -245,10 +216,21 @@ async def test_the_cli_reads_the_store_itself(
         parse("scorecard", "--period", "2026-10", "--format", "json"), config=str(path)
     )
     assert await report_cli.run_async(args, clock=FakeClock(T0)) == 0
-    alpha = _team(orjson.loads(capsys.readouterr().out), "alpha")
+    direct = orjson.loads(capsys.readouterr().out)
+    alpha = team_of(direct, "alpha")
     assert alpha["cost_usd"] == "7.000000000"
     assert alpha["cost_per_unit_usd"] == "0.007000000"
     assert [b["blocked"] for b in alpha["budgets"]] == [2, 0]
+    # Through a gateway's admin API (its clock at T0 too): the same document.
+    via_api = replace_args(args, url=api, admin_key=ADMIN_KEY, config=None)
+    assert await report_cli.run_async(via_api) == 0
+    assert orjson.loads(capsys.readouterr().out) == direct
+    for argv, message in (
+        (("scorecard", "--team", "alpha"), "a scorecard covers every team for one month"),
+        (("scorecard", "--period", "2026-1"), "expected a month as YYYY-MM"),
+    ):
+        code = await report_cli.run_async(replace_args(parse(*argv), config=str(path)))
+        assert code == 1 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
