@@ -29,7 +29,7 @@ from gateway.rollupformat import (
     SIGNAL_ROUTE,
     split_parts,
 )
-from gateway.types import NANO_PER_USD, Usage
+from gateway.types import NANO_PER_USD, Usage, nano_to_usd_str
 
 # What each kind recommends, in the order a report lists kinds of equal saving.
 KINDS = (
@@ -91,7 +91,7 @@ class Recommendation:
             "team": self.team,
             "subject": self.subject,
             "evidence": self.evidence,
-            "monthly_saving_usd": str(self.monthly_saving_usd),
+            "monthly_saving_usd": nano_to_usd_str(self.monthly_saving_nano),
             "change": self.change,
             "figures": dict(self.figures),
         }
@@ -204,9 +204,9 @@ def _tiers(
                     "short_requests": short,
                     "short_prompt_tokens": usage.prompt_tokens,
                     "short_completion_tokens": usage.completion_tokens,
-                    "short_cost_usd": str(_decimal(spent)),
+                    "short_cost_usd": nano_to_usd_str(spent),
                     "target_model": target,
-                    "target_cost_usd": str(_decimal(would_cost)),
+                    "target_cost_usd": nano_to_usd_str(would_cost),
                 },
             )
         )
@@ -290,7 +290,7 @@ def _cache(
                     "cache_hits": hits,
                     "sampled_fingerprints": sampled,
                     "distinct_fingerprints": distinct,
-                    "miss_cost_usd": str(_decimal(m.get("miss_cost", 0))),
+                    "miss_cost_usd": nano_to_usd_str(m.get("miss_cost", 0)),
                 },
             )
         )
@@ -379,7 +379,7 @@ def _batch(data: RollupData, team: str, period: list[str], scale: Fraction) -> l
                 ),
                 figures={
                     "requests": m.get("requests", 0),
-                    "cost_usd": str(_decimal(cost)),
+                    "cost_usd": nano_to_usd_str(cost),
                 },
             )
         )
@@ -428,7 +428,7 @@ def _experiments(
                 ),
                 figures={
                     "resumed": resumed.isoformat(),
-                    "cost_since_usd": str(_decimal(since)),
+                    "cost_since_usd": nano_to_usd_str(since),
                 },
             )
         )
@@ -486,7 +486,7 @@ def _governance(
                     f"teams:\n  {team}:\n    budgets:\n      - {{name: {team}-monthly, period:"
                     f" monthly, limit_usd: {max(limit, Decimal(1))}, on_exceed: alert}}\n"
                 ),
-                figures={"cost_usd": str(_decimal(cost))},
+                figures={"cost_usd": nano_to_usd_str(cost)},
             )
         )
     listened = any("budget_threshold" in w.events for w in config.alerts.webhooks)

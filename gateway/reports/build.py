@@ -22,10 +22,13 @@ if TYPE_CHECKING:
 
     from gateway.config.model import Config
 
-ReportKind = Literal["showback", "chargeback", "focus", "forecast", "anomalies", "scorecard"]
+ReportKind = Literal[
+    "showback", "chargeback", "focus", "forecast", "anomalies", "scorecard", "recommendations"
+]
 # "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it;
 # "anomalies" lists anomaly records, not rollups: `reports.anomalies` builds it; the scorecard
-# reads budgets and anomalies too: `reports.scorecard` builds it.
+# reads budgets and anomalies too: `reports.scorecard` builds it; the recommendations read
+# signal rollups, budgets and keys: `reports.recommendations` builds them.
 KINDS: tuple[ReportKind, ...] = get_args(ReportKind)
 MAX_DAYS = 400  # daily rollups are kept 400 days
 
