@@ -37,17 +37,17 @@ def default_period(now: datetime) -> Period:
     return Period.of_days(today - timedelta(days=DEFAULT_DAYS - 1), today)
 
 
-async def recommendations_report(
+async def load_recommendations(
     config: Config,
     redis: Redis,
     period: Period,
     budgets: Sequence[BudgetConfig],
-    keys: Sequence[KeyInfo],
-    team: str | None = None,
-) -> Report:
-    """Every recommendation for the period, dearest saving first. `budgets`: every budget in
-    force (config and admin); `keys`: the virtual keys (revoked ones are skipped); `team`: only
-    that team's recommendations."""
+    keys: Sequence[KeyInfo] = (),
+) -> list[Recommendation]:
+    """Every recommendation for the period, dearest saving first (what the report lists, and
+    what the scorecard's savings still available and the review digest read). `budgets`:
+    every budget in force (config and admin); `keys`: the virtual keys (revoked ones and those
+    declared in the config are skipped; without keys, no idle key is found)."""
     teams = await known_teams(redis, config.teams)
     start = period.start - timedelta(days=LOOKBACK_DAYS)
     data = await load_rollups(
@@ -58,7 +58,7 @@ async def recommendations_report(
         for k in keys
         if not k.revoked and k.source == "store"
     ]
-    found = recommendations(
+    return recommendations(
         data,
         config,
         period.start,
@@ -67,6 +67,18 @@ async def recommendations_report(
         keys=seen,
         whole_month=period.month is not None,
     )
+
+
+async def recommendations_report(
+    config: Config,
+    redis: Redis,
+    period: Period,
+    budgets: Sequence[BudgetConfig],
+    keys: Sequence[KeyInfo],
+    team: str | None = None,
+) -> Report:
+    """The recommendations of `load_recommendations` as a report; `team`: only that team's."""
+    found = await load_recommendations(config, redis, period, budgets, keys)
     if team is not None:
         found = [r for r in found if r.team == team]
     return Report(
