@@ -53,6 +53,10 @@ PREFIX_TOKENS = 1024  # the tokens of a long prompt's fingerprinted prefix (4,09
 BATCH_DISCOUNT = Fraction(1, 2)  # providers' batch APIs: half price
 # Workloads (the `workload` attribution, or a `workload` tag) that nobody waits on.
 NON_INTERACTIVE = frozenset({"batch", "batch-eval", "eval", "nightly", "offline", "backfill"})
+# Keys spending NIGHT_SHARE of their cost in OFF_HOURS (UTC) on NIGHT_DAYS days: scheduled jobs.
+OFF_HOURS = range(0, 6)
+NIGHT_SHARE = Fraction(4, 5)
+NIGHT_DAYS = 5
 EXPERIMENT_TAGS = ("experiment", "exp")  # tag keys that name an experiment
 QUIET_DAYS = 14  # an experiment without spend this long was over
 IDLE_DAYS = 30  # a key without a request this long is idle
@@ -106,13 +110,15 @@ def recommendations(
     budgets: Sequence[BudgetConfig] = (),
     keys: Sequence[KeySeen] = (),
     whole_month: bool = False,
+    hourly: RollupData | None = None,
 ) -> list[Recommendation]:
     """Every recommendation for the period `start`..`end` (inclusive), dearest saving first.
 
     `data`: daily rollups of DIMENSIONS and the signal dimensions, from LOOKBACK_DAYS before
     `start` to `end` (quiet experiments and idle keys look back; the rest reads the period).
     `budgets`: every budget in force (the config's and the admin's). `whole_month`: the
-    period is one calendar month (its saving is not scaled)."""
+    period is one calendar month (its saving is not scaled). `hourly`: the period's hourly
+    rollups of the `key` dimension, for steady night traffic (without: not looked for)."""
     period = [day_bucket(d) for d in days(start, end)]
     scale = Fraction(1) if whole_month else Fraction(_MONTH_DAYS, len(period))
     found: list[Recommendation] = []
@@ -120,7 +126,7 @@ def recommendations(
         found += _tiers(data, config, team, period, scale)
         found += _cache(data, config, team, period, scale)
         found += _prompt_caching(data, config, team, period, scale)
-        found += _batch(data, team, period, scale)
+        found += _batch(data, hourly, team, period, scale)
         found += _experiments(data, team, start, end, scale)
     found += _idle_keys(data, keys, end)
     found += _governance(data, config, period, budgets)
@@ -344,46 +350,82 @@ def _prompt_caching(
     return out
 
 
-def _batch(data: RollupData, team: str, period: list[str], scale: Fraction) -> list[Recommendation]:
-    """Non-interactive workloads: by the `workload` attribution, else by a `workload` tag."""
-    found: list[tuple[str, str, Mapping[str, int]]] = []
+def _batch(
+    data: RollupData,
+    hourly: RollupData | None,
+    team: str,
+    period: list[str],
+    scale: Fraction,
+) -> list[Recommendation]:
+    """Non-interactive workloads: by the `workload` attribution, else by a `workload` tag,
+    else keys whose spend falls mostly in the night (OFF_HOURS, UTC) on several days."""
+    found: list[tuple[str, str, int, int]] = []  # (subject, what, requests, cost)
     for workload, m in data.values(team, "workload", period).items():
         if workload.lower() in NON_INTERACTIVE:
-            found.append(("workload", workload, m))
+            what = f"workload {workload}"
+            found.append((workload, what, m.get("requests", 0), m.get("cost", 0)))
     if not found:
         for tag, m in data.values(team, "tag", period).items():
             name, _, value = tag.partition("=")
             if name == "workload" and value.lower() in NON_INTERACTIVE:
-                found.append(("tag", tag, m))
+                found.append((tag, f"tag {tag}", m.get("requests", 0), m.get("cost", 0)))
+    if not found and hourly is not None:
+        found = _night_keys(hourly, team, set(period))
     out = []
-    for how, subject, m in found:
-        cost = m.get("cost", 0)
+    for subject, what, requests, cost in found:
         if cost <= 0:
             continue
-        label = f"workload {subject}" if how == "workload" else f"tag {subject}"
         out.append(
             Recommendation(
                 kind="batch_api",
                 team=team,
                 subject=subject,
                 evidence=(
-                    f"{m.get('requests', 0)} requests of {label}, which nobody waits on, cost"
+                    f"{requests} requests of {what}, which nobody waits on, cost"
                     f" {_usd(cost)} USD at interactive prices"
                 ),
                 monthly_saving_nano=_monthly(cost * BATCH_DISCOUNT, scale),
                 change=(
-                    f"No gateway setting: submit the {label} jobs through the provider's batch"
+                    f"No gateway setting: submit the jobs of {what} through the provider's batch"
                     " API (OpenAI and Azure OpenAI /v1/batches, Anthropic Message Batches,"
                     " Vertex and Bedrock batch inference), at half the price, with results"
                     " within 24 hours; spendgate does not proxy batch jobs."
                 ),
-                figures={
-                    "requests": m.get("requests", 0),
-                    "cost_usd": nano_to_usd_str(cost),
-                },
+                figures={"requests": requests, "cost_usd": nano_to_usd_str(cost)},
             )
         )
     return out
+
+
+def _night_keys(hourly: RollupData, team: str, period: set[str]) -> list[tuple[str, str, int, int]]:
+    """Keys that spent at least NIGHT_SHARE of their cost at night, on at least NIGHT_DAYS
+    days of the period: a scheduled job, steady off-hours traffic. (key, what, requests,
+    cost) of their night traffic."""
+    night: dict[str, list[int]] = {}  # key -> [night requests, night cost, all cost]
+    nights: dict[str, set[str]] = {}
+    for (t, bucket, dim), values in hourly.cells.items():
+        if t != team or dim != "key" or bucket[:8] not in period:
+            continue
+        dark = int(bucket[8:10]) in OFF_HOURS
+        for key, m in values.items():
+            sums = night.setdefault(key, [0, 0, 0])
+            sums[2] += m.get("cost", 0)
+            if dark and m.get("cost", 0) > 0:
+                sums[0] += m.get("requests", 0)
+                sums[1] += m.get("cost", 0)
+                nights.setdefault(key, set()).add(bucket[:8])
+    return [
+        (
+            key,
+            f"key {key} at night ({OFF_HOURS.start:02d}-{OFF_HOURS.stop:02d} h UTC)",
+            requests,
+            cost,
+        )
+        for key, (requests, cost, total) in sorted(night.items())
+        if total > 0
+        and Fraction(cost, total) >= NIGHT_SHARE
+        and len(nights.get(key, ())) >= NIGHT_DAYS
+    ]
 
 
 def _experiments(

@@ -53,6 +53,8 @@ async def load_recommendations(
     data = await load_rollups(
         redis, teams, start, period.end, "d", (*DIMENSIONS, *SIGNAL_DIMENSIONS)
     )
+    # Hourly rollups are kept 35 days: an older period is judged on what is left of it.
+    hourly = await load_rollups(redis, teams, period.start, period.end, "h", ("key",))
     seen = [
         KeySeen(k.key_id, k.team, k.name, _day(k.created_at))
         for k in keys
@@ -66,6 +68,7 @@ async def load_recommendations(
         budgets=budgets,
         keys=seen,
         whole_month=period.month is not None,
+        hourly=hourly,
     )
 
 

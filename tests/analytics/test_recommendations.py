@@ -6,7 +6,7 @@ The events go through the aggregator's own rollup code (`tests.ledger.rollup_dat
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from gateway.analytics.recommendations import (
@@ -239,3 +239,27 @@ def test_signals_count_successful_first_calls_only() -> None:
     assert route["miss_cost"] == 450_000 + 7
     assert route["short"] == 1 and route["short_prompt"] == 100
     assert data.values("alpha", "fingerprint") == {"big|0123456789abcdef": {"n": 2}}
+
+
+def test_a_key_spending_at_night_on_many_days_is_a_batch_job() -> None:
+    def on(day: int, hour: int, n: int, key: str, cost: int) -> SpendEvent:
+        ts = int(datetime(2026, 11, day, hour, 0, tzinfo=UTC).timestamp() * 1000)
+        return event(n, team="delta", ts_ms=ts, key_id=key, cost_nano=cost)
+
+    events = [
+        # A cron job: 02:00 UTC on six days, and once at 14:00: 6 of 6.2 mUSD (97 %) at night.
+        *(on(10 + i, 2, i, "key_cron", 1_000_000) for i in range(6)),
+        on(10, 14, 6, "key_cron", 200_000),
+        # Night traffic on three days only: not steady enough.
+        *(on(10 + i, 3, 10 + i, "key_owl", 1_000_000) for i in range(3)),
+    ]
+    daily = rollup_data(events, START, END)
+    hourly = rollup_data(events, START, END, granularity="h")
+    found = recommendations(daily, config(), START, END, whole_month=True, hourly=hourly)
+    (batch,) = by_kind(found, "batch_api")
+    # Half of the night's 6 mUSD.
+    assert (batch.subject, batch.monthly_saving_nano) == ("key_cron", 3_000_000)
+    assert "6 requests of key key_cron at night (00-06 h UTC)" in batch.evidence
+    # Without the hourly rollups, nothing is said about it.
+    without = recommendations(daily, config(), START, END, whole_month=True)
+    assert not by_kind(without, "batch_api")
