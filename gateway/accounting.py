@@ -23,6 +23,7 @@ from gateway.budgets.ledger import BudgetLedger, Reservation, SettleResult
 from gateway.budgets.messages import exceeded_error
 from gateway.budgets.registry import BudgetRegistry
 from gateway.budgets.spool import Spool
+from gateway.cache.fingerprint import prefix_fingerprint, request_fingerprint, request_shape
 from gateway.config.model import BudgetConfig, Config, Deployment, ModelRoute
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import Metrics
@@ -89,6 +90,9 @@ class Record:
     # Why this request is served below list price, when the route itself says so (a budget
     # downgrade); otherwise a cheaper served model counts as tiering.
     optimization: str | None = None
+    # The parsed request body, read once in `finish` for the recommendations' signals (hashes
+    # and a shape; see `gateway.cache.fingerprint`) and dropped there: no text is kept.
+    body: Mapping[str, Any] | None = None
 
     @property
     def cost_nano(self) -> int:
@@ -371,6 +375,12 @@ class Accountant:
         p = record.principal
         assert p is not None
         charges = record.charges or [Charge("", "", "", Usage(), 0, 0)]
+        fingerprint = prefix = shape = None
+        if record.body is not None:
+            body, endpoint, record.body = record.body, record.endpoint, None
+            fingerprint = request_fingerprint(endpoint, body)
+            prefix = prefix_fingerprint(endpoint, body)
+            shape = request_shape(endpoint, body)
         events = []
         for i, c in enumerate(charges):
             events.append(
@@ -403,6 +413,9 @@ class Accountant:
                     status=record.status,
                     outcome=record.outcome,
                     revenue_nano=record.revenue_nano if i == 0 else None,
+                    fingerprint=fingerprint,
+                    prefix=prefix,
+                    shape=shape,
                 )
             )
         return events

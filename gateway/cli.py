@@ -128,6 +128,12 @@ def _import(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from gateway.history.simulate_cli import run
+
+    return run(args)
+
+
 def _anomalies(args: argparse.Namespace) -> int:
     from gateway.anomalies.cli import run
 
@@ -289,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_import_arguments(history)
     history.set_defaults(func=_import)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="what a past period would have cost under a proposed config",
+        description="Re-price a past period's recorded requests (from the archive) under a "
+        "proposed routing / tier / price configuration, and print the cost difference per "
+        "team and model.",
+    )
+    from gateway.history.simulate_cli import add_arguments as add_simulate_arguments
+
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(func=_simulate)
 
     aggregate = sub.add_parser(
         "aggregate", help="run the spend aggregator (for a store shared in Redis)"

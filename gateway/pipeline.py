@@ -132,6 +132,7 @@ class Pipeline:
             record.principal = attribute(await self.authenticate(request), request.headers)
             record.revenue_nano = revenue_of(request.headers)
             record.model, record.stream = ctx.body["model"], ctx.body.get("stream") is True
+            record.body = ctx.body  # for the recommendations' signals, hashed after the response
             for stage in self._before:
                 reply = await stage.before(ctx)
                 if reply is not None:

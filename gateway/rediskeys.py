@@ -217,6 +217,9 @@ def external_services() -> str:
 ROLLUP_HOURLY_TTL_S = 35 * 86400
 ROLLUP_DAILY_TTL_S = 400 * 86400
 EXTERNAL_COST_MARKER_TTL_S = 400 * 86400
+# The recommendations' signal rollups (`rollupformat.SIGNAL_DIMENSIONS`): the current and the
+# previous month, which is what a recommendations report reads.
+ROLLUP_SIGNAL_TTL_S = 62 * 86400
 
 
 def fsync_marker() -> str:

@@ -93,6 +93,43 @@ LINE_METRICS = frozenset(METRICS) - {
 SAVINGS_PREFIX = "savings:"  # "savings:<optimization>", one per optimization named by events
 
 
+# Signals for the recommendations (`analytics.recommendations`): daily rollups of their own,
+# kept `rediskeys.ROLLUP_SIGNAL_TTL_S`, from requests that succeeded and whose event carries
+# the gateway's signals (`SpendEvent.fingerprint`, hashes and a shape only). SIGNAL_ROUTE's
+# value is the requested model, SIGNAL_FINGERPRINT's and SIGNAL_PREFIX's `join_parts(model,
+# hash)` with the one metric SIGNAL_COUNT, for the sampled hashes only (`signal_sampled`).
+SIGNAL_ROUTE = "signals"
+SIGNAL_FINGERPRINT = "fingerprint"
+SIGNAL_PREFIX = "prefix"
+SIGNAL_DIMENSIONS = (SIGNAL_ROUTE, SIGNAL_FINGERPRINT, SIGNAL_PREFIX)
+SIGNAL_COUNT = "n"
+SIGNAL_ROUTE_METRICS = (
+    "requests",  # first calls of requests
+    "hits",  # of those, answered from the response cache
+    "miss_cost",  # what the requests not answered from the cache cost (every call)
+    # Short simple requests (no tools, no JSON mode, at most SHORT_PROMPT_TOKENS in and
+    # SHORT_COMPLETION_TOKENS out, not cache hits): how many, their tokens and their cost.
+    "short",
+    "short_prompt",
+    "short_cached",
+    "short_completion",
+    "short_reasoning",
+    "short_cost",
+    "long",  # requests with a long prompt (a prefix fingerprint), not cache hits
+    "long_cached",  # their cached prompt tokens (the provider's prompt cache at work)
+)
+SHORT_PROMPT_TOKENS = 1000
+SHORT_COMPLETION_TOKENS = 500
+# One hash in SIGNAL_SAMPLE is counted in SIGNAL_FINGERPRINT / SIGNAL_PREFIX (those whose first
+# hex digit is 0): every copy of a request shares its hash, so the sample's duplicate share is
+# the traffic's, at 1/16 of the memory (one field per distinct sampled request and day).
+SIGNAL_SAMPLE = 16
+
+
+def signal_sampled(digest: str) -> bool:
+    return digest[:1] == "0"
+
+
 # Fine buckets for anomaly detection (`anomalies.bucket_s` seconds): one hash per team and
 # bucket (`rediskeys.anomaly_series`), fields "<series>|<value>|<metric>". Requests only (kind
 # "request"): a posted external cost is not traffic, an imported FOCUS row a day's total. The

@@ -117,6 +117,12 @@ class SpendEvent:
     # How many requests (cache hits; posted costs, for an external cost) an imported aggregate
     # stands for: 0 when its source does not say (a FOCUS usage row). None: one, a live event.
     units: int | None = None
+    # Signals for the recommendations (`gateway.cache.fingerprint`), hashes and a shape only:
+    # the request's fingerprint (identical requests share it), its long prompt's prefix
+    # fingerprint, and "simple" / "tools" / "json" / "tools+json". None when not recorded.
+    fingerprint: str | None = None
+    prefix: str | None = None
+    shape: str | None = None
 
     def to_fields(self) -> dict[str, str]:
         flat = iter(self.to_flat())

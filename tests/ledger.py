@@ -148,21 +148,25 @@ async def rollup_hash(
 
 
 def rollup_data(
-    events: Iterable[SpendEvent], start: date, end: date, prices: PriceList | None = None
+    events: Iterable[SpendEvent],
+    start: date,
+    end: date,
+    prices: PriceList | None = None,
+    granularity: str = "d",
 ) -> RollupData:
-    """The daily RollupData the aggregator would produce from `events` (no Redis involved),
-    its FOCUS lines priced from `prices`."""
+    """The daily (or hourly, "h") RollupData the aggregator would produce from `events` (no
+    Redis involved), its FOCUS lines priced from `prices`."""
     hashes: dict[tuple[str, str, str], dict[str, int]] = {}
     for e in events:
         for key, field, amount in increments(e, prices):
             # sg:{t:<team>}:r:<granularity>:<bucket>:<dimension>
             tag, rest = key.split("}:r:", 1)
-            granularity, bucket, dimension = rest.split(":", 2)
-            if granularity != "d":
+            kind, bucket, dimension = rest.split(":", 2)
+            if kind != granularity:
                 continue
             cell = hashes.setdefault((tag.removeprefix("sg:{t:"), bucket, dimension), {})
             cell[field] = cell.get(field, 0) + amount
-    return RollupData.from_hashes("d", start, end, hashes)
+    return RollupData.from_hashes(granularity, start, end, hashes)
 
 
 WEEK = (1.1, 1.15, 1.1, 1.05, 1.0, 0.45, 0.4)  # a weekday's share of a typical day, Monday first

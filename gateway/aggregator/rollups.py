@@ -29,10 +29,17 @@ from gateway.rollupformat import (
     SERIES_MODEL,
     SERIES_ROUTE,
     SERIES_TEAM,
+    SHORT_COMPLETION_TOKENS,
+    SHORT_PROMPT_TOKENS,
+    SIGNAL_COUNT,
+    SIGNAL_FINGERPRINT,
+    SIGNAL_PREFIX,
+    SIGNAL_ROUTE,
     hour_bucket,
     join_parts,
     price_text,
     series_field,
+    signal_sampled,
 )
 from gateway.types import SpendEvent
 
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
 _HOUR_MS = 3_600_000
 _DAY_MS = 86_400_000
 _TTL_S = {HOURLY: rediskeys.ROLLUP_HOURLY_TTL_S, DAILY: rediskeys.ROLLUP_DAILY_TTL_S}
+_SIGNAL_TTL_S = rediskeys.ROLLUP_SIGNAL_TTL_S
 _BUCKET_MS = {HOURLY: _HOUR_MS, DAILY: _DAY_MS}
 
 
@@ -120,6 +128,18 @@ class RollupBatch:
         # total with no time of day (imported archive files hold requests, and count).
         if self.series is not None and event.kind == "request":
             self._add_series(event, self.series)
+        if event.fingerprint is not None:
+            self._add_signals(event, hour[:8])
+
+    def _add_signals(self, event: SpendEvent, day: str) -> None:
+        for dimension, hash_field, amount in signal_cells(event):
+            key = rediskeys.rollup(event.team, DAILY, day, dimension)
+            sums = self.cells.get(key)
+            if sums is None:
+                sums = self.cells[key] = {}
+                start = event.ts_ms - event.ts_ms % _DAY_MS
+                self.expiry[key] = (start + _DAY_MS) // 1000 + _SIGNAL_TTL_S
+            sums[hash_field] = sums.get(hash_field, 0) + amount
 
     def items(self) -> list[tuple[str, dict[str, int]]]:
         """(key, field -> amount) of every key with something to add."""
@@ -181,6 +201,48 @@ _TEAM_COST, _TEAM_REQUESTS, _TEAM_HITS, _TEAM_TOKENS, _TEAM_EXTRA, _TEAM_ERRORS 
 )
 
 
+def signal_cells(e: SpendEvent) -> list[tuple[str, str, int]]:
+    """(dimension, hash field, amount) the event adds to the recommendations' signal rollups
+    (`rollupformat.SIGNAL_DIMENSIONS`): none unless it is a request that succeeded and carries
+    the gateway's signals."""
+    if e.fingerprint is None or e.kind != "request" or e.status >= 400 or e.outcome != "ok":
+        return []
+    model = e.requested_model or MISSING
+    prefix = model + "|"
+    hit = e.cache == "hit"
+    cells: list[tuple[str, str, int]] = []
+    if not hit:
+        cells.append((SIGNAL_ROUTE, prefix + "miss_cost", e.cost_nano))
+    if e.request_id and e.event_id.startswith(e.request_id + ":"):
+        return [c for c in cells if c[2]]  # a request's later call: its cost only
+    cells.append((SIGNAL_ROUTE, prefix + "requests", 1))
+    if hit:
+        cells.append((SIGNAL_ROUTE, prefix + "hits", 1))
+    if signal_sampled(e.fingerprint):
+        cells.append((SIGNAL_FINGERPRINT, f"{join_parts(model, e.fingerprint)}|{SIGNAL_COUNT}", 1))
+    if hit:
+        return [c for c in cells if c[2]]
+    if (
+        e.shape == "simple"
+        and e.prompt_tokens <= SHORT_PROMPT_TOKENS
+        and e.completion_tokens <= SHORT_COMPLETION_TOKENS
+    ):
+        cells += [
+            (SIGNAL_ROUTE, prefix + "short", 1),
+            (SIGNAL_ROUTE, prefix + "short_prompt", e.prompt_tokens),
+            (SIGNAL_ROUTE, prefix + "short_cached", e.cached_prompt_tokens),
+            (SIGNAL_ROUTE, prefix + "short_completion", e.completion_tokens),
+            (SIGNAL_ROUTE, prefix + "short_reasoning", e.reasoning_tokens),
+            (SIGNAL_ROUTE, prefix + "short_cost", e.cost_nano),
+        ]
+    if e.prefix is not None:
+        cells.append((SIGNAL_ROUTE, prefix + "long", 1))
+        cells.append((SIGNAL_ROUTE, prefix + "long_cached", e.cached_prompt_tokens))
+        if signal_sampled(e.prefix):
+            cells.append((SIGNAL_PREFIX, f"{join_parts(model, e.prefix)}|{SIGNAL_COUNT}", 1))
+    return [c for c in cells if c[2]]
+
+
 def _part_fields(key_id: str, model: str, deployment: str) -> tuple[str, ...]:
     """(key, model, route) x (cost, requests) field names of one request's identity."""
     model = model or MISSING
@@ -209,6 +271,8 @@ def _cells(event: SpendEvent, prices: PriceList | None) -> Iterator[tuple[str, s
                 prefix = value + "|"
                 for metric, amount in line_metrics if dimension == "line" else metrics:
                     yield granularity, bucket, dimension, prefix + metric, amount
+    for dimension, hash_field, amount in signal_cells(event):
+        yield DAILY, hour[:8], dimension, hash_field, amount
 
 
 def _metrics(e: SpendEvent) -> list[tuple[str, int]]:

@@ -8,6 +8,8 @@
     GET  /admin/reports/review?week=YYYY-Www&format=json|csv|table  (default: the last whole week)
     GET  /admin/reports/maturity?format=json|csv|table   (crawl / walk / run, last 30 days)
     GET  /admin/forecast?team=T&days=N&format=json|csv|table   (spend and budget forecasts)
+    GET  /admin/reports/recommendations?period=YYYY-MM|start=&end=&team=T&format=json|csv|table
+         (default: the last 30 days)
     POST /admin/costs  (`CostSpec`)
 
 A POST is idempotent by `id` (per team): a retry answers 200 with `"duplicate": true` and adds
@@ -36,7 +38,7 @@ from gateway.analytics.taxonomy import (
     default_subcategory,
 )
 from gateway.app.admin import Endpoint, Param, Reply, json_response
-from gateway.app.state import BUDGETS, CLOCK, FORECASTER, LEDGER, LIVE_CONFIG, REDIS
+from gateway.app.state import BUDGETS, CLOCK, FORECASTER, KEYRING, LEDGER, LIVE_CONFIG, REDIS
 from gateway.config.checks import Instant, JsonSchema, OneOf, Problem, Spec, Str, Usd, checks
 from gateway.config.model import Config
 from gateway.config.schema import LABEL, TAGS
@@ -51,6 +53,7 @@ from gateway.reports.external_costs import (
 from gateway.reports.forecast import MAX_DAYS as MAX_FORECAST_DAYS
 from gateway.reports.forecast import UnknownTeam, forecast_report
 from gateway.reports.maturity import maturity_report
+from gateway.reports.recommendations import default_period, recommendations_report
 from gateway.reports.render import CONTENT_TYPES, Format, render
 from gateway.reports.review import review_report
 from gateway.reports.scorecard import scorecard_report
@@ -248,6 +251,32 @@ async def maturity(request: web.Request, _: None) -> web.Response:
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
     return rendered(report, report_format(request.query, "json"))
+
+
+async def recommendations(request: web.Request, _: None) -> web.Response:
+    query, app = request.query, request.app
+    if "start" in query or "end" in query:
+        if "start" not in query or "end" not in query or "period" in query:
+            raise InvalidRequest("give 'period', or both 'start' and 'end'", param="start")
+        period = _invalid(lambda: Period.of_days(query["start"], query["end"]), "start")
+    elif "period" in query:
+        period = _month(request, query)
+    else:
+        period = default_period(_now(request))
+    fmt = report_format(query, "json")
+    try:
+        keys = await app[KEYRING].list()
+        report = await recommendations_report(
+            app[LIVE_CONFIG].current,
+            app[REDIS],
+            period,
+            app[BUDGETS].all(),
+            keys,
+            team=query.get("team"),
+        )
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
+    return rendered(report, fmt)
 
 
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:
@@ -523,6 +552,28 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "with its evidence, and what is missing for the next level. See "
             "docs/scorecards.md.",
             query=(format_param("json"),),
+            errors=(503,),
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/recommendations",
+            recommendations,
+            "Recommendations with estimated monthly savings",
+            "reports",
+            _report_replies(get_args(Format), "The recommendations, dearest saving first"),
+            description="Per team: short simple requests on an expensive model (a tier rule), "
+            "duplicate requests (the cache), repeated long prompt prefixes (provider prompt "
+            "caching), non-interactive workloads (a batch API), experiments spending again, "
+            "idle keys, teams without budgets or alerts; each with its evidence, estimated "
+            "monthly saving and the change that realizes it. Days are UTC: give `period`, or "
+            "`start` and `end`, or neither (the last 30 days). See docs/recommendations.md.",
+            query=(
+                MONTH_PARAM,
+                Param("start", "First day (YYYY-MM-DD).", _DAY),
+                Param("end", "Last day, inclusive (YYYY-MM-DD).", _DAY),
+                Param("team", "Only this team's recommendations (default: every team)."),
+                format_param("json"),
+            ),
             errors=(503,),
         ),
         Endpoint(

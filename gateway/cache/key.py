@@ -94,6 +94,20 @@ def cache_key(endpoint: str, body: Mapping[str, Any], namespace: str, variant: s
     asked for premium never receives an economy model's answer. Top-level nulls are dropped and
     integral floats written as ints (temperature 0.0 == 0), so equivalent requests share a key.
     """
+    document = {
+        "endpoint": endpoint,
+        "model": body.get("model"),
+        "namespace": namespace,
+        "variant": variant,
+        "request": canonical_request(body),
+    }
+    digest = hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"{namespace}:{digest}"
+
+
+def canonical_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a request that can change its answer, normalized: what identical requests
+    share (the cache key's and the duplicate fingerprint's content)."""
     canonical: dict[str, Any] = {}
     for name, value in body.items():
         if name in _IGNORED or value is None:
@@ -101,15 +115,7 @@ def cache_key(endpoint: str, body: Mapping[str, Any], namespace: str, variant: s
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         canonical[name] = value
-    document = {
-        "endpoint": endpoint,
-        "model": body.get("model"),
-        "namespace": namespace,
-        "variant": variant,
-        "request": canonical,
-    }
-    digest = hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return f"{namespace}:{digest}"
+    return canonical
 
 
 def storable(endpoint: str, answer: Mapping[str, Any]) -> bool:

@@ -182,7 +182,8 @@ def _in_file_order(problems: list[Problem], lines: dict[str, int]) -> list[Probl
         probe, line = path, 0
         while probe and not line:
             line = lines.get(probe, 0)
-            probe = _LAST_PART.sub("", probe)
+            parent = _LAST_PART.sub("", probe)
+            probe = parent if parent != probe else ""  # a top-level key has no parent
         located.append((line, (path, f"{reason} (line {line})" if line else reason)))
     located.sort(key=lambda item: item[0])
     return [problem for _, problem in located]

@@ -23,12 +23,21 @@ if TYPE_CHECKING:
     from gateway.config.model import Config
 
 ReportKind = Literal[
-    "showback", "chargeback", "focus", "forecast", "anomalies", "scorecard", "review", "maturity"
+    "showback",
+    "chargeback",
+    "focus",
+    "forecast",
+    "anomalies",
+    "scorecard",
+    "review",
+    "maturity",
+    "recommendations",
 ]
 # "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it;
 # "anomalies" lists anomaly records, not rollups: `reports.anomalies` builds it; the scorecard
 # reads budgets and anomalies too: `reports.scorecard` builds it; "review" covers one ISO week:
-# `reports.review` builds it; "maturity" the last 30 days: `reports.maturity` builds it.
+# `reports.review` builds it; "maturity" the last 30 days: `reports.maturity` builds it; the
+# recommendations read signal rollups, budgets and keys: `reports.recommendations` builds them.
 KINDS: tuple[ReportKind, ...] = get_args(ReportKind)
 MAX_DAYS = 400  # daily rollups are kept 400 days
 

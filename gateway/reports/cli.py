@@ -1,4 +1,5 @@
-"""`spendgate report showback|chargeback|focus|forecast|anomalies`: FinOps reports from a shell.
+"""`spendgate report showback|chargeback|focus|forecast|anomalies|scorecard|recommendations`:
+FinOps reports from a shell.
 
 As `spendgate keys`: with the local store or a Redis the command reads the rollups itself; an
 in-process store (memory://) lives inside the running gateway, so then, or whenever --url is
@@ -35,6 +36,7 @@ _KINDS = (
     "scorecard",
     "review",
     "maturity",
+    "recommendations",
 )
 _FORMATS = ("table", "csv", "json")
 
@@ -44,8 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--period", metavar="YYYY-MM", help="a calendar month (UTC); default: the current one"
     )
-    parser.add_argument("--start", metavar="YYYY-MM-DD", help="showback: first day (UTC)")
-    parser.add_argument("--end", metavar="YYYY-MM-DD", help="showback: last day, inclusive")
     parser.add_argument(
         "--week",
         nargs="?",
@@ -53,7 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="YYYY-Www",
         help="review: the ISO week (default, or --week alone: the last complete one)",
     )
-    parser.add_argument("--team", metavar="TEAM", help="forecast, anomalies: only this team")
+    parser.add_argument(
+        "--start", metavar="YYYY-MM-DD", help="showback, recommendations: first day (UTC)"
+    )
+    parser.add_argument(
+        "--end", metavar="YYYY-MM-DD", help="showback, recommendations: last day, inclusive"
+    )
+    parser.add_argument(
+        "--team", metavar="TEAM", help="forecast, anomalies, recommendations: only this team"
+    )
     parser.add_argument(
         "--days",
         type=int,
@@ -110,9 +118,14 @@ async def _run(args: argparse.Namespace, clock: Callable[[], float]) -> int:
         if args.team or args.start or args.end:
             raise CliError("a scorecard covers every team for one month: use --period YYYY-MM")
         text, label = await _scorecard_text(args, fmt, clock())
+    elif args.kind == "recommendations":
+        text, label = await _recommendations_text(args, fmt, clock())
     else:
         if args.team:
-            raise CliError(f"--team is for forecasts and anomalies: {args.kind} covers every team")
+            raise CliError(
+                f"--team is for forecasts, anomalies and recommendations: {args.kind} covers "
+                "every team"
+            )
         try:
             period = _period(args, clock())
         except ValueError as exc:
@@ -264,6 +277,49 @@ async def _maturity_text(args: argparse.Namespace, fmt: str, now: float) -> str:
         return await maturity_report(config, redis, registry, Forecaster(), now)
 
     return await _from_store_or_api(args, fmt, build, "/admin/reports/maturity", {})
+
+
+async def _recommendations_text(args: argparse.Namespace, fmt: str, now: float) -> tuple[str, str]:
+    period = _recommendations_period(args, now)
+
+    async def build(config: Config, redis: Redis) -> Report:
+        from gateway.budgets.registry import BudgetRegistry
+        from gateway.reports.recommendations import recommendations_report
+        from gateway.store.keys import Keyring
+
+        registry = BudgetRegistry(redis, config.budgets.rules)
+        await registry.refresh()
+        keys = await Keyring(redis, config.keys).list()
+        return await recommendations_report(
+            config, redis, period, registry.all(), keys, team=args.team
+        )
+
+    params = {"team": args.team} if args.team else {}
+    if period.month is not None:
+        params["period"] = period.month
+    else:
+        params.update(start=period.start.isoformat(), end=period.end.isoformat())
+    text = await _from_store_or_api(args, fmt, build, "/admin/reports/recommendations", params)
+    return text, period.label
+
+
+def _recommendations_period(args: argparse.Namespace, now_s: float) -> Period:
+    """--period YYYY-MM, or --start and --end, or the last 30 days."""
+    from gateway.reports.build import Period
+    from gateway.reports.recommendations import default_period
+
+    try:
+        if args.period and (args.start or args.end):
+            raise CliError("give --period or --start/--end, not both")
+        if args.start or args.end:
+            if not (args.start and args.end):
+                raise CliError("give both --start and --end")
+            return Period.of_days(args.start, args.end)
+        if args.period:
+            return Period.of_month(args.period)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    return default_period(datetime.fromtimestamp(now_s, UTC))
 
 
 async def _from_store_or_api(

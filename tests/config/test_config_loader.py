@@ -250,3 +250,11 @@ def test_unset_variables_stand_for_valid_values_and_everything_else_is_checked(
     assert "not set, checked with placeholders" in out
     assert all(name in out for name in ("SEARCH_LIMIT", "ACCESS_LOG", "MAX_TOKENS"))
     assert "OPENAI_API_KEY" in out and "AZURE_OPENAI_RESOURCE" in out
+
+
+def test_a_missing_top_level_section_is_reported_without_a_line() -> None:
+    # A problem about a key that is not in the file at all has no line to point at; finding
+    # that out must end (it looped forever on a top-level key).
+    with pytest.raises(ConfigError) as caught:
+        load_text("models: {}\n", "bad.yaml", env={})
+    assert ("providers", "required key is missing") in caught.value.problems
