@@ -10,10 +10,13 @@ merges them all; each gauge's `multiprocess_mode` says how (see docs/operations.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 # Gateway overhead is sub-millisecond when healthy; upstream latencies span ms to minutes.
 _OVERHEAD_BUCKETS = (
@@ -232,14 +235,54 @@ class Metrics:
             series = self._series[key] = metric.labels(*labels)
         return series
 
-    def exposition(self) -> bytes:
+    def exposition(self, extra: bytes = b"") -> bytes:
         """The text format: this registry, or with workers every worker's merged values (read
-        afresh from their files on each call)."""
+        afresh from their files on each call). `extra`: another process's exposition (the local
+        store's aggregator) merged in; a family both have (sg_alerts_total) is one family."""
         if self.multiprocess_dir is None:
-            return generate_latest(self.registry)
-        merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(merged)
+            source: CollectorRegistry = self.registry
+        else:
+            source = CollectorRegistry()
+            MultiProcessCollector(source, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        if not extra:
+            return generate_latest(source)
+        return generate_latest(_Families(_merged(source.collect(), extra)))
+
+
+class _Families:
+    """A fixed list of metric families, in the shape `generate_latest` reads."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def _merged(ours: Iterable[Metric], theirs: bytes) -> list[Metric]:
+    """Our families plus those of another process's exposition; a series both have is
+    summed (a counter two processes count in), a family both have keeps one header. Their
+    `_created` timestamps are left out: the text format gives them families of their own,
+    which would repeat ours."""
+    families = {family.name: family for family in ours}
+    for other in text_string_to_metric_families(theirs.decode("utf-8", "replace")):
+        other.samples = [s for s in other.samples if not s.name.endswith("_created")]
+        if not other.samples:
+            continue
+        mine = families.get(other.name)
+        if mine is None:
+            families[other.name] = other
+            continue
+        index = {(s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(mine.samples)}
+        for sample in other.samples:
+            at = index.get((sample.name, tuple(sorted(sample.labels.items()))))
+            if at is None:
+                mine.samples.append(sample)
+            else:
+                mine.samples[at] = mine.samples[at]._replace(
+                    value=mine.samples[at].value + sample.value
+                )
+    return list(families.values())
 
 
 def alerts_counter(registry: CollectorRegistry) -> Counter:

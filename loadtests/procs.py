@@ -125,6 +125,16 @@ def _family(pid: int, exclude: tuple[int, ...] = ()) -> list[int]:
     return found
 
 
+def descendants_running(pid: int, word: bytes) -> list[int]:
+    """The descendants of `pid` whose command line has `word` as one of its arguments."""
+    found = []
+    for member in _family(pid)[1:]:
+        with contextlib.suppress(OSError):
+            if word in Path(f"/proc/{member}/cmdline").read_bytes().split(b"\0"):
+                found.append(member)
+    return found
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory (VmRSS) of `pid` and its descendants."""
     total = 0

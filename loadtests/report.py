@@ -48,8 +48,13 @@ def cell(results: Results, target: str, scenario: str, connections: int) -> dict
         "mock_cpu_pct",
         "generator_core_pct",
         "other_cpu_pct",
+        "redis_cpu_pct",
     )
-    out: dict[str, Any] = {k: _median(r[k] for r in rows) for k in keys}
+    out: dict[str, Any] = {k: _median(r.get(k, 0.0) for r in rows) for k in keys}
+    # The server's CPU per request (us): % of a core / req/s * 1e4.
+    out["cpu_us_per_request"] = _median(
+        1e4 * r["server_cpu_pct"] / r["rps"] for r in rows if r["rps"]
+    )
     out["errors"] = sum(r["errors"] for r in rows)
     out["disturbed"] = sum(bool(r.get("disturbed")) for r in rows)
     out["rounds"] = len(rows)
@@ -315,6 +320,29 @@ def checks_table(results: Results) -> str:
     return _table(["spendgate target", "measured", "goal", ""], rows)
 
 
+def layouts_table(results: Results) -> str:
+    """spendgate on the local store against spendgate on Redis, per load cell: req/s, the
+    gateway's CPU per request (its core's share divided by req/s, which other work on the
+    machine moves less than req/s) and the store's processes' CPU (on the generator's core)."""
+    rows = []
+    for scenario in results["meta"]["scenarios"]:
+        for c in [*results["meta"]["connections"], 1]:
+            local, redis = (cell(results, t, scenario, c) for t in _LAYOUTS)
+            if local is None or redis is None:
+                continue
+            row = [scenario, str(c)]
+            for m in (local, redis):
+                us = m["cpu_us_per_request"]
+                row.append(
+                    f"{m['rps']:,.0f} / {_fmt(us, '.0f')} us / {m['redis_cpu_pct']:.0f} %"
+                    + (" †" if m["disturbed"] else "")
+                )
+            row.append(_fmt(_ratio(local["rps"], redis["rps"]), ".2f", "x"))
+            rows.append(row)
+    header = ["scenario", "conns", "local: req/s / gateway CPU per request / store CPU"]
+    return _table([*header, "redis: the same", "local / redis req/s"], rows)
+
+
 def render(results: Results) -> str:
     """The whole report as markdown."""
     meta = results["meta"]
@@ -348,6 +376,8 @@ def render(results: Results) -> str:
             f"† {len(disturbed)} of {len(results['loads'])} cell runs were disturbed by other "
             'work on the machine even after retries (see the CPU table\'s "other").',
         ]
+    if all(t in meta["targets"] for t in _LAYOUTS):
+        parts += ["", "Store layouts (medians of rounds)", "", layouts_table(results)]
     if "spendgate" in meta["targets"]:
         parts += ["", checks_table(results)]
     errors = [r for r in results["loads"] if r["errors"]] + [

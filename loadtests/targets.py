@@ -237,13 +237,15 @@ def spendgate_config(overlays: tuple[Path, ...], redis_url: str | None = None) -
 
 
 def _local_store(bench: Bench, running: Running, data_dir: Path) -> Running:
-    """Move the local store's server (the gateway's child, on the gateway's core by
-    inheritance) to the generator's core, where --redis runs Redis: the gateway keeps its core
-    to itself in both layouts, and the server's CPU is reported as Redis's is."""
+    """Move the local store's server and its aggregator (the gateway's children, on the
+    gateway's core by inheritance) to the generator's core, where --redis runs Redis and
+    `spendgate aggregate`: the gateway keeps its core to itself in both layouts, and their CPU
+    is reported as Redis's is."""
     lock = json.loads((data_dir / "lock").read_text())
-    server = int(lock["server"])
-    os.sched_setaffinity(server, {bench.store_core})
-    running.store_pids = (server,)
+    moved = (int(lock["server"]), *procs.descendants_running(running.pid, b"aggregate"))
+    for pid in moved:
+        os.sched_setaffinity(pid, {bench.store_core})
+    running.store_pids = moved
     return running
 
 

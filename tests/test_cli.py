@@ -154,8 +154,8 @@ def test_every_command_and_option_says_what_it_is_for() -> None:
     undescribed = []
     for prog, parser in [*_parsers(build_parser()), *_parsers(mock_parser())]:
         for action in parser._actions:
-            if action.help == argparse.SUPPRESS and action.dest == "worker":
-                continue  # set by `serve --workers N` on the processes it starts
+            if action.help == argparse.SUPPRESS and action.dest in ("worker", "gateway_child"):
+                continue  # set by `serve` on the processes it starts (workers, aggregator)
             if isinstance(action, argparse._SubParsersAction):
                 helped = {a.dest for a in action._choices_actions if a.help}
                 undescribed += [f"{prog} {c}" for c in action.choices if c not in helped]

@@ -1,7 +1,8 @@
 """`spendgate aggregate`: the aggregator as its own process, against a shared Redis.
 
 Several may run at once (one consumer group; each batch is applied exactly once). With
-spendgate's own store (local://, memory://) the aggregator runs inside `serve` instead.
+spendgate's own stores `serve` runs it: for local:// as a child process, this command with the
+hidden --gateway-child (see `aggregator.child`); for memory:// inside its own process.
 SIGINT / SIGTERM stop it after the batch in flight.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spendgate.aggregator")
 
+_PARENT_FD = 0  # a gateway's child: stdin, see gateway.aggregator.child
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
@@ -47,11 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="address the metrics port listens on (default: 127.0.0.1)",
     )
+    # Set by `spendgate serve` on the aggregator it runs for the local store (aggregator.child):
+    # use that store, serve the metrics on this unix socket, stop when stdin ends.
+    parser.add_argument("--gateway-child", metavar="SOCKET", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
     from gateway.store.connect import serves_inside
+    from gateway.store.server import local_url
 
     try:
         config = load_config(config_path(args.config))
@@ -61,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 1
-    if serves_inside(config.store.url):
+    url = config.store.url
+    if args.gateway_child is not None and config.store.local:
+        url = local_url(config.store.data_dir)  # the gateway's server, which runs already
+    elif serves_inside(url):
         print(
             "spendgate aggregate: the store is spendgate's own (store.url: local:// or "
             "memory://), whose aggregator runs inside `spendgate serve`; run `spendgate "
@@ -73,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.metrics_port is not None:
             check_port(args.metrics_host, args.metrics_port)  # before anything starts
-        return asyncio.run(_main(config.store.url, args))
+        return asyncio.run(_main(url, args))
     except PortUnavailable as exc:
         print(f"spendgate aggregate: {exc.message('--metrics-port')}", file=sys.stderr)
         return 1
@@ -99,9 +110,12 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     live.install_sighup(loop)
+    child = args.gateway_child is not None
+    if child:
+        loop.add_reader(_PARENT_FD, _on_parent, loop, stop)
     metrics = AggregatorMetrics()
     redis = await open_store(url)
-    runner = await _serve_metrics(metrics, args.metrics_host, args.metrics_port)
+    runner = await _serve_metrics(metrics, args.metrics_host, args.metrics_port, args.gateway_child)
     watcher = loop.create_task(live.watch())
     session = aiohttp.ClientSession()  # webhooks of the budget_forecast and anomaly alerts
     config = live.current
@@ -131,6 +145,8 @@ async def _main(url: str, args: argparse.Namespace) -> int:
         live.remove_sighup(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if child:
+            loop.remove_reader(_PARENT_FD)
         if runner is not None:
             await runner.cleanup()
         await close_store(redis)
@@ -138,10 +154,25 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """stdin of a gateway's child: end-of-file when the gateway is gone."""
+    try:
+        data = os.read(_PARENT_FD, 64)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    if not data:
+        loop.remove_reader(_PARENT_FD)
+        if not stop.is_set():
+            log.warning("the gateway is gone: stopping its aggregator")
+            stop.set()
+
+
 async def _serve_metrics(
-    metrics: AggregatorMetrics, host: str, port: int | None
+    metrics: AggregatorMetrics, host: str, port: int | None, unix_path: str | None = None
 ) -> web.AppRunner | None:
-    if port is None:
+    if port is None and unix_path is None:
         return None
     from aiohttp import web
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -155,6 +186,11 @@ async def _serve_metrics(
     app.router.add_get("/metrics", scrape)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    if unix_path is not None:
+        await web.UnixSite(runner, unix_path).start()
+        log.debug("metrics on the unix socket %s", unix_path)
+        return runner
+    assert port is not None
     try:
         await start_site(runner, host, port)
     except PortUnavailable:

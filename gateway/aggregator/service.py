@@ -2,8 +2,8 @@
 the budget forecast alerts and the weekly review digests, following the config (its
 `aggregator:`, `anomalies:` and `forecasts:` sections, the budgets and webhooks, the review
 schedule, and the deployments' prices that price the FOCUS lines).
-`spendgate aggregate` runs it against a shared Redis; `serve` runs it as an app task when the
-store is embedded (`run_embedded`)."""
+`spendgate aggregate` runs it against a shared Redis (or the local store, as `serve`'s child);
+`serve` runs it as an app task when the store is in-process (`run_embedded`)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from gateway.app.state import LIVE_CONFIG, METRICS, PIPELINE, REDIS
+from gateway.aggregator.child import fetch_metrics
+from gateway.app.state import AGGREGATOR_METRICS, LIVE_CONFIG, METRICS, PIPELINE, REDIS
 from gateway.config.model import Config
 from gateway.errors import ModelNotFound
 
@@ -91,7 +92,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
+    child = request.app.get(AGGREGATOR_METRICS)
+    extra = await fetch_metrics(child) if child is not None else b""
+    body = request.app[METRICS].exposition(extra)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

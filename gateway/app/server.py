@@ -22,6 +22,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.accounting import Accountant
+from gateway.aggregator.child import AggregatorChild, aggregator_socket
 from gateway.analytics.outlook import Forecaster
 from gateway.app.dashboard import dashboard_routes
 from gateway.app.handlers import ops_routes, v1_routes
@@ -30,6 +31,7 @@ from gateway.app.openapi import admin_routes
 from gateway.app.preflight import check_upstreams
 from gateway.app.serverlog import ServerLog
 from gateway.app.state import (
+    AGGREGATOR_METRICS,
     ALERTS,
     BUDGETS,
     CLOCK,
@@ -247,9 +249,25 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     """With spendgate's own store (local://, memory://) there is no separate `spendgate
-    aggregate`: run it here (in worker 0 of `serve --workers N`)."""
-    worker = app[WORKER]
-    if not serves_inside(app[LIVE_CONFIG].current.store.url) or (worker and worker.index):
+    aggregate`. The local store's runs as a child process (`aggregator.child`; with `serve
+    --workers N`, the supervisor's), off the request path's core; memory://'s (one per
+    process), and local://'s when the config is not a file (the demo), runs here."""
+    worker, live = app[WORKER], app[LIVE_CONFIG]
+    store = live.current.store
+    if store.local and (worker is not None or live.path is not None):
+        app[AGGREGATOR_METRICS] = aggregator_socket(store.data_dir)
+        if worker is not None:  # the supervisor runs it
+            yield
+            return
+        assert live.path is not None
+        child = AggregatorChild(live.path, app[AGGREGATOR_METRICS], _log_level())
+        await child.start()
+        try:
+            yield
+        finally:
+            await child.stop()
+        return
+    if not serves_inside(store.url) or (worker and worker.index):
         yield
         return
     from gateway.aggregator.forecasts import ForecastAlerts
@@ -257,7 +275,6 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.aggregator.service import run_embedded
 
     stop = asyncio.Event()
-    live = app[LIVE_CONFIG]
     metrics = AggregatorMetrics(app[METRICS].registry)
     forecasts = ForecastAlerts(
         app[REDIS],
@@ -287,6 +304,11 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _log_level() -> str:
+    """This process's log level, for the processes it starts."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 
 def create_app(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -38,3 +39,6 @@ ALERTS: web.AppKey[AlertSender] = web.AppKey("alerts")
 # Fitted forecasts, reused until a series changes (a day completes): the admin API's and the
 # embedded aggregator's.
 FORECASTER: web.AppKey[Forecaster] = web.AppKey("forecaster")
+# The unix socket the local store's aggregator (a child process: aggregator.child) serves its
+# metrics on, which /metrics merges in; unset where the aggregator is in-process or elsewhere.
+AGGREGATOR_METRICS: web.AppKey[Path] = web.AppKey("aggregator_metrics")

@@ -5,8 +5,8 @@ the port with SO_REUSEPORT (the kernel spreads connections over them), forwards 
 (a graceful stop: each worker drains its settles) and SIGHUP (config reload), restarts a worker
 that dies, with a backoff, and gives up when workers keep dying before they listen. Workers
 share keys and budgets through the store (with `local://`, the supervisor runs its server and
-the workers connect to it; worker 0 runs the aggregator), and metrics through
-PROMETHEUS_MULTIPROC_DIR.
+the workers connect to it, and it runs the aggregator as a child process whose metrics every
+worker's /metrics merges in), and metrics through PROMETHEUS_MULTIPROC_DIR.
 
 A worker's stdin is one end of a socket pair the supervisor holds: the worker writes `ready`
 there once it listens, and reads end-of-file if the supervisor dies (then it stops, gracefully).
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import __version__
+from gateway.aggregator.child import AggregatorChild, aggregator_socket
 from gateway.config.model import Config
 from gateway.listen import GATEWAY_PORT_OPTION, PortUnavailable, check_port, serve_app
 from gateway.store.server import LocalServer, StoreServerError
@@ -70,7 +71,7 @@ def supervise(
     log.info("metrics: multiprocess mode, files in %s", metrics_dir)
     supervisor = Supervisor(command, count, env, metrics_dir, reloadable=path is not None)
     try:
-        return asyncio.run(_run_with_store(supervisor, config))
+        return asyncio.run(_run_with_store(supervisor, config, path, log_level))
     except StoreServerError as exc:
         print(f"spendgate serve --workers {count}: {exc}", file=sys.stderr)
         return 1
@@ -79,16 +80,25 @@ def supervise(
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-async def _run_with_store(supervisor: Supervisor, config: Config) -> int:
-    """The supervisor's run, inside the life of the local store's server when the store is
-    local:// (the workers are its clients; it stops once they all have)."""
+async def _run_with_store(
+    supervisor: Supervisor, config: Config, path: str | None, log_level: str
+) -> int:
+    """The supervisor's run, inside the life of the local store's server and its aggregator
+    (a child process) when the store is local:// (the workers are the server's clients; both
+    stop once the workers have)."""
     if not config.store.local:
         return await supervisor.run()
     server = LocalServer(config.store.data_dir)
     await server.start()
+    aggregator = None
     try:
+        if path is not None:
+            aggregator = AggregatorChild(path, aggregator_socket(config.store.data_dir), log_level)
+            await aggregator.start()
         return await supervisor.run()
     finally:
+        if aggregator is not None:
+            await aggregator.stop()
         await server.stop()
 
 

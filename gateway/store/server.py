@@ -37,6 +37,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, RedisError
 
+from gateway.childprocess import SupervisedChild
+
 log = logging.getLogger("spendgate.store")
 
 LOCK_FILE = "lock"
@@ -45,9 +47,7 @@ SOCKET_FILE = "store.sock"
 _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 _START_TIMEOUT_S = 300.0  # a large append-only file takes a while to load
 _LOCK_WAIT_S = 15.0  # for a previous server to finish flushing and exit
-_STOP_TIMEOUT_S = 30.0
 _POLL_S = 0.02
-_RESTART_BACKOFF_S = (0.2, 10.0)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -55,15 +55,17 @@ class StoreServerError(Exception):
     """The local store cannot be started or reached; the message says why and what to do."""
 
 
-def socket_path(data_dir: Path) -> Path:
-    """Where the server of `data_dir` listens: in the directory itself, or, when that path is
-    too long for a unix socket, in a private directory of this user's named after it (every
-    process computes the same path from the data directory)."""
-    inside = data_dir / SOCKET_FILE
+def socket_path(data_dir: Path, name: str = SOCKET_FILE) -> Path:
+    """Where the server of `data_dir` listens (or, with `name`, another socket of its owner's:
+    the aggregator's metrics): in the directory itself, or, when that path is too long for a
+    unix socket, in a private directory of this user's named after it (every process computes
+    the same path from the data directory)."""
+    inside = data_dir / name
     if len(os.fsencode(inside)) <= _SOCKET_PATH_MAX:
         return inside
     digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:20]
-    return Path(tempfile.gettempdir()) / f"spendgate-{os.getuid()}" / f"{digest}.sock"
+    tail = ".sock" if name == SOCKET_FILE else f"-{name}"
+    return Path(tempfile.gettempdir()) / f"spendgate-{os.getuid()}" / f"{digest}{tail}"
 
 
 def local_url(data_dir: str | os.PathLike[str]) -> str:
@@ -89,70 +91,60 @@ def server_binary() -> Path:
     )
 
 
-class LocalServer:
-    """The server of one data directory, owned by this process: `start`, then `stop`."""
+class LocalServer(SupervisedChild):
+    """The server of one data directory, owned by this process: `start`, then `stop`. A server
+    that dies is restarted (until `stop`); clients reconnect by themselves and spend settled
+    meanwhile waits in their spools."""
+
+    name = "local store"
+    backoff_s = (0.2, 10.0)
+    stop_timeout_s = 30.0
+    retried = (StoreServerError, OSError)
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        super().__init__(log)
         self.data_dir = Path(data_dir).absolute()
         self.socket = socket_path(self.data_dir)
         self.url = f"unix://{self.socket}"
         self._lock_fd: int | None = None
-        self._process: asyncio.subprocess.Process | None = None
-        self._watcher: asyncio.Task[None] | None = None
-        self._stopping = False
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        self._binary: Path | None = None
 
     async def start(self) -> None:
         """Take the directory (waiting for a previous server of it to exit), start the server
         and return once it answers (its data loaded). Raises StoreServerError."""
-        binary = server_binary()
+        self._binary = binary = server_binary()
         _private_dir(self.data_dir)
         if self.socket.parent != self.data_dir:
             _private_dir(self.socket.parent)
         self._lock_fd = await _take_lock(self.data_dir, self.socket)
         try:
-            await self._spawn(binary)
+            await self._spawn()
         except BaseException:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(binary))
+        self._watch_it()
         log.info("local store: %s (data in %s)", binary.name, self.data_dir)
 
     async def stop(self) -> None:
         """Stop the server (it fsyncs its append-only file first) and release the directory."""
-        self._stopping = True
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        process = self._process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                async with asyncio.timeout(_STOP_TIMEOUT_S):
-                    await process.wait()
-            except TimeoutError:
-                log.error("local store did not stop within %.0f s: killing it", _STOP_TIMEOUT_S)
-                process.kill()
-                await process.wait()
+        await self._stop_it()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    async def _spawn(self, binary: Path) -> None:
-        assert self._lock_fd is not None
+    def _exit_hint(self) -> str:
+        return f" (see {self.data_dir / LOG_FILE})"
+
+    async def _spawn(self) -> None:
+        assert self._lock_fd is not None and self._binary is not None
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()  # left by a server that was killed
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         server_log = os.open(self.data_dir / LOG_FILE, flags, 0o600)
         try:
             self._process = process = await asyncio.create_subprocess_exec(
-                str(binary),
+                str(self._binary),
                 *_server_options(self.data_dir, self.socket),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=server_log,
@@ -167,32 +159,6 @@ class LocalServer:
             os.close(server_log)
         _record_owner(self._lock_fd, process.pid)
         await _until_ready(self.url, process, self.data_dir)
-
-    async def _watch(self, binary: Path) -> None:
-        """Restart the server when it dies (until `stop`); clients reconnect by themselves and
-        spend settled meanwhile waits in their spools."""
-        delay, longest = _RESTART_BACKOFF_S
-        while not self._stopping:
-            assert self._process is not None
-            code = await self._process.wait()
-            if self._stopping:
-                return
-            log.error(
-                "local store exited with %s; restarting it in %.1f s (see %s)",
-                code,
-                delay,
-                self.data_dir / LOG_FILE,
-            )
-            await asyncio.sleep(delay)
-            try:
-                await self._spawn(binary)
-            except (StoreServerError, OSError) as exc:
-                log.error("local store restart failed: %s", exc)
-                delay = min(delay * 2, longest)
-                continue
-            self.restarts += 1
-            delay = _RESTART_BACKOFF_S[0]
-            log.info("local store restarted (pid %d)", self._process.pid)
 
 
 @asynccontextmanager
