@@ -115,7 +115,17 @@ class StoreSpec(Spec):
     url: str = field(
         default="local://",
         metadata=checks(
-            Url("local", "memory", "redis", "rediss", "unix", "redis+sentinel", secret=True)
+            Url(
+                "local",
+                "memory",
+                "redis",
+                "rediss",
+                "unix",
+                "redis+sentinel",
+                "redis+cluster",
+                "rediss+cluster",
+                secret=True,
+            )
         ),
     )
     data_dir: str = field(default="var/store", metadata=checks(Str()))

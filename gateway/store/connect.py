@@ -2,8 +2,9 @@
 
 `local://` (the default) is a server spendgate runs itself, its data in `store.data_dir` (see
 `server`), reached on its unix socket; `redis://`, `rediss://`, `unix://` and
-`redis+sentinel://` reach a server of the user's; `memory://` is an in-process fakeredis with Lua
-that keeps nothing (tests, throwaway runs). Clients return bytes (redis-py's default) so binary
+`redis+sentinel://` reach a server of the user's, `redis+cluster://` (`rediss+cluster://`) a
+Redis Cluster; `memory://` is an in-process fakeredis with Lua that keeps nothing (tests,
+throwaway runs). Clients return bytes (redis-py's default) so binary
 cache values round-trip; callers decode. URLs are logged only through `redact_url`.
 """
 
@@ -13,11 +14,12 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     BlockingConnectionPool,
@@ -34,6 +36,7 @@ from redis.exceptions import ResponseError
 
 from gateway import rediskeys
 from gateway.store.batch import CommandBatcher
+from gateway.store.cluster import Router, is_cluster
 from gateway.store.server import local_store
 from gateway.store.wire import Address
 
@@ -45,6 +48,20 @@ LOCAL_SCHEME = "local"
 _DIRECT_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _SENTINEL_SCHEME = "redis+sentinel"
 _SENTINEL_DEFAULT_PORT = 26379
+_CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # -> TLS
+_REDIS_DEFAULT_PORT = 6379
+# Query options of a cluster URL, and their types (redis-py's RedisCluster arguments).
+_CLUSTER_OPTIONS: dict[str, type] = {
+    "socket_connect_timeout": float,
+    "socket_timeout": float,
+    "max_connections": int,
+    "client_name": str,
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_cert_reqs": str,
+    "ssl_check_hostname": bool,
+}
 
 # Defaults for a real server; query-string options in the URL win (redis-py's rule), so ops can
 # tune them without a code change, e.g. redis://host/0?socket_timeout=30&max_connections=256.
@@ -64,6 +81,9 @@ _CLIENT_DEFAULTS: dict[str, object] = {
 _MAX_CONNECTIONS = 128
 _POOL_WAIT_S = 5.0
 _EMBEDDED_MAX_CONNECTIONS = 1_000_000
+# redis-py's cluster pools do not wait for a free connection: past the cap a command fails
+# (MaxConnectionsError). Per node, and only off the request path (it has its own connection).
+_CLUSTER_MAX_CONNECTIONS = 1024
 _BATCHERS: weakref.WeakKeyDictionary[aioredis.Redis, CommandBatcher] = weakref.WeakKeyDictionary()
 
 
@@ -155,7 +175,11 @@ async def fsynced(r: aioredis.Redis) -> bool:
     """Wait until the server has fsync'd every write it has acknowledged so far to its
     append-only file (WAITAOF after a write of our own: the file is one sequence, so covering
     ours covers the earlier ones). False, and nothing waited for, where the server keeps no
-    such file (memory://, a Redis without AOF or older than 7.2) or the wait timed out."""
+    such file (memory://, a Redis without AOF or older than 7.2) or the wait timed out, and
+    on a cluster, whose writes live on several primaries: there the cluster's own persistence
+    and replicas decide (docs/operations.md)."""
+    if is_cluster(r):
+        return False
     try:
         async with r.pipeline(transaction=False) as pipe:
             pipe.incr(rediskeys.fsync_marker())
@@ -212,9 +236,11 @@ async def open_store(url: str) -> aioredis.Redis:
         return aioredis.Redis.from_pool(pool)
     if scheme == _SENTINEL_SCHEME:
         return _open_sentinel(_SentinelUrl.parse(url))
+    if scheme in _CLUSTER_SCHEMES:
+        return _open_cluster(ClusterUrl.parse(url))
     raise ValueError(
         f"unsupported store url {redact_url(url)!r}: use local://, memory://, redis://, "
-        "rediss://, unix:// or redis+sentinel://"
+        "rediss://, unix://, redis+sentinel:// or redis+cluster://"
     )
 
 
@@ -224,6 +250,9 @@ def batcher_for(r: aioredis.Redis) -> CommandBatcher:
     server reached directly it has a pipelined connection of its own (see `wire`)."""
     batcher = _BATCHERS.get(r)
     if batcher is None:
+        if is_cluster(r):  # one pipelined connection per primary, commands routed by slot
+            batcher = _BATCHERS[r] = CommandBatcher(r, link=Router.of(r))
+            return batcher
         direct = issubclass(r.connection_pool.connection_class, _HiredisPacking)
         batcher = _BATCHERS[r] = CommandBatcher(r, Address.of(r) if direct else None)
     return batcher
@@ -235,6 +264,9 @@ async def close_store(r: aioredis.Redis) -> None:
     batcher = _BATCHERS.pop(r, None)
     if batcher is not None:
         await batcher.aclose()
+    if is_cluster(r):
+        await r.aclose()
+        return
     pool = r.connection_pool
     await r.aclose()
     if isinstance(pool, SentinelConnectionPool):
@@ -282,7 +314,7 @@ class _SentinelUrl:
         parts = urlsplit(url)
         userinfo, _, hosts = parts.netloc.rpartition("@")
         username, _, password = userinfo.partition(":")
-        sentinels = tuple(_host_port(h) for h in hosts.split(",") if h)
+        sentinels = tuple(_host_port(h, _SENTINEL_DEFAULT_PORT) for h in hosts.split(",") if h)
         path = [unquote(p) for p in parts.path.split("/") if p]
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if not sentinels or not path or len(path) > 2:
@@ -303,8 +335,8 @@ class _SentinelUrl:
         )
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]` or `[v6]:port`; the sentinel port 26379 by default."""
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port`."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.removeprefix(":")
@@ -313,8 +345,8 @@ def _host_port(text: str) -> tuple[str, int]:
     else:  # a bare name, or a bare IPv6 address (no port possible without brackets)
         host, port = text, ""
     if port and not port.isdigit():
-        raise ValueError(f"bad sentinel address {text!r}: port must be a number")
-    return host, int(port) if port else _SENTINEL_DEFAULT_PORT
+        raise ValueError(f"bad address {text!r}: port must be a number")
+    return host, int(port) if port else default_port
 
 
 def _open_sentinel(spec: _SentinelUrl) -> aioredis.Redis:
@@ -332,3 +364,76 @@ def _open_sentinel(spec: _SentinelUrl) -> aioredis.Redis:
         retry=_retry(),
     )
     return client
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    """`redis+cluster://[user:password@]host:port[,host:port...][/][?options]` (TLS:
+    `rediss+cluster://`). The hosts are where the cluster is first found (any of its nodes; the
+    rest is learnt from it); the database is 0, the only one a cluster has."""
+
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool
+    username: str | None
+    password: str | None
+    options: dict[str, object]
+
+    @classmethod
+    def parse(cls, url: str) -> ClusterUrl:
+        parts = urlsplit(url)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        username, _, password = userinfo.partition(":")
+        shown = redact_url(url)
+        try:
+            nodes = tuple(_host_port(h, _REDIS_DEFAULT_PORT) for h in hosts.split(",") if h)
+        except ValueError as exc:
+            raise ValueError(f"bad cluster url {shown!r}: {exc}") from None
+        if not nodes:
+            raise ValueError(
+                f"bad cluster url {shown!r}: expected redis+cluster://host:port[,host:port...]"
+            )
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError(f"bad cluster url {shown!r}: a cluster has database 0 only")
+        options: dict[str, object] = {}
+        for name, values in parse_qs(parts.query).items():
+            kind = _CLUSTER_OPTIONS.get(name)
+            if kind is None:
+                known = ", ".join(sorted(_CLUSTER_OPTIONS))
+                raise ValueError(f"bad cluster url {shown!r}: unknown option {name!r} ({known})")
+            options[name] = _option(shown, name, values[-1], kind)
+        return cls(
+            nodes=nodes,
+            tls=_CLUSTER_SCHEMES[parts.scheme.lower()],
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            options=options,
+        )
+
+
+def _option(url: str, name: str, text: str, kind: type) -> object:
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"bad cluster url {url!r}: {name} must be true or false")
+        return text.lower() in ("true", "1", "yes")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"bad cluster url {url!r}: {name} must be a {kind.__name__}") from None
+
+
+def _open_cluster(spec: ClusterUrl) -> aioredis.Redis:
+    # The client serves everything off the request path (redis-py routes each command by slot
+    # and follows MOVED/ASK itself) and holds the slot table the request path's Router uses.
+    options: dict[str, Any] = {**_CLIENT_DEFAULTS, "max_connections": _CLUSTER_MAX_CONNECTIONS}
+    options.update(spec.options)
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
+        username=spec.username,
+        password=spec.password,
+        ssl=spec.tls,
+        retry=_retry(),
+        **options,
+    )
+    # Typed as the plain client its callers take: the cluster client has the same commands
+    # (one key's, or keys of one slot; multi-slot ones go through `cluster` helpers).
+    return cast("aioredis.Redis", cluster)
