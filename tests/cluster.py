@@ -147,15 +147,16 @@ class LocalCluster:
             return "dead"
         return str((await _async_info(port, "INFO", "replication")).get("role"))
 
-    async def kill_in_sync(self, primary: int) -> int:
+    async def kill_in_sync(self, primary: int, hold_s: float = 0.0) -> int:
         """Stop `primary` taking writes, wait until its replica has all it acknowledged, then
         SIGKILL it: the crash a replica takes over from with nothing acknowledged lost (Redis
         replicates asynchronously, so a crash may otherwise lose its last writes). Returns the
-        replica's port."""
+        replica's port. `hold_s`: how long writes queue on it before (commands in flight)."""
         replica = await self.replica_of(primary)
         client = Redis(port=primary)
         try:
             await client.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+            await asyncio.sleep(hold_s)
             info = await _async_info(primary, "INFO", "replication")
             offset = int(info["master_repl_offset"])
             async with asyncio.timeout(10):
