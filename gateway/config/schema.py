@@ -52,6 +52,7 @@ from gateway.config.model import (
     Strategy,
     TierHint,
 )
+from gateway.config.storeurl import cluster_url_problem
 from gateway.types import MAX_EXACT, NANO_PER_USD
 
 # The shape of the file.
@@ -125,6 +126,7 @@ class StoreSpec(Spec):
                 "redis+cluster",
                 "rediss+cluster",
                 secret=True,
+                problem=cluster_url_problem,
             )
         ),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -13,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from gateway.store.cluster import Router, command_key, slot_of
 from gateway.store.connect import ClusterUrl, batcher_for, close_store, open_store, redact_url
-from tests.conftest import cluster_store
+from tests.conftest import FIXTURES, cluster_store
 
 
 def test_cluster_url_parsing() -> None:
@@ -146,3 +147,23 @@ async def test_ask_during_a_slot_migration_is_followed(cluster: Redis) -> None:
             await node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
             await node.aclose()
     assert await batch.execute("GET", key) is None
+
+
+def test_check_config_refuses_a_bad_cluster_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.config.loader import check_config_main
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        (FIXTURES / "gateway.yaml")
+        .read_text()
+        .replace("url: memory://", 'url: "redis+cluster://:s3cret@n1:x,n2"')
+    )
+    assert 'redis+cluster://:s3cret@n1:x,n2"' in config.read_text()
+    assert check_config_main(str(config), True) == 1
+    err = capsys.readouterr()
+    out = err.out + err.err
+    assert "store.url: bad cluster url" in out and "port must be a number" in out
+    assert str(config) in out
+    assert "s3cret" not in out
