@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "store, local://, its server moved to the generator's core)",
     )
     layout.add_argument(
+        "--cluster",
+        action="store_true",
+        help="spendgate's store in a Redis Cluster of 3 primaries on the generator's core",
+    )
+    layout.add_argument(
         "--memory",
         action="store_true",
         help="spendgate's store in-process (memory://), the embedded layout before local://",
@@ -113,11 +118,11 @@ def measure_target(
     args: argparse.Namespace,
     mock_pid: int,
     round_no: int,
-    redis_pid: int | None = None,
+    redis_pids: tuple[int, ...] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every load cell, the one-connection chat run and the streaming probe for one target."""
     loads: list[dict[str, Any]] = []
-    store_pids = running.store_pids + ((redis_pid,) if redis_pid is not None else ())
+    store_pids = running.store_pids + redis_pids
     meter = procs.CellMeter(running.pid, SERVER_CORE, mock_pid, GENERATOR_CORE, store_pids)
     warm = generators.run_probe(
         running.url, SCENARIOS["chat"], 200, running.headers, budget_s=args.duration * 2
@@ -309,11 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     redis_proc, redis_server_url = (
         targets.start_redis(GENERATOR_CORE) if need_redis else (None, None)
     )
-    redis_pid = redis_proc.pid if redis_proc is not None else None
+    redis_pids = (redis_proc.pid,) if redis_proc is not None else ()
     redis_url = redis_server_url if args.redis else "memory://" if args.memory else None
+    cluster_procs: list[subprocess.Popen[bytes]] = []
+    if args.cluster:
+        cluster_procs, redis_url = targets.start_cluster(GENERATOR_CORE)
+        redis_pids = tuple(p.pid for p in cluster_procs)
     meta["spendgate_store"] = (
         "redis-server on the generator's core"
         if args.redis
+        else "Redis Cluster, 3 primaries on the generator's core"
+        if args.cluster
         else "memory:// (in-process)"
         if args.memory
         else "local:// (its valkey-server on the generator's core)"
@@ -337,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 running = targets.STARTERS[name](bench)
                 try:
                     loads, probes = measure_target(
-                        running, args, mock_proc.pid, round_no, redis_pid
+                        running, args, mock_proc.pid, round_no, redis_pids
                     )
                     rss = procs.rss_bytes(running.pid)
                 finally:
@@ -365,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop(mock_proc)
         if redis_proc is not None:
             procs.stop(redis_proc)
+        for proc in cluster_procs:
+            procs.stop(proc)
     meta["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     out.write_text(json.dumps(results, indent=1))
     if failed:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -118,12 +120,67 @@ def start_redis(core: int) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def redis_command(port: int, command: str) -> bytes:
+def start_cluster(core: int, primaries: int = 3) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """A throw-away Redis Cluster of `primaries` primaries (no replicas, no persistence) on the
+    generator's core, as spendgate's store: the layout where one Redis is outgrown."""
+    found: list[tuple[subprocess.Popen[bytes], int]] = []
+    workdir = tempfile.mkdtemp(prefix="spendgate-cluster-")  # fresh: no old nodes.conf
+    try:
+        while len(found) < primaries:
+            port = _cluster_port()
+            cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            cmd += ["--appendonly", "no", "--cluster-enabled", "yes"]
+            cmd += ["--cluster-config-file", f"nodes-{port}.conf", "--dir", workdir]
+            proc = procs.spawn(cmd, core=core)
+            deadline = time.monotonic() + 10
+            while redis_command(port, "PING") != b"+PONG":
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    procs.stop(proc)
+                    raise RuntimeError("a cluster node did not start")
+                time.sleep(0.02)
+            found.append((proc, port))
+        nodes = [f"127.0.0.1:{port}" for _, port in found]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while any(
+            b"cluster_state:ok" not in redis_command(port, "CLUSTER INFO", 4096)
+            for _, port in found
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not become ok")
+            time.sleep(0.05)
+    except BaseException:
+        for proc, _ in found:
+            procs.stop(proc)
+        raise
+    return [proc for proc, _ in found], "redis+cluster://" + ",".join(nodes)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = random.randrange(20_000, 45_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        return port
+
+
+def redis_command(port: int, command: str, size: int = 64) -> bytes:
     """One inline command; its reply's first line, or b"" if Redis is not there."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
             conn.sendall(command.encode() + b"\r\n")
-            return conn.recv(64).split(b"\r\n")[0]
+            reply = conn.recv(size)
+            return reply if size > 64 else reply.split(b"\r\n")[0]
     except OSError:
         return b""
 
@@ -281,6 +338,9 @@ def start_spendgate(
         shutil.rmtree(data_dir, ignore_errors=True)
     elif store.startswith("redis://"):
         redis_command(urlsplit(store).port or 6379, "FLUSHALL")
+    elif store.startswith("redis+cluster://"):  # every node: each holds its own slots
+        for node in urlsplit(store).netloc.split(","):
+            redis_command(int(node.rsplit(":", 1)[1]), "FLUSHALL")
     port = procs.free_port()
     cmd = [
         sys.executable,
@@ -309,7 +369,7 @@ def start_spendgate(
     )
     if store is None:
         return _local_store(bench, running, data_dir)
-    if store.startswith("redis://"):
+    if store.startswith(("redis://", "redis+cluster://")):
         running.aggregator = _aggregator(bench, config, name)
         running.store_pids = (running.aggregator.pid,)
     return running

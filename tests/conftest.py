@@ -271,3 +271,39 @@ async def gateway_factory(
 @pytest.fixture
 async def gateway(gateway_factory: GatewayFactory) -> Gateway:
     return await gateway_factory()
+
+
+@pytest.fixture(scope="session")
+def real_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The store URL of a Redis Cluster of this test run's own (3 primaries, 3 replicas on free
+    ports, tests/cluster.py). Skips when redis-server is missing, unless
+    SPENDGATE_REQUIRE_REDIS=1 (CI), where that is a failure."""
+    from tests.cluster import LocalCluster, binaries
+
+    if binaries() is None:
+        if os.environ.get("SPENDGATE_REQUIRE_REDIS") == "1":
+            pytest.fail(
+                "a real Redis Cluster is required (SPENDGATE_REQUIRE_REDIS=1) but "
+                "redis-server / redis-cli are not installed"
+            )
+        pytest.skip("no redis-server / redis-cli on PATH: cannot start a test cluster")
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@asynccontextmanager
+async def cluster_store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    """A client of the session's Redis Cluster, empty at the start and the end of the test."""
+    from gateway.store.connect import close_store, open_store
+
+    client = await open_store(request.getfixturevalue("real_cluster_url"))
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.flushdb()
+        await close_store(client)

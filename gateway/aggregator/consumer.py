@@ -6,6 +6,10 @@ every entry is still pending, so an entry another consumer reclaimed and applied
 counted twice, and a crash before the call loses nothing: the entries stay pending and are
 reclaimed (XAUTOCLAIM) once idle for `claim_idle_s`. Unparseable entries are acked and copied to
 the team's dead-letter stream so they never block the group.
+
+On a Redis Cluster one XREADGROUP cannot name streams of several slots, so an idle aggregator
+waits with one blocking read per slot that has a team stream, and applies what any of them
+brings as soon as it comes (`_SlotReads`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway import rediskeys
 from gateway.aggregator.metrics import AggregatorMetrics
 from gateway.aggregator.rollups import RollupBatch, SeriesSpec
+from gateway.store.cluster import by_slot, is_cluster
 from gateway.types import SpendEvent
 
 if TYPE_CHECKING:
@@ -109,6 +114,7 @@ class Aggregator:
         self._next_refresh = 0.0
         self._next_reclaim = 0.0
         self._next_stats = 0.0
+        self._slot_reads = _SlotReads() if is_cluster(redis) else None
 
     @property
     def teams(self) -> list[str]:
@@ -144,6 +150,8 @@ class Aggregator:
             await asyncio.sleep(self.config.block_ms / 1000)
             return handled
         batches = await self._read_each()
+        if self._slot_reads is not None:
+            batches += self._slot_reads.harvest(self._batches)
         if not batches and not handled:
             batches = await self._read_blocking()
         if batches:
@@ -225,6 +233,13 @@ class Aggregator:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step until `stop` is set; store outages are logged and retried with backoff."""
+        try:
+            await self._run(stop)
+        finally:
+            if self._slot_reads is not None:
+                await self._slot_reads.aclose()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
             try:
@@ -256,8 +271,9 @@ class Aggregator:
         return [batch for reply in replies for batch in self._batches(reply)]
 
     async def _read_blocking(self) -> list[tuple[str, Sequence[Entry]]]:
-        # One command over every stream (a single Redis or Sentinel; a cluster would need one
-        # blocking read per slot).
+        if self._slot_reads is not None:  # a cluster: one read per slot
+            return await self._slot_reads.wait(self, self._batches)
+        # One command over every stream (a single Redis, Sentinel, the local store).
         reply = await self.redis.xreadgroup(
             self.group,
             self.consumer,
@@ -324,6 +340,65 @@ class Aggregator:
             idle = int(info.get("idle") or 0)
             if name != self.consumer and not info.get("pending") and idle > _PRUNE_IDLE_MS:
                 await self._prune(keys=[stream], args=[self.group, name])
+
+
+class _SlotReads:
+    """An idle aggregator's blocking reads on a cluster: one XREADGROUP per slot with team
+    streams, all in flight at once. `wait` returns as soon as one brings entries; the others
+    stay in flight and are harvested when they answer (each waits at most block_ms), so no
+    read is ever abandoned with entries delivered to it. Those of a read cut short (shutdown,
+    a lost connection) stay pending and are reclaimed like any dead consumer's."""
+
+    def __init__(self) -> None:
+        self._reads: dict[int, asyncio.Task[Any]] = {}
+
+    async def wait(
+        self, aggregator: Aggregator, batches: Callable[[Any], list[tuple[str, Sequence[Entry]]]]
+    ) -> list[tuple[str, Sequence[Entry]]]:
+        config = aggregator.config
+        for slot, streams in by_slot(aggregator._streams).items():
+            if slot not in self._reads:
+                read = aggregator.redis.xreadgroup(
+                    aggregator.group,
+                    aggregator.consumer,
+                    dict.fromkeys(streams, ">"),
+                    count=config.batch_size,
+                    block=config.block_ms,
+                )
+                self._reads[slot] = asyncio.ensure_future(read)
+        if self._reads:
+            await asyncio.wait(
+                list(self._reads.values()),
+                timeout=config.block_ms / 1000 + 1.0,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        return self.harvest(batches)
+
+    def harvest(
+        self, batches: Callable[[Any], list[tuple[str, Sequence[Entry]]]]
+    ) -> list[tuple[str, Sequence[Entry]]]:
+        """What the reads that have answered brought; the first error after them all."""
+        out: list[tuple[str, Sequence[Entry]]] = []
+        error: BaseException | None = None
+        for slot, read in list(self._reads.items()):
+            if not read.done():
+                continue
+            del self._reads[slot]
+            if read.cancelled():
+                continue
+            if (exc := read.exception()) is not None:
+                error = error or exc
+                continue
+            out += batches(read.result())
+        if error is not None and not out:
+            raise error
+        return out
+
+    async def aclose(self) -> None:
+        for read in self._reads.values():
+            read.cancel()
+        await asyncio.gather(*self._reads.values(), return_exceptions=True)
+        self._reads.clear()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

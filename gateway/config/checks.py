@@ -15,7 +15,7 @@ import datetime
 import difflib
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Generic, Protocol, TypeVar, cast
@@ -426,9 +426,15 @@ class Bool:
 class Url:
     """An absolute URL with one of `schemes`; http(s) URLs lose their trailing slash."""
 
-    def __init__(self, *schemes: str, secret: bool = False) -> None:
+    def __init__(
+        self,
+        *schemes: str,
+        secret: bool = False,
+        problem: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.schemes = schemes
         self.secret = secret  # store URLs may carry a password
+        self.problem = problem  # what is wrong with the rest of the URL (without the secret)
 
     def __call__(self, value: object, path: str, problems: list[Problem]) -> str | Invalid:
         if not isinstance(value, str) or not value:
@@ -440,6 +446,8 @@ class Url:
             return _fail(problems, path, f"expected a URL starting with {wanted}; got {got}")
         if parts.scheme in ("http", "https") and not parts.hostname:
             return _fail(problems, path, f"expected a URL with a host name, got {got}")
+        if self.problem is not None and (reason := self.problem(value)) is not None:
+            return _fail(problems, path, reason)
         return str(value).rstrip("/") if parts.scheme in ("http", "https") else str(value)
 
     def stand_in(self) -> str:

@@ -52,6 +52,7 @@ from gateway.config.model import (
     Strategy,
     TierHint,
 )
+from gateway.config.storeurl import cluster_url_problem
 from gateway.types import MAX_EXACT, NANO_PER_USD
 
 # The shape of the file.
@@ -115,7 +116,18 @@ class StoreSpec(Spec):
     url: str = field(
         default="local://",
         metadata=checks(
-            Url("local", "memory", "redis", "rediss", "unix", "redis+sentinel", secret=True)
+            Url(
+                "local",
+                "memory",
+                "redis",
+                "rediss",
+                "unix",
+                "redis+sentinel",
+                "redis+cluster",
+                "rediss+cluster",
+                secret=True,
+                problem=cluster_url_problem,
+            )
         ),
     )
     data_dir: str = field(default="var/store", metadata=checks(Str()))

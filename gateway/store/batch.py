@@ -8,14 +8,16 @@ of the batch. A caller that stopped waiting (its timeout, or its request went aw
 the command may still have run.
 
 A server reached directly gets the batches over a pipelined connection of the batcher's own
-(`wire.Wire`); others (Sentinel, the embedded store) through a redis-py pipeline. Get the
-batcher of a client with `connect.batcher_for`.
+(`wire.Wire`), a Redis Cluster over one per primary (`cluster.Router`); others (Sentinel, the
+embedded store) through a redis-py pipeline. Get the batcher of a client with
+`connect.batcher_for`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import ResponseError
 
@@ -29,10 +31,20 @@ if TYPE_CHECKING:
 LATER_S = 0.005
 
 
+class Link(Protocol):
+    """Where batches go when not through redis-py: a `wire.Wire`, a `cluster.Router`."""
+
+    def send(self, batch: Sequence[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None: ...
+    async def drain(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
 class CommandBatcher:
-    def __init__(self, redis: Redis, address: Address | None = None) -> None:
+    def __init__(
+        self, redis: Redis, address: Address | None = None, *, link: Link | None = None
+    ) -> None:
         self._redis = redis
-        self._wire = None if address is None else Wire(address)
+        self._wire: Link | None = link if address is None else Wire(address)
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._soon = False  # a send is scheduled for the end of this loop turn

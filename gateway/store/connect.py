@@ -2,8 +2,9 @@
 
 `local://` (the default) is a server spendgate runs itself, its data in `store.data_dir` (see
 `server`), reached on its unix socket; `redis://`, `rediss://`, `unix://` and
-`redis+sentinel://` reach a server of the user's; `memory://` is an in-process fakeredis with Lua
-that keeps nothing (tests, throwaway runs). Clients return bytes (redis-py's default) so binary
+`redis+sentinel://` reach a server of the user's, `redis+cluster://` (`rediss+cluster://`) a
+Redis Cluster; `memory://` is an in-process fakeredis with Lua that keeps nothing (tests,
+throwaway runs). Clients return bytes (redis-py's default) so binary
 cache values round-trip; callers decode. URLs are logged only through `redact_url`.
 """
 
@@ -13,11 +14,12 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     BlockingConnectionPool,
@@ -33,7 +35,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from gateway import rediskeys
+from gateway.config.storeurl import CLUSTER_SCHEMES, host_port
+from gateway.config.storeurl import ClusterUrl as ClusterUrl  # re-exported
+from gateway.config.storeurl import redact_url as redact_url  # re-exported: logs use it
 from gateway.store.batch import CommandBatcher
+from gateway.store.cluster import Router, is_cluster
 from gateway.store.server import local_store
 from gateway.store.wire import Address
 
@@ -64,6 +70,9 @@ _CLIENT_DEFAULTS: dict[str, object] = {
 _MAX_CONNECTIONS = 128
 _POOL_WAIT_S = 5.0
 _EMBEDDED_MAX_CONNECTIONS = 1_000_000
+# redis-py's cluster pools do not wait for a free connection: past the cap a command fails
+# (MaxConnectionsError). Per node, and only off the request path (it has its own connection).
+_CLUSTER_MAX_CONNECTIONS = 1024
 _BATCHERS: weakref.WeakKeyDictionary[aioredis.Redis, CommandBatcher] = weakref.WeakKeyDictionary()
 
 
@@ -155,7 +164,11 @@ async def fsynced(r: aioredis.Redis) -> bool:
     """Wait until the server has fsync'd every write it has acknowledged so far to its
     append-only file (WAITAOF after a write of our own: the file is one sequence, so covering
     ours covers the earlier ones). False, and nothing waited for, where the server keeps no
-    such file (memory://, a Redis without AOF or older than 7.2) or the wait timed out."""
+    such file (memory://, a Redis without AOF or older than 7.2) or the wait timed out, and
+    on a cluster, whose writes live on several primaries: there the cluster's own persistence
+    and replicas decide (docs/operations.md)."""
+    if is_cluster(r):
+        return False
     try:
         async with r.pipeline(transaction=False) as pipe:
             pipe.incr(rediskeys.fsync_marker())
@@ -164,26 +177,6 @@ async def fsynced(r: aioredis.Redis) -> bool:
     except ResponseError:  # no AOF, or no WAITAOF
         return False
     return int(local) >= 1
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password (userinfo or `password=` query options) replaced by `***`."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at and userinfo:
-        user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}:***@{hosts}" if colon else f"***@{hosts}"
-    options = []
-    for item in parts.query.split("&") if parts.query else ():
-        name = item.partition("=")[0]
-        options.append(f"{name}=***" if "password" in name.lower() else item)
-    query = "&".join(options)
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    # Rebuilt by hand: urlunsplit drops the "//" of an empty authority (unix:///path).
-    tail = (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
-    return f"{parts.scheme}://{netloc}{parts.path}{tail}"
 
 
 async def open_store(url: str) -> aioredis.Redis:
@@ -212,9 +205,11 @@ async def open_store(url: str) -> aioredis.Redis:
         return aioredis.Redis.from_pool(pool)
     if scheme == _SENTINEL_SCHEME:
         return _open_sentinel(_SentinelUrl.parse(url))
+    if scheme in CLUSTER_SCHEMES:
+        return _open_cluster(ClusterUrl.parse(url))
     raise ValueError(
         f"unsupported store url {redact_url(url)!r}: use local://, memory://, redis://, "
-        "rediss://, unix:// or redis+sentinel://"
+        "rediss://, unix://, redis+sentinel:// or redis+cluster://"
     )
 
 
@@ -224,6 +219,9 @@ def batcher_for(r: aioredis.Redis) -> CommandBatcher:
     server reached directly it has a pipelined connection of its own (see `wire`)."""
     batcher = _BATCHERS.get(r)
     if batcher is None:
+        if is_cluster(r):  # one pipelined connection per primary, commands routed by slot
+            batcher = _BATCHERS[r] = CommandBatcher(r, link=Router.of(r))
+            return batcher
         direct = issubclass(r.connection_pool.connection_class, _HiredisPacking)
         batcher = _BATCHERS[r] = CommandBatcher(r, Address.of(r) if direct else None)
     return batcher
@@ -235,6 +233,9 @@ async def close_store(r: aioredis.Redis) -> None:
     batcher = _BATCHERS.pop(r, None)
     if batcher is not None:
         await batcher.aclose()
+    if is_cluster(r):
+        await r.aclose()
+        return
     pool = r.connection_pool
     await r.aclose()
     if isinstance(pool, SentinelConnectionPool):
@@ -282,7 +283,7 @@ class _SentinelUrl:
         parts = urlsplit(url)
         userinfo, _, hosts = parts.netloc.rpartition("@")
         username, _, password = userinfo.partition(":")
-        sentinels = tuple(_host_port(h) for h in hosts.split(",") if h)
+        sentinels = tuple(host_port(h, _SENTINEL_DEFAULT_PORT) for h in hosts.split(",") if h)
         path = [unquote(p) for p in parts.path.split("/") if p]
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if not sentinels or not path or len(path) > 2:
@@ -303,20 +304,6 @@ class _SentinelUrl:
         )
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]` or `[v6]:port`; the sentinel port 26379 by default."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:  # a bare name, or a bare IPv6 address (no port possible without brackets)
-        host, port = text, ""
-    if port and not port.isdigit():
-        raise ValueError(f"bad sentinel address {text!r}: port must be a number")
-    return host, int(port) if port else _SENTINEL_DEFAULT_PORT
-
-
 def _open_sentinel(spec: _SentinelUrl) -> aioredis.Redis:
     timeouts = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.startswith("socket_")}
     sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
@@ -332,3 +319,21 @@ def _open_sentinel(spec: _SentinelUrl) -> aioredis.Redis:
         retry=_retry(),
     )
     return client
+
+
+def _open_cluster(spec: ClusterUrl) -> aioredis.Redis:
+    # The client serves everything off the request path (redis-py routes each command by slot
+    # and follows MOVED/ASK itself) and holds the slot table the request path's Router uses.
+    options: dict[str, Any] = {**_CLIENT_DEFAULTS, "max_connections": _CLUSTER_MAX_CONNECTIONS}
+    options.update(spec.options)
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
+        username=spec.username,
+        password=spec.password,
+        ssl=spec.tls,
+        retry=_retry(),
+        **options,
+    )
+    # Typed as the plain client its callers take: the cluster client has the same commands
+    # (one key's, or keys of one slot; multi-slot ones go through `cluster` helpers).
+    return cast("aioredis.Redis", cluster)

@@ -6,9 +6,10 @@ more than Redis takes to answer: under load it was a quarter of the gateway's CP
 batch of commands is packed by hiredis into one write, and replies are parsed by hiredis as
 they arrive and handed to their callers' futures in order: no task, no coroutine per command.
 
-Only for servers reached directly (`redis://`, `rediss://`, `unix://`); the connection options
-(address, TLS, credentials, database, client name) are those of the redis-py client's pool, so
-one URL means the same server either way. Sentinel and the embedded store keep redis-py.
+Only for servers reached directly (`redis://`, `rediss://`, `unix://`) and the primaries of a
+Redis Cluster (one wire each, `cluster.Router`); the connection options (address, TLS,
+credentials, database, client name) are those of the redis-py client's pool, so one URL means
+the same server either way. Sentinel and the embedded store keep redis-py.
 
 Replies are raw: bytes, ints, lists, None; a status reply is its bytes (b"OK"). An error reply
 is a `ResponseError` (`NoScriptError` for NOSCRIPT) for its own caller only. When the connection
@@ -22,12 +23,16 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    AbstractConnection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -37,6 +42,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 _CLOSE_WAIT_S = 2.0  # at shutdown, for the replies still outstanding
+# Options a cluster's connection kwargs carry for its pools, not for a connection.
+_POOL_ONLY = frozenset({"max_connections", "connection_class"})
 
 Command = tuple[Any, ...]
 Waiter = asyncio.Future[Any]
@@ -62,14 +69,22 @@ class Address:
         """Where the connections of `redis`'s pool go (a pool of one server reached directly),
         if it speaks RESP2 with fixed credentials; else None: keep redis-py."""
         pool = redis.connection_pool
-        kwargs = pool.connection_kwargs
+        return cls.from_kwargs(pool.connection_class, pool.connection_kwargs)
+
+    @classmethod
+    def from_kwargs(
+        cls, connection_class: type[AbstractConnection], kwargs: Mapping[str, Any]
+    ) -> Address | None:
+        """The address redis-py's `connection_class(**kwargs)` would connect to (a pool's, or a
+        cluster node's: `cluster.Router`), if it speaks RESP2 with fixed credentials."""
         if kwargs.get("credential_provider") is not None or kwargs.get("protocol") in (3, "3"):
             return None
-        unix = issubclass(pool.connection_class, UnixDomainSocketConnection)
+        unix = issubclass(connection_class, UnixDomainSocketConnection)
         context = None
-        if issubclass(pool.connection_class, SSLConnection):
+        if issubclass(connection_class, SSLConnection):
             # redis-py's own translation of the ssl_* options into a context.
-            context = pool.connection_class(**kwargs).ssl_context.get()
+            options = {k: v for k, v in kwargs.items() if k not in _POOL_ONLY}
+            context = connection_class(**options).ssl_context.get()
         return cls(
             host=None if unix else kwargs.get("host", "localhost"),
             port=int(kwargs.get("port", 6379)),

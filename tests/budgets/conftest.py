@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from gateway.store.connect import close_store, open_store
 from tests.budgets.support import FakeClock, real_db_url
-from tests.conftest import local_store
+from tests.conftest import cluster_store, local_store
 
 
 @pytest.fixture
@@ -32,9 +32,14 @@ async def real_store(real_redis_url: str) -> AsyncIterator[Redis]:
         yield r
 
 
-@pytest.fixture(params=["memory", "redis", "local"])
+@pytest.fixture(params=["memory", "redis", "local", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
-    """The budget contract runs on every layout: in-process, a Redis, the local store."""
+    """The budget contract runs on every layout: in-process, a Redis, the local store, a Redis
+    Cluster."""
+    if request.param == "cluster":
+        async with cluster_store(request) as r:
+            yield r
+        return
     if request.param == "local":
         async with local_store(request) as r:
             yield r

@@ -31,7 +31,7 @@ from gateway.budgets.registry import BudgetRegistry
 from gateway.config.model import BudgetConfig, BudgetsConfig, Config
 from gateway.reports import cli as report_cli
 from tests.clock import T0, FakeClock
-from tests.ledger import REPORTS_DB, db_url, drain, history
+from tests.ledger import drain, history
 from tests.reports.test_admin_reports import ADMIN_KEY, StubLiveConfig, make_config
 
 USD = 1_000_000_000
@@ -194,12 +194,12 @@ def parse(*argv: str) -> argparse.Namespace:
 async def test_the_forecast_from_the_cli(
     api: str,
     spent: FakeClock,
-    real_redis_url: str,
+    redis_url: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG.format(url=db_url(real_redis_url, REPORTS_DB), admin_key=ADMIN_KEY))
+    path.write_text(CONFIG.format(url=redis_url, admin_key=ADMIN_KEY))
     args = parse("forecast", "--team", "alpha", "--days", "5", "--format", "json")
     code = await report_cli.run_async(replace_args(args, config=str(path)), clock=spent)
     direct, err = capsys.readouterr()

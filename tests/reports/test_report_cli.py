@@ -20,7 +20,7 @@ from gateway.app.admin_reports import admin_report_routes
 from gateway.app.middleware import error_middleware
 from gateway.app.state import CLOCK, LIVE_CONFIG, REDIS
 from gateway.reports import cli as report_cli
-from tests.ledger import NOW, REPORTS_DB, db_url, drain, event, produce
+from tests.ledger import NOW, drain, event, produce
 from tests.reports.test_admin_reports import ADMIN_KEY, DAY, MONTH, StubLiveConfig, make_config
 
 CONFIG = """\
@@ -82,10 +82,10 @@ async def server(redis: Redis) -> AsyncIterator[TestServer]:
 
 
 async def test_reports_straight_from_a_shared_redis(
-    redis: Redis, real_redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    redis: Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await spend(redis)
-    config = write_config(tmp_path, db_url(real_redis_url, REPORTS_DB))
+    config = write_config(tmp_path, redis_url)
     code, out, err = await cli(
         capsys, "chargeback", "--period", MONTH, "--format", "csv", "--config", str(config)
     )

@@ -22,7 +22,7 @@ from gateway.config.model import BudgetConfig, BudgetsConfig, Config, TeamConfig
 from gateway.reports import cli as report_cli
 from tests.anomalies.support import sample_anomaly
 from tests.clock import T0, FakeClock
-from tests.ledger import REPORTS_DB, db_url, drain, event, history, produce
+from tests.ledger import drain, event, history, produce
 from tests.reports.reports_api import get, reports_api, team_of
 from tests.reports.test_admin_reports import ADMIN_KEY, make_config
 from tests.reports.test_forecast_report import parse, replace_args
@@ -192,12 +192,12 @@ async def test_a_bad_period_is_a_400(api: str, period: str, code: str) -> None:
 
 
 async def test_the_cli_reads_the_store_itself_or_the_api(
-    api: str, real_redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    api: str, redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(
         "store:\n"
-        f"  url: {db_url(real_redis_url, REPORTS_DB)}\n"
+        f"  url: {redis_url}\n"
         "providers:\n"
         "  mock: {kind: openai, base_url: 'http://127.0.0.1:9/v1', auth: none}\n"
         "models:\n"

@@ -18,14 +18,18 @@ from gateway.store.connect import close_store, open_store
 from gateway.store.keys import KeyInfo, Keyring, hash_key, key_id_for, new_key
 from gateway.types import Principal
 from tests.clock import FakeClock
-from tests.conftest import local_store
+from tests.conftest import cluster_store, local_store
 
 TTL = 30.0
 DECLARED_SECRET = "sk-sg-declared-in-yaml-0123456789"
 
 
-@pytest.fixture(params=["memory", "redis", "local"])
+@pytest.fixture(params=["memory", "redis", "local", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    if request.param == "cluster":
+        async with cluster_store(request) as r:
+            yield r
+        return
     if request.param == "local":
         async with local_store(request) as r:
             yield r
