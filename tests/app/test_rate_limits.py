@@ -108,6 +108,26 @@ async def test_the_sdk_sees_openai_headers_then_a_rate_limit_error(
     assert raw.headers["x-ratelimit-limit-tokens"] == "100000"
 
 
+async def test_streams_and_cache_hits_carry_the_headers_too(
+    gateway_factory: GatewayFactory, layout: str
+) -> None:
+    gw = await gateway_factory("ratelimits.yaml", clock=FakeClock(T0))
+    async with sdk(gw) as client:
+        stream = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=5, stream=True
+        )
+        assert [chunk async for chunk in stream.parse()]
+        answers = [
+            await client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=MESSAGES, max_tokens=5, temperature=0
+            )
+            for _ in range(2)
+        ]
+    assert stream.headers["x-ratelimit-remaining-requests"] == "2"
+    assert [a.headers["x-sg-cache"] for a in answers] == ["miss", "hit"]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0"]
+
+
 async def test_the_sdk_retries_past_the_window_and_succeeds(
     gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
