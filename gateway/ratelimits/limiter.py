@@ -116,7 +116,8 @@ class RateLimiter:
         if found is None or found.window != window:
             key = rediskeys.rate_count(limit.rule, limit.subject, limit.kind, window)
             found = self._slices[ident] = Slice(key, limit.limit, window)
-        found.limit = limit.limit  # a reload may have changed it
+        if found.limit != limit.limit:  # a reload changed it: the store may have room again
+            found.limit, found.exhausted = limit.limit, False
         return found
 
     async def admit(self, limits: Sequence[Limit]) -> tuple[list[Slice], Limit | None]:

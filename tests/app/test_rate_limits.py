@@ -14,7 +14,7 @@ import openai
 import pytest
 from redis.asyncio import Redis
 
-from gateway.app.state import METRICS
+from gateway.app.state import LIVE_CONFIG, METRICS
 from tests.budgets.support import real_db_url
 from tests.clock import T0, FakeClock, RunningClock
 from tests.conftest import Gateway, GatewayFactory
@@ -126,6 +126,24 @@ async def test_streams_and_cache_hits_carry_the_headers_too(
     assert stream.headers["x-ratelimit-remaining-requests"] == "2"
     assert [a.headers["x-sg-cache"] for a in answers] == ["miss", "hit"]
     assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0"]
+
+
+async def test_a_reload_changes_the_limits_at_once(gateway_factory: GatewayFactory) -> None:
+    gw = await gateway_factory("ratelimits.yaml", clock=FakeClock(T0))
+    async with sdk(gw) as client:
+        for _ in range(3):
+            await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=5)
+        with pytest.raises(openai.RateLimitError):
+            await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=5)
+        text = gw.config_path.read_text()
+        gw.config_path.write_text(text.replace("${SPENDGATE_KEY_RPM:-3}", "5"))
+        assert gw.app[LIVE_CONFIG].reload() is True
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=5
+        )
+    # The same minute's count, against the new limit: 4 of 5 taken.
+    assert raw.headers["x-ratelimit-limit-requests"] == "5"
+    assert raw.headers["x-ratelimit-remaining-requests"] == "1"
 
 
 async def test_the_sdk_retries_past_the_window_and_succeeds(
