@@ -261,6 +261,7 @@ async def test_answers_match_their_documented_schemas(gateway: Gateway) -> None:
         ("get", "/admin/reports/chargeback", "/admin/reports/chargeback?format=json", 200),
         ("get", "/admin/reports/showback", "/admin/reports/showback?format=json", 200),
         ("get", "/admin/reports/focus", "/admin/reports/focus?format=json", 200),
+        ("get", "/admin/reports/tagging", "/admin/reports/tagging?format=json", 200),
         ("get", "/admin/keys", "/admin/keys?teams=alpha", 400),
         ("get", "/admin/anomalies", "/admin/anomalies?since=2026-01-01&team=alpha", 200),
         ("get", "/admin/anomalies", "/admin/anomalies?since=yesterday", 400),
