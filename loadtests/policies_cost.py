@@ -3,11 +3,17 @@ realistic policy set (`config/overlays/policies.yaml`: every policy evaluated on
 none acting), in ABBA order so the machine's drift hits both alike.
 
     .venv/bin/python loadtests/policies_cost.py [--rounds 8] [--duration 10] [--connections 32]
+    .venv/bin/python loadtests/policies_cost.py --micro 200000
 
 Each cell starts a fresh spendgate (local store, as `run.py` runs it) on the server core, warms
 it up, and runs the load with the mock and the generator on the other core. Prints each cell,
 then the medians: requests per second and requests per CPU-second of the server, off and on,
 and the change. Writes the cells to loadtests/results/policies-cost-<time>.json.
+
+`--micro N` times the policies stage alone instead, in this process: N checks of the load
+test's chat request by its key against the same policy set, in CPU microseconds per request
+(minus the same loop with no policies). On a busy machine, where req/s swing by a fifth
+between cells, this is the figure that resolves a few percent.
 """
 
 from __future__ import annotations
@@ -34,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=8, help="ABBA rounds (each: off and on)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per cell")
     p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--micro", type=int, metavar="N", help="time N stage calls in-process")
     args = p.parse_args(argv)
+    if args.micro:
+        print(json.dumps(micro(args.micro), indent=1))
+        return 0
     workdir = Path(tempfile.mkdtemp(prefix="policies-cost-"))
     mock_proc, mock_url = targets.start_mock(GENERATOR_CORE, None)
     benches = {
@@ -103,6 +113,71 @@ def cell(
         flush=True,
     )
     return row
+
+
+def micro(n: int) -> dict[str, float]:
+    """CPU microseconds the policies stage adds to one passing chat request."""
+    import asyncio
+    import os
+    import time
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    import orjson
+    import yaml
+
+    from gateway.accounting import Record
+    from gateway.config.loader import load_text
+    from gateway.config.policies import PoliciesConfig
+    from gateway.metrics import Metrics
+    from gateway.plan import Plan, with_token_cap
+    from gateway.policies.approvals import ApprovalStore
+    from gateway.policies.enforce import PolicyEnforcer
+    from gateway.pricing.tokens import cheap_upper_bound
+    from gateway.store.connect import open_store
+    from gateway.types import Principal
+
+    os.environ.setdefault("LOADTEST_UPSTREAM_URL", "http://127.0.0.1:9/v1")
+    os.environ.setdefault("LOADTEST_SPENDGATE_KEY", "sk-sg-loadtest-micro-000000000001")
+    spec = targets.spendgate_config((OVERLAY,), None)
+    spec["store"]["url"] = "memory://"
+    config = load_text(yaml.safe_dump(spec), "<policies micro>")
+    raw = SCENARIOS["chat"].make_body("1")
+    body = orjson.loads(raw)
+    route = config.models["gpt-4o-mini"]
+    principal = Principal(
+        "key_000000000001", "search", "ranking", "prod", "rerank",
+        MappingProxyType({"cost_center": "cc-1001"}),
+    )  # fmt: skip
+
+    async def timed(enforcer: PolicyEnforcer, cfg: object) -> float:
+        started = time.process_time()
+        for i in range(n):
+            record = Record(f"r{i}", "chat/completions", 0.0, principal=principal)
+            record.model = "gpt-4o-mini"
+            capped = with_token_cap("chat/completions", body, 4096)
+            bound = cheap_upper_bound(len(raw))
+            plan = Plan(capped, route, route.deployments[0].price, None, bound)
+            await enforcer.check(cfg, record, plan)  # type: ignore[arg-type]
+        return (time.process_time() - started) / n * 1e6
+
+    async def run() -> dict[str, float]:
+        redis = await open_store("memory://")
+        enforcer = PolicyEnforcer(ApprovalStore(redis), Metrics())
+        bare = replace(config, policies=PoliciesConfig())
+        results: dict[str, list[float]] = {"none_us": [], "policies_us": []}
+        for _ in range(3):
+            results["none_us"].append(await timed(enforcer, bare))
+            results["policies_us"].append(await timed(enforcer, config))
+        none, with_policies = min(results["none_us"]), min(results["policies_us"])
+        return {
+            "requests": n,
+            "loop_without_policies_us": round(none, 3),
+            "loop_with_policies_us": round(with_policies, 3),
+            "stage_us_per_request": round(with_policies - none, 3),
+        }
+
+    return asyncio.run(run())
 
 
 def summarize(cells: list[dict[str, object]]) -> dict[str, object]:

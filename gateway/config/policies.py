@@ -35,13 +35,16 @@ class PolicyScope:
     tags: tuple[tuple[str, str], ...] = ()  # key=value pairs, all required
 
     def applies(self, p: Principal) -> bool:
-        return (
-            (not self.teams or p.team in self.teams)
-            and (not self.projects or p.project in self.projects)
-            and (not self.environments or p.environment in self.environments)
-            and (not self.workloads or p.workload in self.workloads)
-            and all(p.tags.get(k) == v for k, v in self.tags)
-        )
+        # On every request for every policy: plain branches, no generator unless tags are set.
+        if self.teams and p.team not in self.teams:
+            return False
+        if self.projects and p.project not in self.projects:
+            return False
+        if self.environments and p.environment not in self.environments:
+            return False
+        if self.workloads and p.workload not in self.workloads:
+            return False
+        return not self.tags or all(p.tags.get(k) == v for k, v in self.tags)
 
     def describe(self) -> str:
         """The scope in words, for messages: "environment dev, team search"."""

@@ -72,17 +72,19 @@ class PolicyEnforcer:
     ) -> None:
         model = record.model
         assert model is not None
+        priced = policy.max_cost_nano is not None
         bound = plan.prompt_tokens or plan.prompt_bound
-        reason = policy.exceeded(_size(record.endpoint, plan, bound))
+        reason = policy.exceeded(_size(record.endpoint, plan, bound, priced))
         if reason is not None and plan.prompt_tokens is None and policy.needs_prompt_tokens:
             # Over with the body's size as the prompt bound: the exact count decides.
             plan.prompt_tokens = count_prompt(
                 plan.body, record.endpoint, plan.route.deployments[0].model
             )
-            reason = policy.exceeded(_size(record.endpoint, plan, plan.prompt_tokens))
+            reason = policy.exceeded(_size(record.endpoint, plan, plan.prompt_tokens, priced))
         if reason is None:
             return
-        cost = _size(record.endpoint, plan, plan.prompt_tokens or plan.prompt_bound).cost_nano
+        size = _size(record.endpoint, plan, plan.prompt_tokens or plan.prompt_bound, True)
+        cost = size.cost_nano
         try:
             if self.approvals is None:
                 raise ConnectionError("no store to keep approvals in")
@@ -126,11 +128,17 @@ class PolicyEnforcer:
 _CODE = "policy_violation"
 
 
-def _size(endpoint: str, plan: Plan, prompt_tokens: int) -> Size:
+def _size(endpoint: str, plan: Plan, prompt_tokens: int, priced: bool) -> Size:
+    """What the request asks for; its worst-case cost only when a limit needs it (`priced`)."""
     body: dict[str, Any] = plan.body
     n = body.get("n")
-    output = next((body[f] for f in _OUTPUT_FIELDS if isinstance(body.get(f), int)), 0)
-    cost, _ = worst_case(plan.route, body, prompt_tokens, endpoint)
+    output = 0
+    for name in _OUTPUT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int):
+            output = value
+            break
+    cost = worst_case(plan.route, body, prompt_tokens, endpoint)[0] if priced else 0
     return Size(cost, output, n if isinstance(n, int) else 1, prompt_tokens)
 
 
