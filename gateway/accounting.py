@@ -93,6 +93,10 @@ class Record:
     # The parsed request body, read once in `finish` for the recommendations' signals (hashes
     # and a shape; see `gateway.cache.fingerprint`) and dropped there: no text is kept.
     body: Mapping[str, Any] | None = None
+    # What governance policies did ("<policy>=<action>", comma-separated) and the approval used
+    # or asked for (gateway.policies).
+    policy: str | None = None
+    approval_id: str | None = None
 
     @property
     def cost_nano(self) -> int:
@@ -482,6 +486,8 @@ def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:
         "provider": last.provider if last else None,
         "route": record.route_text,
         "rate_limited": record.rate_limited,
+        "policy": record.policy,
+        "approval_id": record.approval_id,
         "cache": record.cache,
         "attempts": record.attempts,
         "upstream_calls": len(record.charges),

@@ -116,6 +116,12 @@ def _budgets(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _approvals(args: argparse.Namespace) -> int:
+    from gateway.policies.cli import run
+
+    return run(args)
+
+
 def _report(args: argparse.Namespace) -> int:
     from gateway.reports.cli import run
 
@@ -267,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_budgets_arguments(budgets)
     budgets.set_defaults(func=_budgets)
+
+    approvals = sub.add_parser(
+        "approvals", help="list, approve and deny requests over a policy's approval limit"
+    )
+    from gateway.policies.cli import add_arguments as add_approvals_arguments
+
+    add_approvals_arguments(approvals)
+    approvals.set_defaults(func=_approvals)
 
     report = sub.add_parser(
         "report", help="showback, chargeback, FOCUS, forecast and anomaly reports"

@@ -10,6 +10,7 @@ behaves as it does against OpenAI (it retries 408/409/429/5xx, never 400/401/404
     ├── ClientClosed                    499     invalid_request_error   client_closed
     ├── AuthenticationFailed            401     authentication_error    invalid_api_key
     ├── PermissionDenied                403     permission_error        (varies)
+    │   └── ApprovalRequired            403     permission_error        approval_required
     ├── ModelNotFound                   404     invalid_request_error   model_not_found
     ├── NotFound                        404     invalid_request_error   not_found
     ├── RateLimited                     429     rate_limit_error        (varies)
@@ -116,6 +117,23 @@ class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
     code = "permission_denied"
+
+
+class ApprovalRequired(PermissionDenied):
+    """A request over an approval policy's limit (`code` approval_required, or
+    approval_denied once an admin said no): the error object and the `x-sg-approval-id` header
+    carry the approval's id, which an admin approves."""
+
+    code = "approval_required"
+
+    def __init__(self, message: str, approval_id: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"x-sg-approval-id": approval_id})
+        self.approval_id = approval_id
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        body["error"]["approval_id"] = self.approval_id  # type: ignore[index]
+        return body
 
 
 class ModelNotFound(GatewayError):

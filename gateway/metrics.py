@@ -217,6 +217,14 @@ class Metrics:
             registry=r,
         )
         self.alerts = alerts_counter(r)
+        # Governance (gateway.policies): policy names come from the config.
+        self.policy_decisions = Counter(
+            "sg_policy_decisions_total",
+            "Requests a policy acted on, by policy and action (block, warn, "
+            "approval_required, approved, denied, unavailable).",
+            ["policy", "action"],
+            registry=r,
+        )
         self.spool_bytes = Gauge(
             "sg_spool_bytes",
             "Spend events waiting in the local spool for Redis to come back.",

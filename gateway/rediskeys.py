@@ -233,3 +233,27 @@ def rate_count(rule: str, subject: str, kind: str, window: int) -> str:
     """Integer: requests or tokens this window's grants and reports add up to
     (`ratelimits/lua/take.lua`), expiring shortly after the window."""
     return f"{PREFIX}:{{rl:{rule}:{subject}}}:{kind}:{window}"
+
+
+# Approvals (`gateway.policies.approvals`): few records, asked and decided by every replica and
+# the CLI, so one slot holds them all and each change is one script.
+_APPROVALS_TAG = "{approvals}"
+
+
+def approval_records() -> str:
+    """Hash: approval id -> the approval as JSON (who asked, for what, its status and grant)."""
+    return f"{PREFIX}:{_APPROVALS_TAG}:records"
+
+
+def approval_current() -> str:
+    """Hash: "<key id>|<model>|<policy>" -> the id of that principal's current approval for
+    that model and policy, so a repeated ask reuses it rather than asking again."""
+    return f"{PREFIX}:{_APPROVALS_TAG}:current"
+
+
+def approval_index() -> str:
+    """Sorted set: approval id -> when it was first asked (epoch ms), for listing by time."""
+    return f"{PREFIX}:{_APPROVALS_TAG}:index"
+
+
+APPROVAL_RETENTION_S = 90 * 86400  # records asked longer ago than this are dropped

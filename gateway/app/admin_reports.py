@@ -2,6 +2,7 @@
 
     GET  /admin/reports/showback?start=YYYY-MM-DD&end=YYYY-MM-DD&format=json|csv|table
          (default: the current month so far)
+    GET  /admin/reports/tagging?start=YYYY-MM-DD&end=YYYY-MM-DD&format=...  (as showback)
     GET  /admin/reports/chargeback?period=YYYY-MM&format=json|csv|table  (default: this month)
     GET  /admin/reports/focus?period=YYYY-MM&format=csv|json              (FOCUS 1.x rows)
     GET  /admin/reports/scorecard?period=YYYY-MM&format=json|csv|table   (default: this month)
@@ -152,14 +153,23 @@ class CostSpec(Spec):
 
 
 async def showback_report(request: web.Request, _: None) -> web.Response:
+    period = _day_range(request)
+    return await _report(request, "showback", period, report_format(request.query, "json"))
+
+
+async def tagging_report(request: web.Request, _: None) -> web.Response:
+    period = _day_range(request)
+    return await _report(request, "tagging", period, report_format(request.query, "json"))
+
+
+def _day_range(request: web.Request) -> Period:
+    """start..end (both or neither), else the current month so far."""
     query = request.query
     if "start" in query or "end" in query:
         if "start" not in query or "end" not in query:
             raise InvalidRequest("give both 'start' and 'end' (YYYY-MM-DD)", param="start")
-        period = _invalid(lambda: Period.of_days(query["start"], query["end"]), "start")
-    else:
-        period = Period.month_to_date(_now(request))
-    return await _report(request, "showback", period, report_format(query, "json"))
+        return _invalid(lambda: Period.of_days(query["start"], query["end"]), "start")
+    return Period.month_to_date(_now(request))
 
 
 async def chargeback_report(request: web.Request, _: None) -> web.Response:
@@ -450,6 +460,23 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             _report_replies(get_args(Format), "The showback report"),
             description="Days are UTC; give both start and end, or neither (the current month "
             "so far).",
+            query=(
+                Param("start", "First day (YYYY-MM-DD).", _DAY),
+                Param("end", "Last day, inclusive (YYYY-MM-DD).", _DAY),
+                format_param("json"),
+            ),
+            access="reporting",
+        ),
+        Endpoint(
+            "GET",
+            "/admin/reports/tagging",
+            tagging_report,
+            "Tagging compliance: the share of each team's spend that is fully tagged",
+            "reports",
+            _report_replies(get_args(Format), "The tagging compliance report"),
+            description="Fully tagged: the charge names every tag the `policies.tags` rules "
+            "governing it require (see docs/governance.md); per team, the spend lacking each "
+            "tag. Days are UTC; give both start and end, or neither (the current month so far).",
             query=(
                 Param("start", "First day (YYYY-MM-DD).", _DAY),
                 Param("end", "Last day, inclusive (YYYY-MM-DD).", _DAY),

@@ -44,8 +44,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as exc:
-        return error_response(
-            exc.status, exc.message, exc.type, exc.code, exc.param, dict(exc.headers)
+        # `to_dict`: the error's own fields (an approval's id) ride along with OpenAI's.
+        return web.Response(
+            status=exc.status,
+            body=orjson.dumps(exc.to_dict()),
+            content_type="application/json",
+            headers=dict(exc.headers),
         )
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.app.admin import Access, Endpoint, Reply, json_response
 from gateway.app.admin_anomalies import ANOMALY_SCHEMA, anomaly_endpoints
+from gateway.app.admin_approvals import APPROVAL_SCHEMA, approval_endpoints
 from gateway.app.admin_budgets import BUDGET_SCHEMA, budget_endpoints
 from gateway.app.admin_import import import_endpoints
 from gateway.app.admin_keys import KEY_SCHEMA, key_endpoints
@@ -90,6 +91,7 @@ def admin_endpoints() -> tuple[Endpoint, ...]:
         *import_endpoints(),
         *anomaly_endpoints(),
         *team_endpoints(),
+        *approval_endpoints(),
         document,
     )
 
@@ -107,12 +109,12 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
         "info": {
             "title": "spendgate admin API",
             "version": __version__,
-            "description": "Virtual keys, budgets, reports, external costs, imported history "
-            "and spend anomalies of a spendgate gateway, and the team API (a team's own spend "
-            "under /v1/spendgate/). Every operation but this document needs a key: the admin "
-            "key (`server.admin_key`) for every one; a reporting key (`server.reporting_key` or "
-            "`spendgate keys create --role reporting`) for the read-only ones marked so; a "
-            "team's own key (client or reader) for the team API.",
+            "description": "Virtual keys, budgets, reports, external costs, imported history, "
+            "spend anomalies and approvals of a spendgate gateway, and the team API (a team's "
+            "own spend under /v1/spendgate/). Every operation but this document needs a key: "
+            "the admin key (`server.admin_key`) for every one; a reporting key "
+            "(`server.reporting_key` or `spendgate keys create --role reporting`) for the "
+            "read-only ones marked so; a team's own key (client or reader) for the team API.",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": paths,
@@ -122,6 +124,7 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
                 "Key": KEY_SCHEMA,
                 "Budget": BUDGET_SCHEMA,
                 "Anomaly": ANOMALY_SCHEMA,
+                "Approval": APPROVAL_SCHEMA,
             },
             "securitySchemes": {
                 "adminKey": {
@@ -143,6 +146,7 @@ def build_openapi(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             {"name": "history", "description": "Past spend imported into the ledger."},
             {"name": "anomalies", "description": "Spend anomalies, and feedback on them."},
             {"name": "team", "description": "A team's own spend and budgets, with its own key."},
+            {"name": "approvals", "description": "Approvals of requests over a policy's limit."},
             {"name": "meta", "description": "This document."},
         ],
     }

@@ -29,6 +29,7 @@ from gateway.config.model import (
     Timeouts,
 )
 from gateway.config.optimizers import OptimizerCompiler
+from gateway.config.policyspec import Vocabulary, compile_policies
 from gateway.config.ratelimits import compile_rate_limits
 from gateway.config.schema import (
     AggregatorSpec,
@@ -112,7 +113,20 @@ class _Compiler:
             tiers=optimizers.tiers(),
             cache=optimizers.cache(),
             batching=optimizers.batching(),
+            policies=compile_policies(root.policies, self.vocabulary(), self.problems),
         )
+
+    def vocabulary(self) -> Vocabulary:
+        """What policies may name. Tag keys: those config keys carry and tag budgets match."""
+        root = self.root
+        tag_keys = {k for _, team in self.teams() for key in team.keys if key for k in key.tags}
+        budgets = [b for _, team in self.teams() for b in team.budgets]
+        budgets += root.budgets.rules
+        tag_keys |= {
+            b.match.partition("=")[0] for b in budgets if b and b.scope == "tag" and b.match
+        }
+        tiers = {name: spec.candidates for name, spec in root.tiers.items() if spec}
+        return Vocabulary(list(root.models), tiers, list(root.teams), sorted(tag_keys))
 
     def teams(self) -> list[tuple[str, TeamSpec]]:
         return [(name, spec) for name, spec in self.root.teams.items() if spec is not None]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from gateway.config.policies import PoliciesConfig
 from gateway.pricing.price import Price
 from gateway.types import Principal
 
@@ -350,6 +351,7 @@ class Config:
     tiers: Mapping[str, TierConfig] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=lambda: CacheConfig())
     batching: BatchingConfig = field(default_factory=lambda: BatchingConfig())
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)  # config/policies.py
 
 
 # --- Cost optimizers: tiers and cascades, the response cache, coalescing and batching. ---------

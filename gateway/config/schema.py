@@ -52,6 +52,7 @@ from gateway.config.model import (
     Strategy,
     TierHint,
 )
+from gateway.config.policyspec import PoliciesSpec
 from gateway.config.storeurl import cluster_url_problem
 from gateway.types import MAX_EXACT, NANO_PER_USD
 
@@ -747,6 +748,10 @@ class RootSpec(Spec):
     cache: CacheSpec = field(default_factory=CacheSpec, metadata=checks(Record(CacheSpec)))
     batching: BatchingSpec = field(
         default_factory=BatchingSpec, metadata=checks(Record(BatchingSpec))
+    )
+    # Governance (`config/policyspec.py`): model blocks, approvals above a size, required tags.
+    policies: PoliciesSpec = field(
+        default_factory=PoliciesSpec, metadata=checks(Record(PoliciesSpec))
     )
 
 

@@ -13,6 +13,7 @@ from gateway.analytics.chargeback import SHARED_SPEND, Chargeback, chargeback
 from gateway.analytics.focus import FOCUS_COLUMNS, focus_rows
 from gateway.analytics.rollupdata import month_range
 from gateway.analytics.showback import Showback, Usage, showback
+from gateway.analytics.tagging import Tagging, TeamTagging, tagging_compliance
 from gateway.reports.load import load_rollups
 from gateway.store.rollups import known_teams
 from gateway.types import nano_to_usd_str
@@ -32,6 +33,7 @@ ReportKind = Literal[
     "review",
     "maturity",
     "recommendations",
+    "tagging",
 ]
 # "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it;
 # "anomalies" lists anomaly records, not rollups: `reports.anomalies` builds it; the scorecard
@@ -45,7 +47,10 @@ _NEEDS: Mapping[str, tuple[str, ...]] = {
     "showback": ("team", "project", "tag", "model"),
     "chargeback": ("team", "project", "project_model"),
     "focus": ("line", "team", "project", "project_model"),  # chargeback's, for allocations
+    "tagging": ("line",),
 }
+# Reports of any run of days (the others cover one calendar month).
+DAY_RANGES: tuple[ReportKind, ...] = ("showback", "tagging")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +101,14 @@ class Report:
 async def build_report(kind: ReportKind, config: Config, redis: Redis, period: Period) -> Report:
     if kind not in _NEEDS:
         raise ValueError(f"not a report of a period: {kind!r} (those are: {', '.join(_NEEDS)})")
-    if kind != "showback" and period.month is None:
+    if kind not in DAY_RANGES and period.month is None:
         raise ValueError(f"a {kind} report covers one calendar month: give it as YYYY-MM")
     teams = await known_teams(redis, config.teams)
     data = await load_rollups(redis, teams, period.start, period.end, "d", _NEEDS[kind])
     if kind == "showback":
         return showback_report(period, showback(data, config.teams))
+    if kind == "tagging":
+        return tagging_report(period, tagging_compliance(data, config.policies, config.teams))
     if kind == "chargeback":
         assert period.month is not None
         return chargeback_report(period, chargeback(data, config, period.month))
@@ -167,6 +174,32 @@ def showback_report(period: Period, result: Showback) -> Report:
             rows.extend(row(t.team, scope, name, u) for name, u in parts.items())
     rows.append(row("*", "total", "*", result.total))
     return Report("showback", period, columns, tuple(rows), result.to_dict())
+
+
+def tagging_report(period: Period, result: Tagging) -> Report:
+    """Per team: spend, fully tagged spend, compliance, and the spend lacking each tag."""
+    columns = ("team", "spend_usd", "tagged_usd", "untagged_usd", "compliance_pct", "missing")
+
+    def row(t: TeamTagging) -> tuple[str, ...]:
+        share = t.compliance
+        missing = "; ".join(
+            f"{key} {nano_to_usd_str(amount)}" for key, amount in sorted(t.missing_nano.items())
+        )
+        return (
+            t.team,
+            nano_to_usd_str(t.spend_nano),
+            nano_to_usd_str(t.tagged_nano),
+            nano_to_usd_str(t.untagged_nano),
+            "" if share is None else f"{share * 100:.1f}",
+            missing,
+        )
+
+    title = f"tagging compliance {period.label} (USD)"
+    if not result.required:
+        title += ": no tag policy requires tags (policies.tags), so all spend complies"
+    rows = (*(row(t) for t in result.teams), row(result.total))
+    document = {"report": "tagging", "period": period.label, **result.to_dict()}
+    return Report("tagging", period, columns, rows, document, title)
 
 
 def chargeback_report(period: Period, result: Chargeback) -> Report:

@@ -1,5 +1,5 @@
-"""`spendgate report showback|chargeback|focus|forecast|anomalies|scorecard|recommendations`:
-FinOps reports from a shell.
+"""`spendgate report showback|chargeback|focus|forecast|anomalies|scorecard|recommendations|
+tagging`: FinOps reports from a shell.
 
 As `spendgate keys`: with the local store or a Redis the command reads the rollups itself; an
 in-process store (memory://) lives inside the running gateway, so then, or whenever --url is
@@ -37,7 +37,9 @@ _KINDS = (
     "review",
     "maturity",
     "recommendations",
+    "tagging",
 )
+_DAY_RANGES = ("showback", "tagging")  # build.DAY_RANGES
 _FORMATS = ("table", "csv", "json")
 
 
@@ -54,10 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="review: the ISO week (default, or --week alone: the last complete one)",
     )
     parser.add_argument(
-        "--start", metavar="YYYY-MM-DD", help="showback, recommendations: first day (UTC)"
+        "--start", metavar="YYYY-MM-DD", help="showback, tagging, recommendations: first day (UTC)"
     )
     parser.add_argument(
-        "--end", metavar="YYYY-MM-DD", help="showback, recommendations: last day, inclusive"
+        "--end",
+        metavar="YYYY-MM-DD",
+        help="showback, tagging, recommendations: last day, inclusive",
     )
     parser.add_argument(
         "--team", metavar="TEAM", help="forecast, anomalies, recommendations: only this team"
@@ -143,7 +147,7 @@ def _period(args: argparse.Namespace, now_s: float) -> Period:
     from gateway.reports.build import Period
 
     if args.start or args.end:
-        if args.kind != "showback":
+        if args.kind not in _DAY_RANGES:
             raise CliError(f"{args.kind} covers one month: use --period YYYY-MM")
         if args.period:
             raise CliError("give --period or --start/--end, not both")
@@ -153,7 +157,9 @@ def _period(args: argparse.Namespace, now_s: float) -> Period:
     if args.period:
         return Period.of_month(args.period)
     now = datetime.fromtimestamp(now_s, UTC)
-    return Period.month_to_date(now) if args.kind == "showback" else Period.current_month(now)
+    if args.kind in _DAY_RANGES:
+        return Period.month_to_date(now)
+    return Period.current_month(now)
 
 
 async def _report_text(args: argparse.Namespace, period: Period, fmt: str) -> str:
@@ -168,7 +174,7 @@ async def _report_text(args: argparse.Namespace, period: Period, fmt: str) -> st
                 report = await build_report(args.kind, target.config, redis, period)
             return render(report, fmt)  # type: ignore[arg-type]  # argparse checked choices
         params = {"format": fmt}
-        if args.kind == "showback":
+        if args.kind in _DAY_RANGES:
             params.update(start=period.start.isoformat(), end=period.end.isoformat())
         else:
             params["period"] = period.label

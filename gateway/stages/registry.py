@@ -13,6 +13,7 @@ from gateway.stages.budgets import Budgets
 from gateway.stages.cache import Cache
 from gateway.stages.cascade import Cascade
 from gateway.stages.coalescing import Coalescing
+from gateway.stages.policies import Policies
 from gateway.stages.ratelimits import RateLimits
 from gateway.stages.routing import Routing
 from gateway.stages.tiers import Tiers
@@ -20,6 +21,7 @@ from gateway.stages.tiers import Tiers
 STAGES: tuple[type[Stage], ...] = (
     Tiers,  # a tier name -> the model its rules pick
     Routing,  # the plan: model, caps, output cap
+    Policies,  # governance: model blocks, required tags, approvals above a size
     RateLimits,  # requests and tokens per minute (429), x-ratelimit-* headers
     Cache,  # a hit answers here; a miss's answer is kept after
     Budgets,  # hold the worst case (refuse, or downgrade the plan)

@@ -5,6 +5,7 @@ generated from the schemas), while documented samples pass both; answers match t
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import aiohttp
@@ -55,7 +56,15 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "tags": {"run": "7"},
     },
     ("post", "/admin/anomalies/{id}/feedback"): {"verdict": "expected", "note": "a load test"},
+    ("post", "/admin/approvals/{id}/approve"): {
+        "window_s": 3600,
+        "requests": 10,
+        "by": "finops",
+        "note": "quarter end",
+    },
+    ("post", "/admin/approvals/{id}/deny"): {"by": "finops", "note": "use the batch API"},
 }
+APPROVAL_ID = "apr_00000000000000aa"
 ACROSS_KEYS = {
     "/admin/keys": ("team",),  # unless role is reporting
     "/admin/budgets": ("limit_usd",),
@@ -82,10 +91,11 @@ def validator(schema: dict[str, Any], doc: dict[str, Any]) -> Draft202012Validat
 
 
 def concrete(path: str) -> str:
+    approvals = path.startswith("/admin/approvals")
     return (
         path.replace("{name}", "from-path")
         .replace("{key_id}", "key_000000000000")
-        .replace("{id}", ANOMALY_ID)
+        .replace("{id}", APPROVAL_ID if approvals else ANOMALY_ID)
     )
 
 
@@ -94,6 +104,37 @@ async def plant_anomaly(gateway: Gateway) -> None:
     from tests.anomalies.support import plant
 
     await plant(gateway.app[REDIS])
+
+
+async def plant_approval(gateway: Gateway) -> None:
+    """A pending approval with a known id, as a request over a limit leaves it."""
+    from gateway import rediskeys
+    from gateway.app.state import REDIS
+
+    record = {
+        "id": APPROVAL_ID,
+        "current": "key_000000000000|gpt-4o|big",
+        "status": "pending",
+        "policy": "big",
+        "key_id": "key_000000000000",
+        "key_name": None,
+        "team": "alpha",
+        "project": None,
+        "environment": "dev",
+        "model": "gpt-4o",
+        "reason": "n 8 is over 4",
+        "cost_nano": "1500",
+        "asks": 1,
+        "created_ms": 1_790_000_000_000,
+        "last_ms": 1_790_000_000_000,
+        "expires_ms": 1_990_000_000_000,
+        "requests": -1,
+        "used": 0,
+    }
+    redis = gateway.app[REDIS]
+    await redis.hset(rediskeys.approval_records(), APPROVAL_ID, json.dumps(record))
+    await redis.hset(rediskeys.approval_current(), record["current"], APPROVAL_ID)
+    await redis.zadd(rediskeys.approval_index(), {APPROVAL_ID: record["created_ms"]})
 
 
 async def call(gateway: Gateway, method: str, path: str, body: object) -> tuple[int, Any]:
@@ -188,6 +229,7 @@ async def test_what_the_schema_accepts_the_handler_accepts(
     required = {name: sample[name] for name in keys}
     if "{id}" in path:
         await plant_anomaly(gateway)
+        await plant_approval(gateway)
     if path == "/admin/costs":
         required["id"] = "invoice-0043"  # the same id for other content is refused
     for body in (sample, required):
@@ -208,6 +250,7 @@ async def test_answers_match_their_documented_schemas(gateway: Gateway) -> None:
     key_id = created["key_id"]
     await call(gateway, "post", "/admin/budgets", SAMPLES[("post", "/admin/budgets")])
     await plant_anomaly(gateway)
+    await plant_approval(gateway)
     for method, path, concrete_path, expected in [
         ("get", "/admin/keys", "/admin/keys?include_revoked=true", 200),
         ("get", "/admin/budgets", "/admin/budgets?team=alpha", 200),
@@ -218,14 +261,22 @@ async def test_answers_match_their_documented_schemas(gateway: Gateway) -> None:
         ("get", "/admin/reports/chargeback", "/admin/reports/chargeback?format=json", 200),
         ("get", "/admin/reports/showback", "/admin/reports/showback?format=json", 200),
         ("get", "/admin/reports/focus", "/admin/reports/focus?format=json", 200),
+        ("get", "/admin/reports/tagging", "/admin/reports/tagging?format=json", 200),
         ("get", "/admin/keys", "/admin/keys?teams=alpha", 400),
         ("get", "/admin/anomalies", "/admin/anomalies?since=2026-01-01&team=alpha", 200),
         ("get", "/admin/anomalies", "/admin/anomalies?since=yesterday", 400),
         ("get", "/admin/anomalies/{id}", f"/admin/anomalies/{ANOMALY_ID}", 200),
         ("get", "/admin/anomalies/{id}", "/admin/anomalies/nope", 404),
         ("post", "/admin/anomalies/{id}/feedback", "/admin/anomalies/nope/feedback", 404),
+        ("get", "/admin/approvals", "/admin/approvals?status=pending&team=alpha", 200),
+        ("get", "/admin/approvals", "/admin/approvals?status=waiting", 400),
+        ("get", "/admin/approvals/{id}", f"/admin/approvals/{APPROVAL_ID}", 200),
+        ("get", "/admin/approvals/{id}", "/admin/approvals/apr_nope", 404),
+        ("post", "/admin/approvals/{id}/deny", "/admin/approvals/apr_nope/deny", 404),
     ]:
-        body = {"verdict": "real"} if method == "post" else None
+        body: dict[str, Any] | None = None
+        if method == "post":
+            body = {} if path.startswith("/admin/approvals") else {"verdict": "real"}
         status, answer = await call(gateway, method, concrete_path, body)
         assert status == expected, (concrete_path, answer)
         reply = doc["paths"][path][method]["responses"][str(status)]

@@ -113,7 +113,8 @@ def test_unknown_top_level_section_lists_the_known_ones() -> None:
     found = problems(PROVIDERS + MODELS + "routing: {}\nbudgetz: {}\n")
     assert reason_at(found, "routing") == (
         "unknown key 'routing' (known keys: server, store, providers, models, pricing, teams, "
-        "budgets, rate_limits, alerts, aggregator, forecasts, anomalies, tiers, cache, batching)"
+        "budgets, rate_limits, alerts, aggregator, forecasts, anomalies, tiers, cache, batching, "
+        "policies)"
     )
     assert reason_at(found, "budgetz") == "unknown key 'budgetz' (did you mean 'budgets'?)"
 

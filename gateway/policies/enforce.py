@@ -1,0 +1,158 @@
+"""Enforce the governance policies on one planned request, before any money is held.
+
+In order: model blocks (the requested model, and the model a tier routed it to), required tags
+(block, or a warning the response carries in `x-sg-policy-warning`), then approvals above a
+size (worst-case cost as budgets reserve it, output tokens, `n`, prompt tokens): a request over
+a limit uses its principal's approval for that model, or asks for one (403
+`approval_required` with the approval's id). Every action is counted in
+`sg_policy_decisions_total{policy,action}` and written on the access line (`Record.policy`).
+No I/O unless an approval limit is passed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gateway.accounting import Record, worst_case
+from gateway.config.model import Config
+from gateway.config.policies import ApprovalPolicy, ModelPolicy, Size, TagPolicy
+from gateway.errors import ApprovalRequired, PermissionDenied, ServiceUnavailable
+from gateway.metrics import Metrics
+from gateway.plan import Plan
+from gateway.policies.approvals import ApprovalStore
+from gateway.pricing.tokens import count_prompt
+from gateway.types import Principal
+
+log = logging.getLogger("spendgate.policies")
+
+WARNING_HEADER = "x-sg-policy-warning"
+_OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_STORE_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class PolicyEnforcer:
+    def __init__(self, approvals: ApprovalStore | None, metrics: Metrics) -> None:
+        """`approvals`: None without a store (a pipeline built without one): a request over
+        an approval limit is then treated as when the store is unreachable."""
+        self.approvals = approvals
+        self.metrics = metrics
+
+    async def check(self, config: Config, record: Record, plan: Plan) -> str | None:
+        """Raise the 403 of a policy that refuses the request; else the warning about missing
+        tags its answer carries in `x-sg-policy-warning`, if any."""
+        policies = config.policies
+        if not policies.enabled:
+            return None
+        p = record.principal
+        assert p is not None and record.model is not None
+        for model_policy in policies.models:
+            blocked = model_policy.blocks(p, (record.model, plan.route.name))
+            if blocked is not None:
+                self._decided(record, model_policy.name, "block")
+                message = _block_message(model_policy, blocked, record.model)
+                raise PermissionDenied(message, code=_CODE)
+        warnings = []
+        for tag_policy in policies.tags:
+            missing = tag_policy.missing(p)
+            if missing:
+                self._decided(record, tag_policy.name, tag_policy.action)
+                if tag_policy.action == "block":
+                    raise PermissionDenied(_tags_message(tag_policy, missing), code=_CODE)
+                warnings.append(f"{tag_policy.name}: missing {', '.join(missing)}")
+        for approval_policy in policies.approvals:
+            if approval_policy.covers(p, record.model):
+                await self._approval(config, record, plan, approval_policy, p)
+        return "; ".join(warnings) or None
+
+    async def _approval(
+        self, config: Config, record: Record, plan: Plan, policy: ApprovalPolicy, p: Principal
+    ) -> None:
+        model = record.model
+        assert model is not None
+        priced = policy.max_cost_nano is not None
+        bound = plan.prompt_tokens or plan.prompt_bound
+        reason = policy.exceeded(_size(record.endpoint, plan, bound, priced))
+        if reason is not None and plan.prompt_tokens is None and policy.needs_prompt_tokens:
+            # Over with the body's size as the prompt bound: the exact count decides.
+            plan.prompt_tokens = count_prompt(
+                plan.body, record.endpoint, plan.route.deployments[0].model
+            )
+            reason = policy.exceeded(_size(record.endpoint, plan, plan.prompt_tokens, priced))
+        if reason is None:
+            return
+        size = _size(record.endpoint, plan, plan.prompt_tokens or plan.prompt_bound, True)
+        cost = size.cost_nano
+        try:
+            if self.approvals is None:
+                raise ConnectionError("no store to keep approvals in")
+            verdict = await self.approvals.ask(
+                p, model, policy.name, reason, cost, config.policies.approval_ttl_s
+            )
+        except _STORE_ERRORS as exc:
+            self._decided(record, policy.name, "unavailable")
+            if config.store.on_unavailable == "open":
+                log.warning("approval of %s not checked, the store is unreachable: %r", model, exc)
+                return
+            raise ServiceUnavailable(
+                "the store is unreachable, so approvals cannot be checked; retry shortly"
+            ) from exc
+        record.approval_id = verdict.id
+        if verdict.status == "approved":
+            self._decided(record, policy.name, "approved")
+            return
+        if verdict.status == "denied":
+            self._decided(record, policy.name, "denied")
+            raise ApprovalRequired(
+                f"policy '{policy.name}': an admin denied approval {verdict.id} for this key's "
+                f"requests to '{model}' over its limit ({reason})",
+                verdict.id,
+                code="approval_denied",
+            )
+        self._decided(record, policy.name, "approval_required")
+        raise ApprovalRequired(
+            f"policy '{policy.name}' requires an admin's approval: {reason}. Approval "
+            f"{verdict.id} is pending; once an admin approves it (`spendgate approvals approve "
+            f"{verdict.id}`), this key's requests to '{model}' proceed",
+            verdict.id,
+        )
+
+    def _decided(self, record: Record, policy: str, action: str) -> None:
+        self.metrics.child(self.metrics.policy_decisions, policy, action).inc()
+        entry = f"{policy}={action}"
+        record.policy = entry if record.policy is None else f"{record.policy},{entry}"
+
+
+_CODE = "policy_violation"
+
+
+def _size(endpoint: str, plan: Plan, prompt_tokens: int, priced: bool) -> Size:
+    """What the request asks for; its worst-case cost only when a limit needs it (`priced`)."""
+    body: dict[str, Any] = plan.body
+    n = body.get("n")
+    output = 0
+    for name in _OUTPUT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int):
+            output = value
+            break
+    cost = worst_case(plan.route, body, prompt_tokens, endpoint)[0] if priced else 0
+    return Size(cost, output, n if isinstance(n, int) else 1, prompt_tokens)
+
+
+def _block_message(policy: ModelPolicy, blocked: str, requested: str) -> str:
+    routed = f" (where tier '{requested}' routed it)" if blocked != requested else ""
+    message = (
+        f"policy '{policy.name}' blocks model '{blocked}'{routed} for {policy.scope.describe()}"
+    )
+    return f"{message}: {policy.reason}" if policy.reason else message
+
+
+def _tags_message(policy: TagPolicy, missing: tuple[str, ...]) -> str:
+    return (
+        f"policy '{policy.name}' requires {', '.join(missing)} on requests of "
+        f"{policy.scope.describe()}: set them on the key, or send x-sg-project / x-sg-env / "
+        "x-sg-workload / x-sg-tags: key=value"
+    )
