@@ -18,7 +18,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.analytics.dashboard import team_usage
-from gateway.app.admin import Endpoint, Param, Reply, json_response, team_in_view
+from gateway.app.admin import Endpoint, Param, Reply, flag, json_response, team_in_view
 from gateway.app.admin_reports import MONTH_PARAM, asked_month, forecast_of, scorecard_of
 from gateway.app.dashboard import asked_period, load_spend
 from gateway.app.state import BUDGETS, LEDGER, LIVE_CONFIG, REDIS
@@ -42,7 +42,10 @@ async def usage(request: web.Request, _: None) -> web.Response:
     spend = await load_spend(request, team, asked_period(request))
     [figures] = [t for t in spend.showback.teams if t.team == team]
     document = team_usage(spend.data, figures, spend.budgets, generated_at=spend.as_of)
-    payload = {"object": "spendgate.usage", **document, "forecast": await _forecast(request, team)}
+    # Fitting the forecast is most of the answer's time: a poller may leave it out.
+    wanted = "forecast" not in request.query or flag(request, "forecast")
+    forecast = await _forecast(request, team) if wanted else None
+    payload = {"object": "spendgate.usage", **document, "forecast": forecast}
     return json_response(payload, headers={"Cache-Control": "no-store"})
 
 
@@ -151,10 +154,11 @@ _USAGE: JsonSchema = {
         },
         "budgets": _BUDGET_LIST,
         "forecast": {
-            "type": "object",
+            "type": ["object", "null"],
             "description": "The team's entry of the forecast report (GET /admin/forecast): the "
             "month's expected total and each budget's outlook, with the model and its backtested "
-            "accuracy; null figures while the history is too short to forecast.",
+            "accuracy; null figures while the history is too short to forecast; null with "
+            "forecast=false.",
             "required": ["as_of", *_FORECAST_FIELDS],
         },
     },
@@ -199,6 +203,11 @@ def team_endpoints() -> tuple[Endpoint, ...]:
                 _TEAM,
                 Param("start", "First day (YYYY-MM-DD).", _DAY),
                 Param("end", "Last day, inclusive (YYYY-MM-DD).", _DAY),
+                Param(
+                    "forecast",
+                    "Include the forecast (default: true; false answers faster, forecast null).",
+                    {"type": "boolean", "default": True},
+                ),
             ),
             errors=(404, 503),
             access="team",
