@@ -92,6 +92,11 @@ async def _one_key(team: str) -> list[list[str]]:
     ]
 
 
+async def _rate_keys(team: str) -> list[list[str]]:
+    # ratelimits/limiter.py: one window's count per call.
+    return [[rediskeys.rate_count("per-team", team, "tokens", 29_000_000)]]
+
+
 CASES = {
     "budgets/lua/reserve.lua": _reserve_keys,
     "budgets/lua/settle.lua": _settle_keys,
@@ -100,6 +105,7 @@ CASES = {
     "aggregator/lua/prune_consumer.lua": _one_key,
     "history/lua/import.lua": _import_keys,
     "reports/lua/post_external_cost.lua": _external_cost_keys,
+    "ratelimits/lua/take.lua": _rate_keys,
 }
 
 
