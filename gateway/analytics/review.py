@@ -17,6 +17,7 @@ from gateway.analytics.scorecard import (
     Opportunity,
     amount_text,
     budget_use,
+    empty_like,
     rounded_pct,
 )
 from gateway.config.model import BudgetConfig, TeamConfig
@@ -134,11 +135,13 @@ def review(
     this = [day_bucket(d) for d in days(monday, sunday)]
     before = [day_bucket(d) for d in days(monday - timedelta(days=7), monday - timedelta(days=1))]
     out = []
+    parts = data.by_team()
     for team in sorted(set(teams) | set(data.teams())):
         config = teams.get(team)
         if config is not None and config.shared:
             continue
-        week = _team_metrics(data, team, this)
+        part = parts.get(team, empty_like(data))
+        week = _team_metrics(part, team, this)
         recommendations = None
         if opportunities is not None:
             mine = sorted(
@@ -150,9 +153,9 @@ def review(
                 team=team,
                 cost_nano=week.get("cost", 0),
                 requests=week.get("requests", 0),
-                previous_nano=_team_metrics(data, team, before).get("cost", 0),
+                previous_nano=_team_metrics(part, team, before).get("cost", 0),
                 budgets=tuple(
-                    budget_use(data, b, monday, sunday, {}) for b in budgets if b.team == team
+                    budget_use(part, b, monday, sunday, {}) for b in budgets if b.team == team
                 ),
                 anomalies=anomalies.get(team, AnomalyCounts()),
                 recommendations=recommendations,

@@ -266,16 +266,17 @@ def forecast_month(month: str, today: date) -> str:
 
 def scorecard(inputs: ScorecardInputs, forecaster: Forecaster) -> Scorecard:
     start, end, prev_start, prev_end = comparison(inputs.month, inputs.today)
-    data = inputs.data
-    names = sorted(set(inputs.teams) | set(data.teams()))
+    names = sorted(set(inputs.teams) | set(inputs.data.teams()))
     by_team: dict[str, list[Opportunity]] = {}
     for o in inputs.opportunities or ():
         by_team.setdefault(o.team, []).append(o)
     cards = []
+    parts, histories = inputs.data.by_team(), inputs.history.by_team()
     for team in names:
         config = inputs.teams.get(team)
         if config is not None and config.shared:
             continue  # a shared team's spend is everyone's: chargeback allocates it
+        data = parts.get(team, empty_like(inputs.data))
         this = _buckets(start, end)
         usage = _usage(data, team, this, config, start, end)
         budgets = tuple(
@@ -302,7 +303,7 @@ def scorecard(inputs: ScorecardInputs, forecaster: Forecaster) -> Scorecard:
                 previous_nano=_cost(data, team, _buckets(prev_start, prev_end)),
                 drivers=_drivers(data, team, this, _buckets(prev_start, prev_end)),
                 forecast=month_forecast(
-                    inputs.history,
+                    histories.get(team, empty_like(inputs.history)),
                     team,
                     forecast_month(inputs.month, inputs.today),
                     inputs.history_days,
@@ -428,6 +429,10 @@ def _cost(data: RollupData, team: str, buckets: list[str]) -> int:
 def _missing(data: RollupData, team: str, dimension: str, buckets: list[str]) -> int:
     metrics = data.values(team, dimension, buckets).get(MISSING, {})
     return metrics.get("cost", 0) - metrics.get("external", 0)
+
+
+def empty_like(data: RollupData) -> RollupData:
+    return RollupData(data.granularity, data.start, data.end, {})
 
 
 def _buckets(start: date, end: date) -> list[str]:

@@ -15,7 +15,7 @@ from gateway.analytics.maturity import REVIEW_WEEKS, Assessment, Signals, assess
 from gateway.analytics.outlook import Forecaster, SeriesKey, daily_series, total_series
 from gateway.analytics.review import last_complete_week, week_label
 from gateway.analytics.rollupdata import RollupData, day_bucket, days
-from gateway.analytics.scorecard import AnomalyCounts
+from gateway.analytics.scorecard import AnomalyCounts, empty_like
 from gateway.budgets.alerts import BUDGET_THRESHOLD
 from gateway.reports.build import Period, Report
 from gateway.reports.load import load_rollups
@@ -59,9 +59,10 @@ async def maturity_report(
         series = {
             t: daily_series(history, SeriesKey(t, "team", t, "usd"), first, end) for t in teams
         }
+        parts = data.by_team()
         per_team = {
             t: _signals(
-                data,
+                parts.get(t, empty_like(data)),
                 [t],
                 registry.all(t),
                 anomalies.get(t, AnomalyCounts()),

@@ -32,7 +32,7 @@ from gateway.config.model import (
 from gateway.reports import cli as report_cli
 from tests.anomalies.support import sample_anomaly
 from tests.clock import T0, FakeClock
-from tests.ledger import REPORTS_DB, db_url, drain, history, produce
+from tests.ledger import drain, history, produce
 from tests.reports.reports_api import get, reports_api
 from tests.reports.test_admin_reports import make_config
 from tests.reports.test_forecast_report import parse, replace_args
@@ -139,7 +139,7 @@ async def test_maturity_over_the_admin_api(api: str) -> None:
 
 
 async def test_maturity_as_a_table_and_from_the_cli(
-    api: str, seeded: Redis, real_redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: str, seeded: Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, table = await get(api, "/admin/reports/maturity", format="table")
     assert status == 200
@@ -147,7 +147,7 @@ async def test_maturity_as_a_table_and_from_the_cli(
     assert any(line.split()[:3] == ["alpha", "run", "level"] for line in table.splitlines())
     path = tmp_path / "gateway.yaml"
     path.write_text(
-        f"store:\n  url: {db_url(real_redis_url, REPORTS_DB)}\n"
+        f"store:\n  url: {redis_url}\n"
         "providers:\n  mock: {kind: openai, base_url: 'http://127.0.0.1:9/v1', auth: none}\n"
         "models:\n  gpt-4o:\n    deployments: [{provider: mock, model: gpt-4o}]\n"
         "teams:\n  alpha:\n    units: {name: orders, monthly: 100}\n"

@@ -35,7 +35,7 @@ from gateway.reviewing import reviewed_weeks
 from tests.anomalies.support import sample_anomaly
 from tests.clock import T0, FakeClock
 from tests.conftest import Receiver
-from tests.ledger import REPORTS_DB, db_url, drain, event, produce
+from tests.ledger import drain, event, produce
 from tests.reports.reports_api import get, reports_api, team_of
 from tests.reports.test_admin_reports import ADMIN_KEY, make_config
 from tests.reports.test_forecast_report import parse, replace_args
@@ -184,11 +184,11 @@ async def test_a_bad_week_is_a_400(api: str, week: str) -> None:
 
 
 async def test_the_cli_reads_the_store_itself_or_the_api(
-    api: str, real_redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: str, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(
-        f"store:\n  url: {db_url(real_redis_url, REPORTS_DB)}\n"
+        f"store:\n  url: {redis_url}\n"
         "providers:\n  mock: {kind: openai, base_url: 'http://127.0.0.1:9/v1', auth: none}\n"
         "models:\n  gpt-4o:\n    deployments: [{provider: mock, model: gpt-4o}]\n"
         "teams:\n  alpha:\n    budgets:\n"
