@@ -24,6 +24,7 @@ from gateway.pricing.price import Price
 from gateway.rollupformat import (
     SHORT_COMPLETION_TOKENS,
     SHORT_PROMPT_TOKENS,
+    SIGNAL_COUNT,
     SIGNAL_FINGERPRINT,
     SIGNAL_PREFIX,
     SIGNAL_ROUTE,
@@ -263,10 +264,18 @@ def _duplicates(
     for (t, bucket, dim), values in data.cells.items():
         if t != team or dim != dimension or bucket not in wanted:
             continue
+        # The hash (hex digits) is the value's last part: count per model part, unescaped once.
+        counts: dict[str, list[int]] = {}
         for value, metrics in values.items():
-            model = split_parts(value)[0]
-            seen, distinct = out.get(model, (0, 0))
-            out[model] = (seen + sum(metrics.values()), distinct + 1)
+            sums = counts.get(value[: value.rfind("|")])
+            if sums is None:
+                sums = counts[value[: value.rfind("|")]] = [0, 0]
+            sums[0] += metrics.get(SIGNAL_COUNT, 0)
+            sums[1] += 1
+        for part, (seen, distinct) in counts.items():
+            model = split_parts(part)[0]
+            before = out.get(model, (0, 0))
+            out[model] = (before[0] + seen, before[1] + distinct)
     return out
 
 
