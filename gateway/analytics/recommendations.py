@@ -17,13 +17,14 @@ from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from gateway.analytics.rollupdata import RollupData, bucket_day, day_bucket, days
+from gateway.analytics.rollupdata import RollupData, Values, bucket_day, day_bucket, days
 from gateway.config.model import BudgetConfig, Config
 from gateway.pricing.cost import cost_nano
 from gateway.pricing.price import Price
 from gateway.rollupformat import (
     SHORT_COMPLETION_TOKENS,
     SHORT_PROMPT_TOKENS,
+    SIGNAL_COUNT,
     SIGNAL_FINGERPRINT,
     SIGNAL_PREFIX,
     SIGNAL_ROUTE,
@@ -122,17 +123,29 @@ def recommendations(
     period = [day_bucket(d) for d in days(start, end)]
     scale = Fraction(1) if whole_month else Fraction(_MONTH_DAYS, len(period))
     found: list[Recommendation] = []
-    for team in data.teams():
-        found += _tiers(data, config, team, period, scale)
-        found += _cache(data, config, team, period, scale)
-        found += _prompt_caching(data, config, team, period, scale)
-        found += _batch(data, hourly, team, period, scale)
-        found += _experiments(data, team, start, end, scale)
-    found += _idle_keys(data, keys, end)
-    found += _governance(data, config, period, budgets)
+    own, own_hourly = _by_team(data), _by_team(hourly) if hourly is not None else {}
+    for team, mine in own.items():
+        found += _tiers(mine, config, team, period, scale)
+        found += _cache(mine, config, team, period, scale)
+        found += _prompt_caching(mine, config, team, period, scale)
+        found += _batch(mine, own_hourly.get(team), team, period, scale)
+        found += _experiments(mine, team, start, end, scale)
+    found += _idle_keys(own, keys, end)
+    found += _governance(own, config, period, budgets)
     order = {kind: i for i, kind in enumerate(KINDS)}
     found.sort(key=lambda r: (-r.monthly_saving_nano, order[r.kind], r.team, r.subject))
     return found
+
+
+def _by_team(data: RollupData) -> dict[str, RollupData]:
+    """Each team's rollups on their own, so what reads one team's never walks the others'."""
+    cells: dict[str, dict[tuple[str, str, str], Values]] = {}
+    for ident, values in data.cells.items():
+        cells.setdefault(ident[0], {})[ident] = values
+    return {
+        team: RollupData(data.granularity, data.start, data.end, mine)
+        for team, mine in sorted(cells.items())
+    }
 
 
 def _monthly(nano: Fraction | int, scale: Fraction) -> int:
@@ -247,11 +260,22 @@ def _duplicates(
     """model -> (sampled hashes, distinct ones), distinct counted per day (the hashes are
     counted per day, which is also how long a cache entry can usefully live)."""
     out: dict[str, tuple[int, int]] = {}
-    for bucket in period:
-        for value, metrics in data.values(team, dimension, [bucket]).items():
-            model = split_parts(value)[0]
-            seen, distinct = out.get(model, (0, 0))
-            out[model] = (seen + sum(metrics.values()), distinct + 1)
+    wanted = set(period)
+    for (t, bucket, dim), values in data.cells.items():
+        if t != team or dim != dimension or bucket not in wanted:
+            continue
+        # The hash (hex digits) is the value's last part: count per model part, unescaped once.
+        counts: dict[str, list[int]] = {}
+        for value, metrics in values.items():
+            sums = counts.get(value[: value.rfind("|")])
+            if sums is None:
+                sums = counts[value[: value.rfind("|")]] = [0, 0]
+            sums[0] += metrics.get(SIGNAL_COUNT, 0)
+            sums[1] += 1
+        for part, (seen, distinct) in counts.items():
+            model = split_parts(part)[0]
+            before = out.get(model, (0, 0))
+            out[model] = (before[0] + seen, before[1] + distinct)
     return out
 
 
@@ -477,14 +501,19 @@ def _experiments(
     return out
 
 
-def _idle_keys(data: RollupData, keys: Iterable[KeySeen], end: date) -> list[Recommendation]:
+def _idle_keys(
+    own: Mapping[str, RollupData], keys: Iterable[KeySeen], end: date
+) -> list[Recommendation]:
     since = end - timedelta(days=IDLE_DAYS - 1)
     recent = [day_bucket(d) for d in days(since, end)]
     out = []
     for k in keys:
         if k.created is None or k.created > since:
             continue  # declared in the config (revoked by editing it), or too young to judge
-        used = data.values(k.team, "key", recent).get(k.key_id, {}).get("requests", 0)
+        data = own.get(k.team)
+        used = (
+            data.values(k.team, "key", recent).get(k.key_id, {}).get("requests", 0) if data else 0
+        )
         if used:
             continue
         out.append(
@@ -505,12 +534,15 @@ def _idle_keys(data: RollupData, keys: Iterable[KeySeen], end: date) -> list[Rec
 
 
 def _governance(
-    data: RollupData, config: Config, period: list[str], budgets: Sequence[BudgetConfig]
+    own: Mapping[str, RollupData],
+    config: Config,
+    period: list[str],
+    budgets: Sequence[BudgetConfig],
 ) -> list[Recommendation]:
     out = []
     budgeted = {b.team for b in budgets}
     spenders = []
-    for team in data.teams():
+    for team, data in own.items():
         cost = sum(m.get("cost", 0) for m in data.values(team, "team", period).values())
         if cost > 0:
             spenders.append(team)

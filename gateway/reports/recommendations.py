@@ -5,8 +5,10 @@ recommendations` and `GET /admin/reports/recommendations`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from gateway.analytics.recommendations import (
@@ -16,6 +18,7 @@ from gateway.analytics.recommendations import (
     Recommendation,
     recommendations,
 )
+from gateway.analytics.rollupdata import RollupData
 from gateway.reports.build import Period, Report
 from gateway.reports.load import load_rollups
 from gateway.rollupformat import SIGNAL_DIMENSIONS
@@ -50,9 +53,10 @@ async def load_recommendations(
     declared in the config are skipped; without keys, no idle key is found)."""
     teams = await known_teams(redis, config.teams)
     start = period.start - timedelta(days=LOOKBACK_DAYS)
-    data = await load_rollups(
-        redis, teams, start, period.end, "d", (*DIMENSIONS, *SIGNAL_DIMENSIONS)
-    )
+    history = await load_rollups(redis, teams, start, period.end, "d", DIMENSIONS)
+    # The signal rollups (the fingerprints above all) only for the period itself.
+    signals = await load_rollups(redis, teams, period.start, period.end, "d", SIGNAL_DIMENSIONS)
+    data = RollupData("d", start, period.end, {**history.cells, **signals.cells})
     # Hourly rollups are kept 35 days: an older period is judged on what is left of it.
     hourly = await load_rollups(redis, teams, period.start, period.end, "h", ("key",))
     seen = [
@@ -60,15 +64,19 @@ async def load_recommendations(
         for k in keys
         if not k.revoked and k.source == "store" and k.team is not None
     ]
-    return recommendations(
-        data,
-        config,
-        period.start,
-        period.end,
-        budgets=budgets,
-        keys=seen,
-        whole_month=period.month is not None,
-        hourly=hourly,
+    # A large ledger takes seconds to read through: not on the event loop.
+    return await asyncio.to_thread(
+        partial(
+            recommendations,
+            data,
+            config,
+            period.start,
+            period.end,
+            budgets=budgets,
+            keys=seen,
+            whole_month=period.month is not None,
+            hourly=hourly,
+        )
     )
 
 
