@@ -224,7 +224,10 @@ async def test_a_reporting_key_reads_every_report_as_the_admin_does(
         f"/admin/anomalies/{ANOMALY_ID}",
         "/admin/budgets",
     ):
-        assert await get(gw, path, key) == await get(gw, path, admin), path
+        mine, admins = await get(gw, path, key), await get(gw, path, admin)
+        if path.startswith("/admin/forecast"):  # made at the gateway's (running) clock
+            mine, admins = {**mine, "as_of": None}, {**admins, "as_of": None}
+        assert mine == admins, path
     # The dashboard of every team, and the team API for any team it names.
     doc = await get(gw, "/dashboard/data", key)
     assert sorted(t["team"] for t in doc["teams"]) == sorted(TRAFFIC)
