@@ -14,6 +14,7 @@ from gateway.analytics.review import Review, review
 from gateway.analytics.rollupdata import RollupData
 from gateway.analytics.scorecard import AnomalyCounts
 from gateway.anomalies.records import AnomalyStore
+from gateway.recommending import load_opportunities
 from gateway.rollupformat import DAILY
 from gateway.store.rollups import known_teams, read_rollups
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from gateway.config.model import Config
 
 DIMENSIONS = ("team", "project", "key", "tag")  # the team's, and its budgets' scopes
+RECOMMENDATION_DAYS = 30
 
 
 async def anomaly_counts(redis: Redis, start: date, end: date) -> dict[str, AnomalyCounts]:
@@ -55,15 +57,17 @@ async def build_review(
     await registry.refresh()
     hashes = await read_rollups(redis, teams, first, last, DAILY, DIMENSIONS)
     data = RollupData.from_hashes(DAILY, first, last, hashes)
-    # Savings still available come from the recommendations, which spendgate does not
-    # compute yet: the digest then says "no recommendations yet".
+    # The recommendations of the 30 days up to the week's end: what a month of it saves.
+    found = await load_opportunities(
+        config, redis, sunday - timedelta(days=RECOMMENDATION_DAYS - 1), sunday, registry.all()
+    )
     return review(
         monday,
         data,
         config.teams,
         registry.all(),
         await anomaly_counts(redis, monday, sunday),
-        None,
+        found,
     )
 
 

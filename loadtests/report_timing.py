@@ -90,7 +90,7 @@ def main() -> None:
         budgets=budgets,
         refusals={},
         anomalies={},
-        opportunities=None,
+        opportunities=(),
         history_days=120,
     )
     timings: dict[str, list[float]] = {
@@ -108,7 +108,7 @@ def main() -> None:
         scorecard(inputs, forecaster)
         timings["scorecard, fits known"].append(time.process_time() - started)
         started = time.process_time()
-        review(date(2026, 10, 26), data, configs, budgets, {}, None)
+        review(date(2026, 10, 26), data, configs, budgets, {}, ())
         timings["review"].append(time.process_time() - started)
         started = time.process_time()
         for _team in teams:

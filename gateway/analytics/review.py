@@ -55,7 +55,7 @@ class TeamReview:
     previous_nano: int
     budgets: tuple[BudgetAdherence, ...]
     anomalies: AnomalyCounts
-    recommendations: tuple[Opportunity, ...] | None  # None: no recommendations yet
+    recommendations: tuple[Opportunity, ...]  # the team's top ones, dearest saving first
 
     @property
     def change_pct(self) -> float | None:
@@ -94,9 +94,7 @@ class TeamReview:
                 "confirmed": self.anomalies.confirmed,
                 "expected": self.anomalies.expected,
             },
-            "recommendations": None
-            if self.recommendations is None
-            else [
+            "recommendations": [
                 {"title": o.title, "monthly_savings_usd": nano_to_usd_str(o.monthly_savings_nano)}
                 for o in self.recommendations
             ],
@@ -127,7 +125,7 @@ def review(
     teams: Mapping[str, TeamConfig],
     budgets: Sequence[BudgetConfig],
     anomalies: Mapping[str, AnomalyCounts],
-    opportunities: Sequence[Opportunity] | None,
+    opportunities: Sequence[Opportunity],
 ) -> Review:
     """`data`: daily rollups ("team" and the budgets' dimensions) from the first of the month
     before `monday` (the week before, the month to date) to the Sunday after next."""
@@ -142,12 +140,9 @@ def review(
             continue
         part = parts.get(team, empty_like(data))
         week = _team_metrics(part, team, this)
-        recommendations = None
-        if opportunities is not None:
-            mine = sorted(
-                (o for o in opportunities if o.team == team), key=lambda o: -o.monthly_savings_nano
-            )
-            recommendations = tuple(mine[:TOP_RECOMMENDATIONS])
+        mine = sorted(
+            (o for o in opportunities if o.team == team), key=lambda o: -o.monthly_savings_nano
+        )
         out.append(
             TeamReview(
                 team=team,
@@ -158,7 +153,7 @@ def review(
                     budget_use(part, b, monday, sunday, {}) for b in budgets if b.team == team
                 ),
                 anomalies=anomalies.get(team, AnomalyCounts()),
-                recommendations=recommendations,
+                recommendations=tuple(mine[:TOP_RECOMMENDATIONS]),
             )
         )
     return Review(week_label(monday), monday, sunday, tuple(out))
@@ -183,10 +178,8 @@ def digest_text(r: TeamReview, result: Review) -> str:
             )
     a = r.anomalies
     lines.append(f"Anomalies: {a.opened} opened ({a.confirmed} confirmed, {a.expected} expected).")
-    if r.recommendations is None:
-        lines.append("Recommendations: no recommendations yet.")
-    elif not r.recommendations:
-        lines.append("Recommendations: none this week.")
+    if not r.recommendations:
+        lines.append("Recommendations: none.")
     else:
         for o in r.recommendations:
             saving = amount_text(o.monthly_savings_nano, "usd")

@@ -7,7 +7,7 @@ records, savings the recommendations estimate); docs/scorecards.md defines every
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -127,7 +127,7 @@ class TeamScorecard:
     usage: Usage
     budgets: tuple[BudgetAdherence, ...]
     allocated_nano: int  # request spend that named a project
-    savings_available_nano: int | None  # None: no recommendations to compare with
+    savings_available_nano: int  # a month, what the team's recommendations estimate
     units_name: str | None
     units: int | None  # business units in the month (prorated from the monthly count)
     previous_nano: int  # cost of the comparison days of the previous month
@@ -143,9 +143,8 @@ class TeamScorecard:
 
     @property
     def optimization_score_pct(self) -> float | None:
-        """Savings realized / (realized + still available): 100 when nothing is left to take."""
-        if self.savings_available_nano is None:
-            return None
+        """Savings realized / (realized + still available): 100 when nothing is left to take;
+        None when there was nothing to save either way."""
         possible = self.usage.savings_nano + self.savings_available_nano
         return None if possible <= 0 else 100 * self.usage.savings_nano / possible
 
@@ -174,7 +173,7 @@ class TeamScorecard:
             "allocated_usd": nano_to_usd_str(self.allocated_nano),
             "allocated_pct": rounded_pct(self.allocated_pct),
             "savings_realized_usd": nano_to_usd_str(u.savings_nano),
-            "savings_available_usd": _usd(self.savings_available_nano),
+            "savings_available_usd": nano_to_usd_str(self.savings_available_nano),
             "optimization_score_pct": rounded_pct(self.optimization_score_pct),
             "opportunities": [
                 {"title": o.title, "monthly_savings_usd": nano_to_usd_str(o.monthly_savings_nano)}
@@ -208,7 +207,6 @@ class Scorecard:
     previous_start: date
     previous_end: date
     teams: tuple[TeamScorecard, ...]
-    recommendations: bool = field(default=False)  # whether savings available are known
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -221,7 +219,6 @@ class Scorecard:
                 "end": self.previous_end.isoformat(),
             },
             "currency": "USD",
-            "recommendations": self.recommendations,
             "teams": [t.to_dict() for t in self.teams],
         }
 
@@ -238,7 +235,7 @@ class ScorecardInputs:
     budgets: Sequence[BudgetConfig]
     refusals: Mapping[str, Mapping[tuple[str, str], int]]  # team -> (budget, action) -> count
     anomalies: Mapping[str, AnomalyCounts]
-    opportunities: Sequence[Opportunity] | None  # None: no recommendations yet
+    opportunities: Sequence[Opportunity]  # the recommendations of the same days
     history_days: int
 
 
@@ -268,7 +265,7 @@ def scorecard(inputs: ScorecardInputs, forecaster: Forecaster) -> Scorecard:
     start, end, prev_start, prev_end = comparison(inputs.month, inputs.today)
     names = sorted(set(inputs.teams) | set(inputs.data.teams()))
     by_team: dict[str, list[Opportunity]] = {}
-    for o in inputs.opportunities or ():
+    for o in inputs.opportunities:
         by_team.setdefault(o.team, []).append(o)
     cards = []
     parts, histories = inputs.data.by_team(), inputs.history.by_team()
@@ -285,9 +282,7 @@ def scorecard(inputs: ScorecardInputs, forecaster: Forecaster) -> Scorecard:
             if b.team == team
         )
         opportunities = sorted(by_team.get(team, ()), key=lambda o: -o.monthly_savings_nano)
-        available = None
-        if inputs.opportunities is not None:
-            available = sum(o.monthly_savings_nano for o in opportunities)
+        available = sum(o.monthly_savings_nano for o in opportunities)
         units = None
         if config is not None and config.monthly_units is not None:
             units = prorated(config.monthly_units, start, end)
@@ -320,7 +315,6 @@ def scorecard(inputs: ScorecardInputs, forecaster: Forecaster) -> Scorecard:
         prev_start,
         prev_end,
         tuple(cards),
-        recommendations=inputs.opportunities is not None,
     )
 
 

@@ -62,9 +62,9 @@ def team_lines(r: TeamReview) -> Iterable[tuple[str, ...]]:
         )
     a = r.anomalies
     yield r.team, "anomalies", str(a.opened), f"{a.confirmed} confirmed; {a.expected} expected"
-    if r.recommendations is None:
-        yield r.team, "recommendations", "n/a", "no recommendations yet"
-    for o in r.recommendations or ():
+    if not r.recommendations:
+        yield r.team, "recommendations", "none", "nothing to recommend on the last 30 days"
+    for o in r.recommendations:
         yield (
             r.team,
             "recommendation",

@@ -20,6 +20,7 @@ from gateway.analytics.scorecard import (
     forecast_month,
     scorecard,
 )
+from gateway.recommending import load_opportunities
 from gateway.reports.build import Period, Report
 from gateway.reports.load import load_rollups
 from gateway.reviewing import anomaly_counts
@@ -70,9 +71,9 @@ async def build_scorecard(
         budgets=registry.all(),
         refusals=refusals,
         anomalies=await anomaly_counts(redis, start, end),
-        # Savings still available come from the recommendations, which spendgate does not
-        # compute yet: the optimization score then reads "no recommendations yet".
-        opportunities=None,
+        opportunities=await load_opportunities(
+            config, redis, start, end, registry.all(), whole_month=end == last
+        ),
         history_days=history_days,
     )
     # Fitting a forecast per team takes a while: not on the event loop.
@@ -163,8 +164,6 @@ def team_lines(card: TeamScorecard, result: Scorecard) -> Iterable[tuple[str, ..
 
 def _optimization(card: TeamScorecard) -> tuple[str, str]:
     realized = _usd(card.usage.savings_nano)
-    if card.savings_available_nano is None:
-        return "n/a", f"{realized} saved; no recommendations yet"
     return (
         _pct(card.optimization_score_pct),
         f"{realized} saved; {_usd(card.savings_available_nano)} a month still available",

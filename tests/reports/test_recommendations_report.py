@@ -22,7 +22,7 @@ from gateway.config.model import BudgetConfig, Config
 from gateway.store.keys import Keyring
 from tests.analytics.test_recommendations import CONFIG, alpha_events, beta_events
 from tests.clock import T0
-from tests.ledger import NOW, REPORTS_DB, db_url, drain, produce
+from tests.ledger import NOW, drain, produce
 from tests.reports.test_admin_reports import ADMIN_KEY, StubLiveConfig
 from tests.reports.test_report_cli import cli
 
@@ -134,11 +134,11 @@ async def test_bad_parameters_are_refused_with_openai_shaped_errors(server: Test
 
 
 async def test_the_cli_reads_a_shared_redis(
-    redis: Redis, real_redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    redis: Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await seed(redis)
     path = tmp_path / "gateway.yaml"
-    path.write_text(config_text(db_url(real_redis_url, REPORTS_DB)))
+    path.write_text(config_text(redis_url))
     code, out, err = await cli(
         capsys, "recommendations", "--period", "2026-11", "--format", "json", "--config", str(path)
     )

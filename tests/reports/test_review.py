@@ -6,6 +6,7 @@ webhook receiver once per team and week whichever replica looks, with the report
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -67,7 +68,8 @@ async def seeded(redis: Redis) -> Redis:
     events = [
         event(1, ts_ms=_ms(2026, 10, 20, 12), cost_nano=2 * USD),  # W43
         event(2, ts_ms=_ms(2026, 10, 26), cost_nano=3 * USD),  # W44's first second
-        event(3, ts_ms=_ms(2026, 11, 1, 23, 59, 59), cost_nano=USD),  # W44's last second
+        # W44's last second, a nightly job's: the batch API would save half of it.
+        event(3, ts_ms=_ms(2026, 11, 1, 23, 59, 59), cost_nano=USD, workload="nightly"),
         event(4, ts_ms=_ms(2026, 11, 2), cost_nano=10 * USD),  # W45
         event(5, team="beta", ts_ms=_ms(2026, 10, 28, 8), cost_nano=USD // 2),
     ]
@@ -139,7 +141,8 @@ ALPHA_W44 = {
         },
     ],
     "anomalies": {"opened": 1, "confirmed": 1, "expected": 0},
-    "recommendations": None,
+    # The recommendations of the 30 days to Sunday: the nightly 1 USD at half price.
+    "recommendations": [{"title": "batch api (nightly)", "monthly_savings_usd": "0.500000000"}],
 }
 
 
@@ -173,7 +176,8 @@ async def test_review_figures_equal_showback_and_the_table(api: str) -> None:
     assert status == 200
     assert table.splitlines()[0] == "review 2026-W44 (2026-10-26..2026-11-01, USD)"
     assert "alpha  budget alpha-weekly" in table and "114.3 %" in table
-    assert "no recommendations yet" in table
+    line = r"alpha +recommendation +0.500000000 +batch api \(nightly\) \(a month\)"
+    assert re.search(line, table)
 
 
 @pytest.mark.parametrize("week", ["2026-W54", "2026-45", "W45", "2026-W4"])
@@ -248,7 +252,7 @@ async def test_the_digest_is_posted_once_a_week_with_the_reports_figures(
         "Budget alpha-weekly: 114.3 % of its weekly limit used in 2026-W44; at its limit in 1.\n"
         "Budget alpha-monthly: 10.0 % of its monthly limit used in 2026-11.\n"
         "Anomalies: 1 opened (1 confirmed, 0 expected).\n"
-        "Recommendations: no recommendations yet."
+        "Recommendation: batch api (nightly) (saves ~0.500000000 USD a month)."
     )
     fields = {f["title"]: f["value"] for f in alpha["attachments"][0]["fields"]}
     assert fields == {

@@ -82,6 +82,7 @@ async def seeded(redis: Redis) -> Redis:
             requested_model="gpt-4o-mini",
             served_model="gpt-4o-mini",
             project=None,
+            workload="nightly",
         ),
         # November: not October's.
         event(5, ts_ms=_ms(2026, 11, 1), cost_nano=50 * USD, list_cost_nano=50 * USD),
@@ -141,8 +142,12 @@ async def test_october_scorecard_over_the_admin_api(api: str) -> None:
     # 6 of 7 USD named a project.
     assert (alpha["allocated_usd"], alpha["allocated_pct"]) == ("6.000000000", 85.7)
     assert alpha["savings_realized_usd"] == "2.000000000"
-    assert alpha["savings_available_usd"] is None
-    assert alpha["optimization_score_pct"] is None
+    # The recommendations of October: the nightly 1 USD at the batch API's half price.
+    assert alpha["opportunities"] == [
+        {"title": "batch api (nightly)", "monthly_savings_usd": "0.500000000"}
+    ]
+    assert alpha["savings_available_usd"] == "0.500000000"
+    assert alpha["optimization_score_pct"] == 80.0  # 2 / (2 + 0.5)
     assert alpha["cost_per_request_usd"] == "2.333333333"  # 7 / 3
     assert alpha["cost_per_1k_tokens_usd"] == "19.444444444"  # 7 * 1000 / 360
     assert (alpha["units"], alpha["cost_per_unit_usd"]) == (1000, "0.007000000")
@@ -177,7 +182,7 @@ async def test_the_table_names_every_line(api: str) -> None:
     lines = {tuple(line.split()[:2]) for line in text.splitlines()[2:]}
     for line in ("cost", "budget", "allocated", "optimization", "cost", "month", "forecast"):
         assert ("alpha", line) in lines, line
-    assert "no recommendations yet" in text
+    assert "2.000000000 saved; 0.500000000 a month still available" in text
     assert "drivers: model gpt-4o +4.000000000" in text
     assert "2 blocked; 0 downgraded" in text
 
