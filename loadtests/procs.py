@@ -135,10 +135,10 @@ def descendants_running(pid: int, word: bytes) -> list[int]:
     return found
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory (VmRSS) of `pid` and its descendants."""
+def rss_bytes(pid: int, exclude: tuple[int, ...] = ()) -> int:
+    """Resident memory (VmRSS) of `pid` and its descendants (but `exclude`)."""
     total = 0
-    for member in _family(pid):
+    for member in _family(pid, exclude):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

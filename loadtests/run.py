@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                     loads, probes = measure_target(
                         running, args, mock_proc.pid, round_no, redis_pids
                     )
-                    rss = procs.rss_bytes(running.pid)
+                    # The store's processes are not the gateway's, in either layout.
+                    rss = procs.rss_bytes(running.pid, running.store_pids)
                 finally:
                     running.stop()
                 results["loads"] += loads
