@@ -1,13 +1,14 @@
 """The built-in dashboard: `/dashboard` serves the page (gateway/dashboard/), `/dashboard/data`
 the figures it draws. The page is public and holds nothing; the data answers the admin key and
 the reporting key with every team, and a team's own key (client or reader) with that team only,
-from the same rollups, showback, budget counters, forecast, anomalies and scorecard reports as the
-reports and the admin API.
+from the same rollups, showback, budget counters, forecast, anomalies, scorecard and
+recommendations reports as the reports and the admin API.
 
     GET /dashboard/data?start=YYYY-MM-DD&end=YYYY-MM-DD   (default: this month so far)
 
 A period that ends today also carries the forecast of the rest of the month (the forecast
-report's, to the month's last day); every period, the scorecard of the month it ends in.
+report's, to the month's last day); every period, the scorecard of the month it ends in and the
+recommendations of the last 30 days (as the recommendations report gives them by default).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from gateway.analytics.showback import Showback, showback
 from gateway.anomalies.alerts import describe
 from gateway.anomalies.records import AnomalyStore
 from gateway.app.admin import authorize, json_response
-from gateway.app.admin_reports import forecast_of, scorecard_of
+from gateway.app.admin_reports import forecast_of, recommendations_of, scorecard_of
 from gateway.app.state import BUDGETS, CLOCK, LEDGER, LIVE_CONFIG, REDIS
 from gateway.budgets.usage import budget_usage, status_dict
 from gateway.dashboard import ASSETS, asset
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.reports.build import Period
 from gateway.reports.load import load_rollups
+from gateway.reports.recommendations import default_period
 from gateway.store.rollups import known_teams
 
 # The page loads only what this gateway serves: no CDN, no inline script, no framing.
@@ -73,6 +75,8 @@ async def dashboard_data(request: web.Request) -> web.Response:
     today = datetime.fromtimestamp(request.app[CLOCK](), UTC).date()
     forecast = await _forecast(request, team, today) if period.end == today else None
     scorecard = await _scorecard(request, team, period)
+    now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
+    recommended = await recommendations_of(request, default_period(now), team)
     try:
         anomalies = await _anomalies(request, team, period)
     except (RedisError, OSError) as exc:
@@ -85,6 +89,11 @@ async def dashboard_data(request: web.Request) -> web.Response:
         forecast=forecast,
         anomalies=anomalies,
         scorecard=scorecard,
+        recommendations={
+            "period": recommended.period.label,
+            "monthly_saving_usd": recommended.document["monthly_saving_usd"],
+            "rows": [dict(zip(recommended.columns, row, strict=True)) for row in recommended.rows],
+        },
     )
     return json_response(document, headers={"Cache-Control": "no-store"})
 

@@ -1,6 +1,6 @@
 // spendgate's dashboard: asks for a key, fetches /dashboard/data with it, draws the figures as
 // SVG and tables (spend, budgets, the forecast with its intervals, anomalies with their causes,
-// the scorecard), and fetches again every REFRESH_MS. Money arrives as exact decimal strings and
+// the scorecard, the recommendations), and fetches again every REFRESH_MS. Money arrives as exact decimal strings and
 // is rounded here with integer arithmetic (BigInt), never with floats, so what it shows equals
 // the reports to the cent. Nothing is fetched from anywhere but this gateway.
 "use strict";
@@ -264,6 +264,21 @@ function scorecardTable(doc) {
   return table(["Team", "", "Value", "Detail"], rows);
 }
 
+function recommendationsTable(doc) {
+  const rec = doc.recommendations;
+  $("recommendations-period").textContent = rec ? rec.period : "";
+  document.querySelector('[data-figure="recommendations-total"]').textContent =
+    rec ? money(rec.monthly_saving_usd) : "–";
+  if (!rec || !rec.rows.length) return el("p", { class: "muted" }, "Nothing to recommend.");
+  const rows = rec.rows.map((r, i) => el("tr", {},
+    el("td", {}, r.team),
+    el("td", {}, `${r.kind}${r.subject ? " · " + r.subject : ""}`),
+    figure("recommendation-saving", money(r.monthly_saving_usd), { "data-row": String(i) }),
+    el("td", { class: "detail" }, r.evidence),
+    el("td", { class: "detail" }, el("code", {}, r.change))));
+  return table(["Team", "Recommendation", "Saving a month", "Evidence", "Change"], rows);
+}
+
 // The forecast of a budget's limit at the end of its period, from the forecast report.
 function budgetForecast(doc, b) {
   const team = doc.forecast && doc.forecast.teams.find((t) => t.team === b.team);
@@ -336,6 +351,7 @@ function render(doc) {
   $("forecast").replaceChildren(forecastTable(doc));
   $("anomalies").replaceChildren(anomaliesTable(doc));
   $("scorecard").replaceChildren(scorecardTable(doc));
+  $("recommendations").replaceChildren(recommendationsTable(doc));
 
   $("teams").querySelector("tbody").replaceChildren(...doc.teams.map((t) => el("tr", {},
     el("td", {}, t.team),

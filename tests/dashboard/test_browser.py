@@ -202,6 +202,14 @@ async def test_the_forecast_and_the_anomalies_equal_their_reports_to_the_cent(
     for line in lines:
         text = await shown(page, "scorecard-value", team=line["team"], line=line["line"])
         assert text == with_cents(line["value"]), line
+    # The recommendations of the last 30 days, dearest first, each saving to the cent.
+    async with aiohttp.ClientSession() as http:
+        recommended = await admin_get(http, gw, "/admin/reports/recommendations")
+    assert recommended["data"], "the seeded spend has no budgetless team? nothing to compare"
+    assert await shown(page, "recommendations-total") == cents(recommended["monthly_saving_usd"])
+    for i, row in enumerate(recommended["data"]):
+        saving = await shown(page, "recommendation-saving", row=str(i))
+        assert saving == cents(row["monthly_saving_usd"]), row
     await page.close()
 
 

@@ -160,6 +160,12 @@ async def test_the_forecast_and_anomalies_are_their_reports(
         "lines": list(csv.DictReader(io.StringIO(card))),
     }
     assert {line["team"] for line in team_doc["scorecard"]["lines"]} == {"beta"}
+    async with aiohttp.ClientSession() as http:
+        rows = await admin_get(http, gw, "/admin/reports/recommendations?format=csv")
+        beta_rows = await admin_get(http, gw, "/admin/reports/recommendations?format=csv&team=beta")
+    assert doc["recommendations"]["rows"] == list(csv.DictReader(io.StringIO(rows)))
+    assert team_doc["recommendations"]["rows"] == list(csv.DictReader(io.StringIO(beta_rows)))
+    assert {r["team"] for r in team_doc["recommendations"]["rows"]} <= {"beta"}
     assert [t["team"] for t in team_doc["forecast"]["teams"]] == ["beta"]
     assert team_doc["forecast"]["total"] is None and team_doc["anomalies"] == []
     # A past period: no forecast; the anomalies that started in it (none) and those open now.
