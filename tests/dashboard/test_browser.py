@@ -126,6 +126,11 @@ async def test_the_admin_sees_the_reports_figures_to_the_cent(browser: Any, seed
             assert text.startswith(f"{cents(spent)} of {cents(limit)} (")
         else:
             assert text.startswith(f"{budget['spent_tokens']:,} of {budget['limit_tokens']:,}")
+    # Printable: the print style sheet hides the controls and keeps every section.
+    await page.emulate_media(media="print")
+    assert await page.is_hidden("#signout") and await page.is_visible("#board")
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-print.png"), full_page=True)
+    await page.emulate_media(media="screen")
     # The chart is drawn: one line per team and one for all of them.
     assert len(await page.query_selector_all("#spend-chart polyline.actual")) == len(TRAFFIC) + 1
     # No history yet: no model, and the page says why instead of inventing a forecast.
