@@ -37,8 +37,7 @@ from gateway.pricing.table import load_price_table
 from gateway.rollupformat import hour_bucket
 from gateway.store.connect import close_store, open_store
 from gateway.types import SpendEvent
-from loadtests import procs
-from loadtests.targets import start_redis
+from loadtests.targets import redis_for
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "o3-mini")
 PRICES = PriceList(
@@ -46,9 +45,14 @@ PRICES = PriceList(
 )
 
 
-def make_events(n: int, teams: int, seed: int = 1) -> list[SpendEvent]:
+def make_events(
+    n: int, teams: int, seed: int = 1, hours: int = 3, start_ms: int | None = None
+) -> list[SpendEvent]:
+    """`n` events of `teams` teams spread over `hours` hours from `start_ms` (default: the
+    last `hours` hours)."""
     rng = random.Random(seed)
-    start_ms = int(time.time() * 1000) - 3 * 3_600_000
+    if start_ms is None:
+        start_ms = int(time.time() * 1000) - hours * 3_600_000
     models = [("gpt-4o", 2_500, 10_000), ("gpt-4o-mini", 150, 600), ("o3-mini", 1_100, 4_400)]
     events = []
     for i in range(n):
@@ -61,7 +65,7 @@ def make_events(n: int, teams: int, seed: int = 1) -> list[SpendEvent]:
         events.append(
             SpendEvent(
                 event_id=f"ev-{i}",
-                ts_ms=start_ms + rng.randrange(0, 3 * 3_600_000),
+                ts_ms=start_ms + rng.randrange(0, hours * 3_600_000),
                 team=team,
                 request_id=f"req-{i}",
                 key_id=f"key_{rng.randrange(8):012x}",
@@ -195,12 +199,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="repetitions (with --anomalies both)")
     args = parser.parse_args()
-    proc = None
-    url = args.url
-    if url is None:
-        # The harness's throw-away redis-server, on core 0 (the generator's core in run.py).
-        proc, url = start_redis(core=0)
-    try:
+    with redis_for(args.url) as url:
         main_coro = rounds(url, args)
         if args.no_uvloop:
             asyncio.run(main_coro)
@@ -208,9 +207,6 @@ def main() -> None:
             import uvloop
 
             uvloop.run(main_coro)
-    finally:
-        if proc is not None:
-            procs.stop(proc)
 
 
 if __name__ == "__main__":

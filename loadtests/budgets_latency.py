@@ -23,8 +23,7 @@ from gateway.budgets.ledger import BudgetLedger
 from gateway.config.model import BudgetConfig
 from gateway.store.connect import close_store, open_store
 from gateway.types import Principal, SpendEvent
-from loadtests import procs
-from loadtests.targets import start_redis
+from loadtests.targets import redis_for
 
 TEAM = "bench"
 PRINCIPAL = Principal(key_id="key_0123456789ab", team=TEAM, project="search")
@@ -104,21 +103,13 @@ def main() -> None:
     parser.add_argument("--url", help="an existing Redis (its db is flushed), or memory://")
     parser.add_argument("--no-uvloop", action="store_true", help="the default asyncio loop")
     args = parser.parse_args()
-    proc = None
-    url = args.url
-    if url is None:
-        # The harness's throw-away redis-server, on core 0 (the generator's core in run.py).
-        proc, url = start_redis(core=0)
-    try:
+    with redis_for(args.url) as url:
         if args.no_uvloop:
             asyncio.run(run(url, args.iterations, args.budgets))
         else:
             import uvloop
 
             uvloop.run(run(url, args.iterations, args.budgets))
-    finally:
-        if proc is not None:
-            procs.stop(proc)
 
 
 if __name__ == "__main__":

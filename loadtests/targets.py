@@ -8,6 +8,7 @@ bare_proxy.py; `litellm` is LiteLLM's proxy from its own virtual environment; `s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,20 @@ def _cluster_port() -> int:
         except OSError:
             continue
         return port
+
+
+@contextlib.contextmanager
+def redis_for(url: str | None) -> Iterator[str]:
+    """`url`; without one, a throw-away redis-server's (`start_redis` on core 0, the generator's
+    core in run.py) for the length of the block: what the stand-alone measurements run on."""
+    if url is not None:
+        yield url
+        return
+    proc, started = start_redis(core=0)
+    try:
+        yield started
+    finally:
+        procs.stop(proc)
 
 
 def redis_command(port: int, command: str, size: int = 64) -> bytes:

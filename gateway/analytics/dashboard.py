@@ -1,8 +1,10 @@
 """What the built-in dashboard shows, as one JSON-ready document: per team, the showback figures
-of the period, its spend day by day, its top models and keys, and its budgets; and one team's
-full figures for the team API (`team_usage`: every project, tag, model and key). Built from the
-same rollups and the same `showback` as the reports, so its figures equal theirs to the
-nano-dollar. Pure: the caller loads the rollups and the budgets' state.
+of the period, its spend day by day, its top models and keys, and its budgets, with the forecast
+of the rest of the month, the spend anomalies, the scorecard and the recommendations as their
+reports have them; and one team's full figures for the team API (`team_usage`: every project,
+tag, model and key).
+Built from the same rollups and the same `showback` as the reports, so its figures equal theirs
+to the nano-dollar. Pure: the caller loads the rollups, the budgets' state and the reports.
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ def dashboard(
     budgets: Sequence[Mapping[str, Any]],
     *,
     generated_at: str,
+    forecast: Mapping[str, Any] | None = None,
+    anomalies: Sequence[Mapping[str, Any]] = (),
+    scorecard: Mapping[str, Any] | None = None,
+    recommendations: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The document for the teams of `spend` (all of them, or the one a team key may see).
-    `budgets`: `budgets.usage.status_dict` of each budget of those teams."""
+    `budgets`: `budgets.usage.status_dict` of each budget of those teams; `forecast`: the
+    forecast report's document for the same teams (None: no forecast shown); `anomalies`: the
+    anomalies report's records of those teams; `scorecard`, `recommendations`: those reports'
+    lines for those teams (None: not shown)."""
     day_list = days(data.start, data.end)
     daily = _daily_costs(data)
     teams = [_team(data, team, day_list, daily, budgets) for team in spend.teams]
@@ -38,6 +47,10 @@ def dashboard(
             "daily_usd": _daily(daily, [t.team for t in spend.teams], day_list),
         },
         "teams": teams,
+        "forecast": None if forecast is None else dict(forecast),
+        "anomalies": [dict(a) for a in anomalies],
+        "scorecard": None if scorecard is None else dict(scorecard),
+        "recommendations": None if recommendations is None else dict(recommendations),
     }
 
 

@@ -264,7 +264,7 @@ async def maturity(request: web.Request, _: None) -> web.Response:
 
 
 async def recommendations(request: web.Request, _: None) -> web.Response:
-    query, app = request.query, request.app
+    query = request.query
     if "start" in query or "end" in query:
         if "start" not in query or "end" not in query or "period" in query:
             raise InvalidRequest("give 'period', or both 'start' and 'end'", param="start")
@@ -274,19 +274,20 @@ async def recommendations(request: web.Request, _: None) -> web.Response:
     else:
         period = default_period(_now(request))
     fmt = report_format(query, "json")
+    report = await recommendations_of(request, period, query.get("team"))
+    return rendered(report, fmt)
+
+
+async def recommendations_of(request: web.Request, period: Period, team: str | None) -> Report:
+    """The recommendations of `period` (of every team, or `team`'s); also the dashboard's."""
+    app = request.app
     try:
         keys = await app[KEYRING].list()
-        report = await recommendations_report(
-            app[LIVE_CONFIG].current,
-            app[REDIS],
-            period,
-            app[BUDGETS].all(),
-            keys,
-            team=query.get("team"),
+        return await recommendations_report(
+            app[LIVE_CONFIG].current, app[REDIS], period, app[BUDGETS].all(), keys, team=team
         )
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
-    return rendered(report, fmt)
 
 
 async def post_cost(request: web.Request, body: CostSpec) -> web.Response:

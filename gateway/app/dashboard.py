@@ -1,30 +1,40 @@
 """The built-in dashboard: `/dashboard` serves the page (gateway/dashboard/), `/dashboard/data`
 the figures it draws. The page is public and holds nothing; the data answers the admin key and
 the reporting key with every team, and a team's own key (client or reader) with that team only,
-from the same rollups, showback and budget counters as the reports and the admin API.
+from the same rollups, showback, budget counters, forecast, anomalies, scorecard and
+recommendations reports as the reports and the admin API.
 
     GET /dashboard/data?start=YYYY-MM-DD&end=YYYY-MM-DD   (default: this month so far)
+
+A period that ends today also carries the forecast of the rest of the month (the forecast
+report's, to the month's last day); every period, the scorecard of the month it ends in and the
+recommendations of the last 30 days (as the recommendations report gives them by default).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.analytics.anomaly import public_view
 from gateway.analytics.dashboard import DIMENSIONS, dashboard
 from gateway.analytics.rollupdata import RollupData
 from gateway.analytics.showback import Showback, showback
+from gateway.anomalies.alerts import describe
+from gateway.anomalies.records import AnomalyStore
 from gateway.app.admin import authorize, json_response
+from gateway.app.admin_reports import forecast_of, recommendations_of, scorecard_of
 from gateway.app.state import BUDGETS, CLOCK, LEDGER, LIVE_CONFIG, REDIS
 from gateway.budgets.usage import budget_usage, status_dict
 from gateway.dashboard import ASSETS, asset
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.reports.build import Period
 from gateway.reports.load import load_rollups
+from gateway.reports.recommendations import default_period
 from gateway.store.rollups import known_teams
 
 # The page loads only what this gateway serves: no CDN, no inline script, no framing.
@@ -60,9 +70,74 @@ async def dashboard_data(request: web.Request) -> web.Response:
     unknown = sorted(set(request.query) - {"start", "end"})
     if unknown:
         raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", param=unknown[0])
-    spend = await load_spend(request, team, asked_period(request))
-    document = dashboard(spend.data, spend.showback, spend.budgets, generated_at=spend.as_of)
+    period = asked_period(request)
+    spend = await load_spend(request, team, period)
+    today = datetime.fromtimestamp(request.app[CLOCK](), UTC).date()
+    forecast = await _forecast(request, team, today) if period.end == today else None
+    scorecard = await _scorecard(request, team, period)
+    now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
+    recommended = await recommendations_of(request, default_period(now), team)
+    try:
+        anomalies = await _anomalies(request, team, period)
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("the store is unreachable; try again shortly") from exc
+    document = dashboard(
+        spend.data,
+        spend.showback,
+        spend.budgets,
+        generated_at=spend.as_of,
+        forecast=forecast,
+        anomalies=anomalies,
+        scorecard=scorecard,
+        recommendations={
+            "period": recommended.period.label,
+            "monthly_saving_usd": recommended.document["monthly_saving_usd"],
+            "rows": [dict(zip(recommended.columns, row, strict=True)) for row in recommended.rows],
+        },
+    )
     return json_response(document, headers={"Cache-Control": "no-store"})
+
+
+async def _forecast(request: web.Request, team: str | None, today: date) -> dict[str, Any]:
+    """The forecast report's document (the viewer's teams and budgets), from today to the
+    month's last day."""
+    next_month = (today.replace(day=28) + timedelta(days=4)).replace(day=1)
+    report = await forecast_of(request, team, (next_month - today).days)
+    return dict(report.document)
+
+
+async def _scorecard(request: web.Request, team: str | None, period: Period) -> dict[str, Any]:
+    """The scorecard of the month the period ends in: the report's lines (team, line, value,
+    detail) of the viewer's teams."""
+    month = Period.of_month(period.end.strftime("%Y-%m"))
+    report = await scorecard_of(request, month)
+    return {
+        "period": month.month,
+        "lines": [
+            dict(zip(report.columns, row, strict=True))
+            for row in report.rows
+            if team is None or row[0] == team
+        ],
+    }
+
+
+async def _anomalies(
+    request: web.Request, team: str | None, period: Period
+) -> list[dict[str, Any]]:
+    """The anomalies that started in the period and those still open, newest first, as the
+    anomalies report has them, each cause also worded as the report's table and the alerts
+    word it."""
+    start = datetime(period.start.year, period.start.month, period.start.day, tzinfo=UTC)
+    until = start + timedelta(days=(period.end - period.start).days + 1)
+    listed = await AnomalyStore(request.app[REDIS]).list(
+        start.timestamp(), team=team, until_s=until.timestamp()
+    )
+    views = []
+    for found in listed:
+        view = public_view(found.anomaly, found.feedback)
+        view["cause_texts"] = [describe(c, markup=False) for c in found.anomaly.causes]
+        views.append(view)
+    return views
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,10 @@ SPENDGATE_REQUIRE_BROWSER=1, which turns the skip into a failure."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,11 +20,13 @@ import aiohttp
 import pytest
 
 from gateway.app.state import PIPELINE
-from gateway.providers.mock import MockUpstream
 from gateway.types import nano_to_usd_str, usd_to_nano
-from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory
-from tests.dashboard.support import TRAFFIC, seeded_gateway, showback
+from tests.clock import T0, FakeClock
+from tests.conftest import ADMIN_KEY, Gateway
+from tests.dashboard.conftest import Seed
+from tests.dashboard.support import TRAFFIC, add_history, admin_get, showback
 
+DASH = " \N{EN DASH} "  # between the ends of a range; alone (no spaces) for "none"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
 # As the probe of this machine kind starts it: no sandbox as root, and none of the background
 # connections that a closed network refuses.
@@ -68,10 +73,15 @@ async def browser() -> AsyncIterator[Any]:
 
 async def sign_in(browser: Any, gw: Gateway, key: str, name: str) -> Any:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []  # the script's uncaught exceptions: none is allowed
+    page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto(gw.url + "/dashboard?refresh=1")
     await page.fill("#key", key)
     await page.click("#login-form button[type=submit]")
-    await page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+    try:
+        await page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+    finally:
+        assert errors == []
     assert await page.is_hidden("#login")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / f"dashboard-{name}.png"
@@ -80,19 +90,18 @@ async def sign_in(browser: Any, gw: Gateway, key: str, name: str) -> Any:
     return page
 
 
+def with_cents(text: str) -> str:
+    """A report's text as the page shows it: each exact amount (nine decimals) to the cent."""
+    return re.sub(r"-?\d+\.\d{9}", lambda m: cents(m[0]), text)
+
+
 async def shown(page: Any, figure: str, **attrs: str) -> str:
     selector = f'[data-figure="{figure}"]' + "".join(f'[data-{k}="{v}"]' for k, v in attrs.items())
     return str(await page.inner_text(selector)).strip()
 
 
-async def test_the_admin_sees_the_reports_figures_to_the_cent(
-    browser: Any,
-    gateway_factory: GatewayFactory,
-    mock_upstream: MockUpstream,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    gw = await seeded_gateway(gateway_factory, mock_upstream, monkeypatch, tmp_path)
+async def test_the_admin_sees_the_reports_figures_to_the_cent(browser: Any, seed: Seed) -> None:
+    gw = await seed()
     page = await sign_in(browser, gw, ADMIN_KEY, "admin")
     async with aiohttp.ClientSession() as http:
         report = await showback(http, gw, sum(TRAFFIC.values()))
@@ -117,24 +126,117 @@ async def test_the_admin_sees_the_reports_figures_to_the_cent(
             assert text.startswith(f"{cents(spent)} of {cents(limit)} (")
         else:
             assert text.startswith(f"{budget['spent_tokens']:,} of {budget['limit_tokens']:,}")
+    # Printable: the print style sheet hides the controls and keeps every section.
+    await page.emulate_media(media="print")
+    assert await page.is_hidden("#signout") and await page.is_visible("#board")
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-print.png"), full_page=True)
+    await page.emulate_media(media="screen")
     # The chart is drawn: one line per team and one for all of them.
-    assert len(await page.query_selector_all("#spend-chart polyline")) == len(TRAFFIC) + 1
+    assert len(await page.query_selector_all("#spend-chart polyline.actual")) == len(TRAFFIC) + 1
+    # No history yet: no model, and the page says why instead of inventing a forecast.
+    assert await shown(page, "month-forecast") == DASH.strip()
+    assert await shown(page, "team-month-forecast", team="alpha") == "needs 7+ days of history"
+    assert await shown(page, "anomalies-open") == "0 open"
+    await page.close()
+
+
+async def test_the_forecast_and_the_anomalies_equal_their_reports_to_the_cent(
+    browser: Any, seed: Seed
+) -> None:
+    # A clock standing still at T0: a forecast of the rest of today moves with the time of day.
+    gw = await seed(FakeClock(T0))
+    await add_history(gw)
+    page = await sign_in(browser, gw, ADMIN_KEY, "admin-forecast-anomalies")
+    async with aiohttp.ClientSession() as http:
+        # From today (the 5th) to November's last day, as the page asks for it.
+        forecast = await admin_get(http, gw, "/admin/forecast?days=26")
+        anomalies = (await admin_get(http, gw, "/admin/anomalies?since=2026-11-01"))["data"]
+        causes_csv = await admin_get(http, gw, "/admin/anomalies?since=2026-11-01&format=csv")
+    for team in [*forecast["teams"], forecast["total"]]:
+        month = team["month"]
+        assert team["model"] is not None, team["team"]
+        assert await shown(page, "team-month-to-date", team=team["team"]) == cents(
+            month["to_date_usd"]
+        )
+        assert await shown(page, "team-month-forecast", team=team["team"]) == cents(
+            month["forecast_usd"]
+        )
+        assert await shown(page, "team-month-range80", team=team["team"]) == (
+            f"{cents(month['low80_usd'])}{DASH}{cents(month['high80_usd'])}"
+        )
+    total = forecast["total"]["month"]
+    assert await shown(page, "month-forecast") == cents(total["forecast_usd"])
+    assert await shown(page, "month-forecast-range") == (
+        f"80 %: {cents(total['low80_usd'])}{DASH}{cents(total['high80_usd'])}"
+    )
+    # The chart: the teams' lines, the total's forecast to the month's end, in its two bands.
+    assert len(await page.query_selector_all("#spend-chart polyline.actual")) == len(TRAFFIC) + 1
+    assert len(await page.query_selector_all("#spend-chart polyline.forecast")) == 1
+    assert len(await page.query_selector_all("#spend-chart polygon.band")) == 2
+    # Every budget with a forecast says where it ends up, as the report does.
+    for team in forecast["teams"]:
+        for budget in team["budgets"]:
+            [limit, *_] = budget["limits"]
+            if limit["unit"] == "usd" and limit["period_end_forecast_usd"] is not None:
+                text = await shown(page, "budget-forecast", budget=budget["name"])
+                assert text.startswith(
+                    f"forecast at the period's end {cents(limit['period_end_forecast_usd'])} "
+                ), text
+    # The planted anomaly, with the report's numbers and its causes as the report words them.
+    [anomaly] = anomalies
+    assert anomaly["team"] == "alpha" and anomaly["status"] == "escalated"
+    assert await shown(page, "anomalies-open") == "1 open"
+    for figure in ("actual", "expected", "excess"):
+        assert await shown(page, f"anomaly-{figure}", anomaly=anomaly["id"]) == cents(
+            anomaly[f"{figure}_usd"]
+        )
+    causes = await page.query_selector_all(
+        f'[data-figure="anomaly-causes"][data-anomaly="{anomaly["id"]}"] li'
+    )
+    texts = [str(await c.inner_text()).strip() for c in causes]
+    [row] = list(csv.DictReader(io.StringIO(causes_csv)))
+    assert "; ".join(texts) == row["causes"] and len(texts) == len(anomaly["causes"]) == 2
+    assert texts[0].startswith("key key_0000000000aa +$118.00")
+    # The scorecard: every line of every team, its value as the report's (amounts to the cent).
+    async with aiohttp.ClientSession() as http:
+        card = await admin_get(http, gw, "/admin/reports/scorecard?period=2026-11&format=csv")
+    lines = list(csv.DictReader(io.StringIO(card)))
+    assert {line["team"] for line in lines} == set(TRAFFIC)
+    shown_values = await page.query_selector_all('[data-figure="scorecard-value"]')
+    assert len(shown_values) == len(lines)
+    for line in lines:
+        text = await shown(page, "scorecard-value", team=line["team"], line=line["line"])
+        assert text == with_cents(line["value"]), line
+    # The recommendations of the last 30 days, dearest first, each saving to the cent.
+    async with aiohttp.ClientSession() as http:
+        recommended = await admin_get(http, gw, "/admin/reports/recommendations")
+    assert recommended["data"], "the seeded spend has no budgetless team? nothing to compare"
+    assert await shown(page, "recommendations-total") == cents(recommended["monthly_saving_usd"])
+    for i, row in enumerate(recommended["data"]):
+        saving = await shown(page, "recommendation-saving", row=str(i))
+        assert saving == cents(row["monthly_saving_usd"]), row
     await page.close()
 
 
 async def test_a_team_key_sees_its_team_and_the_page_updates_without_a_reload(
-    browser: Any,
-    gateway_factory: GatewayFactory,
-    mock_upstream: MockUpstream,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    browser: Any, seed: Seed
 ) -> None:
-    gw = await seeded_gateway(gateway_factory, mock_upstream, monkeypatch, tmp_path)
+    gw = await seed()
+    await add_history(gw)  # alpha's anomaly and every team's forecast: beta sees its own only
     page = await sign_in(browser, gw, gw.keys["beta"], "team-beta")
     rows = await page.query_selector_all("#teams tbody tr")
     assert len(rows) == 1
-    assert await shown(page, "team-requests", team="beta") == str(TRAFFIC["beta"])
+    async with aiohttp.ClientSession() as http:
+        before = await admin_get(http, gw, "/admin/reports/showback")
+    requests = next(t["requests"] for t in before["teams"] if t["team"] == "beta")
+    assert await shown(page, "team-requests", team="beta") == str(requests)
     assert await page.query_selector('[data-team="alpha"]') is None
+    # Its forecast row only (no total of every team), and no other team's anomaly.
+    forecast_rows = await page.query_selector_all('[data-figure="team-month-forecast"]')
+    assert [await r.get_attribute("data-team") for r in forecast_rows] == ["beta"]
+    assert await page.query_selector("[data-anomaly]") is None
+    scorecard = await page.query_selector_all('[data-figure="scorecard-value"]')
+    assert scorecard and {await v.get_attribute("data-team") for v in scorecard} == {"beta"}
     # One more request: the page shows it at its next fetch, with no reload.
     async with aiohttp.ClientSession() as http:
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "again"}]}
@@ -142,11 +244,11 @@ async def test_a_team_key_sees_its_team_and_the_page_updates_without_a_reload(
         async with http.post(gw.url + "/v1/chat/completions", json=body, headers=headers) as r:
             assert r.status == 200
         await gw.app[PIPELINE].accountant.drain()
-        await showback(http, gw, sum(TRAFFIC.values()) + 1)
+        await showback(http, gw, before["total"]["requests"] + 1)
     await page.wait_for_function(
         """n => document.querySelector('[data-figure="team-requests"][data-team="beta"]')
             .textContent === String(n)""",
-        arg=TRAFFIC["beta"] + 1,
+        arg=requests + 1,
         timeout=10_000,
     )
     await page.click("#signout")

@@ -4,6 +4,8 @@ key with that team only, with the same figures as the reports and the budget API
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from pathlib import Path
 
@@ -12,8 +14,17 @@ import pytest
 
 from gateway.dashboard import ASSETS, asset
 from gateway.providers.mock import MockUpstream
+from tests.clock import T0, FakeClock
 from tests.conftest import GatewayFactory
-from tests.dashboard.support import ADMIN, TRAFFIC, seeded_gateway, showback
+from tests.dashboard.conftest import Seed
+from tests.dashboard.support import (
+    ADMIN,
+    TRAFFIC,
+    add_history,
+    admin_get,
+    seeded_gateway,
+    showback,
+)
 
 
 def test_the_page_fetches_nothing_from_elsewhere() -> None:
@@ -114,3 +125,49 @@ async def test_a_team_key_sees_its_own_team_only(
     expected = next(t for t in report["teams"] if t["team"] == "beta")
     assert doc["total"]["cost_usd"] == beta["cost_usd"] == expected["cost_usd"]
     assert doc["total"]["requests"] == TRAFFIC["beta"]
+
+
+async def test_the_forecast_and_anomalies_are_their_reports(
+    seed: Seed,
+) -> None:
+    """A period ending today carries the forecast report of the rest of the month and the
+    anomalies report of the period (their causes worded as in the report's table); a team key
+    gets its own team's; a past period gets no forecast, and only the anomalies still open."""
+    gw = await seed(FakeClock(T0))
+    await add_history(gw)
+    beta = {"Authorization": f"Bearer {gw.keys['beta']}"}
+    async with aiohttp.ClientSession() as http:
+        doc = await admin_get(http, gw, "/dashboard/data")
+        forecast = await admin_get(http, gw, "/admin/forecast?days=26")
+        anomalies = await admin_get(http, gw, "/admin/anomalies?since=2026-11-01")
+        table = await admin_get(http, gw, "/admin/anomalies?since=2026-11-01&format=csv")
+        async with http.get(gw.url + "/dashboard/data", headers=beta) as r:
+            team_doc = await r.json()
+        async with http.get(
+            gw.url + "/dashboard/data?start=2026-10-01&end=2026-10-31", headers=ADMIN
+        ) as r:
+            october = await r.json()
+    assert doc["forecast"] == forecast
+    assert doc["forecast"]["teams"][0]["daily"][-1]["date"] == "2026-11-30"
+    [shown] = doc["anomalies"]
+    cause_texts = shown.pop("cause_texts")
+    assert [shown] == anomalies["data"]
+    assert "; ".join(cause_texts) in table
+    async with aiohttp.ClientSession() as http:
+        card = await admin_get(http, gw, "/admin/reports/scorecard?period=2026-11&format=csv")
+    assert doc["scorecard"] == {
+        "period": "2026-11",
+        "lines": list(csv.DictReader(io.StringIO(card))),
+    }
+    assert {line["team"] for line in team_doc["scorecard"]["lines"]} == {"beta"}
+    async with aiohttp.ClientSession() as http:
+        rows = await admin_get(http, gw, "/admin/reports/recommendations?format=csv")
+        beta_rows = await admin_get(http, gw, "/admin/reports/recommendations?format=csv&team=beta")
+    assert doc["recommendations"]["rows"] == list(csv.DictReader(io.StringIO(rows)))
+    assert team_doc["recommendations"]["rows"] == list(csv.DictReader(io.StringIO(beta_rows)))
+    assert {r["team"] for r in team_doc["recommendations"]["rows"]} <= {"beta"}
+    assert [t["team"] for t in team_doc["forecast"]["teams"]] == ["beta"]
+    assert team_doc["forecast"]["total"] is None and team_doc["anomalies"] == []
+    # A past period: no forecast; the anomalies that started in it (none) and those open now.
+    assert october["forecast"] is None
+    assert [a["id"] for a in october["anomalies"]] == [shown["id"]]
