@@ -566,6 +566,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 format_param("json"),
             ),
             errors=(503,),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -581,6 +582,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "docs/scorecards.md.",
             query=(format_param("json"),),
             errors=(503,),
+            access="reporting",
         ),
         Endpoint(
             "GET",
@@ -603,6 +605,7 @@ def report_endpoints() -> tuple[Endpoint, ...]:
                 format_param("json"),
             ),
             errors=(503,),
+            access="reporting",
         ),
         Endpoint(
             "POST",

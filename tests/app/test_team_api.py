@@ -219,6 +219,10 @@ async def test_a_reporting_key_reads_every_report_as_the_admin_does(
         "/admin/reports/chargeback?format=table",
         "/admin/reports/focus",
         "/admin/reports/scorecard",
+        "/admin/reports/tagging",
+        "/admin/reports/review",
+        "/admin/reports/maturity",
+        "/admin/reports/recommendations",
         "/admin/forecast?days=3",
         "/admin/anomalies?since=2026-01-01",
         f"/admin/anomalies/{ANOMALY_ID}",
@@ -261,6 +265,9 @@ async def test_a_reporting_key_changes_nothing(gw: Gateway, issued: bool) -> Non
             ("POST", "/admin/costs", cost),
             ("POST", "/admin/import", {"events": []}),
             ("POST", f"/admin/anomalies/{ANOMALY_ID}/feedback", {"verdict": "expected"}),
+            ("POST", "/admin/approvals/apr_000000000000/approve", {}),
+            ("POST", "/admin/approvals/apr_000000000000/deny", {}),
+            ("GET", "/admin/approvals", None),  # approvals are the admin's, reading included
             ("GET", "/admin/keys", None),  # key management is the admin's, reading included
         ):
             async with http.request(method, gw.url + path, json=body, headers=bearer(key)) as r:
