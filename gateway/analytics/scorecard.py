@@ -14,6 +14,7 @@ from typing import Any
 from gateway.analytics.outlook import Forecaster, SeriesKey, Unit, daily_series, series_of
 from gateway.analytics.rollupdata import RollupData, day_bucket, days, month_range
 from gateway.analytics.showback import Usage, prorated, ratio
+from gateway.analytics.tagging import Tagging, TeamTagging
 from gateway.config.model import BudgetConfig, TeamConfig
 from gateway.rollupformat import MISSING
 from gateway.types import nano_to_usd_str
@@ -135,6 +136,8 @@ class TeamScorecard:
     forecast: MonthForecast
     anomalies: AnomalyCounts
     opportunities: tuple[Opportunity, ...] = ()
+    # Tagging compliance (`analytics.tagging`): None when no tag policy requires anything.
+    tagging: TeamTagging | None = None
 
     @property
     def allocated_pct(self) -> float | None:
@@ -172,6 +175,7 @@ class TeamScorecard:
             "downgraded": sum(b.downgraded for b in self.budgets),
             "allocated_usd": nano_to_usd_str(self.allocated_nano),
             "allocated_pct": rounded_pct(self.allocated_pct),
+            "tagging": None if self.tagging is None else self.tagging.to_dict(),
             "savings_realized_usd": nano_to_usd_str(u.savings_nano),
             "savings_available_usd": nano_to_usd_str(self.savings_available_nano),
             "optimization_score_pct": rounded_pct(self.optimization_score_pct),
@@ -237,6 +241,7 @@ class ScorecardInputs:
     anomalies: Mapping[str, AnomalyCounts]
     opportunities: Sequence[Opportunity]  # the recommendations of the same days
     history_days: int
+    tagging: Tagging | None = None  # the tagging compliance of the same days
 
 
 def comparison(month: str, today: date) -> tuple[date, date, date, date]:
@@ -269,6 +274,9 @@ def scorecard(inputs: ScorecardInputs, forecaster: Forecaster) -> Scorecard:
         by_team.setdefault(o.team, []).append(o)
     cards = []
     parts, histories = inputs.data.by_team(), inputs.history.by_team()
+    tagging = {}
+    if inputs.tagging is not None and inputs.tagging.required:
+        tagging = {t.team: t for t in inputs.tagging.teams}
     for team in names:
         config = inputs.teams.get(team)
         if config is not None and config.shared:
@@ -306,6 +314,7 @@ def scorecard(inputs: ScorecardInputs, forecaster: Forecaster) -> Scorecard:
                 ),
                 anomalies=inputs.anomalies.get(team, AnomalyCounts()),
                 opportunities=tuple(opportunities),
+                tagging=tagging.get(team),
             )
         )
     return Scorecard(

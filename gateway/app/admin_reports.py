@@ -538,7 +538,8 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             _report_replies(get_args(Format), "The scorecard"),
             description="Per team: budget adherence (spent against each budget, periods at "
             "their limit, requests blocked or downgraded), the share of spend allocated to a "
-            "project, the optimization score, cost per request, per 1k tokens and per business "
+            "project, tagging compliance, the optimization score, cost per request, per 1k "
+            "tokens and per business "
             "unit, month-over-month change and its drivers, the forecast of the last whole "
             "month against its actual, and anomalies opened and confirmed. See "
             "docs/scorecards.md.",

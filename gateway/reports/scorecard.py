@@ -20,6 +20,7 @@ from gateway.analytics.scorecard import (
     forecast_month,
     scorecard,
 )
+from gateway.analytics.tagging import tagging_compliance
 from gateway.recommending import load_opportunities
 from gateway.reports.build import Period, Report
 from gateway.reports.load import load_rollups
@@ -62,6 +63,8 @@ async def build_scorecard(
         redis, teams, judged_start - timedelta(days=history_days), judged_last, dimensions=("team",)
     )
     refusals = {team: await ledger.refusals(team, month) for team in teams}
+    # The charge lines of the month's days carry each charge's attribution and tags.
+    lines = await load_rollups(redis, teams, start, end, dimensions=("line",))
     inputs = ScorecardInputs(
         month=month,
         today=today,
@@ -75,6 +78,7 @@ async def build_scorecard(
             config, redis, start, end, registry.all(), whole_month=end == last
         ),
         history_days=history_days,
+        tagging=tagging_compliance(lines, config.policies, config.teams),
     )
     # Fitting a forecast per team takes a while: not on the event loop.
     return await asyncio.to_thread(scorecard, inputs, forecaster)
@@ -121,6 +125,7 @@ def team_lines(card: TeamScorecard, result: Scorecard) -> Iterable[tuple[str, ..
         _pct(card.allocated_pct),
         f"{_usd(card.allocated_nano)} of {_usd(u.request_cost_nano)} request spend named a project",
     )
+    yield team, "tagging compliance", *_tagging(card)
     yield team, "optimization score", *_optimization(card)
     yield (
         team,
@@ -160,6 +165,18 @@ def team_lines(card: TeamScorecard, result: Scorecard) -> Iterable[tuple[str, ..
     )
     a = card.anomalies
     yield team, "anomalies", str(a.opened), f"{a.confirmed} confirmed; {a.expected} expected"
+
+
+def _tagging(card: TeamScorecard) -> tuple[str, str]:
+    t = card.tagging
+    if t is None:
+        return "n/a", "no tag policy requires tags (policies.tags)"
+    missing = "; ".join(f"{k} {_usd(v)}" for k, v in sorted(t.missing_nano.items()))
+    return (
+        _pct(None if t.compliance is None else 100 * t.compliance),
+        f"{_usd(t.tagged_nano)} of {_usd(t.spend_nano)} carried the tags the tag policies "
+        "require" + (f"; spend lacking: {missing}" if missing else ""),
+    )
 
 
 def _optimization(card: TeamScorecard) -> tuple[str, str]:

@@ -5,6 +5,7 @@ real socket and the CLI; the month arithmetic at the awkward moments."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -19,6 +20,7 @@ from gateway.analytics.scorecard import comparison, forecast_month
 from gateway.anomalies.records import AnomalyStore, Cursor
 from gateway.budgets.ledger import BudgetLedger
 from gateway.config.model import BudgetConfig, BudgetsConfig, Config, TeamConfig
+from gateway.config.policies import PoliciesConfig, PolicyScope, TagPolicy
 from gateway.reports import cli as report_cli
 from tests.anomalies.support import sample_anomaly
 from tests.clock import T0, FakeClock
@@ -42,7 +44,14 @@ def config() -> Config:
     base = make_config()
     teams = dict(base.teams)
     teams["alpha"] = TeamConfig("alpha", units_name="orders", monthly_units=1000)
-    return replace(base, teams=teams, budgets=BudgetsConfig(rules=BUDGETS))
+    # Alpha's requests must name their project (a tag policy); beta's need nothing.
+    tags = TagPolicy("alpha-projects", PolicyScope(teams=frozenset({"alpha"})), ("project",))
+    return replace(
+        base,
+        teams=teams,
+        budgets=BudgetsConfig(rules=BUDGETS),
+        policies=PoliciesConfig(tags=(tags,)),
+    )
 
 
 BETA_HISTORY = history("beta", date(2026, 6, 1), date(2026, 10, 31), 10.0, noise=0.0)
@@ -141,6 +150,15 @@ async def test_october_scorecard_over_the_admin_api(api: str) -> None:
     assert (alpha["blocked"], alpha["downgraded"]) == (2, 1)
     # 6 of 7 USD named a project.
     assert (alpha["allocated_usd"], alpha["allocated_pct"]) == ("6.000000000", 85.7)
+    # Tagging compliance: the 1 USD without a project lacked what alpha's tag policy requires.
+    assert alpha["tagging"] == {
+        "team": "alpha",
+        "spend_usd": "7.000000000",
+        "tagged_usd": "6.000000000",
+        "untagged_usd": "1.000000000",
+        "compliance": round(6 / 7, 6),
+        "missing_usd": {"project": "1.000000000"},
+    }
     assert alpha["savings_realized_usd"] == "2.000000000"
     # The recommendations of October: the nightly 1 USD at the batch API's half price.
     assert alpha["opportunities"] == [
@@ -173,6 +191,7 @@ async def test_october_scorecard_over_the_admin_api(api: str) -> None:
     assert beta["forecast"]["actual_usd"] == f"{BETA_OCTOBER / USD:.9f}"
     assert abs(beta["forecast"]["error_pct"]) < 1.0
     assert beta["budgets"] == [] and beta["units"] is None
+    assert beta["tagging"]["compliance"] == 1.0  # no tag policy governs its spend
     assert {t["team"] for t in doc["teams"]} == {"alpha", "beta"}  # platform is shared
 
 
@@ -185,6 +204,8 @@ async def test_the_table_names_every_line(api: str) -> None:
     assert "2.000000000 saved; 0.500000000 a month still available" in text
     assert "drivers: model gpt-4o +4.000000000" in text
     assert "2 blocked; 0 downgraded" in text
+    assert re.search(r"alpha +tagging compliance +85\.7 % +6\.000000000 of 7\.000000000", text)
+    assert "spend lacking: project 1.000000000" in text
 
 
 @pytest.mark.parametrize(
@@ -216,6 +237,8 @@ async def test_the_cli_reads_the_store_itself_or_the_api(
         "      - {name: alpha-search, scope: project, match: search, period: monthly,"
         " limit_usd: 10}\n"
         "  beta: {}\n"
+        "policies:\n"
+        "  tags: [{name: alpha-projects, when: {team: alpha}, require: project}]\n"
     )
     args = replace_args(
         parse("scorecard", "--period", "2026-10", "--format", "json"), config=str(path)
