@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the archive to read (default: aggregator.archive_dir of the config)",
     )
     parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+    parser.add_argument(
+        "--json", action="store_const", const="json", dest="format", help="--format json"
+    )
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
 
 

@@ -88,7 +88,7 @@ async def run(
 
 async def test_a_month_repriced_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed(tmp_path / "a")
-    code, out, err = await run(capsys, tmp_path, "--period", "2026-11", "--format", "json")
+    code, out, err = await run(capsys, tmp_path, "--period", "2026-11", "--json")
     assert code == 0, err
     document = orjson.loads(out)
     lines = {(x["team"], x["model"]): x for x in document["lines"]}
