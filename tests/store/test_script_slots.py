@@ -5,7 +5,9 @@ each script, built by the code that builds them (the ledger, the aggregator) or 
 reaches that are not in its KEYS (the budget counters a reservation hash names) are the
 reservation's team's: `ledger._check_team` refuses anything else.
 
-A new script fails `test_every_script_is_checked` until it has a case here."""
+A new script fails `test_every_script_is_checked` until it has a case here. The MULTI blocks
+(`pipeline(transaction=True)`), which a cluster also refuses across slots, are checked the same
+way."""
 
 from __future__ import annotations
 
@@ -127,3 +129,29 @@ async def test_teams_spread_over_slots() -> None:
     # The hash tag is the team's, not a constant: teams land on different slots (nodes).
     slots = {slot_of(rediskeys.events_stream(f"team-{n}")) for n in range(50)}
     assert len(slots) > 40
+
+
+# MULTI blocks (pipeline(transaction=True)) are refused across slots too: each one's keys.
+TRANSACTIONS = {
+    "store/keys.py create": lambda team: [
+        rediskeys.key_record("ab" * 32),
+        rediskeys.key_index(),
+    ],
+    "anomalies/records.py save / forget": lambda team: [
+        rediskeys.anomaly_state(),
+        rediskeys.anomaly_records(),
+        rediskeys.anomaly_index(),
+        rediskeys.anomaly_feedback(),
+    ],
+    "aggregator/reviews.py": lambda team: [
+        rediskeys.review_digests(),
+        rediskeys.review_lease(),
+    ],
+}
+
+
+@pytest.mark.parametrize("block", sorted(TRANSACTIONS))
+@pytest.mark.parametrize("team", TEAMS[:3])
+def test_transaction_keys_share_one_slot(block: str, team: str) -> None:
+    keys = TRANSACTIONS[block](team)
+    assert len({slot_of(k) for k in keys}) == 1, f"{block}: {keys}"
