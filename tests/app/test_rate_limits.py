@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app.state import LIVE_CONFIG, METRICS
+from gateway.ratelimits import limiter
 from tests.budgets.support import real_db_url
 from tests.clock import T0, FakeClock, RunningClock
 from tests.conftest import Gateway, GatewayFactory
@@ -42,9 +43,13 @@ def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.getfixturevalue("shared_redis"))
 
 
-async def two_gateways(gateway_factory: GatewayFactory) -> tuple[Gateway, Gateway]:
+async def two_gateways(
+    gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Gateway, Gateway]:
     """Two gateways on one store, the same keys, and one clock: one minute for both, whatever
-    the machine's pace."""
+    the machine's pace. A store answer slower than the limiter's timeout would send a gateway
+    on alone (tested in tests/ratelimits): on a loaded machine that is not what these test."""
+    monkeypatch.setattr(limiter, "STORE_TIMEOUT_S", 60.0)
     clock = FakeClock(T0)
     a = await gateway_factory("ratelimits.yaml", clock=clock)
     b = await gateway_factory("ratelimits.yaml", teams=(), clock=clock)
@@ -196,7 +201,7 @@ async def test_two_gateways_on_one_redis_share_the_limits(
 ) -> None:
     monkeypatch.setenv("SPENDGATE_KEY_RPM", "100000")
     monkeypatch.setenv("SPENDGATE_MINI_RPM", "60")
-    a, b = await two_gateways(gateway_factory)
+    a, b = await two_gateways(gateway_factory, monkeypatch)
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(
             *(
@@ -235,7 +240,7 @@ async def test_two_gateways_on_one_redis_share_tokens_per_minute(
 ) -> None:
     monkeypatch.setenv("SPENDGATE_KEY_RPM", "100000")
     monkeypatch.setenv("SPENDGATE_TEAM_TPM", "2000")
-    a, b = await two_gateways(gateway_factory)
+    a, b = await two_gateways(gateway_factory, monkeypatch)
     used, per_request = 0, 0
     async with (
         sdk(a) as via_a,
