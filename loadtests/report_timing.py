@@ -112,7 +112,9 @@ def main() -> None:
         timings["review"].append(time.process_time() - started)
         started = time.process_time()
         for _team in teams:
-            assess(_team, Signals(100, 90, 125, 25, 3, 3, (), True, 0, 0, 5.0, 4, True, ()))
+            assess(
+                _team, Signals(100, 90, 95.0, True, 125, 25, 3, 3, (), True, 0, 0, 5.0, 4, True, ())
+            )
         timings["maturity criteria"].append(time.process_time() - started)
     print(
         f"{args.teams} teams, {args.days} days of daily rollups, {args.rounds} rounds "

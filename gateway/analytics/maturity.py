@@ -22,6 +22,8 @@ class Signals:
 
     spend_nano: int  # request spend
     allocated_nano: int  # of which named a project
+    tagged_pct: float | None  # spend carrying the tags its tag policies require; None: no spend
+    tag_policies: bool  # whether any tag policy requires tags
     list_cost_nano: int
     savings_nano: int
     budgets: int
@@ -59,6 +61,12 @@ def _pct(value: float | None) -> str:
 
 def _allocated(s: Signals) -> str:
     return f"{_pct(s.allocated_pct)} of request spend named a project"
+
+
+def _tagged(s: Signals) -> str:
+    if not s.tag_policies:
+        return "no tag policy requires tags (policies.tags)"
+    return f"{_pct(s.tagged_pct)} of spend carried the tags its tag policies require"
 
 
 def _budgets(s: Signals) -> str:
@@ -102,6 +110,13 @@ CRITERIA: tuple[Criterion, ...] = (
     ),
     Criterion(
         "walk",
+        "tagging",
+        ">= 80 % of spend carries the tags its tag policies require",
+        lambda s: not s.tag_policies or (s.tagged_pct or 0) >= 80,
+        _tagged,
+    ),
+    Criterion(
+        "walk",
         "budgets",
         "every team with spend has a budget",
         lambda s: not s.unbudgeted and s.budgets > 0,
@@ -130,6 +145,13 @@ CRITERIA: tuple[Criterion, ...] = (
         ">= 95 % of spend allocated to a project",
         lambda s: (s.allocated_pct or 0) >= 95,
         _allocated,
+    ),
+    Criterion(
+        "run",
+        "tagging",
+        "tag policies require tags, and >= 95 % of spend carries them",
+        lambda s: s.tag_policies and (s.tagged_pct or 0) >= 95,
+        _tagged,
     ),
     Criterion(
         "run",

@@ -576,11 +576,11 @@ def report_endpoints() -> tuple[Endpoint, ...]:
             "FinOps maturity (crawl / walk / run) of the organization and each team",
             "reports",
             _report_replies(get_args(Format), "The maturity assessment"),
-            description="From measured signals over the last 30 complete days: spend allocated, "
-            "budgets and whether they enforce, alert webhooks, optimizer savings, anomalies "
-            "given feedback, forecast accuracy, review cadence, unit economics; each criterion "
-            "with its evidence, and what is missing for the next level. See "
-            "docs/scorecards.md.",
+            description="From measured signals over the last 30 complete days: spend "
+            "allocated and tagged, budgets and whether they enforce, alert webhooks, optimizer "
+            "savings, anomalies given feedback, forecast accuracy, review cadence, unit "
+            "economics; each criterion with its evidence, and what is missing for the next "
+            "level. See docs/scorecards.md.",
             query=(format_param("json"),),
             errors=(503,),
             access="reporting",

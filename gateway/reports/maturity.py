@@ -16,6 +16,7 @@ from gateway.analytics.outlook import Forecaster, SeriesKey, daily_series, total
 from gateway.analytics.review import last_complete_week, week_label
 from gateway.analytics.rollupdata import RollupData, day_bucket, days
 from gateway.analytics.scorecard import AnomalyCounts, empty_like
+from gateway.analytics.tagging import TeamTagging, tagging_compliance
 from gateway.budgets.alerts import BUDGET_THRESHOLD
 from gateway.reports.build import Period, Report
 from gateway.reports.load import load_rollups
@@ -45,6 +46,8 @@ async def maturity_report(
     data = await load_rollups(redis, teams, start, end, dimensions=("team", "project"))
     first = today - timedelta(days=config.forecasts.history_days)
     history = await load_rollups(redis, teams, first, end, dimensions=("team",))
+    # The charge lines carry each charge's attribution and tags (tagging compliance).
+    lines = await load_rollups(redis, teams, start, end, dimensions=("line",))
     anomalies = await anomaly_counts(redis, start, end)
     reviewed = await reviewed_weeks(redis)
     monday = last_complete_week(today)
@@ -53,9 +56,12 @@ async def maturity_report(
         alerting=any(BUDGET_THRESHOLD in hook.events for hook in config.alerts.webhooks),
         weeks_reviewed=len(recent & set(reviewed)),
         reviews_scheduled=config.alerts.review is not None,
+        tag_policies=bool(config.policies.tags),
     )
 
     def compute() -> list[Assessment]:
+        tagging = tagging_compliance(lines, config.policies)
+        tagged = {t.team: t for t in tagging.teams}
         series = {
             t: daily_series(history, SeriesKey(t, "team", t, "usd"), first, end) for t in teams
         }
@@ -67,6 +73,7 @@ async def maturity_report(
                 registry.all(t),
                 anomalies.get(t, AnomalyCounts()),
                 forecaster.fitted(series[t]).accuracy,
+                tagged.get(t),
                 config,
                 common,
             )
@@ -82,6 +89,7 @@ async def maturity_report(
                 sum(a.expected for a in anomalies.values()),
             ),
             forecaster.fitted(total_series(list(series.values()))).accuracy,
+            tagging.total,
             config,
             common,
         )
@@ -107,6 +115,7 @@ class _Common:
     alerting: bool
     weeks_reviewed: int
     reviews_scheduled: bool
+    tag_policies: bool
 
 
 def _signals(
@@ -115,6 +124,7 @@ def _signals(
     budgets: Iterable[BudgetConfig],
     anomalies: AnomalyCounts,
     accuracy: Accuracy | None,
+    tagging: TeamTagging | None,
     config: Config,
     common: _Common,
 ) -> Signals:
@@ -136,6 +146,10 @@ def _signals(
     return Signals(
         spend_nano=spend,
         allocated_nano=spend - unallocated,
+        tagged_pct=None
+        if tagging is None or tagging.compliance is None
+        else 100 * tagging.compliance,
+        tag_policies=common.tag_policies,
         list_cost_nano=totals.get("list_cost", 0) - totals.get("external", 0),
         savings_nano=totals.get("savings", 0),
         budgets=len(listed),

@@ -29,6 +29,7 @@ from gateway.config.model import (
     TeamConfig,
     Webhook,
 )
+from gateway.config.policies import PoliciesConfig, PolicyScope, TagPolicy
 from gateway.reports import cli as report_cli
 from tests.anomalies.support import sample_anomaly
 from tests.clock import T0, FakeClock
@@ -62,7 +63,15 @@ def config() -> Config:
     alerts = AlertsConfig(
         webhooks=(Webhook("finops", "https://hooks.example/x"),), review=ReviewSchedule()
     )
-    return replace(make_config(), teams=teams, budgets=BudgetsConfig(rules=BUDGETS), alerts=alerts)
+    # Every request must name its project (a tag policy over every team).
+    tags = TagPolicy("projects", PolicyScope(), ("project",))
+    return replace(
+        make_config(),
+        teams=teams,
+        budgets=BudgetsConfig(rules=BUDGETS),
+        alerts=alerts,
+        policies=PoliciesConfig(tags=(tags,)),
+    )
 
 
 @pytest.fixture
@@ -110,6 +119,9 @@ async def test_maturity_over_the_admin_api(api: str) -> None:
     )
     a = _criteria(alpha)
     assert a[("run", "allocation")]["evidence"] == "100.0 % of request spend named a project"
+    assert a[("run", "tagging")]["evidence"] == (
+        "100.0 % of spend carried the tags its tag policies require"
+    )
     assert a[("run", "optimization")]["evidence"] == "optimizers saved 20.0 % of list cost"
     assert a[("run", "budgets")]["evidence"] == "1 budgets (1 block or downgrade)"
     assert a[("run", "anomalies")]["evidence"] == "1 of 1 anomalies given feedback"
@@ -123,6 +135,7 @@ async def test_maturity_over_the_admin_api(api: str) -> None:
     unnamed = sum(e.cost_nano for e in BETA if e.project is None)
     assert unnamed * 2 == sum(e.cost_nano for e in BETA)
     assert missing["allocation"] == "50.0 % of request spend named a project"
+    assert missing["tagging"] == "50.0 % of spend carried the tags its tag policies require"
     assert missing["budgets"] == "0 budgets (0 block or downgrade); no budget: beta"
     assert missing["optimization"] == "optimizers saved 0.0 % of list cost"
     assert "alerts" not in missing
@@ -132,6 +145,10 @@ async def test_maturity_over_the_admin_api(api: str) -> None:
     spend = sum(e.cost_nano for e in ALPHA + BETA if _in_window(e.ts_ms))
     assert o[("walk", "allocation")]["evidence"] == (
         f"{100 * (spend - unnamed) / spend:.1f} % of request spend named a project"
+    )
+    assert o[("walk", "tagging")]["evidence"] == (
+        f"{100 * (spend - unnamed) / spend:.1f} % of spend carried the tags its tag policies "
+        "require"
     )
     assert o[("walk", "budgets")]["evidence"] == "1 budgets (1 block or downgrade); no budget: beta"
     assert o[("run", "anomalies")]["evidence"] == "1 of 2 anomalies given feedback"
@@ -154,6 +171,7 @@ async def test_maturity_as_a_table_and_from_the_cli(
         "    budgets: [{name: alpha-monthly, period: monthly, limit_usd: 5000}]\n"
         "  beta: {}\n  platform: {shared: true}\n"
         "alerts:\n  webhooks: [{name: finops, url: 'https://hooks.example/x'}]\n  review: {}\n"
+        "policies:\n  tags: [{name: projects, require: project}]\n"
     )
     args = replace_args(parse("maturity", "--format", "json"), config=str(path))
     assert await report_cli.run_async(args, clock=FakeClock(T0)) == 0
@@ -169,6 +187,8 @@ async def test_maturity_as_a_table_and_from_the_cli(
 RUN = Signals(
     spend_nano=100,
     allocated_nano=95,
+    tagged_pct=95.0,
+    tag_policies=True,
     list_cost_nano=200,
     savings_nano=20,
     budgets=1,
@@ -196,6 +216,10 @@ RUN = Signals(
         ({"mape_pct": 15.1}, "walk", ["forecast"]),
         ({"weeks_reviewed": 2}, "walk", ["review cadence"]),
         ({"unit_economics": ("beta",)}, "walk", ["unit economics"]),
+        ({"tagged_pct": 94.9}, "walk", ["tagging"]),
+        # Without a tag policy nothing is required to walk, and run wants one.
+        ({"tag_policies": False, "tagged_pct": None}, "walk", ["tagging"]),
+        ({"tagged_pct": 79.9}, "crawl", ["tagging"]),
         # No anomalies: nothing to handle.
         ({"anomalies": 0, "handled": 0}, "run", []),
         # A walk criterion missed: crawl, whatever run's say.
