@@ -65,7 +65,10 @@ async def test_a_budget_shared_by_two_gateway_processes_admits_exactly_k(
     redis = await open_store(real_cluster_url)
     await redis.flushdb()
     k = 7
-    worst = gpt4o_worst_case_nano()
+    output = 400  # the mock writes them all: a settle frees within 0.4 % of a worst case, so
+    # a request that reserves after another settled still finds no room for an eighth
+    mock_upstream.options.completion_tokens = output
+    worst = gpt4o_worst_case_nano(output)
     limit = k * worst + worst // 2  # room for exactly k worst cases
     env = {
         **os.environ,
@@ -76,7 +79,7 @@ async def test_a_budget_shared_by_two_gateway_processes_admits_exactly_k(
         "SPENDGATE_ALPHA_PERIOD": "total",  # the processes run on the real clock
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    mock_upstream.options.latency_s = 0.5  # every request reserves before any settles
+    mock_upstream.options.latency_s = 0.5
     processes: list[tuple[asyncio.subprocess.Process, str]] = []
     try:
         for n in range(2):
@@ -104,7 +107,10 @@ async def test_a_budget_shared_by_two_gateway_processes_admits_exactly_k(
                             pass
                         await asyncio.sleep(0.1)
             results = await asyncio.gather(
-                *(post_chat(http, processes[n % 2][1], secret) for n in range(200))
+                *(
+                    post_chat(http, processes[n % 2][1], secret, max_tokens=output)
+                    for n in range(200)
+                )
             )
         statuses = [status for status, _, _ in results]
         assert statuses.count(200) == k

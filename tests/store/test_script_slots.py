@@ -99,6 +99,12 @@ async def _rate_keys(team: str) -> list[list[str]]:
     return [[rediskeys.rate_count("per-team", team, "tokens", 29_000_000)]]
 
 
+async def _approval_keys(team: str) -> list[list[str]]:
+    # policies/approvals.py: ask (records, current, index), decide (records, current).
+    records, current = rediskeys.approval_records(), rediskeys.approval_current()
+    return [[records, current, rediskeys.approval_index()], [records, current]]
+
+
 CASES = {
     "budgets/lua/reserve.lua": _reserve_keys,
     "budgets/lua/settle.lua": _settle_keys,
@@ -108,6 +114,8 @@ CASES = {
     "history/lua/import.lua": _import_keys,
     "reports/lua/post_external_cost.lua": _external_cost_keys,
     "ratelimits/lua/take.lua": _rate_keys,
+    "policies/lua/ask.lua": _approval_keys,
+    "policies/lua/decide.lua": _approval_keys,
 }
 
 
