@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -210,11 +211,12 @@ async def test_two_gateways_on_one_redis_share_the_limits(
                 for gw in ((a, b)[i % 2],)
             )
         )
-    statuses = [status for status, _ in results]
+    statuses = Counter(status for status, _ in results)
     # Requests are taken from the shared count before they are admitted: never more than the
     # limit; and every unit a gateway took was used, since both had requests left to admit.
-    assert statuses.count(200) == 60
-    assert statuses.count(429) == 120
+    # (An admitted request the loaded machine's upstream then failed would not be a 200.)
+    assert statuses[429] == 120, statuses
+    assert statuses[200] == 60, statuses
     for status, headers in results:  # OpenAI's headers on every answer, refused or not
         assert headers["x-ratelimit-limit-requests"] in ("60", "100000")
         assert "x-ratelimit-remaining-requests" in headers
