@@ -21,7 +21,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from gateway import rediskeys
 from gateway.budgets.leases import Lease, LeaseBook, LeaseKey
@@ -368,10 +368,7 @@ class BudgetLedger:
 
     async def _queue_reserve(self, keys: list[str], args: list[str | int]) -> Any:
         """One reserve.lua call, pipelined with the other Redis commands of this loop turn."""
-        try:
-            return await self._batch.execute("EVALSHA", self._reserve.sha, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted empty: the Script object loads it again
-            return await self._reserve(keys=keys, args=args)
+        return await self._batch.evalsha(self._reserve, keys, args)
 
     async def settle(
         self,
@@ -433,14 +430,8 @@ class BudgetLedger:
             calls.append(self._settle_call(team, request_id, budgets, period_ids, event))
         for team in {item[1] for item in items}:
             await self._register(team)
-        # EVALSHA directly: a pipeline given the Script object would ask SCRIPT EXISTS first,
-        # one more round trip every time. A NOSCRIPT (Redis restarted empty) is retried below
-        # through the Script, which loads it.
         raws = await asyncio.gather(
-            *(
-                self._batch.execute("EVALSHA", self._settle.sha, len(c.keys), *c.keys, *c.args)
-                for c in calls
-            ),
+            *(self._batch.evalsha(self._settle, c.keys, c.args) for c in calls),
             return_exceptions=True,
         )
         for raw in raws:
@@ -448,8 +439,6 @@ class BudgetLedger:
                 raise raw  # cancelled (shutdown): not a settle's outcome
         results: list[SettleResult | Exception] = []
         for call, raw, item in zip(calls, raws, items, strict=True):
-            if isinstance(raw, NoScriptError):
-                raw = await self._settle(keys=call.keys, args=call.args)
             results.append(raw if isinstance(raw, Exception) else call.result(raw))
             if item[0] is not None:
                 self._lease_done(item[0], item[4], landed=not isinstance(raw, Exception))

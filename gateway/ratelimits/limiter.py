@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from gateway import rediskeys
 from gateway.store.connect import batcher_for
@@ -203,8 +203,5 @@ class RateLimiter:
         if self._script is None:
             raise RedisError("no store")
         args = (limit, want, debt, ttl_ms)
-        try:
-            raw = await self._batch.execute("EVALSHA", self._script.sha, 1, key, *args)
-        except NoScriptError:  # the store restarted empty: the Script object loads it again
-            raw = await self._script(keys=[key], args=list(args))
+        raw = await self._batch.evalsha(self._script, [key], args)
         return int(raw[0]), int(raw[1])

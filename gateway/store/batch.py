@@ -19,12 +19,13 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.store.wire import Address, Wire
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
 
 # How long a command sent with `execute_later` may wait for company.
@@ -49,6 +50,9 @@ class CommandBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._soon = False  # a send is scheduled for the end of this loop turn
         self._later: asyncio.TimerHandle | None = None  # a send is scheduled for later
+        # SCRIPT LOADs done per script, and the lock that makes a burst of NOSCRIPTs load once.
+        self._loads: dict[str, int] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
 
     def execute(self, *args: Any) -> asyncio.Future[Any]:
         """`redis.execute_command(*args)`, sent with the rest of this loop turn's commands."""
@@ -69,6 +73,25 @@ class CommandBatcher:
             self._later = loop.call_later(within_s, self._send)
         self._pending.append((args, future))
         return future
+
+    async def evalsha(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """`script(keys, args)` as an EVALSHA sent with this loop turn's commands (a pipeline
+        given the Script object would ask SCRIPT EXISTS first: one more round trip each time).
+        After a NOSCRIPT (a store that restarted empty, a cluster primary that never saw the
+        script), the script is loaded once for every caller that got one, on every primary of
+        a cluster, and the command sent again: a burst of them is not a burst of loads."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._load(script)
+        return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _load(self, script: AsyncScript) -> None:
+        seen = self._loads.get(script.sha, 0)
+        async with self._loading.setdefault(script.sha, asyncio.Lock()):
+            if self._loads.get(script.sha, 0) == seen:  # nobody loaded it since our NOSCRIPT
+                await self._redis.script_load(script.script)
+                self._loads[script.sha] = seen + 1
 
     async def drain(self) -> None:
         """Send what is queued now and wait for the batches in flight (shutdown, tests)."""
