@@ -118,6 +118,28 @@ async def test_an_error_reply_reaches_only_its_caller(redis: Redis, path: str) -
         await batch.execute("EVALSHA", "0" * 40, 0)
 
 
+async def test_a_burst_of_noscripts_loads_the_script_once(
+    redis: Redis, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a store restarted empty (SCRIPT FLUSH here) every caller of the burst gets its
+    answer, and the script is loaded once, not once per caller."""
+    script = redis.register_script("return redis.call('INCR', KEYS[1])")
+    batch = batcher(redis, path)
+    assert await batch.evalsha(script, ["n"], []) == 1
+    await redis.script_flush()
+    loads: list[str] = []
+    load = redis.script_load
+
+    async def counting_load(text: str) -> str:
+        loads.append(text)
+        return await load(text)
+
+    monkeypatch.setattr(redis, "script_load", counting_load)
+    replies = await asyncio.gather(*(batch.evalsha(script, ["n"], []) for _ in range(200)))
+    assert sorted(replies) == list(range(2, 202))
+    assert loads == [script.script]
+
+
 async def test_a_dead_server_fails_every_caller(path: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
