@@ -179,6 +179,7 @@ class Accountant:
         self._open = 0  # requests begun and not finished
         self._wake: asyncio.Future[None] | None = None  # a flush waiting for company
         self._used_pct: dict[str, float] = {}  # team -> tightest budget's used %, last seen
+        self._refusals: dict[tuple[str, str, str], int] = {}  # (team, budget, action) -> count
 
     def used_pct(self, principal: Principal) -> float | None:
         """The tightest budget's used percent as this replica last saw it (for tier rules)."""
@@ -280,13 +281,20 @@ class Accountant:
         """For the scorecard, which needs the counts of past months (metrics restart with the
         process): one HINCRBY in the background, off the refused request's path."""
         assert record.principal is not None
-        self._spawn(self._counted(record.principal.team, budget, action))
+        what = (record.principal.team, budget, action)
+        first = not self._refusals
+        self._refusals[what] = self._refusals.get(what, 0) + 1
+        if first:  # a storm of refusals is counted in a few calls, not one each
+            self._spawn(self._count_refusals())
 
-    async def _counted(self, team: str, budget: str, action: str) -> None:
-        try:
-            await self.ledger.count_refusal(team, budget, action)
-        except (RedisError, OSError) as exc:  # a lost count, never lost money
-            budget_log.info("budget refusal not counted (%s)", exc)
+    async def _count_refusals(self) -> None:
+        while self._refusals:
+            counts, self._refusals = self._refusals, {}
+            try:
+                for (team, budget, action), n in counts.items():
+                    await self.ledger.count_refusal(team, budget, action, n)
+            except (RedisError, OSError) as exc:  # a lost count, never lost money
+                budget_log.info("budget refusals not counted (%s)", exc)
 
     def begin(self) -> None:
         """A request has begun; `finish` ends it."""

@@ -511,12 +511,12 @@ class BudgetLedger:
             for b, pid, row in zip(budgets, period_ids, rows, strict=True)
         ]
 
-    async def count_refusal(self, team: str, budget: str, action: str) -> None:
-        """One request that `budget` refused (`action` "block") or sent to a cheaper model
+    async def count_refusal(self, team: str, budget: str, action: str, count: int = 1) -> None:
+        """`count` requests that `budget` refused (`action` "block") or sent to a cheaper model
         ("downgrade"), counted in the month of the ledger's clock (read by `refusals`)."""
         key = rediskeys.budget_refusals(team, self.now().strftime("%Y%m"))
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, f"{budget}|{action}", 1)
+            pipe.hincrby(key, f"{budget}|{action}", count)
             pipe.expire(key, rediskeys.ROLLUP_DAILY_TTL_S)
             await pipe.execute()
 
