@@ -251,7 +251,10 @@ async def test_concurrent_embeddings_are_batched_and_split_back(
         base_url=gw.base_url, api_key=gw.keys["alpha"], max_retries=0
     ) as client:
         results = await asyncio.gather(*(embed(client, i) for i in range(64)))
-    assert len(mock_upstream.requests) <= 4
+    # Batches form within the 50 ms window: how many depends on how fast the SDK's requests
+    # arrive (4 on a quiet machine, 7 seen on a loaded CI run); unbatched would be 64.
+    inputs = [len((r.body or {})["input"]) for r in mock_upstream.requests]
+    assert sum(inputs) == 64 and len(inputs) <= 16 and max(inputs) > 1
     for text, vector, tokens in results:
         assert vector == pytest.approx(embedding_for(text))
         assert tokens > 0

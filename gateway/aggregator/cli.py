@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -149,6 +150,11 @@ async def _main(url: str, args: argparse.Namespace) -> int:
             loop.remove_reader(_PARENT_FD)
         if runner is not None:
             await runner.cleanup()
+        if args.gateway_child is not None:
+            # aiohttp leaves a unix socket's file behind; in the data directory it would make
+            # a copy of the stopped directory (a backup) fail on a file that is no file.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.gateway_child)
         await close_store(redis)
     log.info("aggregator stopped")
     return 0
