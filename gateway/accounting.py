@@ -93,6 +93,7 @@ class Record:
     # The parsed request body, read once in `finish` for the recommendations' signals (hashes
     # and a shape; see `gateway.cache.fingerprint`) and dropped there: no text is kept.
     body: Mapping[str, Any] | None = None
+    body_size: int = 0  # its size in bytes, as received
     # What governance policies did ("<policy>=<action>", comma-separated) and the approval used
     # or asked for (gateway.policies).
     policy: str | None = None
@@ -136,15 +137,25 @@ class Record:
         return item
 
 
+def output_cap(body: Mapping[str, Any]) -> int:
+    """The output tokens a request allows per choice (0: it sets no cap)."""
+    for name in _OUTPUT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
 def worst_case(
     route: ModelRoute, body: Mapping[str, Any], prompt_tokens: int, endpoint: str
 ) -> tuple[int, int]:
     """(nano-USD, tokens) the request can cost at most, on the route's dearest deployment."""
     output = 0
     if endpoint != "embeddings":
-        output = next((body[f] for f in _OUTPUT_FIELDS if isinstance(body.get(f), int)), 0)
+        output = output_cap(body)
         n = body.get("n")
-        output *= n if isinstance(n, int) else 1
+        if isinstance(n, int):
+            output *= n
     worst = 0
     for d in route.deployments:
         p = d.price
@@ -391,7 +402,7 @@ class Accountant:
         if record.body is not None:
             body, endpoint, record.body = record.body, record.endpoint, None
             fingerprint = request_fingerprint(endpoint, body)
-            prefix = prefix_fingerprint(endpoint, body)
+            prefix = prefix_fingerprint(endpoint, body, record.body_size)
             shape = request_shape(endpoint, body)
         events = []
         for i, c in enumerate(charges):

@@ -132,7 +132,8 @@ class Pipeline:
             record.principal = attribute(await self.authenticate(request), request.headers)
             record.revenue_nano = revenue_of(request.headers)
             record.model, record.stream = ctx.body["model"], ctx.body.get("stream") is True
-            record.body = ctx.body  # for the recommendations' signals, hashed after the response
+            # For the recommendations' signals, hashed after the response.
+            record.body, record.body_size = ctx.body, ctx.size
             for stage in self._before:
                 reply = await stage.before(ctx)
                 if reply is not None:

@@ -31,10 +31,14 @@ def request_fingerprint(endpoint: str, body: Mapping[str, Any]) -> str:
     return hashlib.blake2b(data, digest_size=_DIGEST_BYTES).hexdigest()
 
 
-def prefix_fingerprint(endpoint: str, body: Mapping[str, Any]) -> str | None:
+def prefix_fingerprint(
+    endpoint: str, body: Mapping[str, Any], size: int | None = None
+) -> str | None:
     """A short hash of the prompt's first PREFIX_CHARS characters, or None when it is shorter
-    (or the endpoint has no prompt a provider caches)."""
-    if endpoint not in _CHAT_ENDPOINTS:
+    (or the endpoint has no prompt a provider caches). `size`: the body's size in bytes as
+    received, when known: JSON takes at least a byte per character, so a smaller body has no
+    prompt that long (most requests: nothing to walk)."""
+    if endpoint not in _CHAT_ENDPOINTS or (size is not None and size < PREFIX_CHARS):
         return None
     parts: list[str] = []
     size = 0

@@ -12,13 +12,20 @@ No I/O unless an approval limit is passed.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway.accounting import Record, worst_case
+from gateway.accounting import Record, output_cap, worst_case
 from gateway.config.model import Config
-from gateway.config.policies import ApprovalPolicy, ModelPolicy, Size, TagPolicy
+from gateway.config.policies import (
+    ApprovalPolicy,
+    ModelPolicy,
+    PoliciesConfig,
+    Size,
+    TagPolicy,
+)
 from gateway.errors import ApprovalRequired, PermissionDenied, ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.plan import Plan
@@ -29,7 +36,6 @@ from gateway.types import Principal
 log = logging.getLogger("spendgate.policies")
 
 WARNING_HEADER = "x-sg-policy-warning"
-_OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 _STORE_ERRORS = (RedisError, OSError, TimeoutError)
 
 
@@ -39,6 +45,7 @@ class PolicyEnforcer:
         an approval limit is then treated as when the store is unreachable."""
         self.approvals = approvals
         self.metrics = metrics
+        self._known: dict[tuple[int, str, str], _Verdict] = {}
 
     async def check(self, config: Config, record: Record, plan: Plan) -> str | None:
         """Raise the 403 of a policy that refuses the request; else the warning about missing
@@ -46,43 +53,59 @@ class PolicyEnforcer:
         policies = config.policies
         if not policies.enabled:
             return None
-        p = record.principal
-        assert p is not None and record.model is not None
-        for model_policy in policies.models:
-            blocked = model_policy.blocks(p, (record.model, plan.route.name))
-            if blocked is not None:
-                self._decided(record, model_policy.name, "block")
-                message = _block_message(model_policy, blocked, record.model)
-                raise PermissionDenied(message, code=_CODE)
+        p, model = record.principal, record.model
+        assert p is not None and model is not None
+        verdict = self._verdict(policies, p, model, plan.route.name)
+        if verdict.blocked is not None:
+            model_policy, blocked = verdict.blocked
+            self._decided(record, model_policy.name, "block")
+            raise PermissionDenied(_block_message(model_policy, blocked, model), code=_CODE)
         warnings = []
-        for tag_policy in policies.tags:
-            missing = tag_policy.missing(p)
-            if missing:
-                self._decided(record, tag_policy.name, tag_policy.action)
-                if tag_policy.action == "block":
-                    raise PermissionDenied(_tags_message(tag_policy, missing), code=_CODE)
-                warnings.append(f"{tag_policy.name}: missing {', '.join(missing)}")
-        for approval_policy in policies.approvals:
-            if approval_policy.covers(p, record.model):
-                await self._approval(config, record, plan, approval_policy, p)
+        for tag_policy, missing in verdict.untagged:
+            self._decided(record, tag_policy.name, tag_policy.action)
+            if tag_policy.action == "block":
+                raise PermissionDenied(_tags_message(tag_policy, missing), code=_CODE)
+            warnings.append(f"{tag_policy.name}: missing {', '.join(missing)}")
+        for approval_policy in verdict.approvals:
+            reason = _over(record, plan, approval_policy)
+            if reason is not None:
+                await self._approval(config, record, plan, approval_policy, p, reason)
         return "; ".join(warnings) or None
 
+    def _verdict(self, policies: PoliciesConfig, p: Principal, model: str, routed: str) -> _Verdict:
+        """What the policies say of `p` asking for `model` (served by `routed`) whatever the
+        request's size: the same for each of a key's requests to a model, so kept (by the
+        principal's and the policies' identity: a reload or a new principal judges again)."""
+        known = self._known.get((id(p), model, routed))
+        if known is not None and known.principal is p and known.policies is policies:
+            return known
+        blocked = None
+        for model_policy in policies.models:
+            name = model_policy.blocks(p, (model, routed))
+            if name is not None:
+                blocked = (model_policy, name)
+                break
+        untagged = tuple((t, m) for t in policies.tags if (m := t.missing(p)))
+        approvals = tuple(a for a in policies.approvals if a.covers(p, model))
+        verdict = _Verdict(p, policies, blocked, untagged, approvals)
+        if len(self._known) >= _MAX_KNOWN:
+            self._known.clear()
+        self._known[(id(p), model, routed)] = verdict
+        return verdict
+
     async def _approval(
-        self, config: Config, record: Record, plan: Plan, policy: ApprovalPolicy, p: Principal
+        self,
+        config: Config,
+        record: Record,
+        plan: Plan,
+        policy: ApprovalPolicy,
+        p: Principal,
+        reason: str,
     ) -> None:
+        """A request over an approval limit (`reason`): its principal's approval for the
+        model lets it through, else it asks for one."""
         model = record.model
         assert model is not None
-        priced = policy.max_cost_nano is not None
-        bound = plan.prompt_tokens or plan.prompt_bound
-        reason = policy.exceeded(_size(record.endpoint, plan, bound, priced))
-        if reason is not None and plan.prompt_tokens is None and policy.needs_prompt_tokens:
-            # Over with the body's size as the prompt bound: the exact count decides.
-            plan.prompt_tokens = count_prompt(
-                plan.body, record.endpoint, plan.route.deployments[0].model
-            )
-            reason = policy.exceeded(_size(record.endpoint, plan, plan.prompt_tokens, priced))
-        if reason is None:
-            return
         size = _size(record.endpoint, plan, plan.prompt_tokens or plan.prompt_bound, True)
         cost = size.cost_nano
         try:
@@ -126,18 +149,37 @@ class PolicyEnforcer:
 
 
 _CODE = "policy_violation"
+_MAX_KNOWN = 10_000  # verdicts kept; more are forgotten at once
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    principal: Principal
+    policies: PoliciesConfig
+    blocked: tuple[ModelPolicy, str] | None  # the policy that blocks, and the model it names
+    untagged: tuple[tuple[TagPolicy, tuple[str, ...]], ...]  # policies whose tags are missing
+    approvals: tuple[ApprovalPolicy, ...]  # approval limits that apply
+
+
+def _over(record: Record, plan: Plan, policy: ApprovalPolicy) -> str | None:
+    """Which of the policy's limits the request is over, in words, if any."""
+    priced = policy.max_cost_nano is not None
+    bound = plan.prompt_tokens or plan.prompt_bound
+    reason = policy.exceeded(_size(record.endpoint, plan, bound, priced))
+    if reason is not None and plan.prompt_tokens is None and policy.needs_prompt_tokens:
+        # Over with the body's size as the prompt bound: the exact count decides.
+        plan.prompt_tokens = count_prompt(
+            plan.body, record.endpoint, plan.route.deployments[0].model
+        )
+        reason = policy.exceeded(_size(record.endpoint, plan, plan.prompt_tokens, priced))
+    return reason
 
 
 def _size(endpoint: str, plan: Plan, prompt_tokens: int, priced: bool) -> Size:
     """What the request asks for; its worst-case cost only when a limit needs it (`priced`)."""
     body: dict[str, Any] = plan.body
     n = body.get("n")
-    output = 0
-    for name in _OUTPUT_FIELDS:
-        value = body.get(name)
-        if isinstance(value, int):
-            output = value
-            break
+    output = output_cap(body)
     cost = worst_case(plan.route, body, prompt_tokens, endpoint)[0] if priced else 0
     return Size(cost, output, n if isinstance(n, int) else 1, prompt_tokens)
 

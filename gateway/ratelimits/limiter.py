@@ -57,6 +57,7 @@ class Slice:
     used: int = 0  # requests admitted / tokens consumed here
     shared: int = 0  # the shared count, as of the store's last answer
     exhausted: bool = False  # the store had nothing left: refuse until the window ends
+    want: int = 1  # the size of the next slice to take (`RateLimiter._want`)
     taking: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -68,8 +69,10 @@ class Slice:
         """What is left of the limit this window, as far as this process knows."""
         return max(0, self.limit - self.shared + self.room)
 
-    def has_room(self, kind: Kind) -> bool:
-        return self.room >= 1 if kind == "requests" else self.room > 0
+    def has_room(self) -> bool:
+        """Room for one more request: a unit of its own (requests), or any at all (tokens:
+        what the request consumes is taken after it); units are whole, so both are >= 1."""
+        return self.claimed - self.used >= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,9 @@ class RateLimiter:
         self._clock = clock
         self.local_share = local_share
         self._slices: dict[tuple[str, str, Kind], Slice] = {}
+        # Per list of limits (by identity; the stage keeps one list per key and model): its
+        # slices this window, so an admitted request looks nothing up.
+        self._sets: dict[int, tuple[Sequence[Limit], list[Slice]]] = {}
         self._window = -1
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned_window = -1
@@ -103,54 +109,79 @@ class RateLimiter:
             self._script = store.register_script(source.read_text(encoding="utf-8"))
             self._batch = batcher_for(store)
 
-    def window_end(self) -> float:
-        return (self._current_window() + 1) * WINDOW_S
+    def reset_in(self) -> float:
+        """Seconds until the current window ends and every limit starts again."""
+        now = self._clock()
+        return (now // WINDOW_S + 1) * WINDOW_S - now
 
     def slice(self, limit: Limit) -> Slice:
-        window = self._current_window()
-        if window != self._window:  # a new minute: the old windows' slices are done with
-            self._window = window
-            self._slices = {k: s for k, s in self._slices.items() if s.window == window}
+        self._roll()
+        window = self._window
         ident = (limit.rule, limit.subject, limit.kind)
         found = self._slices.get(ident)
         if found is None or found.window != window:
             key = rediskeys.rate_count(limit.rule, limit.subject, limit.kind, window)
             found = self._slices[ident] = Slice(key, limit.limit, window)
+            found.want = self._want(found)
         if found.limit != limit.limit:  # a reload changed it: the store may have room again
             found.limit, found.exhausted = limit.limit, False
+            found.want = self._want(found)
         return found
+
+    def slices(self, limits: Sequence[Limit]) -> list[Slice]:
+        """The slices of `limits` in the current window."""
+        self._roll()
+        known = self._sets.get(id(limits))
+        if known is not None and known[0] is limits:
+            return known[1]
+        found = [self.slice(limit) for limit in limits]
+        self._sets[id(limits)] = (limits, found)
+        return found
+
+    def try_admit(self, limits: Sequence[Limit]) -> list[Slice] | None:
+        """Take one request against every limit from this process's slices when they all have
+        room (the common case: no store, no waiting); None when one needs the store first
+        (`admit`)."""
+        slices = self.slices(limits)
+        for s in slices:
+            if s.claimed - s.used < 1:
+                return None
+        for limit, s in zip(limits, slices, strict=True):
+            if limit.kind == "requests":
+                s.used += 1
+            if (s.claimed - s.used) * 2 < s.want:
+                self._top_up(s)
+        return slices
 
     async def admit(self, limits: Sequence[Limit]) -> tuple[list[Slice], Limit | None]:
         """Take one request against every limit; (its slices, None) when admitted, else (the
         slices, the first limit it is over), having taken nothing."""
         while True:
-            slices = [self.slice(limit) for limit in limits]
+            admitted = self.try_admit(limits)
+            if admitted is not None:
+                return admitted, None
+            slices = self.slices(limits)
             short = [
-                (limit, s)
-                for limit, s in zip(limits, slices, strict=True)
-                if not s.has_room(limit.kind)
+                (limit, s) for limit, s in zip(limits, slices, strict=True) if not s.has_room()
             ]
-            if not short:
-                for limit, s in zip(limits, slices, strict=True):
-                    if limit.kind == "requests":
-                        s.used += 1
-                    self._top_up(s)
-                return slices, None
             for limit, s in short:
                 if s.exhausted:
                     return slices, limit
             await asyncio.gather(*(self._take(s) for _, s in short))
             for limit, s in short:
-                if s.exhausted and not s.has_room(limit.kind):
+                if s.exhausted and not s.has_room():
                     return slices, limit
 
-    def consume(self, limits: Sequence[Limit], tokens: int) -> None:
-        """A request's tokens, once known, against this window's token limits."""
+    def consume(self, limits: Sequence[Limit], slices: Sequence[Slice], tokens: int) -> None:
+        """A request's tokens, once known, against this window's token limits (`slices`: the
+        ones it was admitted with, looked up again in a new window)."""
         if tokens <= 0:
             return
-        for limit in limits:
+        self._roll()
+        for limit, s in zip(limits, slices, strict=True):
             if limit.kind == "tokens":
-                s = self.slice(limit)
+                if s.window != self._window:
+                    s = self.slice(limit)
                 s.used += tokens
                 self._top_up(s)
 
@@ -161,12 +192,20 @@ class RateLimiter:
     def _current_window(self) -> int:
         return int(self._clock() // WINDOW_S)
 
+    def _roll(self) -> None:
+        """At a new minute, drop the old windows' slices."""
+        window = self._current_window()
+        if window != self._window:
+            self._window = window
+            self._slices = {k: s for k, s in self._slices.items() if s.window == window}
+            self._sets = {}
+
     def _want(self, s: Slice) -> int:
         return max(1, math.ceil(self.local_share * max(0, s.limit - s.shared)))
 
     def _top_up(self, s: Slice) -> None:
         """Take the next slice in the background when this one runs low (or is overdrawn)."""
-        if s.exhausted or s.taking is not None or s.room * 2 >= self._want(s):
+        if s.exhausted or s.taking is not None or s.room * 2 >= s.want:
             return
         task = asyncio.get_running_loop().create_task(self._take(s))
         self._tasks.add(task)
@@ -196,6 +235,7 @@ class RateLimiter:
             count += granted
         s.claimed += debt + granted
         s.shared = max(s.shared, count)
+        s.want = self._want(s)
         if granted == 0:
             s.exhausted = True
 

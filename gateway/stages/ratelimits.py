@@ -6,6 +6,7 @@ kind; after the response its tokens are counted against the token limits."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -15,6 +16,7 @@ from gateway.ratelimits.limiter import Limit, RateLimiter, Slice
 from gateway.stages.base import Context, Services, Stage
 from gateway.types import Principal
 
+_MAX_KNOWN = 10_000  # (key, team, model) lists of limits kept; more are forgotten at once
 _WHAT = {"requests": "requests per minute (RPM)", "tokens": "tokens per minute (TPM)"}
 
 
@@ -25,9 +27,14 @@ class RateLimits(Stage):
         super().__init__(services)
         config, _ = services.snapshot()
         self.limiter = RateLimiter(services.store, services.clock, config.rate_limits.local_share)
+        # (key id, team, model) -> the limits of this config's rules, one list each, so the
+        # limiter finds their slices by the list (rebuilt after a reload).
+        self._limits: dict[tuple[str, str, str], tuple[Limit, ...]] = {}
+        self._rules: tuple[RateLimitRule, ...] = config.rate_limits.rules
 
     def swap(self, config: Config) -> None:
         self.limiter.local_share = config.rate_limits.local_share
+        self._limits, self._rules = {}, config.rate_limits.rules
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
@@ -36,15 +43,21 @@ class RateLimits(Stage):
         rules, record = ctx.config.rate_limits.rules, ctx.record
         if not rules:
             return None
-        assert record.principal is not None and record.model is not None
-        limits = applicable(rules, record.principal, record.model)
+        p, model = record.principal, record.model
+        assert p is not None and model is not None
+        limits = self._limits.get((p.key_id, p.team, model))
+        if limits is None or rules is not self._rules:
+            limits = self._applicable(rules, p, model)
         if not limits:
             return None
-        slices, over = await self.limiter.admit(limits)
-        wait_s = self.limiter.window_end() - self.services.clock()
+        over = None
+        slices = self.limiter.try_admit(limits)
+        if slices is None:
+            slices, over = await self.limiter.admit(limits)
+        wait_s = self.limiter.reset_in()
         ctx.headers.update(headers(limits, slices, wait_s))
         if over is None:
-            ctx.notes[self.name] = limits
+            ctx.notes[self.name] = (limits, slices)
             return None
         record.rate_limited = f"{over.rule}:{over.kind}"
         metrics = self.services.metrics
@@ -57,10 +70,21 @@ class RateLimits(Stage):
             headers={"Retry-After": str(retry)},
         )
 
+    def _applicable(
+        self, rules: tuple[RateLimitRule, ...], p: Principal, model: str
+    ) -> tuple[Limit, ...]:
+        if rules is not self._rules:  # a request that began before a reload
+            return tuple(applicable(rules, p, model))
+        if len(self._limits) >= _MAX_KNOWN:
+            self._limits.clear()
+        found = self._limits[(p.key_id, p.team, model)] = tuple(applicable(rules, p, model))
+        return found
+
     def after(self, ctx: Context) -> None:
-        limits = ctx.notes.get(self.name)
-        if isinstance(limits, list):
-            self.limiter.consume(limits, ctx.record.tokens)
+        admitted = ctx.notes.get(self.name)
+        if isinstance(admitted, tuple):
+            limits, slices = admitted
+            self.limiter.consume(limits, slices, ctx.record.tokens)
 
 
 def applicable(rules: tuple[RateLimitRule, ...], principal: Principal, model: str) -> list[Limit]:
@@ -85,20 +109,27 @@ def applicable(rules: tuple[RateLimitRule, ...], principal: Principal, model: st
     return limits
 
 
-def headers(limits: list[Limit], slices: list[Slice], wait_s: float) -> dict[str, str]:
+def headers(limits: Sequence[Limit], slices: list[Slice], wait_s: float) -> dict[str, str]:
     """OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, for the limit of each
     kind with the least left."""
-    tightest: dict[str, Slice] = {}
+    requests: Slice | None = None
+    tokens: Slice | None = None
     for limit, s in zip(limits, slices, strict=True):
-        held = tightest.get(limit.kind)
-        if held is None or s.remaining < held.remaining:
-            tightest[limit.kind] = s
+        if limit.kind == "requests":
+            if requests is None or s.remaining < requests.remaining:
+                requests = s
+        elif tokens is None or s.remaining < tokens.remaining:
+            tokens = s
     reset = reset_text(wait_s)
     out: dict[str, str] = {}
-    for kind, s in tightest.items():
-        out[f"x-ratelimit-limit-{kind}"] = str(s.limit)
-        out[f"x-ratelimit-remaining-{kind}"] = str(s.remaining)
-        out[f"x-ratelimit-reset-{kind}"] = reset
+    if requests is not None:
+        out["x-ratelimit-limit-requests"] = str(requests.limit)
+        out["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        out["x-ratelimit-reset-requests"] = reset
+    if tokens is not None:
+        out["x-ratelimit-limit-tokens"] = str(tokens.limit)
+        out["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        out["x-ratelimit-reset-tokens"] = reset
     return out
 
 

@@ -74,17 +74,36 @@ class CommandBatcher:
         self._pending.append((args, future))
         return future
 
-    async def evalsha(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def evalsha(
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
         """`script(keys, args)` as an EVALSHA sent with this loop turn's commands (a pipeline
         given the Script object would ask SCRIPT EXISTS first: one more round trip each time).
         After a NOSCRIPT (a store that restarted empty, a cluster primary that never saw the
         script), the script is loaded once for every caller that got one, on every primary of
-        a cluster, and the command sent again: a burst of them is not a burst of loads."""
-        try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self._load(script)
-        return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        a cluster, and the command sent again: a burst of them is not a burst of loads.
+
+        A future, not a coroutine: callers gather many (a settle burst) and a coroutine each
+        would cost a task each; only a NOSCRIPT starts one."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        first = self.execute(*command)
+        result: asyncio.Future[Any] = first.get_loop().create_future()
+
+        def landed(done: asyncio.Future[Any]) -> None:
+            if done.cancelled() or not isinstance(done.exception(), NoScriptError):
+                _chain(done, result)
+            elif not result.done():  # the caller still waits: load the script, send it again
+                task = result.get_loop().create_task(self._load_and_retry(script, command))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda t: _chain(t, result))
+
+        first.add_done_callback(landed)
+        return result
+
+    async def _load_and_retry(self, script: AsyncScript, command: tuple[Any, ...]) -> Any:
+        await self._load(script)
+        return await self.execute(*command)
 
     async def _load(self, script: AsyncScript) -> None:
         seen = self._loads.get(script.sha, 0)
@@ -153,3 +172,16 @@ class CommandBatcher:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """`source`'s outcome into `target`, unless `target` is already settled (its exception is
+    retrieved either way, so none is reported as never retrieved)."""
+    if source.cancelled():
+        if not target.done():
+            target.cancel()
+    elif (exc := source.exception()) is not None:
+        if not target.done():
+            target.set_exception(exc)
+    elif not target.done():
+        target.set_result(source.result())

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import openai
+import orjson
+import pytest
 
 from gateway import rediskeys
 from gateway.app.state import PIPELINE, REDIS
@@ -51,6 +53,21 @@ def test_a_prefix_fingerprint_only_for_long_prompts_and_it_ignores_what_follows(
     assert prefix_fingerprint("embeddings", {"model": "e", "input": head}) is None
     responses = {"model": "gpt-4o", "instructions": head, "input": "q"}
     assert prefix_fingerprint("responses", responses) is not None
+
+
+@pytest.mark.parametrize(
+    "text", ["x" * PREFIX_CHARS, "é" * PREFIX_CHARS, "\U0001f600" * PREFIX_CHARS]
+)
+def test_the_body_size_guard_never_hides_a_long_prompt(text: str) -> None:
+    # The guard skips bodies smaller than PREFIX_CHARS bytes: JSON spends at least a byte per
+    # character (non-ASCII as UTF-8 or \u escapes), so a long prompt's body is never that small.
+    body = chat(text)
+    raw = orjson.dumps(body)
+    assert len(raw) >= PREFIX_CHARS
+    given = prefix_fingerprint("chat/completions", body, len(raw))
+    assert given is not None and given == prefix_fingerprint("chat/completions", body)
+    short = chat(text[: PREFIX_CHARS // 8])
+    assert prefix_fingerprint("chat/completions", short, len(orjson.dumps(short))) is None
 
 
 def test_the_shape_says_tools_and_json_mode() -> None:

@@ -96,10 +96,10 @@ async def test_tokens_are_admitted_while_any_are_left_and_counted_once_consumed(
     consumed = 0
     for turn in range(100):
         limiter = a if turn % 2 else b
-        _, over = await limiter.admit([TPM])
+        slices, over = await limiter.admit([TPM])
         if over is not None:
             break
-        limiter.consume([TPM], 70)
+        limiter.consume([TPM], slices, 70)
         consumed += 70
     else:
         pytest.fail("the token limit never refused")
