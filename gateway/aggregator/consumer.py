@@ -243,7 +243,7 @@ class Aggregator:
         backoff = 0.1
         while not stop.is_set():
             try:
-                await self.step()
+                handled = await self.step()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("aggregator: store unavailable (%s); retrying in %.1fs", exc, backoff)
             except ResponseError as exc:
@@ -257,6 +257,10 @@ class Aggregator:
                 log.error("aggregator: %s", exc)
             else:
                 backoff = 0.1
+                if 0 < handled < self.config.batch_size and self.config.linger_ms:
+                    # A trickle: let it gather, so the next apply carries more events for the
+                    # same fixed cost (a full batch means a backlog: read again at once).
+                    await _sleep_or_stop(stop, self.config.linger_ms / 1000)
                 continue
             await _sleep_or_stop(stop, backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)

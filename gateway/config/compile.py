@@ -354,6 +354,7 @@ def _aggregator(spec: AggregatorSpec) -> AggregatorConfig:
     return AggregatorConfig(
         batch_size=spec.batch_size,
         block_ms=spec.block_ms,
+        linger_ms=spec.linger_ms,
         claim_idle_s=spec.claim_idle_s,
         archive_dir=spec.archive_dir,
         stream_retention_s=spec.stream_retention_s,

@@ -232,6 +232,9 @@ class AggregatorConfig:
     claim_idle_s: float = 60.0  # pending entries idle this long are reclaimed from dead consumers
     archive_dir: str = "var/archive"  # cold tier: <dir>/<team>/<YYYY-MM-DD>.jsonl.gz
     stream_retention_s: float = 48 * 3600.0  # archived and acked events older than this are trimmed
+    # After applying less than a full batch, wait this long before reading again, so a trickle
+    # of events is applied in fewer, larger batches (each apply has a fixed cost).
+    linger_ms: int = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -457,6 +457,7 @@ class AlertsSpec(Spec):
 class AggregatorSpec(Spec):
     batch_size: int = field(default=500, metadata=checks(Int(min=1, max=10_000)))
     block_ms: int = field(default=1000, metadata=checks(Int(min=1)))
+    linger_ms: int = field(default=10, metadata=checks(Int(min=0, max=10_000)))
     claim_idle_s: float = field(default=60.0, metadata=checks(Number(positive=True)))
     archive_dir: str = field(default="var/archive", metadata=checks(Str()))
     stream_retention_s: float = field(default=48 * 3600.0, metadata=checks(Number(positive=True)))

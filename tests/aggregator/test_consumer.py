@@ -238,6 +238,30 @@ async def test_run_stops_promptly(redis: Redis) -> None:
     assert (await rollup_hash(redis, "alpha", "d", DAY, "team"))["alpha|requests"] == 1
 
 
+async def test_a_trickle_of_events_is_applied_in_few_batches(redis: Redis) -> None:
+    # Each apply has a fixed cost; after a partial batch the running aggregator lingers so
+    # events arriving one by one are applied together rather than one apply each.
+    config = AggregatorConfig(block_ms=100, linger_ms=1000)
+    metrics = AggregatorMetrics()
+    aggregator = Aggregator(redis, config, consumer="A", metrics=metrics, clock=NOW)
+    await produce(redis, [event(0)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(aggregator.run(stop))
+
+    async def applied(n: int) -> None:
+        while metrics.events.labels("applied")._value.get() < n:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(applied(1), timeout=10)
+    for i in range(1, 21):  # one at a time, each its own XADD, within the linger
+        await produce(redis, [event(i)])
+    await asyncio.wait_for(applied(21), timeout=10)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert metrics.batches._value.get() <= 3  # 1, then the 20 (split once at worst)
+    assert (await rollup_hash(redis, "alpha", "d", DAY, "team"))["alpha|requests"] == 21
+
+
 @pytest.mark.parametrize("url", ["memory://"])
 async def test_embedded_store_runs_the_same_scripts(url: str) -> None:
     redis = await open_store(url)
