@@ -190,9 +190,8 @@ class Pipeline:
         headers["x-sg-model"] = answer.deployment.model
         if not record.stream:
             headers["x-sg-cost-usd"] = nano_to_usd_str(record.cost_nano)
-            return web.Response(
-                body=answer.body, headers={"Content-Type": answer.content_type, **headers}
-            )
+            headers["Content-Type"] = answer.content_type
+            return web.Response(body=answer.body, headers=headers)
         # A cascaded stream: the attempts were whole answers; the final one is replayed as SSE.
         return await send_sse(ctx.request, headers, answer.json, ctx.plan.body, record)
 

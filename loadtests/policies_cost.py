@@ -158,7 +158,8 @@ def micro(n: int) -> dict[str, float]:
             capped = with_token_cap("chat/completions", body, 4096)
             bound = cheap_upper_bound(len(raw))
             plan = Plan(capped, route, route.deployments[0].price, None, bound)
-            await enforcer.check(cfg, record, plan)  # type: ignore[arg-type]
+            _, over = enforcer.judge(cfg, record, plan)  # type: ignore[arg-type]
+            assert not over  # the load test's requests pass every policy
         return (time.process_time() - started) / n * 1e6
 
     async def run() -> dict[str, float]:

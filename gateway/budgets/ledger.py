@@ -172,7 +172,7 @@ class SettleResult:
         return max(0, min(values)) if values else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per settle: not frozen, which is cheaper to make
 class _SettleCall:
     """One settle script call, built, and how to read its reply."""
 

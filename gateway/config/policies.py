@@ -79,7 +79,7 @@ class ModelPolicy:
         return next((m for m in models if m in self.blocked), None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request over an approval policy: not frozen, cheaper to make
 class Size:
     """What one request asks for, as far as approval limits care."""
 

@@ -47,12 +47,23 @@ class PolicyEnforcer:
         self.metrics = metrics
         self._known: dict[tuple[int, str, str], _Verdict] = {}
 
-    async def check(self, config: Config, record: Record, plan: Plan) -> str | None:
-        """Raise the 403 of a policy that refuses the request; else the warning about missing
-        tags its answer carries in `x-sg-policy-warning`, if any."""
+    async def ask(
+        self, config: Config, record: Record, plan: Plan, over: list[tuple[ApprovalPolicy, str]]
+    ) -> None:
+        """For each approval limit the request is over (`judge`), its principal's approval
+        lets it through, or it is refused (403) asking for one."""
+        assert record.principal is not None
+        for policy, reason in over:
+            await self._approval(config, record, plan, policy, record.principal, reason)
+
+    def judge(
+        self, config: Config, record: Record, plan: Plan
+    ) -> tuple[str | None, list[tuple[ApprovalPolicy, str]]]:
+        """Without I/O: raise the 403 of a model or tag policy that refuses the request; else
+        (the warning about missing tags, the approval limits it is over and why)."""
         policies = config.policies
         if not policies.enabled:
-            return None
+            return None, []
         p, model = record.principal, record.model
         assert p is not None and model is not None
         verdict = self._verdict(policies, p, model, plan.route.name)
@@ -66,11 +77,12 @@ class PolicyEnforcer:
             if tag_policy.action == "block":
                 raise PermissionDenied(_tags_message(tag_policy, missing), code=_CODE)
             warnings.append(f"{tag_policy.name}: missing {', '.join(missing)}")
+        over = []
         for approval_policy in verdict.approvals:
             reason = _over(record, plan, approval_policy)
             if reason is not None:
-                await self._approval(config, record, plan, approval_policy, p, reason)
-        return "; ".join(warnings) or None
+                over.append((approval_policy, reason))
+        return "; ".join(warnings) or None, over
 
     def _verdict(self, policies: PoliciesConfig, p: Principal, model: str, routed: str) -> _Verdict:
         """What the policies say of `p` asking for `model` (served by `routed`) whatever the

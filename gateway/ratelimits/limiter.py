@@ -109,9 +109,14 @@ class RateLimiter:
             self._script = store.register_script(source.read_text(encoding="utf-8"))
             self._batch = batcher_for(store)
 
-    def reset_in(self) -> float:
-        """Seconds until the current window ends and every limit starts again."""
-        now = self._clock()
+    def now(self) -> float:
+        return self._clock()
+
+    def reset_in(self, now: float | None = None) -> float:
+        """Seconds from `now` (the clock's) until the window ends and every limit starts
+        again."""
+        if now is None:
+            now = self._clock()
         return (now // WINDOW_S + 1) * WINDOW_S - now
 
     def slice(self, limit: Limit) -> Slice:
@@ -128,9 +133,9 @@ class RateLimiter:
             found.want = self._want(found)
         return found
 
-    def slices(self, limits: Sequence[Limit]) -> list[Slice]:
-        """The slices of `limits` in the current window."""
-        self._roll()
+    def slices(self, limits: Sequence[Limit], now: float | None = None) -> list[Slice]:
+        """The slices of `limits` in the current window (the one of `now`, if given)."""
+        self._roll(now)
         known = self._sets.get(id(limits))
         if known is not None and known[0] is limits:
             return known[1]
@@ -138,11 +143,11 @@ class RateLimiter:
         self._sets[id(limits)] = (limits, found)
         return found
 
-    def try_admit(self, limits: Sequence[Limit]) -> list[Slice] | None:
+    def try_admit(self, limits: Sequence[Limit], now: float | None = None) -> list[Slice] | None:
         """Take one request against every limit from this process's slices when they all have
         room (the common case: no store, no waiting); None when one needs the store first
-        (`admit`)."""
-        slices = self.slices(limits)
+        (`admit`). `now`: the clock's time, when the caller has read it."""
+        slices = self.slices(limits, now)
         for s in slices:
             if s.claimed - s.used < 1:
                 return None
@@ -192,9 +197,9 @@ class RateLimiter:
     def _current_window(self) -> int:
         return int(self._clock() // WINDOW_S)
 
-    def _roll(self) -> None:
+    def _roll(self, now: float | None = None) -> None:
         """At a new minute, drop the old windows' slices."""
-        window = self._current_window()
+        window = int((self._clock() if now is None else now) // WINDOW_S)
         if window != self._window:
             self._window = window
             self._slices = {k: s for k, s in self._slices.items() if s.window == window}

@@ -21,7 +21,9 @@ class Policies(Stage):
         self.enforcer = PolicyEnforcer(approvals, services.metrics)
 
     async def before(self, ctx: Context) -> web.StreamResponse | None:
-        warning = await self.enforcer.check(ctx.config, ctx.record, ctx.plan)
+        warning, over = self.enforcer.judge(ctx.config, ctx.record, ctx.plan)
+        if over:  # over an approval limit: the store says whether it is approved
+            await self.enforcer.ask(ctx.config, ctx.record, ctx.plan, over)
         if warning is not None:
             ctx.headers[WARNING_HEADER] = warning
         return None

@@ -50,12 +50,13 @@ class RateLimits(Stage):
             limits = self._applicable(rules, p, model)
         if not limits:
             return None
-        over = None
-        slices = self.limiter.try_admit(limits)
+        over, now = None, self.limiter.now()
+        slices = self.limiter.try_admit(limits, now)
         if slices is None:
             slices, over = await self.limiter.admit(limits)
-        wait_s = self.limiter.reset_in()
-        ctx.headers.update(headers(limits, slices, wait_s))
+            now = self.limiter.now()
+        wait_s = self.limiter.reset_in(now)
+        headers(limits, slices, wait_s, ctx.headers)
         if over is None:
             ctx.notes[self.name] = (limits, slices)
             return None
@@ -109,28 +110,31 @@ def applicable(rules: tuple[RateLimitRule, ...], principal: Principal, model: st
     return limits
 
 
-def headers(limits: Sequence[Limit], slices: list[Slice], wait_s: float) -> dict[str, str]:
-    """OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, for the limit of each
-    kind with the least left."""
-    requests: Slice | None = None
-    tokens: Slice | None = None
+def headers(
+    limits: Sequence[Limit], slices: list[Slice], wait_s: float, out: dict[str, str]
+) -> None:
+    """OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` into `out`, for the
+    limit of each kind with the least left."""
+    requests = tokens = None
+    requests_left = tokens_left = 0
     for limit, s in zip(limits, slices, strict=True):
+        left = s.limit - s.shared + s.claimed - s.used  # Slice.remaining, inlined
+        if left < 0:
+            left = 0
         if limit.kind == "requests":
-            if requests is None or s.remaining < requests.remaining:
-                requests = s
-        elif tokens is None or s.remaining < tokens.remaining:
-            tokens = s
+            if requests is None or left < requests_left:
+                requests, requests_left = s, left
+        elif tokens is None or left < tokens_left:
+            tokens, tokens_left = s, left
     reset = reset_text(wait_s)
-    out: dict[str, str] = {}
     if requests is not None:
         out["x-ratelimit-limit-requests"] = str(requests.limit)
-        out["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        out["x-ratelimit-remaining-requests"] = str(requests_left)
         out["x-ratelimit-reset-requests"] = reset
     if tokens is not None:
         out["x-ratelimit-limit-tokens"] = str(tokens.limit)
-        out["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        out["x-ratelimit-remaining-tokens"] = str(tokens_left)
         out["x-ratelimit-reset-tokens"] = reset
-    return out
 
 
 def reset_text(seconds: float) -> str:
