@@ -86,6 +86,18 @@ class Limit:
     limit: int
 
 
+@dataclass(slots=True)
+class Bundle:
+    """The limits one principal and model are subject to and, for one window, their slices: a
+    request is admitted against them without looking anything up (`RateLimiter.admit_now`)."""
+
+    limits: tuple[Limit, ...]
+    window: int = -1
+    slices: list[Slice] = field(default_factory=list)  # one per limit, in the same order
+    requests: list[Slice] = field(default_factory=list)  # those of the request limits
+    tokens: list[Slice] = field(default_factory=list)  # those of the token limits
+
+
 class RateLimiter:
     def __init__(
         self,
@@ -97,9 +109,6 @@ class RateLimiter:
         self._clock = clock
         self.local_share = local_share
         self._slices: dict[tuple[str, str, Kind], Slice] = {}
-        # Per list of limits (by identity; the stage keeps one list per key and model): its
-        # slices this window, so an admitted request looks nothing up.
-        self._sets: dict[int, tuple[Sequence[Limit], list[Slice]]] = {}
         self._window = -1
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned_window = -1
@@ -133,62 +142,58 @@ class RateLimiter:
             found.want = self._want(found)
         return found
 
-    def slices(self, limits: Sequence[Limit], now: float | None = None) -> list[Slice]:
-        """The slices of `limits` in the current window (the one of `now`, if given)."""
-        self._roll(now)
-        known = self._sets.get(id(limits))
-        if known is not None and known[0] is limits:
-            return known[1]
-        found = [self.slice(limit) for limit in limits]
-        self._sets[id(limits)] = (limits, found)
-        return found
-
-    def try_admit(self, limits: Sequence[Limit], now: float | None = None) -> list[Slice] | None:
-        """Take one request against every limit from this process's slices when they all have
-        room (the common case: no store, no waiting); None when one needs the store first
-        (`admit`). `now`: the clock's time, when the caller has read it."""
-        slices = self.slices(limits, now)
-        for s in slices:
+    def admit_now(self, bundle: Bundle, now: float) -> bool:
+        """Take one request against every limit of `bundle` from this process's slices when
+        they all have room (the common case: no store, no waiting); False, having taken
+        nothing, when one needs the store first (`admit`). `now`: the clock's time."""
+        window = int(now // WINDOW_S)
+        if bundle.window != window:
+            self._fill(bundle, window)
+        for s in bundle.slices:
             if s.claimed - s.used < 1:
-                return None
-        for limit, s in zip(limits, slices, strict=True):
-            if limit.kind == "requests":
-                s.used += 1
+                return False
+        for s in bundle.requests:
+            s.used += 1
+        for s in bundle.slices:
             if (s.claimed - s.used) * 2 < s.want:
                 self._top_up(s)
-        return slices
+        return True
 
-    async def admit(self, limits: Sequence[Limit]) -> tuple[list[Slice], Limit | None]:
+    async def admit(self, limits: Sequence[Limit] | Bundle) -> tuple[list[Slice], Limit | None]:
         """Take one request against every limit; (its slices, None) when admitted, else (the
         slices, the first limit it is over), having taken nothing."""
+        bundle = limits if isinstance(limits, Bundle) else Bundle(tuple(limits))
         while True:
-            admitted = self.try_admit(limits)
-            if admitted is not None:
-                return admitted, None
-            slices = self.slices(limits)
-            short = [
-                (limit, s) for limit, s in zip(limits, slices, strict=True) if not s.has_room()
-            ]
+            if self.admit_now(bundle, self._clock()):
+                return bundle.slices, None
+            pairs = zip(bundle.limits, bundle.slices, strict=True)
+            short = [(limit, s) for limit, s in pairs if not s.has_room()]
             for limit, s in short:
                 if s.exhausted:
-                    return slices, limit
+                    return bundle.slices, limit
             await asyncio.gather(*(self._take(s) for _, s in short))
             for limit, s in short:
                 if s.exhausted and not s.has_room():
-                    return slices, limit
+                    return bundle.slices, limit
 
-    def consume(self, limits: Sequence[Limit], slices: Sequence[Slice], tokens: int) -> None:
-        """A request's tokens, once known, against this window's token limits (`slices`: the
-        ones it was admitted with, looked up again in a new window)."""
-        if tokens <= 0:
+    def consume(self, bundle: Bundle, tokens: int) -> None:
+        """A request's tokens, once known, against its token limits in this window."""
+        if tokens <= 0 or not bundle.tokens:
             return
-        self._roll()
-        for limit, s in zip(limits, slices, strict=True):
-            if limit.kind == "tokens":
-                if s.window != self._window:
-                    s = self.slice(limit)
-                s.used += tokens
-                self._top_up(s)
+        window = self._current_window()
+        if bundle.window != window:
+            self._fill(bundle, window)
+        for s in bundle.tokens:
+            s.used += tokens
+            self._top_up(s)
+
+    def _fill(self, bundle: Bundle, window: int) -> None:
+        """`bundle`'s slices for `window` (the current one)."""
+        bundle.slices = [self.slice(limit) for limit in bundle.limits]
+        pairs = list(zip(bundle.limits, bundle.slices, strict=True))
+        bundle.requests = [s for limit, s in pairs if limit.kind == "requests"]
+        bundle.tokens = [s for limit, s in pairs if limit.kind == "tokens"]
+        bundle.window = window
 
     async def aclose(self) -> None:
         while self._tasks:
@@ -197,13 +202,12 @@ class RateLimiter:
     def _current_window(self) -> int:
         return int(self._clock() // WINDOW_S)
 
-    def _roll(self, now: float | None = None) -> None:
+    def _roll(self) -> None:
         """At a new minute, drop the old windows' slices."""
-        window = int((self._clock() if now is None else now) // WINDOW_S)
+        window = self._current_window()
         if window != self._window:
             self._window = window
             self._slices = {k: s for k, s in self._slices.items() if s.window == window}
-            self._sets = {}
 
     def _want(self, s: Slice) -> int:
         return max(1, math.ceil(self.local_share * max(0, s.limit - s.shared)))

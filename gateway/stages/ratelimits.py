@@ -6,17 +6,18 @@ kind; after the response its tokens are counted against the token limits."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from aiohttp import web
 
 from gateway.config.model import Config, RateLimitRule
 from gateway.errors import RateLimitReached
-from gateway.ratelimits.limiter import Limit, RateLimiter, Slice
+from gateway.ratelimits.limiter import Bundle, Limit, RateLimiter
 from gateway.stages.base import Context, Services, Stage
 from gateway.types import Principal
 
-_MAX_KNOWN = 10_000  # (key, team, model) lists of limits kept; more are forgotten at once
+_MAX_KNOWN = 10_000  # (key, team, model) bundles kept; more are forgotten at once
+_REQUESTS_HEADERS = tuple(f"x-ratelimit-{h}-requests" for h in ("limit", "remaining", "reset"))
+_TOKENS_HEADERS = tuple(f"x-ratelimit-{h}-tokens" for h in ("limit", "remaining", "reset"))
 _WHAT = {"requests": "requests per minute (RPM)", "tokens": "tokens per minute (TPM)"}
 
 
@@ -27,14 +28,14 @@ class RateLimits(Stage):
         super().__init__(services)
         config, _ = services.snapshot()
         self.limiter = RateLimiter(services.store, services.clock, config.rate_limits.local_share)
-        # (key id, team, model) -> the limits of this config's rules, one list each, so the
-        # limiter finds their slices by the list (rebuilt after a reload).
-        self._limits: dict[tuple[str, str, str], tuple[Limit, ...]] = {}
+        # (key id, team, model) -> the limits of this config's rules and their slices (a
+        # reload starts again).
+        self._bundles: dict[tuple[str, str, str], Bundle] = {}
         self._rules: tuple[RateLimitRule, ...] = config.rate_limits.rules
 
     def swap(self, config: Config) -> None:
         self.limiter.local_share = config.rate_limits.local_share
-        self._limits, self._rules = {}, config.rate_limits.rules
+        self._bundles, self._rules = {}, config.rate_limits.rules
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
@@ -45,20 +46,21 @@ class RateLimits(Stage):
             return None
         p, model = record.principal, record.model
         assert p is not None and model is not None
-        limits = self._limits.get((p.key_id, p.team, model))
-        if limits is None or rules is not self._rules:
-            limits = self._applicable(rules, p, model)
-        if not limits:
+        bundle = self._bundles.get((p.key_id, p.team, model))
+        if bundle is None or rules is not self._rules:
+            bundle = self._bundle(rules, p, model)
+        if not bundle.limits:
             return None
-        over, now = None, self.limiter.now()
-        slices = self.limiter.try_admit(limits, now)
-        if slices is None:
-            slices, over = await self.limiter.admit(limits)
-            now = self.limiter.now()
-        wait_s = self.limiter.reset_in(now)
-        headers(limits, slices, wait_s, ctx.headers)
+        limiter = self.limiter
+        now = limiter.now()
+        over = None
+        if not limiter.admit_now(bundle, now):
+            _, over = await limiter.admit(bundle)
+            now = limiter.now()
+        wait_s = limiter.reset_in(now)
+        headers(bundle, wait_s, ctx.headers)
         if over is None:
-            ctx.notes[self.name] = (limits, slices)
+            ctx.notes[self.name] = bundle
             return None
         record.rate_limited = f"{over.rule}:{over.kind}"
         metrics = self.services.metrics
@@ -71,21 +73,18 @@ class RateLimits(Stage):
             headers={"Retry-After": str(retry)},
         )
 
-    def _applicable(
-        self, rules: tuple[RateLimitRule, ...], p: Principal, model: str
-    ) -> tuple[Limit, ...]:
-        if rules is not self._rules:  # a request that began before a reload
-            return tuple(applicable(rules, p, model))
-        if len(self._limits) >= _MAX_KNOWN:
-            self._limits.clear()
-        found = self._limits[(p.key_id, p.team, model)] = tuple(applicable(rules, p, model))
-        return found
+    def _bundle(self, rules: tuple[RateLimitRule, ...], p: Principal, model: str) -> Bundle:
+        bundle = Bundle(tuple(applicable(rules, p, model)))
+        if rules is self._rules:  # else a request that began before a reload: not kept
+            if len(self._bundles) >= _MAX_KNOWN:
+                self._bundles.clear()
+            self._bundles[(p.key_id, p.team, model)] = bundle
+        return bundle
 
     def after(self, ctx: Context) -> None:
-        admitted = ctx.notes.get(self.name)
-        if isinstance(admitted, tuple):
-            limits, slices = admitted
-            self.limiter.consume(limits, slices, ctx.record.tokens)
+        bundle = ctx.notes.get(self.name)
+        if isinstance(bundle, Bundle):
+            self.limiter.consume(bundle, ctx.record.tokens)
 
 
 def applicable(rules: tuple[RateLimitRule, ...], principal: Principal, model: str) -> list[Limit]:
@@ -110,31 +109,23 @@ def applicable(rules: tuple[RateLimitRule, ...], principal: Principal, model: st
     return limits
 
 
-def headers(
-    limits: Sequence[Limit], slices: list[Slice], wait_s: float, out: dict[str, str]
-) -> None:
+def headers(bundle: Bundle, wait_s: float, out: dict[str, str]) -> None:
     """OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` into `out`, for the
     limit of each kind with the least left."""
-    requests = tokens = None
-    requests_left = tokens_left = 0
-    for limit, s in zip(limits, slices, strict=True):
-        left = s.limit - s.shared + s.claimed - s.used  # Slice.remaining, inlined
-        if left < 0:
-            left = 0
-        if limit.kind == "requests":
-            if requests is None or left < requests_left:
-                requests, requests_left = s, left
-        elif tokens is None or left < tokens_left:
-            tokens, tokens_left = s, left
     reset = reset_text(wait_s)
-    if requests is not None:
-        out["x-ratelimit-limit-requests"] = str(requests.limit)
-        out["x-ratelimit-remaining-requests"] = str(requests_left)
-        out["x-ratelimit-reset-requests"] = reset
-    if tokens is not None:
-        out["x-ratelimit-limit-tokens"] = str(tokens.limit)
-        out["x-ratelimit-remaining-tokens"] = str(tokens_left)
-        out["x-ratelimit-reset-tokens"] = reset
+    for slices, (limit_name, remaining_name, reset_name) in (
+        (bundle.requests, _REQUESTS_HEADERS),
+        (bundle.tokens, _TOKENS_HEADERS),
+    ):
+        if not slices:
+            continue
+        tightest, least = slices[0], slices[0].remaining
+        for s in slices[1:]:
+            if s.remaining < least:
+                tightest, least = s, s.remaining
+        out[limit_name] = str(tightest.limit)
+        out[remaining_name] = str(least)
+        out[reset_name] = reset
 
 
 def reset_text(seconds: float) -> str:

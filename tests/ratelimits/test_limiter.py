@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import rediskeys
-from gateway.ratelimits.limiter import WINDOW_S, Limit, RateLimiter
+from gateway.ratelimits.limiter import WINDOW_S, Bundle, Limit, RateLimiter
 from gateway.store.connect import close_store, open_store
 from tests.clock import FakeClock
 
@@ -96,10 +96,11 @@ async def test_tokens_are_admitted_while_any_are_left_and_counted_once_consumed(
     consumed = 0
     for turn in range(100):
         limiter = a if turn % 2 else b
-        slices, over = await limiter.admit([TPM])
+        bundle = Bundle((TPM,))
+        _, over = await limiter.admit(bundle)
         if over is not None:
             break
-        limiter.consume([TPM], slices, 70)
+        limiter.consume(bundle, 70)
         consumed += 70
     else:
         pytest.fail("the token limit never refused")
