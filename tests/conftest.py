@@ -301,9 +301,28 @@ async def cluster_store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
     from gateway.store.connect import close_store, open_store
 
     client = await open_store(request.getfixturevalue("real_cluster_url"))
-    await client.flushdb()
+    await _flush_primaries(client)
     try:
         yield client
     finally:
-        await client.flushdb()
+        await _flush_primaries(client)
         await close_store(client)
+
+
+async def _flush_primaries(client: Redis) -> None:
+    """FLUSHDB on every node that is a primary now. Right after a failover (an earlier test's)
+    the slot table a new client reads can still name the old primary, now a replica that
+    refuses writes: each node is asked its role instead. A stopped node is passed over."""
+    from redis.asyncio import Redis as Direct
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    for node in client.get_nodes():  # type: ignore[attr-defined]
+        direct = Direct(host=node.host, port=node.port)
+        try:
+            role = await direct.execute_command("ROLE")
+            if role[0] in (b"master", "master"):
+                await direct.flushdb()
+        except (RedisConnectionError, OSError):
+            continue
+        finally:
+            await direct.aclose()

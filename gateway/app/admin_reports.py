@@ -44,7 +44,7 @@ from gateway.config.checks import Instant, JsonSchema, OneOf, Problem, Spec, Str
 from gateway.config.model import Config
 from gateway.config.schema import LABEL, TAGS
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
-from gateway.reports.build import Period, Report, ReportKind, build_report
+from gateway.reports.build import Period, Report, build_report
 from gateway.reports.external_costs import (
     ExternalCost,
     IdempotencyConflict,
@@ -53,6 +53,7 @@ from gateway.reports.external_costs import (
 )
 from gateway.reports.forecast import MAX_DAYS as MAX_FORECAST_DAYS
 from gateway.reports.forecast import UnknownTeam, forecast_report
+from gateway.reports.kinds import ReportKind
 from gateway.reports.maturity import maturity_report
 from gateway.reports.recommendations import default_period, recommendations_report
 from gateway.reports.render import CONTENT_TYPES, Format, render

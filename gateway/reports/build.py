@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 from gateway.analytics.chargeback import SHARED_SPEND, Chargeback, chargeback
 from gateway.analytics.focus import FOCUS_COLUMNS, focus_rows
 from gateway.analytics.rollupdata import month_range
 from gateway.analytics.showback import Showback, Usage, showback
 from gateway.analytics.tagging import Tagging, TeamTagging, tagging_compliance
+from gateway.reports.kinds import DAY_RANGES, ReportKind
 from gateway.reports.load import load_rollups
 from gateway.store.rollups import known_teams
 from gateway.types import nano_to_usd_str
@@ -23,24 +24,6 @@ if TYPE_CHECKING:
 
     from gateway.config.model import Config
 
-ReportKind = Literal[
-    "showback",
-    "chargeback",
-    "focus",
-    "forecast",
-    "anomalies",
-    "scorecard",
-    "review",
-    "maturity",
-    "recommendations",
-    "tagging",
-]
-# "forecast" looks ahead from now rather than at a period: `reports.forecast` builds it;
-# "anomalies" lists anomaly records, not rollups: `reports.anomalies` builds it; the scorecard
-# reads budgets and anomalies too: `reports.scorecard` builds it; "review" covers one ISO week:
-# `reports.review` builds it; "maturity" the last 30 days: `reports.maturity` builds it; the
-# recommendations read signal rollups, budgets and keys: `reports.recommendations` builds them.
-KINDS: tuple[ReportKind, ...] = get_args(ReportKind)
 MAX_DAYS = 400  # daily rollups are kept 400 days
 
 _NEEDS: Mapping[str, tuple[str, ...]] = {
@@ -49,8 +32,6 @@ _NEEDS: Mapping[str, tuple[str, ...]] = {
     "focus": ("line", "team", "project", "project_model"),  # chargeback's, for allocations
     "tagging": ("line",),
 }
-# Reports of any run of days (the others cover one calendar month).
-DAY_RANGES: tuple[ReportKind, ...] = ("showback", "tagging")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.clikit import CliError, SharedStore, add_admin_arguments, connect, run_command
+from gateway.reports.kinds import DAY_RANGES, KINDS
 
 if TYPE_CHECKING:  # `spendgate --help` builds the parser: the report stack loads when one runs
     from redis.asyncio import Redis
@@ -26,25 +27,11 @@ if TYPE_CHECKING:  # `spendgate --help` builds the parser: the report stack load
     from gateway.reports.build import Period, Report
 
 _HTTP_TIMEOUT_S = 120.0  # a year of FOCUS rows takes a while to build
-# build.KINDS, without importing it
-_KINDS = (
-    "showback",
-    "chargeback",
-    "focus",
-    "forecast",
-    "anomalies",
-    "scorecard",
-    "review",
-    "maturity",
-    "recommendations",
-    "tagging",
-)
-_DAY_RANGES = ("showback", "tagging")  # build.DAY_RANGES
 _FORMATS = ("table", "csv", "json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=_KINDS, help="which report")
+    parser.add_argument("kind", choices=KINDS, help="which report")
     parser.add_argument(
         "--period", metavar="YYYY-MM", help="a calendar month (UTC); default: the current one"
     )
@@ -147,7 +134,7 @@ def _period(args: argparse.Namespace, now_s: float) -> Period:
     from gateway.reports.build import Period
 
     if args.start or args.end:
-        if args.kind not in _DAY_RANGES:
+        if args.kind not in DAY_RANGES:
             raise CliError(f"{args.kind} covers one month: use --period YYYY-MM")
         if args.period:
             raise CliError("give --period or --start/--end, not both")
@@ -157,7 +144,7 @@ def _period(args: argparse.Namespace, now_s: float) -> Period:
     if args.period:
         return Period.of_month(args.period)
     now = datetime.fromtimestamp(now_s, UTC)
-    if args.kind in _DAY_RANGES:
+    if args.kind in DAY_RANGES:
         return Period.month_to_date(now)
     return Period.current_month(now)
 
@@ -174,7 +161,7 @@ async def _report_text(args: argparse.Namespace, period: Period, fmt: str) -> st
                 report = await build_report(args.kind, target.config, redis, period)
             return render(report, fmt)  # type: ignore[arg-type]  # argparse checked choices
         params = {"format": fmt}
-        if args.kind in _DAY_RANGES:
+        if args.kind in DAY_RANGES:
             params.update(start=period.start.isoformat(), end=period.end.isoformat())
         else:
             params["period"] = period.label
