@@ -316,6 +316,7 @@ async def _flush_primaries(client: Redis) -> None:
     from redis.asyncio import Redis as Direct
     from redis.exceptions import ConnectionError as RedisConnectionError
 
+    await client.initialize()  # type: ignore[attr-defined]  # the slot table: every node
     for node in client.get_nodes():  # type: ignore[attr-defined]
         direct = Direct(host=node.host, port=node.port)
         try:
