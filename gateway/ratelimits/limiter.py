@@ -118,14 +118,10 @@ class RateLimiter:
             self._script = store.register_script(source.read_text(encoding="utf-8"))
             self._batch = batcher_for(store)
 
-    def now(self) -> float:
-        return self._clock()
-
-    def reset_in(self, now: float | None = None) -> float:
+    @staticmethod
+    def reset_in(now: float) -> float:
         """Seconds from `now` (the clock's) until the window ends and every limit starts
         again."""
-        if now is None:
-            now = self._clock()
         return (now // WINDOW_S + 1) * WINDOW_S - now
 
     def slice(self, limit: Limit) -> Slice:

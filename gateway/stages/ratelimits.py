@@ -51,12 +51,12 @@ class RateLimits(Stage):
             bundle = self._bundle(rules, p, model)
         if not bundle.limits:
             return None
-        limiter = self.limiter
-        now = limiter.now()
+        limiter, clock = self.limiter, self.services.clock
+        now = clock()
         over = None
         if not limiter.admit_now(bundle, now):
             _, over = await limiter.admit(bundle)
-            now = limiter.now()
+            now = clock()
         wait_s = limiter.reset_in(now)
         headers(bundle, wait_s, ctx.headers)
         if over is None:
