@@ -101,12 +101,18 @@ class Record:
 
     @property
     def cost_nano(self) -> int:
-        return sum(c.cost_nano for c in self.charges)
+        total = 0
+        for c in self.charges:  # a loop: a generator costs more than the sum of one or two
+            total += c.cost_nano
+        return total
 
     @property
     def tokens(self) -> int:
         """Prompt plus completion tokens: what a token budget counts."""
-        return sum(c.usage.prompt_tokens + c.usage.completion_tokens for c in self.charges)
+        total = 0
+        for c in self.charges:
+            total += c.usage.prompt_tokens + c.usage.completion_tokens
+        return total
 
     @property
     def usage(self) -> Usage:
@@ -156,13 +162,19 @@ def worst_case(
         n = body.get("n")
         if isinstance(n, int):
             output *= n
+    return dearest(route, prompt_tokens, output), prompt_tokens + output
+
+
+def dearest(route: ModelRoute, prompt_tokens: int, output_tokens: int) -> int:
+    """Nano-USD of `prompt_tokens` in and `output_tokens` out on the route's dearest
+    deployment, at the dearer of each side's prices (cached input, reasoning)."""
     worst = 0
     for d in route.deployments:
         p = d.price
         per_m = prompt_tokens * max(p.input_per_m, p.cached_input_per_m)
-        per_m += output * max(p.output_per_m, p.reasoning_per_m)
+        per_m += output_tokens * max(p.output_per_m, p.reasoning_per_m)
         worst = max(worst, -(-per_m // 1_000_000))
-    return worst, prompt_tokens + output
+    return worst
 
 
 class Accountant:

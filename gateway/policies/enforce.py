@@ -17,8 +17,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway.accounting import Record, output_cap, worst_case
-from gateway.config.model import Config
+from gateway.accounting import Record, dearest, output_cap
+from gateway.config.model import Config, ModelRoute
 from gateway.config.policies import (
     ApprovalPolicy,
     ModelPolicy,
@@ -66,7 +66,7 @@ class PolicyEnforcer:
             return None, []
         p, model = record.principal, record.model
         assert p is not None and model is not None
-        verdict = self._verdict(policies, p, model, plan.route.name)
+        verdict = self._verdict(policies, p, model, plan.route)
         if verdict.blocked is not None:
             model_policy, blocked = verdict.blocked
             self._decided(record, model_policy.name, "block")
@@ -78,31 +78,39 @@ class PolicyEnforcer:
                 raise PermissionDenied(_tags_message(tag_policy, missing), code=_CODE)
             warnings.append(f"{tag_policy.name}: missing {', '.join(missing)}")
         over = []
-        for approval_policy in verdict.approvals:
-            reason = _over(record, plan, approval_policy)
-            if reason is not None:
-                over.append((approval_policy, reason))
+        if verdict.approvals and not _within(record, plan, verdict):
+            over = _over(record, plan, verdict)
         return "; ".join(warnings) or None, over
 
-    def _verdict(self, policies: PoliciesConfig, p: Principal, model: str, routed: str) -> _Verdict:
-        """What the policies say of `p` asking for `model` (served by `routed`) whatever the
+    def _verdict(
+        self, policies: PoliciesConfig, p: Principal, model: str, route: ModelRoute
+    ) -> _Verdict:
+        """What the policies say of `p` asking for `model` (served by `route`) whatever the
         request's size: the same for each of a key's requests to a model, so kept (by the
-        principal's and the policies' identity: a reload or a new principal judges again)."""
-        known = self._known.get((id(p), model, routed))
-        if known is not None and known.principal is p and known.policies is policies:
+        principal's, the policies' and the route's identity: a reload or a new principal
+        judges again)."""
+        known = self._known.get((id(p), model, route.name))
+        if (
+            known is not None
+            and known.principal is p
+            and known.policies is policies
+            and known.route is route
+        ):
             return known
         blocked = None
         for model_policy in policies.models:
-            name = model_policy.blocks(p, (model, routed))
+            name = model_policy.blocks(p, (model, route.name))
             if name is not None:
                 blocked = (model_policy, name)
                 break
         untagged = tuple((t, m) for t in policies.tags if (m := t.missing(p)))
         approvals = tuple(a for a in policies.approvals if a.covers(p, model))
-        verdict = _Verdict(p, policies, blocked, untagged, approvals)
+        verdict = _Verdict(
+            p, policies, route, blocked, untagged, approvals, *_bounds(approvals, route)
+        )
         if len(self._known) >= _MAX_KNOWN:
             self._known.clear()
-        self._known[(id(p), model, routed)] = verdict
+        self._known[(id(p), model, route.name)] = verdict
         return verdict
 
     async def _approval(
@@ -168,32 +176,91 @@ _MAX_KNOWN = 10_000  # verdicts kept; more are forgotten at once
 class _Verdict:
     principal: Principal
     policies: PoliciesConfig
+    route: ModelRoute  # the model that serves the request
     blocked: tuple[ModelPolicy, str] | None  # the policy that blocks, and the model it names
     untagged: tuple[tuple[TagPolicy, tuple[str, ...]], ...]  # policies whose tags are missing
     approvals: tuple[ApprovalPolicy, ...]  # approval limits that apply
+    priced: bool  # one of them limits the worst-case cost
+    # The tightest of the approval limits, for a request well within all of them (`_within`):
+    # output tokens, n, prompt tokens, and the cost in nano-USD per 1M tokens at the route's
+    # dearest input and output prices.
+    max_output: int
+    max_n: int
+    max_prompt: int
+    max_cost_per_m: int
+    input_per_m: int
+    output_per_m: int
 
 
-def _over(record: Record, plan: Plan, policy: ApprovalPolicy) -> str | None:
-    """Which of the policy's limits the request is over, in words, if any."""
-    priced = policy.max_cost_nano is not None
-    bound = plan.prompt_tokens or plan.prompt_bound
-    reason = policy.exceeded(_size(record.endpoint, plan, bound, priced))
-    if reason is not None and plan.prompt_tokens is None and policy.needs_prompt_tokens:
-        # Over with the body's size as the prompt bound: the exact count decides.
-        plan.prompt_tokens = count_prompt(
-            plan.body, record.endpoint, plan.route.deployments[0].model
-        )
-        reason = policy.exceeded(_size(record.endpoint, plan, plan.prompt_tokens, priced))
-    return reason
+_NO_LIMIT = 2**62
+
+
+def _bounds(
+    approvals: tuple[ApprovalPolicy, ...], route: ModelRoute
+) -> tuple[bool, int, int, int, int, int, int]:
+    def tightest(limits: list[int | None]) -> int:
+        return min((x for x in limits if x is not None), default=_NO_LIMIT)
+
+    costs = [a.max_cost_nano for a in approvals]
+    prices = [d.price for d in route.deployments]
+    return (
+        any(c is not None for c in costs),
+        tightest([a.max_tokens for a in approvals]),
+        tightest([a.max_n for a in approvals]),
+        tightest([a.max_prompt_tokens for a in approvals]),
+        min(tightest(costs) * 1_000_000, _NO_LIMIT),
+        max((max(p.input_per_m, p.cached_input_per_m) for p in prices), default=0),
+        max((max(p.output_per_m, p.reasoning_per_m) for p in prices), default=0),
+    )
+
+
+def _within(record: Record, plan: Plan, verdict: _Verdict) -> bool:
+    """The request is within every approval limit that applies by a bound that needs no
+    policy by policy check: its output cap, `n` and prompt bound under the tightest limits,
+    and its cost at the route's dearest input and output prices (an upper bound of the
+    worst case) under the tightest cost limit."""
+    body = plan.body
+    n = body.get("n")
+    n = n if isinstance(n, int) else 1
+    output = output_cap(body)
+    prompt = plan.prompt_tokens or plan.prompt_bound
+    return (
+        output <= verdict.max_output
+        and n <= verdict.max_n
+        and prompt <= verdict.max_prompt
+        and prompt * verdict.input_per_m + output * n * verdict.output_per_m
+        <= verdict.max_cost_per_m
+    )
+
+
+def _over(record: Record, plan: Plan, verdict: _Verdict) -> list[tuple[ApprovalPolicy, str]]:
+    """The approval limits the request is over, each with which of its limits, in words."""
+    size = _size(record.endpoint, plan, plan.prompt_tokens or plan.prompt_bound, verdict.priced)
+    over = []
+    for policy in verdict.approvals:
+        reason = policy.exceeded(size)
+        if reason is not None and plan.prompt_tokens is None and policy.needs_prompt_tokens:
+            # Over with the body's size as the prompt bound: the exact count decides.
+            plan.prompt_tokens = count_prompt(
+                plan.body, record.endpoint, plan.route.deployments[0].model
+            )
+            size = _size(record.endpoint, plan, plan.prompt_tokens, verdict.priced)
+            reason = policy.exceeded(size)
+        if reason is not None:
+            over.append((policy, reason))
+    return over
 
 
 def _size(endpoint: str, plan: Plan, prompt_tokens: int, priced: bool) -> Size:
     """What the request asks for; its worst-case cost only when a limit needs it (`priced`)."""
     body: dict[str, Any] = plan.body
     n = body.get("n")
+    n = n if isinstance(n, int) else 1
     output = output_cap(body)
-    cost = worst_case(plan.route, body, prompt_tokens, endpoint)[0] if priced else 0
-    return Size(cost, output, n if isinstance(n, int) else 1, prompt_tokens)
+    cost = 0
+    if priced:
+        cost = dearest(plan.route, prompt_tokens, output * n if endpoint != "embeddings" else 0)
+    return Size(cost, output, n, prompt_tokens)
 
 
 def _block_message(policy: ModelPolicy, blocked: str, requested: str) -> str:

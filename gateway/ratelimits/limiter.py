@@ -53,6 +53,7 @@ class Slice:
     key: str  # the shared count's key in the store
     limit: int
     window: int
+    limit_text: str = ""  # str(limit), for the x-ratelimit-limit-* headers
     claimed: int = 0  # what this process added to the shared count (slices taken, token debt)
     used: int = 0  # requests admitted / tokens consumed here
     shared: int = 0  # the shared count, as of the store's last answer
@@ -67,7 +68,7 @@ class Slice:
     @property
     def remaining(self) -> int:
         """What is left of the limit this window, as far as this process knows."""
-        return max(0, self.limit - self.shared + self.room)
+        return max(0, self.limit - self.shared + self.claimed - self.used)
 
     def has_room(self) -> bool:
         """Room for one more request: a unit of its own (requests), or any at all (tokens:
@@ -131,11 +132,11 @@ class RateLimiter:
         found = self._slices.get(ident)
         if found is None or found.window != window:
             key = rediskeys.rate_count(limit.rule, limit.subject, limit.kind, window)
-            found = self._slices[ident] = Slice(key, limit.limit, window)
+            found = self._slices[ident] = Slice(key, limit.limit, window, str(limit.limit))
             found.want = self._want(found)
         if found.limit != limit.limit:  # a reload changed it: the store may have room again
             found.limit, found.exhausted = limit.limit, False
-            found.want = self._want(found)
+            found.limit_text, found.want = str(limit.limit), self._want(found)
         return found
 
     def admit_now(self, bundle: Bundle, now: float) -> bool:
@@ -176,12 +177,13 @@ class RateLimiter:
         """A request's tokens, once known, against its token limits in this window."""
         if tokens <= 0 or not bundle.tokens:
             return
-        window = self._current_window()
+        window = int(self._clock() // WINDOW_S)
         if bundle.window != window:
             self._fill(bundle, window)
         for s in bundle.tokens:
             s.used += tokens
-            self._top_up(s)
+            if (s.claimed - s.used) * 2 < s.want:
+                self._top_up(s)
 
     def _fill(self, bundle: Bundle, window: int) -> None:
         """`bundle`'s slices for `window` (the current one)."""

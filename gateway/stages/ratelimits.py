@@ -5,6 +5,7 @@ kind; after the response its tokens are counted against the token limits."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 from aiohttp import web
@@ -111,26 +112,30 @@ def applicable(rules: tuple[RateLimitRule, ...], principal: Principal, model: st
 
 def headers(bundle: Bundle, wait_s: float, out: dict[str, str]) -> None:
     """OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` into `out`, for the
-    limit of each kind with the least left."""
-    reset = reset_text(wait_s)
-    for slices, (limit_name, remaining_name, reset_name) in (
-        (bundle.requests, _REQUESTS_HEADERS),
-        (bundle.tokens, _TOKENS_HEADERS),
-    ):
+    limit of each kind with the least left. On every answer: one loop, no call per slice."""
+    reset = _reset_text(math.ceil(wait_s * 1000)) if wait_s > 0 else "0ms"
+    for slices, names in ((bundle.requests, _REQUESTS_HEADERS), (bundle.tokens, _TOKENS_HEADERS)):
         if not slices:
             continue
-        tightest, least = slices[0], slices[0].remaining
-        for s in slices[1:]:
-            if s.remaining < least:
-                tightest, least = s, s.remaining
-        out[limit_name] = str(tightest.limit)
-        out[remaining_name] = str(least)
-        out[reset_name] = reset
+        tightest, least = slices[0], _LARGEST
+        for s in slices:
+            if (left := s.limit - s.shared + s.claimed - s.used) < least:  # Slice.remaining
+                tightest, least = s, left
+        out[names[0]] = tightest.limit_text
+        out[names[1]] = str(least) if least > 0 else "0"
+        out[names[2]] = reset
+
+
+_LARGEST = 2**63
 
 
 def reset_text(seconds: float) -> str:
     """A wait as OpenAI writes it: `340ms`, `12.5s`, `1m0s`."""
-    ms = max(0, math.ceil(seconds * 1000))
+    return _reset_text(max(0, math.ceil(seconds * 1000)))
+
+
+@functools.lru_cache(maxsize=256)  # the requests of one millisecond share it
+def _reset_text(ms: int) -> str:
     if ms < 1000:
         return f"{ms}ms"
     if ms >= 60_000:
