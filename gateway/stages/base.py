@@ -118,14 +118,14 @@ class Context:
         `settled`: the request's charges are final (a whole answer), so the remaining budget
         is shown after its actual cost rather than its worst case."""
         record = self.record
-        headers = {"x-request-id": record.request_id, "x-sg-cache": record.cache}
+        headers = self.headers.copy()  # the stages' (one copy: an error may still use them)
+        headers["x-request-id"] = record.request_id
+        headers["x-sg-cache"] = record.cache
         if record.route_text:
             headers["x-sg-route"] = record.route_text
         if record.reservation is not None:
             spent = (record.cost_nano, record.tokens) if settled else None
             headers.update(remaining_headers(record.reservation, spent))
-        if self.headers:
-            headers.update(self.headers)
         return headers
 
 

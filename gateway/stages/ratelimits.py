@@ -17,8 +17,6 @@ from gateway.stages.base import Context, Services, Stage
 from gateway.types import Principal
 
 _MAX_KNOWN = 10_000  # (key, team, model) bundles kept; more are forgotten at once
-_REQUESTS_HEADERS = tuple(f"x-ratelimit-{h}-requests" for h in ("limit", "remaining", "reset"))
-_TOKENS_HEADERS = tuple(f"x-ratelimit-{h}-tokens" for h in ("limit", "remaining", "reset"))
 _WHAT = {"requests": "requests per minute (RPM)", "tokens": "tokens per minute (TPM)"}
 
 
@@ -59,7 +57,10 @@ class RateLimits(Stage):
             _, over = await limiter.admit(bundle)
             now = clock()
         wait_s = limiter.reset_in(now)
-        headers(bundle, wait_s, ctx.headers)
+        if ctx.headers:
+            ctx.headers.update(headers(bundle, wait_s))
+        else:
+            ctx.headers = headers(bundle, wait_s)
         if over is None:
             ctx.notes[self.name] = bundle
             return None
@@ -110,23 +111,42 @@ def applicable(rules: tuple[RateLimitRule, ...], principal: Principal, model: st
     return limits
 
 
-def headers(bundle: Bundle, wait_s: float, out: dict[str, str]) -> None:
-    """OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` into `out`, for the
-    limit of each kind with the least left. On every answer: one loop, no call per slice."""
+def headers(bundle: Bundle, wait_s: float) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, for the limit of each
+    kind with the least left. On every answer, so written for speed: one pass per kind, no call
+    per slice, and the dict made at its size."""
     reset = _reset_text(math.ceil(wait_s * 1000)) if wait_s > 0 else "0ms"
-    for slices, names in ((bundle.requests, _REQUESTS_HEADERS), (bundle.tokens, _TOKENS_HEADERS)):
-        if not slices:
-            continue
-        tightest, least = slices[0], _LARGEST
-        for s in slices:
-            if (left := s.limit - s.shared + s.claimed - s.used) < least:  # Slice.remaining
-                tightest, least = s, left
-        out[names[0]] = tightest.limit_text
-        out[names[1]] = str(least) if least > 0 else "0"
-        out[names[2]] = reset
+    requests, tokens = bundle.requests, bundle.tokens
+    if requests:
+        r, r_left = requests[0], _LARGEST
+        for s in requests:
+            if (left := s.limit - s.shared + s.claimed - s.used) < r_left:  # Slice.remaining
+                r, r_left = s, left
+        if not tokens:
+            return {_LIMIT_R: r.limit_text, _LEFT_R: _count(r_left), _RESET_R: reset}
+    t, t_left = tokens[0], _LARGEST
+    for s in tokens:
+        if (left := s.limit - s.shared + s.claimed - s.used) < t_left:
+            t, t_left = s, left
+    if not requests:
+        return {_LIMIT_T: t.limit_text, _LEFT_T: _count(t_left), _RESET_T: reset}
+    return {
+        _LIMIT_R: r.limit_text,
+        _LEFT_R: _count(r_left),
+        _RESET_R: reset,
+        _LIMIT_T: t.limit_text,
+        _LEFT_T: _count(t_left),
+        _RESET_T: reset,
+    }
+
+
+def _count(n: int) -> str:
+    return str(n) if n > 0 else "0"
 
 
 _LARGEST = 2**63
+_LIMIT_R, _LEFT_R, _RESET_R = (f"x-ratelimit-{h}-requests" for h in ("limit", "remaining", "reset"))
+_LIMIT_T, _LEFT_T, _RESET_T = (f"x-ratelimit-{h}-tokens" for h in ("limit", "remaining", "reset"))
 
 
 def reset_text(seconds: float) -> str:
