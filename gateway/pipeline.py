@@ -135,8 +135,8 @@ class Pipeline:
             # For the recommendations' signals, hashed after the response.
             record.body, record.body_size = ctx.body, ctx.size
             for stage in self._before:
-                reply = await stage.before(ctx)
-                if reply is not None:
+                waiting = stage.before(ctx)
+                if waiting is not None and (reply := await waiting) is not None:
                     return reply
             return await self._upstream(ctx)
         except ClientClosed:  # before anything was sent upstream: nothing to bill

@@ -163,10 +163,10 @@ class PoliciesConfig:
     # may name (anything else is a typo).
     tag_keys: tuple[str, ...] = ()
     names: Mapping[str, str] = field(default_factory=dict)  # policy name -> kind
+    enabled: bool = field(init=False)  # any policy at all (read on every request)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.models or self.approvals or self.tags)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enabled", bool(self.models or self.approvals or self.tags))
 
     def grant_s(self, policy: str) -> float:
         """How long an approval under `policy` lasts when the admin gives no window (the

@@ -67,6 +67,8 @@ class PolicyEnforcer:
         p, model = record.principal, record.model
         assert p is not None and model is not None
         verdict = self._verdict(policies, p, model, plan.route)
+        if verdict.passes and (not verdict.approvals or _within(record, plan, verdict)):
+            return _PASSED  # the common case: nothing to say, nothing allocated
         if verdict.blocked is not None:
             model_policy, blocked = verdict.blocked
             self._decided(record, model_policy.name, "block")
@@ -105,9 +107,9 @@ class PolicyEnforcer:
                 break
         untagged = tuple((t, m) for t in policies.tags if (m := t.missing(p)))
         approvals = tuple(a for a in policies.approvals if a.covers(p, model))
-        verdict = _Verdict(
-            p, policies, route, blocked, untagged, approvals, *_bounds(approvals, route)
-        )
+        passes = blocked is None and not untagged
+        bounds = _bounds(approvals, route)
+        verdict = _Verdict(p, policies, route, blocked, untagged, approvals, passes, *bounds)
         if len(self._known) >= _MAX_KNOWN:
             self._known.clear()
         self._known[(id(p), model, route.name)] = verdict
@@ -180,6 +182,7 @@ class _Verdict:
     blocked: tuple[ModelPolicy, str] | None  # the policy that blocks, and the model it names
     untagged: tuple[tuple[TagPolicy, tuple[str, ...]], ...]  # policies whose tags are missing
     approvals: tuple[ApprovalPolicy, ...]  # approval limits that apply
+    passes: bool  # not blocked, and no tags missing
     priced: bool  # one of them limits the worst-case cost
     # The tightest of the approval limits, for a request well within all of them (`_within`):
     # output tokens, n, prompt tokens, and the cost in nano-USD per 1M tokens at the route's
@@ -193,6 +196,7 @@ class _Verdict:
 
 
 _NO_LIMIT = 2**62
+_PASSED: tuple[None, list[tuple[ApprovalPolicy, str]]] = (None, [])  # never appended to
 
 
 def _bounds(

@@ -5,7 +5,9 @@ A stage may act at three points of a request, each optional:
 
 - `before(ctx)`: before the upstream call, in the registry's order. It may refuse the request
   (raise a `GatewayError`), change the plan, add response headers (`ctx.headers`), or answer
-  instead of the upstream (return a response: a cache hit).
+  instead of the upstream (a response: a cache hit). An `async def` is the plain way; a stage
+  on every request that rarely waits may be a plain `def` that returns None when it is done
+  and an awaitable (of None or a response) only when it must wait: no coroutine per request.
 - `answer(ctx)`: the upstream call made another way (a cascade, a merged batch, a call shared
   with identical requests). The first stage that returns an `Answer` serves the request; when
   none does, the pipeline streams or calls the route itself.
@@ -18,7 +20,7 @@ A stage may act at three points of a request, each optional:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +140,7 @@ class Stage:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    async def before(self, ctx: Context) -> web.StreamResponse | None:
+    def before(self, ctx: Context) -> Awaitable[web.StreamResponse | None] | None:
         return None
 
     async def answer(self, ctx: Context) -> Answer | None:

@@ -4,8 +4,9 @@ upstream; a refusal is a 403, a warning a response header (`gateway.policies.enf
 
 from __future__ import annotations
 
-from aiohttp import web
+from collections.abc import Awaitable
 
+from gateway.config.policies import ApprovalPolicy
 from gateway.policies.approvals import ApprovalStore
 from gateway.policies.enforce import WARNING_HEADER, PolicyEnforcer
 from gateway.stages.base import Context, Services, Stage
@@ -20,10 +21,17 @@ class Policies(Stage):
         approvals = None if store is None else ApprovalStore(store, services.clock)
         self.enforcer = PolicyEnforcer(approvals, services.metrics)
 
-    async def before(self, ctx: Context) -> web.StreamResponse | None:
+    def before(self, ctx: Context) -> Awaitable[None] | None:
         warning, over = self.enforcer.judge(ctx.config, ctx.record, ctx.plan)
         if over:  # over an approval limit: the store says whether it is approved
-            await self.enforcer.ask(ctx.config, ctx.record, ctx.plan, over)
+            return self._approved(ctx, over, warning)
         if warning is not None:
             ctx.headers[WARNING_HEADER] = warning
         return None
+
+    async def _approved(
+        self, ctx: Context, over: list[tuple[ApprovalPolicy, str]], warning: str | None
+    ) -> None:
+        await self.enforcer.ask(ctx.config, ctx.record, ctx.plan, over)
+        if warning is not None:
+            ctx.headers[WARNING_HEADER] = warning

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
-
-from aiohttp import web
+from collections.abc import Awaitable
 
 from gateway.config.model import Config, RateLimitRule
 from gateway.errors import RateLimitReached
@@ -39,7 +38,7 @@ class RateLimits(Stage):
     async def aclose(self) -> None:
         await self.limiter.aclose()
 
-    async def before(self, ctx: Context) -> web.StreamResponse | None:
+    def before(self, ctx: Context) -> Awaitable[None] | None:
         rules, record = ctx.config.rate_limits.rules, ctx.record
         if not rules:
             return None
@@ -50,20 +49,21 @@ class RateLimits(Stage):
             bundle = self._bundle(rules, p, model)
         if not bundle.limits:
             return None
-        limiter, clock = self.limiter, self.services.clock
-        now = clock()
-        over = None
-        if not limiter.admit_now(bundle, now):
-            _, over = await limiter.admit(bundle)
-            now = clock()
-        wait_s = limiter.reset_in(now)
-        if ctx.headers:
-            ctx.headers.update(headers(bundle, wait_s))
-        else:
-            ctx.headers = headers(bundle, wait_s)
+        now = self.services.clock()
+        if not self.limiter.admit_now(bundle, now):
+            return self._admit(ctx, bundle)  # a slice needs the store first
+        self._admitted(ctx, bundle, now)
+        return None
+
+    async def _admit(self, ctx: Context, bundle: Bundle) -> None:
+        _, over = await self.limiter.admit(bundle)
+        now = self.services.clock()
         if over is None:
-            ctx.notes[self.name] = bundle
-            return None
+            self._admitted(ctx, bundle, now)
+            return
+        wait_s = self.limiter.reset_in(now)
+        ctx.headers.update(headers(bundle, wait_s))
+        record = ctx.record
         record.rate_limited = f"{over.rule}:{over.kind}"
         metrics = self.services.metrics
         metrics.child(metrics.rate_limited, over.per, over.kind).inc()
@@ -74,6 +74,14 @@ class RateLimits(Stage):
             over.kind,
             headers={"Retry-After": str(retry)},
         )
+
+    def _admitted(self, ctx: Context, bundle: Bundle, now: float) -> None:
+        made = headers(bundle, self.limiter.reset_in(now))
+        if ctx.headers:
+            ctx.headers.update(made)
+        else:
+            ctx.headers = made
+        ctx.notes[self.name] = bundle
 
     def _bundle(self, rules: tuple[RateLimitRule, ...], p: Principal, model: str) -> Bundle:
         bundle = Bundle(tuple(applicable(rules, p, model)))
