@@ -292,6 +292,32 @@ async def test_near_the_limit_every_prompt_is_counted_exactly(
     assert counted == ["chat/completions"] * 20
 
 
+async def test_one_client_s_requests_settle_together(
+    gateway_factory: GatewayFactory, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sending request after request: each settle waits for the next request to begin
+    and finish (up to IDLE_WINDOW_S) instead of a round trip per request."""
+    monkeypatch.setattr(accounting, "IDLE_WINDOW_S", 3600.0)  # only company ends the wait
+    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", "1000")
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    ledger, accountant = gw.app[LEDGER], gw.app[PIPELINE].accountant
+    batches: list[int] = []
+    settle_many = ledger.settle_many
+
+    async def counted(items: list[Any]) -> list[Any]:
+        batches.append(len(items))
+        return await settle_many(items)
+
+    monkeypatch.setattr(ledger, "settle_many", counted)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            assert (await post_chat(http, gw.url, gw.keys["alpha"]))[0] == 200
+    async with asyncio.timeout(5):
+        await accountant.drain()
+    assert batches == [2]
+    assert len([e for e in await stream_events(store_url, "alpha") if e.status == 200]) == 2
+
+
 async def test_settles_wait_for_requests_in_progress_and_go_when_none_is_left(
     gateway_factory: GatewayFactory,
     mock_upstream: MockUpstream,
@@ -313,7 +339,7 @@ async def test_settles_wait_for_requests_in_progress_and_go_when_none_is_left(
     key = gw.keys["alpha"]
     async with aiohttp.ClientSession() as http:
         assert (await post_chat(http, gw.url, key))[0] == 200
-        async with asyncio.timeout(5):  # alone: settled at once, not after the window
+        async with asyncio.timeout(5):  # alone: settled after the idle window, not this one
             await accountant.drain()
         assert batches == [1]
         mock_upstream.options.latency_s = 1.0
