@@ -292,15 +292,13 @@ async def test_near_the_limit_every_prompt_is_counted_exactly(
     assert counted == ["chat/completions"] * 20
 
 
-async def test_one_client_s_requests_settle_together(
-    gateway_factory: GatewayFactory, store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A client sending request after request: each settle waits for the next request to begin
-    and finish (up to IDLE_WINDOW_S) instead of a round trip per request."""
-    monkeypatch.setattr(accounting, "IDLE_WINDOW_S", 3600.0)  # only company ends the wait
+async def counting_settles(
+    gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Gateway, list[int]]:
+    """A gateway for team alpha (far from its budget) and the sizes of its settle batches."""
     monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", "1000")
     gw = await gateway_factory("budgets.yaml", teams=("alpha",))
-    ledger, accountant = gw.app[LEDGER], gw.app[PIPELINE].accountant
+    ledger = gw.app[LEDGER]
     batches: list[int] = []
     settle_many = ledger.settle_many
 
@@ -309,6 +307,17 @@ async def test_one_client_s_requests_settle_together(
         return await settle_many(items)
 
     monkeypatch.setattr(ledger, "settle_many", counted)
+    return gw, batches
+
+
+async def test_one_client_s_requests_settle_together(
+    gateway_factory: GatewayFactory, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sending request after request: each settle waits for the next request to begin
+    and finish (up to IDLE_WINDOW_S) instead of a round trip per request."""
+    monkeypatch.setattr(accounting, "IDLE_WINDOW_S", 3600.0)  # only company ends the wait
+    gw, batches = await counting_settles(gateway_factory, monkeypatch)
+    accountant = gw.app[PIPELINE].accountant
     async with aiohttp.ClientSession() as http:
         for _ in range(2):
             assert (await post_chat(http, gw.url, gw.keys["alpha"]))[0] == 200
@@ -325,17 +334,8 @@ async def test_settles_wait_for_requests_in_progress_and_go_when_none_is_left(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(accounting, "SETTLE_WINDOW_S", 3600.0)  # only company ends a wait
-    monkeypatch.setenv("SPENDGATE_ALPHA_LIMIT_USD", "1000")
-    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
-    ledger, accountant = gw.app[LEDGER], gw.app[PIPELINE].accountant
-    batches: list[int] = []
-    settle_many = ledger.settle_many
-
-    async def counted(items: list[Any]) -> list[Any]:
-        batches.append(len(items))
-        return await settle_many(items)
-
-    monkeypatch.setattr(ledger, "settle_many", counted)
+    gw, batches = await counting_settles(gateway_factory, monkeypatch)
+    accountant = gw.app[PIPELINE].accountant
     key = gw.keys["alpha"]
     async with aiohttp.ClientSession() as http:
         assert (await post_chat(http, gw.url, key))[0] == 200
