@@ -67,7 +67,8 @@ class PolicyEnforcer:
         p, model = record.principal, record.model
         assert p is not None and model is not None
         verdict = self._verdict(policies, p, model, plan.route)
-        if verdict.passes and (not verdict.approvals or _within(record, plan, verdict)):
+        within = not verdict.approvals or _within(record, plan, verdict)
+        if verdict.passes and within:
             return _PASSED  # the common case: nothing to say, nothing allocated
         if verdict.blocked is not None:
             model_policy, blocked = verdict.blocked
@@ -79,9 +80,7 @@ class PolicyEnforcer:
             if tag_policy.action == "block":
                 raise PermissionDenied(_tags_message(tag_policy, missing), code=_CODE)
             warnings.append(f"{tag_policy.name}: missing {', '.join(missing)}")
-        over = []
-        if verdict.approvals and not _within(record, plan, verdict):
-            over = _over(record, plan, verdict)
+        over = [] if within else _over(record, plan, verdict)
         return "; ".join(warnings) or None, over
 
     def _verdict(

@@ -123,7 +123,7 @@ def headers(bundle: Bundle, wait_s: float) -> dict[str, str]:
     """OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, for the limit of each
     kind with the least left. On every answer, so written for speed: one pass per kind, no call
     per slice, and the dict made at its size."""
-    reset = _reset_text(math.ceil(wait_s * 1000)) if wait_s > 0 else "0ms"
+    reset = reset_text(wait_s)
     requests, tokens = bundle.requests, bundle.tokens
     if requests:
         r, r_left = requests[0], _LARGEST
