@@ -176,9 +176,18 @@ async def test_redis_killed_mid_load_loses_and_doubles_nothing(
         while spool.pending():  # replayed by the spool's own maintenance task
             await asyncio.sleep(0.05)
     expected = expected_cost_nano(mock_upstream, max_tokens=8)
-    async with asyncio.timeout(30):
-        while await rolled_up_cost(aggregator_redis, "alpha", gw.clock) != expected:
-            await asyncio.sleep(0.05)  # the aggregator catches up on its own schedule
+    try:
+        async with asyncio.timeout(30):
+            while await rolled_up_cost(aggregator_redis, "alpha", gw.clock) != expected:
+                await asyncio.sleep(0.05)  # the aggregator catches up on its own schedule
+    except TimeoutError:
+        stream = rediskeys.events_stream("alpha")
+        pending = await aggregator_redis.xpending(stream, rediskeys.EVENTS_GROUP)
+        pytest.fail(
+            f"rolled up {await rolled_up_cost(aggregator_redis, 'alpha', gw.clock)} nano-USD, "
+            f"expected {expected}; {await aggregator_redis.xlen(stream)} events in the stream, "
+            f"{pending['pending']} pending"
+        )
     stop.set()
     await aggregator
     entries = await aggregator_redis.xrange(rediskeys.events_stream("alpha"))

@@ -4,7 +4,10 @@ Each batch is summed in Python (`RollupBatch`) and written by `lua/apply.lua` to
 XACK of its entries, in one atomic script call in the team's slot. The script writes only if
 every entry is still pending, so an entry another consumer reclaimed and applied is never
 counted twice, and a crash before the call loses nothing: the entries stay pending and are
-reclaimed (XAUTOCLAIM) once idle for `claim_idle_s`. Unparseable entries are acked and copied to
+reclaimed (XAUTOCLAIM) once idle for `claim_idle_s`. A consumer that lost its store between
+reading a batch and applying it (a connection dropped, Redis restarted from its AOF) re-reads
+its own pending entries first when the store is back, so an outage delays no rollup by
+`claim_idle_s`. Unparseable entries are acked and copied to
 the team's dead-letter stream so they never block the group.
 
 On a Redis Cluster one XREADGROUP cannot name streams of several slots, so an idle aggregator
@@ -114,6 +117,7 @@ class Aggregator:
         self._next_refresh = 0.0
         self._next_reclaim = 0.0
         self._next_stats = 0.0
+        self._recovering = False  # an error may have left entries read but unapplied
         self._slot_reads = _SlotReads() if is_cluster(redis) else None
 
     @property
@@ -140,6 +144,9 @@ class Aggregator:
             await self.refresh_streams()
             self._next_refresh = now + _REGISTRY_REFRESH_S
         handled = 0
+        if self._recovering:
+            handled += await self.recover()
+            self._recovering = False
         if now >= self._next_reclaim:
             handled += await self.reclaim()
             self._next_reclaim = now + max(self.config.claim_idle_s / 2, 0.1)
@@ -189,6 +196,23 @@ class Aggregator:
             good = [g for g in good if g[0] not in stale]
             poison = [p for p in poison if p[0] not in stale]
         return 0
+
+    async def recover(self) -> int:
+        """Apply the entries delivered to this consumer and still pending (XREADGROUP from id
+        0 reads a consumer's own pending list), page by page."""
+        handled = 0
+        for stream, team in list(self._streams.items()):
+            start = "0"
+            while True:
+                reply = await self.redis.xreadgroup(
+                    self.group, self.consumer, {stream: start}, count=self.config.batch_size
+                )
+                if not (batches := self._batches(reply)):
+                    break
+                ((_, entries),) = batches
+                handled += await self.apply(team, entries)
+                start = _text(entries[-1][0])
+        return handled
 
     async def reclaim(self) -> int:
         """Claim and apply entries pending longer than claim_idle_s (their consumer died)."""
@@ -245,15 +269,18 @@ class Aggregator:
             try:
                 handled = await self.step()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self._recovering = True
                 log.warning("aggregator: store unavailable (%s); retrying in %.1fs", exc, backoff)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
+                    self._recovering = True
                     log.error("aggregator: redis refused a command: %s", exc)
                 else:  # a stream or group was deleted under us: rejoin everything
                     self._streams.clear()
                     self._next_refresh = 0.0
                     continue
             except RedisError as exc:
+                self._recovering = True
                 log.error("aggregator: %s", exc)
             else:
                 backoff = 0.1

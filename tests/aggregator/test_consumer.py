@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway import rediskeys
 from gateway.aggregator.consumer import Aggregator
@@ -112,6 +113,39 @@ async def test_crash_mid_batch_then_reclaim_then_stale_apply(redis: Redis) -> No
     team = await rollup_hash(redis, "alpha", "d", DAY, "team")
     assert team["alpha|cost"] == sum(1_000 + i for i in range(120))
     assert team["alpha|requests"] == 120
+
+
+async def test_a_batch_read_before_a_store_error_is_applied_when_the_store_is_back(
+    redis: Redis,
+) -> None:
+    # The connection drops between the read and the apply (Redis killed, restarted from its AOF):
+    # the batch stays pending to this consumer, which re-reads it first when the store answers,
+    # instead of waiting claim_idle_s (60 s here) for a reclaim.
+    events = [event(i, cost_nano=100 + i) for i in range(30)]
+    await produce(redis, events)
+    metrics = AggregatorMetrics()
+    a = Aggregator(redis, FAST, consumer="A", metrics=metrics, clock=NOW)
+    script = a._apply
+    failures = []
+
+    async def apply_once_unreachable(**kwargs: object) -> object:
+        if not failures:
+            failures.append(kwargs)
+            raise RedisConnectionError("Connection closed by server.")
+        return await script(**kwargs)
+
+    a._apply = apply_once_unreachable  # type: ignore[assignment]
+    stop = asyncio.Event()
+    task = asyncio.create_task(a.run(stop))
+    async with asyncio.timeout(10):
+        while metrics.events.labels("applied")._value.get() < 30:
+            await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    assert len(failures) == 1
+    assert metrics.reclaimed._value.get() == 0
+    assert await stored(redis, {"alpha"}) == expected(events)
+    assert await backlog(redis, ["alpha"]) == 0
 
 
 async def test_partly_stale_batch_applies_only_the_rest(redis: Redis) -> None:
