@@ -34,6 +34,12 @@ ADMIN_KEY = "sk-sg-admin-test-key-0123456789"
 SECRET_PATH = "/services/T000/B000/XXXXsecretXXXX"  # a webhook URL's token, as Slack's carry
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker per core, at most four. Each worker starts its own Redis and its own
+    six-node cluster when a test asks for one, so more workers mostly add startup."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 @dataclass
 class Gateway:
     server: TestServer
