@@ -6,7 +6,8 @@ integer nano-USD (1 USD = 1_000_000_000) everywhere it is stored or summed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -156,27 +157,38 @@ class SpendEvent:
 
     @classmethod
     def from_fields(cls, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> SpendEvent:
-        import dataclasses
-
-        import orjson
-
-        data = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()
-        }
+        """The event a stream entry holds; unknown fields are ignored (a newer writer's)."""
+        parsers = _field_parsers()
         kwargs: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                continue
-            text = data[f.name]
-            if f.name == "tags":
-                kwargs[f.name] = MappingProxyType(orjson.loads(text))
-            elif f.type in ("int", "int | None"):
-                kwargs[f.name] = int(text)
-            elif f.type == "float":
-                kwargs[f.name] = float(text)
-            elif f.type == "bool":
-                kwargs[f.name] = text == "1"
-            else:
-                kwargs[f.name] = text
+        for k, v in raw.items():
+            name = k.decode() if isinstance(k, bytes) else k
+            parse = parsers.get(name)
+            if parse is not None:
+                kwargs[name] = parse(v.decode() if isinstance(v, bytes) else v)
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+@functools.cache
+def _field_parsers() -> dict[str, Callable[[str], object]]:
+    """A stream field's text -> the value of the SpendEvent field of that name, by its type:
+    worked out once (the aggregator parses every event)."""
+    import dataclasses
+
+    import orjson
+
+    def tags(text: str) -> object:
+        return MappingProxyType(orjson.loads(text))
+
+    def flag(text: str) -> bool:
+        return text == "1"
+
+    by_type: dict[object, Callable[[str], object]] = {
+        "int": int,
+        "int | None": int,
+        "float": float,
+        "bool": flag,
+    }
+    return {
+        f.name: tags if f.name == "tags" else by_type.get(f.type, str)
+        for f in dataclasses.fields(SpendEvent)
+    }
