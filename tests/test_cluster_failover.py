@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from gateway import rediskeys
 from gateway.aggregator.service import run_service
-from gateway.app.state import LIVE_CONFIG, PIPELINE, SPOOL
+from gateway.app.state import LIVE_CONFIG
 from gateway.providers.mock import MockUpstream
 from gateway.store.cluster import slot_of
 from gateway.store.connect import close_store, open_store
@@ -27,8 +27,8 @@ from gateway.store.keys import Keyring
 from gateway.types import SpendEvent
 from tests.cluster import LocalCluster, binaries
 from tests.conftest import ADMIN_KEY, FIXTURES, GatewayFactory, _free_port
+from tests.outage import assert_counted_once, serve_through_outage
 from tests.test_accounting import gpt4o_worst_case_nano, post_chat
-from tests.test_ledger_recovery import expected_cost_nano, rolled_up_cost
 
 
 @pytest.fixture
@@ -142,7 +142,6 @@ async def test_a_primary_failing_over_mid_load_loses_and_doubles_nothing(
     monkeypatch.setenv("SPENDGATE_SPOOL_DIR", str(tmp_path / "spool"))
     mock_upstream.options.latency_s = 0.005
     gw = await gateway_factory("budgets.yaml", teams=("alpha",))
-    key = gw.keys["alpha"]
     aggregator_redis = await open_store(cluster.url)
     stop = asyncio.Event()
     config = gw.app[LIVE_CONFIG]
@@ -153,54 +152,18 @@ async def test_a_primary_failing_over_mid_load_loses_and_doubles_nothing(
     manager = aggregator_redis.nodes_manager  # type: ignore[attr-defined]
     await aggregator_redis.ping()
     victim = int(manager.get_node_from_slot(slot_of(rediskeys.events_stream("alpha"))).port)
-    statuses: list[int] = []
-    sent = 0
     promoted: list[int] = []
 
-    async def client(http: aiohttp.ClientSession, n: int) -> None:
-        nonlocal sent
-        for i in range(40):
-            body = {
-                "model": "gpt-4o",
-                "max_tokens": 8,
-                "stream": (n + i) % 3 == 0,
-                "messages": [{"role": "user", "content": f"request {n} {i} of the run"}],
-            }
-            async with http.post(
-                gw.base_url + "/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {key}"},
-            ) as response:
-                await response.read()
-                statuses.append(response.status)
-            sent += 1
-            if sent == 60:
-                # Mid-run, with requests and settles in flight: the primary stops writing
-                # (they queue on it), its replica catches up, and it is killed.
-                promoted.append(await cluster.kill_in_sync(victim, hold_s=0.3))
+    async def fail_over() -> None:
+        # Mid-run, with requests and settles in flight: the primary stops writing (they queue
+        # on it), its replica catches up, and it is killed.
+        promoted.append(await cluster.kill_in_sync(victim, hold_s=0.3))
 
-    async with aiohttp.ClientSession() as http:
-        await asyncio.gather(*(client(http, n) for n in range(4)))
+    statuses = await serve_through_outage(gw, {60: fail_over})
     assert promoted, "the primary was killed mid-run"
     assert statuses == [200] * 160, "fail-open: every request is served through the failover"
     await cluster.wait_promoted(promoted[0])
-    await gw.app[PIPELINE].accountant.drain()
-    spool = gw.app[SPOOL]
-    assert spool.appended > 0, "the failover must have sent settles to the spool"
-    async with asyncio.timeout(30):
-        while spool.pending():  # replayed into the cluster by the spool's maintenance task
-            await asyncio.sleep(0.05)
-    expected = expected_cost_nano(mock_upstream, max_tokens=8)
-    async with asyncio.timeout(30):
-        while await rolled_up_cost(aggregator_redis, "alpha", gw.clock) != expected:
-            await asyncio.sleep(0.05)  # the aggregator catches up on its own schedule
-    stop.set()
-    await aggregator
-    entries = await aggregator_redis.xrange(rediskeys.events_stream("alpha"))
-    events = [SpendEvent.from_fields(fields) for _, fields in entries]
-    assert len(events) == 160 == len({e.event_id for e in events})
-    assert sum(e.cost_nano for e in events) == expected
-    assert await rolled_up_cost(aggregator_redis, "alpha", gw.clock) == expected
+    await assert_counted_once(gw, mock_upstream, aggregator_redis, stop, aggregator)
     await close_store(aggregator_redis)
 
 

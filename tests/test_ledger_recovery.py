@@ -10,8 +10,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -23,13 +22,10 @@ from gateway import rediskeys
 from gateway.aggregator.service import run_service
 from gateway.app.state import LEDGER, LIVE_CONFIG, PIPELINE, SPOOL
 from gateway.providers.mock import MockUpstream
-from gateway.providers.mock.tokens import prompt_tokens_for
 from gateway.store.connect import open_store
 from gateway.types import SpendEvent
 from tests.conftest import GatewayFactory
-
-# gpt-4o list prices in nano-USD per 1M tokens: $2.50 input, $10 output.
-INPUT_PER_M, OUTPUT_PER_M = 2_500_000_000, 10_000_000_000
+from tests.outage import assert_counted_once, serve_through_outage
 
 
 class RedisProcess:
@@ -98,23 +94,6 @@ async def redis_process(tmp_path: Path) -> AsyncIterator[RedisProcess]:
         server.kill()
 
 
-def expected_cost_nano(mock: MockUpstream, max_tokens: int) -> int:
-    """What the mock's usage implies: its prompt count and min(max_tokens, 16) output words."""
-    total = 0
-    for request in mock.requests:
-        assert request.body is not None
-        prompt = prompt_tokens_for(request.body)
-        completion = min(max_tokens, 16)
-        total += (prompt * INPUT_PER_M + completion * OUTPUT_PER_M) // 1_000_000
-    return total
-
-
-async def rolled_up_cost(redis: Redis, team: str, clock: Callable[[], float]) -> int:
-    day = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%d")
-    value = await redis.hget(rediskeys.rollup(team, "d", day, "team"), f"{team}|cost")
-    return int(value or 0)
-
-
 async def test_redis_killed_mid_load_loses_and_doubles_nothing(
     gateway_factory: GatewayFactory,
     mock_upstream: MockUpstream,
@@ -126,75 +105,30 @@ async def test_redis_killed_mid_load_loses_and_doubles_nothing(
     monkeypatch.setenv("SPENDGATE_SPOOL_DIR", str(tmp_path / "spool"))
     mock_upstream.options.latency_s = 0.005
     gw = await gateway_factory("budgets.yaml", teams=("alpha",))
-    key = gw.keys["alpha"]
     aggregator_redis = await open_store(redis_process.url)  # retries on a dropped connection
     stop = asyncio.Event()
     config = gw.app[LIVE_CONFIG]
     aggregator = asyncio.create_task(
         run_service(aggregator_redis, lambda: config.current, stop, clock=gw.clock)
     )
-    statuses: list[int] = []
-    sent = 0
     outage = asyncio.Event()
 
-    async def client(http: aiohttp.ClientSession, n: int) -> None:
-        nonlocal sent
-        for i in range(40):
-            body = {
-                "model": "gpt-4o",
-                "max_tokens": 8,
-                "stream": (n + i) % 3 == 0,
-                "messages": [{"role": "user", "content": f"request {n} {i} of the run"}],
-            }
-            async with http.post(
-                gw.base_url + "/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {key}"},
-            ) as response:
-                await response.read()
-                statuses.append(response.status)
-            sent += 1
-            if sent == 60:
-                redis_process.kill()  # mid-run, with requests and settles in flight
-                outage.set()
-            if sent == 120:
-                # Requests reserved in a lease touch Redis only to settle: keep it down until
-                # settles have failed over to the spool, then bring it back.
-                async with asyncio.timeout(20):
-                    while gw.app[SPOOL].appended == 0:
-                        await asyncio.sleep(0.01)
-                await redis_process.start()
+    async def kill() -> None:  # mid-run, with requests and settles in flight
+        redis_process.kill()
+        outage.set()
 
-    async with aiohttp.ClientSession() as http:
-        await asyncio.gather(*(client(http, n) for n in range(4)))
+    async def restart() -> None:
+        # Requests reserved in a lease touch Redis only to settle: keep it down until settles
+        # have failed over to the spool, then bring it back.
+        async with asyncio.timeout(20):
+            while gw.app[SPOOL].appended == 0:
+                await asyncio.sleep(0.01)
+        await redis_process.start()
+
+    statuses = await serve_through_outage(gw, {60: kill, 120: restart})
     assert outage.is_set()
     assert statuses == [200] * 160, "fail-open: every request is served through the outage"
-    await gw.app[PIPELINE].accountant.drain()
-    spool = gw.app[SPOOL]
-    assert spool.appended > 0, "the outage must have sent settles to the spool"
-    async with asyncio.timeout(30):
-        while spool.pending():  # replayed by the spool's own maintenance task
-            await asyncio.sleep(0.05)
-    expected = expected_cost_nano(mock_upstream, max_tokens=8)
-    try:
-        async with asyncio.timeout(30):
-            while await rolled_up_cost(aggregator_redis, "alpha", gw.clock) != expected:
-                await asyncio.sleep(0.05)  # the aggregator catches up on its own schedule
-    except TimeoutError:
-        stream = rediskeys.events_stream("alpha")
-        pending = await aggregator_redis.xpending(stream, rediskeys.EVENTS_GROUP)
-        pytest.fail(
-            f"rolled up {await rolled_up_cost(aggregator_redis, 'alpha', gw.clock)} nano-USD, "
-            f"expected {expected}; {await aggregator_redis.xlen(stream)} events in the stream, "
-            f"{pending['pending']} pending"
-        )
-    stop.set()
-    await aggregator
-    entries = await aggregator_redis.xrange(rediskeys.events_stream("alpha"))
-    events = [SpendEvent.from_fields(fields) for _, fields in entries]
-    assert len(events) == 160 == len({e.event_id for e in events})
-    assert sum(e.cost_nano for e in events) == expected
-    assert await rolled_up_cost(aggregator_redis, "alpha", gw.clock) == expected
+    await assert_counted_once(gw, mock_upstream, aggregator_redis, stop, aggregator)
     await aggregator_redis.aclose()
 
 
