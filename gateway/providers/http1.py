@@ -262,12 +262,15 @@ class Response:
 
 
 class Http1Client:
-    """Connections to every upstream origin of this process; close with `aclose()`."""
+    """Connections to every upstream origin of this process; close with `aclose()`. A response
+    still being read then (a batch or a stream that outlived the app) closes its connection
+    when released instead of pooling it."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._closed = False
 
     async def post(
         self, endpoint: Endpoint, path: str, body: bytes, timeouts: Timeouts
@@ -324,7 +327,7 @@ class Http1Client:
 
     def put_back(self, endpoint: Endpoint, conn: _Connection) -> None:
         idle = self._idle.setdefault(endpoint.origin, [])
-        if len(idle) >= _MAX_IDLE:
+        if self._closed or len(idle) >= _MAX_IDLE:
             conn.close()
             return
         conn.idle_since = self.loop.time()
@@ -350,6 +353,7 @@ class Http1Client:
         return conn
 
     async def aclose(self) -> None:
+        self._closed = True
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()

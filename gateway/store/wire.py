@@ -225,12 +225,12 @@ class Wire:
                     transport, _ = await loop.create_connection(
                         lambda: link, address.host or "localhost", address.port, ssl=address.ssl
                     )
+                self._transport, self._link = transport, link  # closed by a failure below
                 sock = transport.get_extra_info("socket")
                 if sock is not None and address.path is None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     if address.keepalive:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                self._transport, self._link = transport, link
                 handshake = [(c, loop.create_future()) for c in address.handshake()]
                 if handshake:
                     self._write(handshake)

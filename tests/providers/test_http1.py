@@ -119,6 +119,20 @@ async def test_post_sends_one_well_formed_request_and_reuses_the_connection(
     assert any(line.startswith(b"Host: 127.0.0.1:") for line in lines)
 
 
+async def test_a_response_released_after_the_client_closed_closes_its_connection(
+    serve: Serve, client: Http1Client
+) -> None:
+    # The app's cleanup closes the client while a batch or a stream still reads a response:
+    # released later, its connection must close, not go back to a pool nobody will close.
+    _, endpoint = await serve(fixed("200 OK", b"{}"))
+    response = await client.post(endpoint, "chat/completions", b"{}", TIMEOUTS)
+    await client.aclose()
+    assert await response.read() == b"{}"
+    response.release()
+    assert response._conn.closed
+    assert not any(client._idle.values())
+
+
 async def test_chunked_body_arrives_piece_by_piece(serve: Serve, client: Http1Client) -> None:
     release = asyncio.Event()
 
