@@ -82,6 +82,14 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def admin_parent() -> argparse.ArgumentParser:
+    """The parent parser of an admin CLI's subcommands: `add_admin_arguments` and --json."""
+    common = argparse.ArgumentParser(add_help=False)
+    add_admin_arguments(common)
+    common.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    return common
+
+
 async def run_command(name: str, command: Awaitable[int]) -> int:
     """Await a command; its expected failures become one line on stderr and exit status 1."""
     try:

@@ -18,7 +18,7 @@ from gateway.analytics.anomaly import VERDICTS
 from gateway.clikit import (
     CliError,
     SharedStore,
-    add_admin_arguments,
+    admin_parent,
     connect,
     print_json,
     run_command,
@@ -28,9 +28,7 @@ _HTTP_TIMEOUT_S = 15.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    add_admin_arguments(common)
-    common.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    common = admin_parent()
     sub = parser.add_subparsers(dest="anomalies_command", required=True, metavar="{show,feedback}")
     show = sub.add_parser("show", parents=[common], help="one anomaly, its numbers and causes")
     show.add_argument("id", metavar="ID", help="the anomaly's id (`spendgate report anomalies`)")

@@ -22,7 +22,7 @@ from gateway.clikit import (
     CliError,
     JsonObject,
     SharedStore,
-    add_admin_arguments,
+    admin_parent,
     connect,
     print_json,
     run_command,
@@ -47,9 +47,7 @@ _ON_EXCEED = ("block", "downgrade", "alert")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    add_admin_arguments(common)
-    common.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    common = admin_parent()
 
     sub = parser.add_subparsers(
         dest="budgets_command", required=True, metavar="{list,usage,set,delete}"

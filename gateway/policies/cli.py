@@ -23,7 +23,7 @@ from gateway.clikit import (
     CliError,
     JsonObject,
     SharedStore,
-    add_admin_arguments,
+    admin_parent,
     connect,
     print_json,
     run_command,
@@ -45,9 +45,7 @@ _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    add_admin_arguments(common)
-    common.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    common = admin_parent()
 
     sub = parser.add_subparsers(
         dest="approvals_command", required=True, metavar="{list,approve,deny}"

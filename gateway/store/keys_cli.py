@@ -23,7 +23,7 @@ from gateway.clikit import (
     CliError,
     JsonObject,
     SharedStore,
-    add_admin_arguments,
+    admin_parent,
     connect,
     print_json,
     run_command,
@@ -41,9 +41,7 @@ _COLUMNS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    add_admin_arguments(common)
-    common.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    common = admin_parent()
 
     sub = parser.add_subparsers(dest="keys_command", required=True, metavar="{create,list,revoke}")
     create = sub.add_parser("create", parents=[common], help="issue a key (shown once)")
