@@ -84,16 +84,28 @@ class SeriesSpec:
         return cls(config.bucket_s, config.history_buckets * config.bucket_s)
 
 
+# What `RollupBatch` has yet to spread: team, hour, a ts_ms of that hour, the values of every
+# dimension, the summed metrics.
+_Pending = tuple[str, str, int, Mapping[str, tuple[str, ...]], dict[str, int]]
+
+
 @dataclass(slots=True)
 class RollupBatch:
     """The summed increments of many events, per key, with each key's absolute expiry: what
     one apply script call writes. Same sums as `increments`, built without the tuples, plus
-    the fine buckets of anomaly detection when `series` is given."""
+    the fine buckets of anomaly detection when `series` is given.
+
+    Events of one hour with the same values in every dimension (one key's traffic to one
+    model, usually most of a batch) add to the same hash fields: their metrics are summed
+    first and spread over the fields once, when `cells` or `items()` is read."""
 
     prices: PriceList | None = None  # to price the FOCUS lines
     series: SeriesSpec | None = None
-    cells: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> field -> amount
-    expiry: dict[str, int] = field(default_factory=dict)  # key -> epoch s
+    _cells: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> field -> amount
+    _expiry: dict[str, int] = field(default_factory=dict)  # key -> epoch s
+    # (team, hour, the values of every dimension) -> what is still to be spread over the
+    # rollup keys' fields: team, hour, a ts_ms of that hour, the values, the summed metrics
+    _pending: dict[tuple[object, ...], _Pending] = field(default_factory=dict, repr=False)
     # (team, granularity, bucket) -> dimension -> the sums of its key
     _buckets: dict[tuple[str, str, str], dict[str, dict[str, int]]] = field(
         default_factory=dict, repr=False
@@ -105,25 +117,32 @@ class RollupBatch:
         default_factory=dict, repr=False
     )
 
+    @property
+    def cells(self) -> dict[str, dict[str, int]]:
+        """key -> hash field -> amount, every event added so far included."""
+        self._spread()
+        return self._cells
+
+    @property
+    def expiry(self) -> dict[str, int]:
+        """key -> the epoch second it expires at."""
+        self._spread()
+        return self._expiry
+
     def add(self, event: SpendEvent) -> None:
         metrics = _metrics(event)
         if not metrics:
             return
         values = _values(event, self.prices, self._price_texts)
         hour = hour_bucket(event.ts_ms)
-        hourly = self._sums(event, HOURLY, hour, HOURLY_DIMENSIONS)
-        daily = self._sums(event, DAILY, hour[:8], DIMENSIONS)
-        line_metrics = [(m, a) for m, a in metrics if m in LINE_METRICS]
-        for dimension in DIMENSIONS:
-            day_sums = daily[dimension]
-            hour_sums = hourly.get(dimension)
-            for value in values[dimension]:
-                prefix = value + "|"
-                for metric, amount in line_metrics if dimension == "line" else metrics:
-                    hash_field = prefix + metric
-                    day_sums[hash_field] = day_sums.get(hash_field, 0) + amount
-                    if hour_sums is not None:
-                        hour_sums[hash_field] = hour_sums.get(hash_field, 0) + amount
+        ident = (event.team, hour, *values.values())
+        pending = self._pending.get(ident)
+        if pending is None:
+            self._pending[ident] = (event.team, hour, event.ts_ms, values, dict(metrics))
+        else:
+            sums = pending[4]
+            for metric, amount in metrics:
+                sums[metric] = sums.get(metric, 0) + amount
         # Requests only: a posted cost is not traffic, and an imported FOCUS row is a day's
         # total with no time of day (imported archive files hold requests, and count).
         if self.series is not None and event.kind == "request":
@@ -131,14 +150,33 @@ class RollupBatch:
         if event.fingerprint is not None:
             self._add_signals(event, hour[:8])
 
+    def _spread(self) -> None:
+        """Add the pending sums to the fields of every rollup key they belong to."""
+        for team, hour, ts_ms, values, sums in self._pending.values():
+            metrics = list(sums.items())
+            line_metrics = [(m, a) for m, a in metrics if m in LINE_METRICS]
+            hourly = self._sums(team, ts_ms, HOURLY, hour, HOURLY_DIMENSIONS)
+            daily = self._sums(team, ts_ms, DAILY, hour[:8], DIMENSIONS)
+            for dimension in DIMENSIONS:
+                day_sums = daily[dimension]
+                hour_sums = hourly.get(dimension)
+                for value in values[dimension]:
+                    prefix = value + "|"
+                    for metric, amount in line_metrics if dimension == "line" else metrics:
+                        hash_field = prefix + metric
+                        day_sums[hash_field] = day_sums.get(hash_field, 0) + amount
+                        if hour_sums is not None:
+                            hour_sums[hash_field] = hour_sums.get(hash_field, 0) + amount
+        self._pending.clear()
+
     def _add_signals(self, event: SpendEvent, day: str) -> None:
         for dimension, hash_field, amount in signal_cells(event):
             key = rediskeys.rollup(event.team, DAILY, day, dimension)
-            sums = self.cells.get(key)
+            sums = self._cells.get(key)
             if sums is None:
-                sums = self.cells[key] = {}
+                sums = self._cells[key] = {}
                 start = event.ts_ms - event.ts_ms % _DAY_MS
-                self.expiry[key] = (start + _DAY_MS) // 1000 + _SIGNAL_TTL_S
+                self._expiry[key] = (start + _DAY_MS) // 1000 + _SIGNAL_TTL_S
             sums[hash_field] = sums.get(hash_field, 0) + amount
 
     def items(self) -> list[tuple[str, dict[str, int]]]:
@@ -151,10 +189,10 @@ class RollupBatch:
     def _add_series(self, e: SpendEvent, spec: SeriesSpec) -> None:
         start = e.ts_ms // 1000 // spec.bucket_s * spec.bucket_s
         key = rediskeys.anomaly_series(e.team, spec.bucket_s, start)
-        sums = self.cells.get(key)
+        sums = self._cells.get(key)
         if sums is None:
-            sums = self.cells[key] = {}
-            self.expiry[key] = start + spec.bucket_s + spec.keep_s
+            sums = self._cells[key] = {}
+            self._expiry[key] = start + spec.bucket_s + spec.keep_s
         # A request's later calls (a cascade's escalations, "<request id>:<n>") are extra cost,
         # not more requests; a route is where requests went first, so they are not its cost.
         first = not (e.request_id and e.event_id.startswith(e.request_id + ":"))
@@ -181,17 +219,17 @@ class RollupBatch:
                 sums[hash_field] = sums.get(hash_field, 0) + amount
 
     def _sums(
-        self, event: SpendEvent, granularity: str, bucket: str, dimensions: tuple[str, ...]
+        self, team: str, ts_ms: int, granularity: str, bucket: str, dimensions: tuple[str, ...]
     ) -> dict[str, dict[str, int]]:
-        ident = (event.team, granularity, bucket)
+        ident = (team, granularity, bucket)
         found = self._buckets.get(ident)
         if found is None:
-            start = event.ts_ms - event.ts_ms % _BUCKET_MS[granularity]
+            start = ts_ms - ts_ms % _BUCKET_MS[granularity]
             found = self._buckets[ident] = {}
             for dimension in dimensions:
-                key = rediskeys.rollup(event.team, granularity, bucket, dimension)
-                found[dimension] = self.cells.setdefault(key, {})
-                self.expiry[key] = expire_at(granularity, start)
+                key = rediskeys.rollup(team, granularity, bucket, dimension)
+                found[dimension] = self._cells.setdefault(key, {})
+                self._expiry[key] = expire_at(granularity, start)
         return found
 
 

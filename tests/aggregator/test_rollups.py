@@ -139,6 +139,31 @@ def test_batch_sums_equal_increments() -> None:
         assert batch.expiry[key] == expire_at(granularity, start)
 
 
+def test_a_batch_of_alike_events_sums_them_once_and_exactly() -> None:
+    # One key's traffic, as a batch usually is: the same values in every dimension, different
+    # amounts, across two hours and with one different project among them. Each group's
+    # metrics are summed before they are spread over the fields: the sums must be the same.
+    alike = [
+        event(
+            n,
+            ts_ms=T0_MS + (n % 2) * 3_600_000,
+            project="other" if n == 5 else "search",
+            cost_nano=1_000 + n,
+            list_cost_nano=2_000 + 3 * n,
+            prompt_tokens=10 + n,
+            cache="hit" if n % 4 == 0 else "miss",
+            status=500 if n == 7 else 200,
+        )
+        for n in range(40)
+    ]
+    batch = RollupBatch()
+    for e in alike:
+        batch.add(e)
+    flat = Counter({(k, f): a for k, fields in batch.items() for f, a in fields.items()})
+    assert flat == _totals(alike)
+    assert len(batch) == len(flat)
+
+
 def test_expiry_is_absolute_from_bucket_end() -> None:
     start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
     assert expire_at("h", start) == start // 1000 + 3600 + 35 * 86400
