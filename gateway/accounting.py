@@ -165,19 +165,13 @@ def worst_case(
         n = body.get("n")
         if isinstance(n, int):
             output *= n
-    return dearest(route, prompt_tokens, output), prompt_tokens + output
-
-
-def dearest(route: ModelRoute, prompt_tokens: int, output_tokens: int) -> int:
-    """Nano-USD of `prompt_tokens` in and `output_tokens` out on the route's dearest
-    deployment, at the dearer of each side's prices (cached input, reasoning)."""
     worst = 0
     for d in route.deployments:
         p = d.price
         per_m = prompt_tokens * max(p.input_per_m, p.cached_input_per_m)
-        per_m += output_tokens * max(p.output_per_m, p.reasoning_per_m)
+        per_m += output * max(p.output_per_m, p.reasoning_per_m)
         worst = max(worst, -(-per_m // 1_000_000))
-    return worst
+    return worst, prompt_tokens + output
 
 
 class Accountant:

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway.accounting import Record, dearest, output_cap
+from gateway.accounting import Record, output_cap, worst_case
 from gateway.config.model import Config, ModelRoute
 from gateway.config.policies import (
     ApprovalPolicy,
@@ -258,12 +258,9 @@ def _size(endpoint: str, plan: Plan, prompt_tokens: int, priced: bool) -> Size:
     """What the request asks for; its worst-case cost only when a limit needs it (`priced`)."""
     body: dict[str, Any] = plan.body
     n = body.get("n")
-    n = n if isinstance(n, int) else 1
     output = output_cap(body)
-    cost = 0
-    if priced:
-        cost = dearest(plan.route, prompt_tokens, output * n if endpoint != "embeddings" else 0)
-    return Size(cost, output, n, prompt_tokens)
+    cost = worst_case(plan.route, body, prompt_tokens, endpoint)[0] if priced else 0
+    return Size(cost, output, n if isinstance(n, int) else 1, prompt_tokens)
 
 
 def _block_message(policy: ModelPolicy, blocked: str, requested: str) -> str:
