@@ -10,7 +10,7 @@ merges them all; each gauge's `multiprocess_mode` says how (see docs/operations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -62,6 +62,9 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
         self._series: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._before_collect: list[Callable[[], None]] = []
+        # First in the registry: whatever reads it sees every request that has finished.
+        self.registry.register(_BeforeCollect(self._before_collect))
         r = self.registry
         self.requests = Counter(
             "sg_requests_total",
@@ -243,18 +246,36 @@ class Metrics:
             series = self._series[key] = metric.labels(*labels)
         return series
 
+    def before_collect(self, hook: Callable[[], None]) -> None:
+        """Call `hook` whenever the metrics are read (it records what is pending)."""
+        self._before_collect.append(hook)
+
     def exposition(self, extra: bytes = b"") -> bytes:
         """The text format: this registry, or with workers every worker's merged values (read
         afresh from their files on each call). `extra`: another process's exposition (the local
         store's aggregator) merged in; a family both have (sg_alerts_total) is one family."""
         if self.multiprocess_dir is None:
-            source: CollectorRegistry = self.registry
+            source: CollectorRegistry = self.registry  # which runs the hooks
         else:
+            for hook in self._before_collect:  # what this worker writes to its files
+                hook()
             source = CollectorRegistry()
             MultiProcessCollector(source, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         if not extra:
             return generate_latest(source)
         return generate_latest(_Families(_merged(source.collect(), extra)))
+
+
+class _BeforeCollect:
+    """A collector of no metrics that calls hooks when the registry is collected."""
+
+    def __init__(self, hooks: list[Callable[[], None]]) -> None:
+        self._hooks = hooks
+
+    def collect(self) -> list[Metric]:
+        for hook in self._hooks:
+            hook()
+        return []
 
 
 class _Families:

@@ -5,6 +5,7 @@ model, refusals are OpenAI-shaped 429s, and every served request lands in the sp
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -64,6 +65,10 @@ async def post_chat(
         url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
     ) as response:
         return response.status, dict(response.headers), await response.json()
+
+
+def request_id(headers: dict[str, str]) -> str:
+    return next(v for k, v in headers.items() if k.lower() == "x-request-id")
 
 
 async def stream_events(url: str, team: str) -> list[SpendEvent]:
@@ -324,6 +329,46 @@ async def test_one_client_s_requests_settle_together(
     async with asyncio.timeout(5):
         await accountant.drain()
     assert batches == [2]
+    assert len([e for e in await stream_events(store_url, "alpha") if e.status == 200]) == 2
+
+
+async def test_a_request_is_booked_while_the_next_one_waits_on_its_upstream(
+    gateway_factory: GatewayFactory,
+    mock_upstream: MockUpstream,
+    store_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finished request's metrics, access line and spend events wait for the next request's
+    upstream call (not the gap before it), and reading the metrics books what is pending."""
+    monkeypatch.setattr(accounting, "BOOK_WITHIN_S", 3600.0)  # only a lull or a reader books
+    caplog.set_level(logging.INFO, logger="spendgate.access")
+    gw = await gateway_factory("budgets.yaml", teams=("alpha",))
+    key = gw.keys["alpha"]
+
+    def booked() -> list[str]:
+        lines = [getattr(r, "access", {}) for r in caplog.records if r.name == "spendgate.access"]
+        return [line["request_id"] for line in lines]
+
+    async with aiohttp.ClientSession() as http:
+        status, headers, _ = await post_chat(http, gw.url, key)
+        assert status == 200
+        first = request_id(headers)
+        assert booked() == []  # answered, not booked yet
+        mock_upstream.options.latency_s = 0.3
+        second = asyncio.create_task(post_chat(http, gw.url, key))
+        async with asyncio.timeout(5):
+            while len(mock_upstream.requests) < 2:
+                await asyncio.sleep(0.01)
+        assert booked() == [first]  # in the second's wait on the upstream
+        assert not second.done()
+        status, headers, _ = await second
+        assert status == 200
+    assert booked() == [first]
+    assert gw.metric("sg_requests_total", team="alpha", status="200") == 2  # a read books
+    assert booked() == [first, request_id(headers)]
+    async with asyncio.timeout(5):
+        await gw.app[PIPELINE].accountant.drain()
     assert len([e for e in await stream_events(store_url, "alpha") if e.status == 200]) == 2
 
 
