@@ -369,7 +369,7 @@ class Accountant:
             self._spawn(self._flush())
         # A flush waiting for company goes once no other request is in progress (the one
         # whose wait this is does not count: it has only begun).
-        elif self._open - lulling <= 0 and self._wake is not None:
+        elif self._open - (1 if lulling else 0) <= 0 and self._wake is not None:
             _set_none(self._wake)
 
     def _queue_events(self, record: Record, elapsed: float, ts_ms: int) -> bool:

@@ -169,7 +169,7 @@ class Pipeline:
         """The upstream call: a stage's way (cascade, batch, coalesced), else a stream passed
         through as it arrives, else one call through the router."""
         record, plan = ctx.record, ctx.plan
-        self.accountant.lull()  # runs once this request waits on its upstream
+        self.accountant.lull()  # the finished requests are booked while this one waits
         for stage in self._answering:
             answer = await stage.answer(ctx)
             if answer is not None:
