@@ -254,7 +254,18 @@ async def test_concurrent_embeddings_are_batched_and_split_back(
     # Batches form within the 50 ms window: how many depends on how fast the SDK's requests
     # arrive (4 on a quiet machine, 7 seen on a loaded CI run); unbatched would be 64.
     inputs = [len((r.body or {})["input"]) for r in mock_upstream.requests]
-    assert sum(inputs) == 64 and len(inputs) <= 16 and max(inputs) > 1
+    # On failure, say how the inputs went upstream and whether calls were retried or refused.
+    errors = [
+        (sample.labels["reason"], sample.value)
+        for family in gw.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "sg_upstream_errors_total"
+    ]
+    seen = (
+        f"inputs per upstream call {inputs}; retries "
+        f"{gw.metric('sg_upstream_retries_total')}; upstream errors {errors}"
+    )
+    assert sum(inputs) == 64 and len(inputs) <= 16 and max(inputs) > 1, seen
     for text, vector, tokens in results:
         assert vector == pytest.approx(embedding_for(text))
         assert tokens > 0
