@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 if TYPE_CHECKING:
+    from prometheus_client.samples import Sample
     from redis.asyncio import Redis
 
     from gateway.metrics import Metrics
@@ -62,16 +63,18 @@ class Gateway:
 
         return self.app[METRICS]
 
+    def samples(self, name: str, **labels: str) -> list[Sample]:
+        """The samples of `name` whose labels include `labels`."""
+        return [
+            sample
+            for family in self.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        ]
+
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""
-        total = 0.0
-        for family in self.metrics.registry.collect():
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    total += sample.value
-        return total
+        return sum((sample.value for sample in self.samples(name, **labels)), 0.0)
 
 
 def _free_port() -> int:

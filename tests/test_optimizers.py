@@ -255,12 +255,7 @@ async def test_concurrent_embeddings_are_batched_and_split_back(
     # arrive (4 on a quiet machine, 7 seen on a loaded CI run); unbatched would be 64.
     inputs = [len((r.body or {})["input"]) for r in mock_upstream.requests]
     # On failure, say how the inputs went upstream and whether calls were retried or refused.
-    errors = [
-        (sample.labels["reason"], sample.value)
-        for family in gw.metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == "sg_upstream_errors_total"
-    ]
+    errors = [(s.labels["reason"], s.value) for s in gw.samples("sg_upstream_errors_total")]
     seen = (
         f"inputs per upstream call {inputs}; retries "
         f"{gw.metric('sg_upstream_retries_total')}; upstream errors {errors}"
