@@ -161,17 +161,19 @@ class SpendEvent:
         parsers = _field_parsers()
         kwargs: dict[str, object] = {}
         for k, v in raw.items():
-            name = k.decode() if isinstance(k, bytes) else k
-            parse = parsers.get(name)
-            if parse is not None:
-                kwargs[name] = parse(v.decode() if isinstance(v, bytes) else v)
+            found = parsers.get(k)
+            if found is not None:
+                name, parse = found
+                text = v.decode() if isinstance(v, bytes) else v
+                kwargs[name] = text if parse is None else parse(text)
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
 @functools.cache
-def _field_parsers() -> dict[str, Callable[[str], object]]:
-    """A stream field's text -> the value of the SpendEvent field of that name, by its type:
-    worked out once (the aggregator parses every event)."""
+def _field_parsers() -> dict[str | bytes, tuple[str, Callable[[str], object] | None]]:
+    """A stream field's name, as text and as bytes (what Redis replies hold) -> the SpendEvent
+    field of that name and how its text becomes the value (None: it stays text). Worked out
+    once: the aggregator parses every event."""
     import dataclasses
 
     import orjson
@@ -188,7 +190,8 @@ def _field_parsers() -> dict[str, Callable[[str], object]]:
         "float": float,
         "bool": flag,
     }
-    return {
-        f.name: tags if f.name == "tags" else by_type.get(f.type, str)
-        for f in dataclasses.fields(SpendEvent)
-    }
+    found: dict[str | bytes, tuple[str, Callable[[str], object] | None]] = {}
+    for f in dataclasses.fields(SpendEvent):
+        entry = (f.name, tags if f.name == "tags" else by_type.get(f.type))
+        found[f.name] = found[f.name.encode()] = entry
+    return found

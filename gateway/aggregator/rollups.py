@@ -103,8 +103,9 @@ class RollupBatch:
     series: SeriesSpec | None = None
     _cells: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> field -> amount
     _expiry: dict[str, int] = field(default_factory=dict)  # key -> epoch s
-    # (team, hour, the values of every dimension) -> what is still to be spread over the
-    # rollup keys' fields: team, hour, a ts_ms of that hour, the values, the summed metrics
+    # (hour, `_alike`) of requests, (team, hour, the values of every dimension) of external
+    # costs -> what is still to be spread over the rollup keys' fields: team, hour, a ts_ms of
+    # that hour, the values, the summed metrics
     _pending: dict[tuple[object, ...], _Pending] = field(default_factory=dict, repr=False)
     # (team, granularity, bucket) -> dimension -> the sums of its key
     _buckets: dict[tuple[str, str, str], dict[str, dict[str, int]]] = field(
@@ -112,6 +113,14 @@ class RollupBatch:
     )
     # (deployment, model) -> its line prices, formatted once per batch
     _price_texts: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict, repr=False)
+    # `_alike` of a request -> its values in every dimension, worked out once per batch
+    _values: dict[tuple[object, ...], Mapping[str, tuple[str, ...]]] = field(
+        default_factory=dict, repr=False
+    )
+    # (team, day, signal dimension) -> the sums of its key
+    _signal_sums: dict[tuple[str, str, str], dict[str, int]] = field(
+        default_factory=dict, repr=False
+    )
     # (key, requested model, deployment) -> its fine-bucket field names, once per batch
     _series_names: dict[tuple[str, str, str], tuple[str, ...]] = field(
         default_factory=dict, repr=False
@@ -133,9 +142,17 @@ class RollupBatch:
         metrics = _metrics(event)
         if not metrics:
             return
-        values = _values(event, self.prices, self._price_texts)
         hour = hour_bucket(event.ts_ms)
-        ident = (event.team, hour, *values.values())
+        if event.kind == "external":  # a post's line carries its amount and description
+            values = _values(event, self.prices, self._price_texts)
+            ident: tuple[object, ...] = (event.team, hour, *values.values())
+        else:
+            alike = _alike(event)
+            found = self._values.get(alike)
+            if found is None:
+                found = self._values[alike] = _values(event, self.prices, self._price_texts)
+            values = found
+            ident = (hour, alike)
         pending = self._pending.get(ident)
         if pending is None:
             self._pending[ident] = (event.team, hour, event.ts_ms, values, dict(metrics))
@@ -171,10 +188,11 @@ class RollupBatch:
 
     def _add_signals(self, event: SpendEvent, day: str) -> None:
         for dimension, hash_field, amount in signal_cells(event):
-            key = rediskeys.rollup(event.team, DAILY, day, dimension)
-            sums = self._cells.get(key)
+            ident = (event.team, day, dimension)
+            sums = self._signal_sums.get(ident)
             if sums is None:
-                sums = self._cells[key] = {}
+                key = rediskeys.rollup(event.team, DAILY, day, dimension)
+                sums = self._signal_sums[ident] = self._cells[key] = {}
                 start = event.ts_ms - event.ts_ms % _DAY_MS
                 self._expiry[key] = (start + _DAY_MS) // 1000 + _SIGNAL_TTL_S
             sums[hash_field] = sums.get(hash_field, 0) + amount
@@ -337,6 +355,25 @@ def _metrics(e: SpendEvent) -> list[tuple[str, int]]:
     if e.optimization and savings:
         candidates.append((SAVINGS_PREFIX + join_parts(e.optimization), savings))
     return [(m, a) for m, a in candidates if a]
+
+
+def _alike(e: SpendEvent) -> tuple[object, ...]:
+    """What a request's `_values` are made of (not an external cost's): requests equal in it
+    have the same values in every dimension, their FOCUS line included."""
+    return (
+        e.team,
+        e.project,
+        e.environment,
+        e.workload,
+        e.requested_model,
+        e.served_model,
+        e.deployment,
+        e.provider,
+        e.key_id,
+        tuple(e.tags.items()),
+        e.cache == "hit",
+        not (e.cost_nano or e.prompt_tokens or e.completion_tokens),
+    )
 
 
 def _values(

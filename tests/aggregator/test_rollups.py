@@ -51,10 +51,25 @@ def _events() -> list[SpendEvent]:
     ]
 
 
-def _totals(events: list[SpendEvent]) -> Counter[tuple[str, str]]:
+# gpt-4o at a contracted price, gpt-4o-mini at its list price: lines of both kinds.
+_PRICES = PriceList(
+    {
+        ("openai/gpt-4o", "gpt-4o"): SkuPrice(
+            Price(2_500_000_000, 10_000_000_000, 1_250_000_000, 10_000_000_000),
+            Price(2_000_000_000, 8_000_000_000, 1_000_000_000, 8_000_000_000, "override"),
+        ),
+        ("openai/gpt-4o-mini", "gpt-4o-mini"): SkuPrice(
+            Price(150_000_000, 600_000_000, 75_000_000, 600_000_000),
+            Price(150_000_000, 600_000_000, 75_000_000, 600_000_000),
+        ),
+    }
+)
+
+
+def _totals(events: list[SpendEvent], prices: PriceList | None = None) -> Counter[tuple[str, str]]:
     totals: Counter[tuple[str, str]] = Counter()
     for e in events:
-        for key, field, amount in increments(e):
+        for key, field, amount in increments(e, prices):
             assert amount != 0, (key, field)
             totals[key, field] += amount
     return totals
@@ -156,11 +171,27 @@ def test_a_batch_of_alike_events_sums_them_once_and_exactly() -> None:
         )
         for n in range(40)
     ]
-    batch = RollupBatch()
+    # Alike but for one thing each: the same tags in another order, an answer that consumed
+    # nothing (it has no FOCUS line), another key, model, deployment, provider, team...
+    alike += [
+        event(40, tags={"exp": "a", "run": "7"}),
+        event(41, tags={"run": "7", "exp": "a"}),
+        event(42, key_id="key_000000000002"),
+        event(43, served_model="gpt-4o-mini"),
+        event(44, deployment="openai/gpt-4o-mini"),
+        event(45, status=502, outcome="error", cost_nano=0, prompt_tokens=0, completion_tokens=0),
+        event(46, provider="azure"),
+        event(47, team="beta"),
+        event(48, environment="staging"),
+        event(49, workload="batch"),
+        event(50, requested_model="gpt-4o-mini"),
+        event(51, kind="import"),
+    ]
+    batch = RollupBatch(_PRICES)
     for e in alike:
         batch.add(e)
     flat = Counter({(k, f): a for k, fields in batch.items() for f, a in fields.items()})
-    assert flat == _totals(alike)
+    assert flat == _totals(alike, _PRICES)
     assert len(batch) == len(flat)
 
 
