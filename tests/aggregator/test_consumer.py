@@ -165,6 +165,25 @@ async def test_partly_stale_batch_applies_only_the_rest(redis: Redis) -> None:
     assert await backlog(redis, ["alpha"]) == 0
 
 
+async def test_a_batch_among_other_pending_entries_is_applied_whole(redis: Redis) -> None:
+    # A reclaimed batch need not be a run of the stream: its ids lie among entries another
+    # consumer still holds, and only its own are applied and acked.
+    events = [event(i, cost_nano=10 + i) for i in range(30)]
+    await produce(redis, events)
+    a = Aggregator(redis, FAST, consumer="A", clock=NOW)
+    await a.refresh_streams()
+    stream = rediskeys.events_stream("alpha")
+    batch = (await redis.xreadgroup(GROUP, "B", {stream: ">"}, count=30))[0][1]
+    # A reclaims the first and the last while B is stalled: all thirty stay pending.
+    ends = [batch[0][0], batch[-1][0]]
+    claimed = await redis.xclaim(stream, GROUP, "A", 0, ends)
+    assert await a.apply("alpha", claimed) == 2
+    b = Aggregator(redis, FAST, consumer="B", clock=NOW)
+    assert await b.apply("alpha", batch) == 28
+    assert await stored(redis, {"alpha"}) == expected(events)
+    assert await backlog(redis, ["alpha"]) == 0
+
+
 async def test_two_aggregators_at_once_5000_events(redis: Redis) -> None:
     events = random_events(5000, seed=11)
     await produce(redis, events)
