@@ -143,11 +143,11 @@ class RollupBatch:
         if not metrics:
             return
         hour = hour_bucket(event.ts_ms)
-        if event.kind == "external":  # a post's line carries its amount and description
+        alike = _alike(event)
+        if alike is None:
             values = _values(event, self.prices, self._price_texts)
             ident: tuple[object, ...] = (event.team, hour, *values.values())
         else:
-            alike = _alike(event)
             found = self._values.get(alike)
             if found is None:
                 found = self._values[alike] = _values(event, self.prices, self._price_texts)
@@ -357,9 +357,18 @@ def _metrics(e: SpendEvent) -> list[tuple[str, int]]:
     return [(m, a) for m, a in candidates if a]
 
 
-def _alike(e: SpendEvent) -> tuple[object, ...]:
-    """What a request's `_values` are made of (not an external cost's): requests equal in it
-    have the same values in every dimension, their FOCUS line included."""
+def _alike(e: SpendEvent) -> tuple[object, ...] | None:
+    """What a request's `_values` are made of: requests equal in it have the same values in
+    every dimension, their FOCUS line included. None for an external cost (its line carries
+    its amount and description) and for tags that cannot be compared so (a value that is a
+    list or an object, from a foreign writer)."""
+    if e.kind == "external":
+        return None
+    tags = tuple(e.tags.items())
+    try:
+        hash(tags)
+    except TypeError:
+        return None
     return (
         e.team,
         e.project,
@@ -370,7 +379,7 @@ def _alike(e: SpendEvent) -> tuple[object, ...]:
         e.deployment,
         e.provider,
         e.key_id,
-        tuple(e.tags.items()),
+        tags,
         e.cache == "hit",
         not (e.cost_nano or e.prompt_tokens or e.completion_tokens),
     )

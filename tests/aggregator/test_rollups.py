@@ -186,6 +186,7 @@ def test_a_batch_of_alike_events_sums_them_once_and_exactly() -> None:
         event(49, workload="batch"),
         event(50, requested_model="gpt-4o-mini"),
         event(51, kind="import"),
+        event(52, tags={"exp": ["a", "b"]}),  # a foreign writer's tag value: no string
     ]
     batch = RollupBatch(_PRICES)
     for e in alike:
