@@ -164,7 +164,7 @@ class SpendEvent:
             found = parsers.get(k)
             if found is not None:
                 name, parse = found
-                text = v.decode() if isinstance(v, bytes) else v
+                text = v.decode() if isinstance(v, bytes) else str(v)
                 kwargs[name] = text if parse is None else parse(text)
         return cls(**kwargs)  # type: ignore[arg-type]
 

@@ -27,6 +27,11 @@ def test_the_flat_form_round_trips_through_the_stream_fields() -> None:
     assert fields["tokens_estimated"] == "1" and fields["tags"] == '{"cost_center":"cc-1"}'
     assert fields["cost_nano"] == "9007199254740000"  # exact: no float on the way
     assert SpendEvent.from_fields(fields) == event
+    # As Redis replies hold them (bytes), and with values that are not text (a hand-made
+    # archive line): the same event, every text field text.
+    assert SpendEvent.from_fields({k.encode(): v.encode() for k, v in fields.items()}) == event
+    loose = SpendEvent.from_fields({**fields, "team": 7, "cost_nano": 9_007_199_254_740_000})
+    assert loose.team == "7" and loose.cost_nano == event.cost_nano
 
 
 def test_an_external_costs_classification_round_trips_and_requests_carry_none() -> None:
