@@ -178,31 +178,41 @@ class CpuMeter:
         return 100.0 * (self._used() - self._cpu) / wall if wall > 0 else 0.0
 
 
-def _core_ticks(core: int) -> tuple[int, int]:
-    """(busy, total) jiffies of one CPU since boot, from /proc/stat."""
-    for line in Path("/proc/stat").read_text().splitlines():
+def core_ticks(stat: str, core: int) -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of one CPU since boot, from the text of /proc/stat. Busy
+    counts everything but idle and iowait, so it includes steal: time the hypervisor gave this
+    vCPU's host thread to something else while the guest had work for it."""
+    for line in stat.splitlines():
         if line.startswith(f"cpu{core} "):
             values = [int(v) for v in line.split()[1:]]
             idle = values[3] + values[4]  # idle + iowait
-            return sum(values) - idle, sum(values)
-    return 0, 0
+            steal = values[7] if len(values) > 7 else 0
+            return sum(values) - idle, sum(values), steal
+    return 0, 0, 0
 
 
 class CoreMeter:
-    """How busy one core was over an interval (all processes on it): `start()`, `percent()`.
-    For the generator's core: near 100 % means the generator and mock, not the server under
-    test, set the pace."""
+    """How busy one core was over an interval (all processes on it, and the host's steal):
+    `start()`, `percent()`, `steal_percent()`. For the generator's core: near 100 % means the
+    generator and mock, not the server under test, set the pace."""
 
     def __init__(self, core: int) -> None:
         self.core = core
-        self._busy, self._total = 0, 0
+        self._busy, self._total, self._steal = 0, 0, 0
+
+    def _read(self) -> tuple[int, int, int]:
+        return core_ticks(Path("/proc/stat").read_text(), self.core)
 
     def start(self) -> None:
-        self._busy, self._total = _core_ticks(self.core)
+        self._busy, self._total, self._steal = self._read()
 
     def percent(self) -> float:
-        busy, total = _core_ticks(self.core)
+        busy, total, _ = self._read()
         return 100.0 * (busy - self._busy) / (total - self._total) if total > self._total else 0.0
+
+    def steal_percent(self) -> float:
+        _, total, steal = self._read()
+        return 100.0 * (steal - self._steal) / (total - self._total) if total > self._total else 0.0
 
 
 def wait_quiet(
@@ -242,8 +252,9 @@ class CellMeter:
     """Where the CPU went during one load cell, in % of one core: the server under test, the
     mock, the store's processes on the mock's core (Redis, the local store's server, an
     aggregator: `store_pids`), the generator (this harness plus its finished children, i.e.
-    wrk), each core as a whole, and on each core what none of those used: other work on the
-    machine, which makes the cell's figures suspect."""
+    wrk), each core as a whole, on each core what none of those used (other work on the
+    machine) and the host's steal (the busier core's): either makes the cell's figures
+    suspect."""
 
     def __init__(
         self,
@@ -277,6 +288,7 @@ class CellMeter:
         server, mock = self.server.percent(), self.mock.percent()
         redis = self.redis.percent() if self.redis is not None else 0.0
         busy = {c: m.percent() for c, m in self.cores.items()}
+        steal = {c: m.steal_percent() for c, m in self.cores.items()}
         ours = {self.mock_core: mock + generator + redis, self.server_core: 0.0}
         if not self.server_is_mock:
             ours[self.server_core] += server
@@ -287,5 +299,6 @@ class CellMeter:
             "redis_cpu_pct": redis,
             "generator_core_pct": busy[self.mock_core],
             "server_core_pct": busy[self.server_core],
-            "other_cpu_pct": max(busy[c] - ours[c] for c in busy),
+            "other_cpu_pct": max(busy[c] - ours[c] - steal[c] for c in busy),
+            "steal_pct": max(steal.values()),
         }

@@ -48,6 +48,7 @@ def cell(results: Results, target: str, scenario: str, connections: int) -> dict
         "mock_cpu_pct",
         "generator_core_pct",
         "other_cpu_pct",
+        "steal_pct",
         "redis_cpu_pct",
     )
     out: dict[str, Any] = {k: _median(r.get(k, 0.0) for r in rows) for k in keys}
@@ -190,8 +191,9 @@ def cpu_table(results: Results) -> str:
                 gen = m.get("generator_core_pct")
                 tail = "" if gen is None else f" / {gen:.0f}"
                 server = "-" if t == "direct" else f"{m['server_cpu_pct']:.0f}"
-                other = m.get("other_cpu_pct")
+                other, steal = m.get("other_cpu_pct"), m.get("steal_pct")
                 noise = f" (+{other:.0f} other)" if other is not None and other > 5 else ""
+                noise += f" ({steal:.0f} % stolen)" if steal is not None and steal >= 1 else ""
                 row.append(f"{server} / {m['mock_cpu_pct']:.0f}{tail}{noise}")
             rows.append(row)
     return _table(["scenario", "conns", *targets], rows)

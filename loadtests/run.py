@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a cell during which other work used more than this %% of a core is disturbed",
     )
     p.add_argument(
+        "--max-steal",
+        type=float,
+        default=2.0,
+        help="a cell during which the host stole more than this %% of a core's time is disturbed",
+    )
+    p.add_argument(
         "--retries", type=int, help="times a disturbed cell is run again (default 3; quick 0)"
     )
     p.add_argument("--out", type=Path, help="results JSON (default loadtests/results/<time>.json)")
@@ -140,13 +146,15 @@ def measure_target(
                 running.url, SCENARIOS[name], connections, args.duration, running.headers
             )
             cpu = meter.read()
-            disturbed = cpu["other_cpu_pct"] > args.max_other_cpu
+            disturbed = (
+                cpu["other_cpu_pct"] > args.max_other_cpu or cpu["steal_pct"] > args.max_steal
+            )
             log(
                 f"  {running.name:15} {name:10} c={connections:<3} {load.rps:9,.0f} req/s  "
                 f"p50 {load.p50_us / 1e3:7.2f} ms  p99 {load.p99_us / 1e3:7.2f} ms  "
                 f"cpu {cpu['server_cpu_pct']:3.0f}% mock {cpu['mock_cpu_pct']:3.0f}% "
                 f"gen {cpu['generator_cpu_pct']:3.0f}% store {cpu['redis_cpu_pct']:3.0f}% "
-                f"other {cpu['other_cpu_pct']:3.0f}%"
+                f"other {cpu['other_cpu_pct']:3.0f}% steal {cpu['steal_pct']:3.1f}%"
                 + (f"  ERRORS {load.errors}: {load.error_detail}" if load.errors else "")
                 + _disturbed_note(disturbed, attempt <= args.retries)
             )
@@ -188,7 +196,9 @@ def measure_target(
 def _disturbed_note(disturbed: bool, again: bool) -> str:
     if not disturbed:
         return ""
-    return "  disturbed by other work: " + ("running it again" if again else "kept, marked")
+    return "  disturbed by other work or the host: " + (
+        "running it again" if again else "kept, marked"
+    )
 
 
 def profile_spendgate(bench: targets.Bench, args: argparse.Namespace) -> Path | None:
