@@ -299,6 +299,7 @@ class CellMeter:
             "redis_cpu_pct": redis,
             "generator_core_pct": busy[self.mock_core],
             "server_core_pct": busy[self.server_core],
-            "other_cpu_pct": max(busy[c] - ours[c] - steal[c] for c in busy),
+            # Never below zero: the processes' and the cores' clocks tick apart by a jiffy.
+            "other_cpu_pct": max(0.0, *(busy[c] - ours[c] - steal[c] for c in busy)),
             "steal_pct": max(steal.values()),
         }

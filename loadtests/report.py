@@ -376,7 +376,8 @@ def render(results: Results) -> str:
         parts += [
             "",
             f"† {len(disturbed)} of {len(results['loads'])} cell runs were disturbed by other "
-            'work on the machine even after retries (see the CPU table\'s "other").',
+            "work on the machine or the host's steal even after retries (see the CPU table's "
+            '"other" and "stolen").',
         ]
     if all(t in meta["targets"] for t in _LAYOUTS):
         parts += ["", "Store layouts (medians of rounds)", "", layouts_table(results)]
@@ -451,3 +452,19 @@ def profile_tables(raw: Path, top: int = 20) -> str:
             _table(["function (file)", "total", "self"], by_total),
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python loadtests/report.py RESULTS.json`: a saved run's report, as the run printed it."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path, help="a run's JSON (loadtests/results/*.json)")
+    args = parser.parse_args(argv)
+    print(render(json.loads(args.results.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

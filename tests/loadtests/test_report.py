@@ -1,0 +1,24 @@
+"""`python loadtests/report.py RESULTS.json` prints a saved run's report, as the run did."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "loadtests" / "results" / "sample-layouts-lull.json"
+
+
+def test_a_saved_run_is_rendered_again() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "loadtests" / "report.py"), str(SAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| scenario | conns | direct | bare | spendgate-local | spendgate-redis |" in done.stdout
+    # The one-client figures the benchmarks page quotes from this file (+0.58 / +1.94 ms).
+    assert "| spendgate-redis |" in done.stdout and "+0.58 / +1.94" in done.stdout
