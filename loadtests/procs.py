@@ -193,7 +193,7 @@ def core_ticks(stat: str, core: int) -> tuple[int, int, int]:
 
 class CoreMeter:
     """How busy one core was over an interval (all processes on it, and the host's steal):
-    `start()`, `percent()`, `steal_percent()`. For the generator's core: near 100 % means the
+    `start()`, `shares()`, `percent()`. For the generator's core: near 100 % means the
     generator and mock, not the server under test, set the pace."""
 
     def __init__(self, core: int) -> None:
@@ -206,13 +206,16 @@ class CoreMeter:
     def start(self) -> None:
         self._busy, self._total, self._steal = self._read()
 
-    def percent(self) -> float:
-        busy, total, _ = self._read()
-        return 100.0 * (busy - self._busy) / (total - self._total) if total > self._total else 0.0
+    def shares(self) -> tuple[float, float]:
+        """(busy %, steal %) since `start`, from one reading, so both cover the same time."""
+        busy, total, steal = self._read()
+        if total <= self._total:
+            return 0.0, 0.0
+        span = total - self._total
+        return 100.0 * (busy - self._busy) / span, 100.0 * (steal - self._steal) / span
 
-    def steal_percent(self) -> float:
-        _, total, steal = self._read()
-        return 100.0 * (steal - self._steal) / (total - self._total) if total > self._total else 0.0
+    def percent(self) -> float:
+        return self.shares()[0]
 
 
 def wait_quiet(
@@ -287,8 +290,9 @@ class CellMeter:
         generator = 100.0 * (_own_cpu_seconds() - self._own) / wall if wall > 0 else 0.0
         server, mock = self.server.percent(), self.mock.percent()
         redis = self.redis.percent() if self.redis is not None else 0.0
-        busy = {c: m.percent() for c, m in self.cores.items()}
-        steal = {c: m.steal_percent() for c, m in self.cores.items()}
+        shares = {c: m.shares() for c, m in self.cores.items()}
+        busy = {c: share[0] for c, share in shares.items()}
+        steal = {c: share[1] for c, share in shares.items()}
         ours = {self.mock_core: mock + generator + redis, self.server_core: 0.0}
         if not self.server_is_mock:
             ours[self.server_core] += server
