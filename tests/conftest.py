@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
     from prometheus_client.samples import Sample
     from redis.asyncio import Redis
 
@@ -65,16 +66,26 @@ class Gateway:
 
     def samples(self, name: str, **labels: str) -> list[Sample]:
         """The samples of `name` whose labels include `labels`."""
-        return [
-            sample
-            for family in self.metrics.registry.collect()
-            for sample in family.samples
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-        ]
+        return samples(self.metrics.registry, name, **labels)
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""
-        return sum((sample.value for sample in self.samples(name, **labels)), 0.0)
+        return metric_sum(self.metrics.registry, name, **labels)
+
+
+def samples(registry: CollectorRegistry, name: str, **labels: str) -> list[Sample]:
+    """The samples of `name` in `registry` whose labels include `labels`."""
+    return [
+        sample
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+def metric_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` in `registry` whose labels include `labels`."""
+    return sum((sample.value for sample in samples(registry, name, **labels)), 0.0)
 
 
 def _free_port() -> int:

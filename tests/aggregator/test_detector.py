@@ -23,7 +23,7 @@ from gateway.config.model import AlertsConfig, AnomaliesConfig, Webhook
 from gateway.metrics import alerts_counter
 from tests.analytics.synthetic import BUCKET_S, Team, bucket
 from tests.clock import FakeClock
-from tests.conftest import Receiver
+from tests.conftest import Receiver, metric_sum
 
 # Night-time buckets of a steady team: 24 of history, then the test's.
 TEAM = Team("alpha", rate=20_000, night=1.0, weekend=1.0, jitter=0.03)
@@ -90,12 +90,7 @@ async def quieted(detector: AnomalyDetector, clock: FakeClock, redis: Redis) -> 
 
 
 def gauge(detector: AnomalyDetector) -> float:
-    return sum(
-        s.value
-        for family in detector.metrics.registry.collect()
-        for s in family.samples
-        if s.name == "sg_anomalies_open"
-    )
+    return metric_sum(detector.metrics.registry, "sg_anomalies_open")
 
 
 async def test_one_replica_detects_another_takes_over_and_nothing_is_sent_twice(

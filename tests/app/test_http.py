@@ -20,7 +20,7 @@ from gateway.config.loader import load_config
 from gateway.listen import start_site
 from gateway.providers.mock import MockUpstream
 from tests.app.test_billing import AccessLineWatcher
-from tests.conftest import Gateway
+from tests.conftest import Gateway, metric_sum
 
 
 class Records(logging.Handler):
@@ -143,12 +143,7 @@ class Target:
     key: str
 
     def metric(self, name: str, **labels: str) -> float:
-        return sum(
-            sample.value
-            for family in self.app[METRICS].registry.collect()
-            for sample in family.samples
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-        )
+        return metric_sum(self.app[METRICS].registry, name, **labels)
 
 
 @pytest.fixture(params=["as-serve", "test-server"])
