@@ -171,8 +171,7 @@ def worst_case(
     worst = 0
     for d in route.deployments:
         p = d.price
-        per_m = prompt_tokens * max(p.input_per_m, p.cached_input_per_m)
-        per_m += output * max(p.output_per_m, p.reasoning_per_m)
+        per_m = prompt_tokens * p.dearest_input_per_m + output * p.dearest_output_per_m
         worst = max(worst, -(-per_m // 1_000_000))
     return worst, prompt_tokens + output
 

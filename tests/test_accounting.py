@@ -22,6 +22,8 @@ from redis.asyncio import Redis
 
 from gateway import accounting, rediskeys
 from gateway.app.state import LEDGER, PIPELINE
+from gateway.config.model import Deployment, ModelRoute
+from gateway.pricing.price import Price
 from gateway.pricing.tokens import count_chat_prompt
 from gateway.providers.mock import MockUpstream
 from gateway.stages import budgets, routing, tiers
@@ -38,6 +40,30 @@ def gpt4o_worst_case_nano(max_tokens: int = MAX_TOKENS) -> int:
     prompt = count_chat_prompt(MESSAGES, "gpt-4o")
     per_m = prompt * 2_500_000_000 + max_tokens * 10_000_000_000
     return -(-per_m // 1_000_000)
+
+
+def test_the_worst_case_bills_every_token_at_the_dearest_price_of_the_dearest_deployment() -> None:
+    # One deployment's cached input and another's reasoning tokens are dearer than their plain
+    # prices (an override can say so): the worst case takes each, per deployment.
+    cached = Price(
+        input_per_m=1_000, output_per_m=4_000, cached_input_per_m=3_000, reasoning_per_m=0
+    )
+    reasoning = Price(
+        input_per_m=2_000, output_per_m=1_000, cached_input_per_m=0, reasoning_per_m=5_000
+    )
+    route = ModelRoute(
+        name="m",
+        deployments=(
+            Deployment("a/m", "a", "m", 1, cached),
+            Deployment("b/m", "b", "m", 1, reasoning),
+        ),
+    )
+    body = {"max_tokens": 100, "n": 2}
+    # a: 1000 x 3000 + 200 x 4000 = 3.8e6 per 1M; b: 1000 x 2000 + 200 x 5000 = 3.0e6.
+    assert accounting.worst_case(route, body, 1000, "chat/completions") == (4, 1200)
+    assert accounting.worst_case(route, body, 1001, "chat/completions") == (4, 1201)  # rounds up
+    # An embedding has no output: its prompt alone, at the dearest input price.
+    assert accounting.worst_case(route, body, 1_000_000, "embeddings") == (3_000, 1_000_000)
 
 
 @pytest.fixture

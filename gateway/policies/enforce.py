@@ -212,8 +212,8 @@ def _bounds(
         tightest([a.max_n for a in approvals]),
         tightest([a.max_prompt_tokens for a in approvals]),
         min(tightest(costs) * 1_000_000, _NO_LIMIT),
-        max((max(p.input_per_m, p.cached_input_per_m) for p in prices), default=0),
-        max((max(p.output_per_m, p.reasoning_per_m) for p in prices), default=0),
+        max((p.dearest_input_per_m for p in prices), default=0),
+        max((p.dearest_output_per_m for p in prices), default=0),
     )
 
 

@@ -23,3 +23,14 @@ class Price:
     cached_input_per_m: int
     reasoning_per_m: int
     source: Literal["table", "override"] = "table"
+
+    @property
+    def dearest_input_per_m(self) -> int:
+        """The most a prompt token can cost (cached input can be dearer than plain input in
+        an override): what a worst case bills every prompt token at."""
+        return max(self.input_per_m, self.cached_input_per_m)
+
+    @property
+    def dearest_output_per_m(self) -> int:
+        """The most a completion token can cost (a reasoning token may be dearer)."""
+        return max(self.output_per_m, self.reasoning_per_m)
