@@ -36,6 +36,7 @@ from gateway import rediskeys
 from gateway.aggregator.metrics import AggregatorMetrics
 from gateway.aggregator.rollups import RollupBatch, SeriesSpec
 from gateway.store.cluster import by_slot, is_cluster
+from gateway.store.connect import batcher_for
 from gateway.types import SpendEvent
 
 if TYPE_CHECKING:
@@ -47,8 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spendgate.aggregator")
 
-# (entry id, fields) as redis-py returns them; fields are None for an entry deleted while pending.
-Entry = tuple[Any, Mapping[Any, Any] | None]
+# (entry id, fields): the fields as redis-py returns them (a mapping), or as the pipelined
+# connection does (a flat list: name, value, ...); None for an entry deleted while pending.
+Entry = tuple[Any, Mapping[Any, Any] | list[Any] | None]
 
 _REGISTRY_REFRESH_S = 1.0  # a new team's stream is picked up within this (one SMEMBERS)
 _STATS_INTERVAL_S = 10.0
@@ -74,10 +76,12 @@ def load_lua(name: str) -> str:
     return (importlib.resources.files("gateway.aggregator") / "lua" / name).read_text()
 
 
-def parse_entry(team: str, fields: Mapping[Any, Any] | None) -> SpendEvent:
+def parse_entry(team: str, fields: Mapping[Any, Any] | list[Any] | None) -> SpendEvent:
     if not fields:
         raise PoisonEntry("entry has no fields (deleted or empty)")
     try:
+        if isinstance(fields, list):  # a raw reply: name, value, name, value...
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
         event = SpendEvent.from_fields(fields)
     except (TypeError, ValueError) as exc:
         raise PoisonEntry(f"not a spend event: {exc}") from exc
@@ -110,7 +114,11 @@ class Aggregator:
         self.clock = clock
         self.metrics = metrics or AggregatorMetrics()
         self.group = group
-        self._apply: AsyncScript = redis.register_script(load_lua("apply.lua"))
+        self._apply_script: AsyncScript = redis.register_script(load_lua("apply.lua"))
+        # The apply goes over the request path's pipelined connection (`store/batch.py`): a
+        # call with a few hundred arguments costs ~40 % less client CPU there than through
+        # redis-py's command path, and the aggregator's bursts share a core with others.
+        self._batch = batcher_for(redis)
         self._prune: AsyncScript = redis.register_script(load_lua("prune_consumer.lua"))
         self._streams: dict[str, str] = {}  # stream key -> team
         self._claim_cursor: dict[str, str] = {}
@@ -187,7 +195,7 @@ class Aggregator:
                 if n % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
             keys, args = self._script_args(team, batch, good, poison)
-            status, detail = await self._apply(keys=keys, args=args)
+            status, detail = await self._apply(keys, args)
             if status == 1:
                 self._record(team, len(good), poison, time.perf_counter() - started)
                 return len(good) + len(poison)
@@ -293,12 +301,17 @@ class Aggregator:
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
     async def _read_each(self) -> list[tuple[str, Sequence[Entry]]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in self._streams:
-                pipe.xreadgroup(
-                    self.group, self.consumer, {stream: ">"}, count=self.config.batch_size
+        # Over the pipelined connection, as the apply: at a trickle redis-py's pipeline cost
+        # as much client CPU as the read-and-apply's own work.
+        group, consumer, count = self.group, self.consumer, self.config.batch_size
+        replies = await asyncio.gather(
+            *(
+                self._batch.execute(
+                    "XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", stream, ">"
                 )
-            replies = await pipe.execute()
+                for stream in self._streams
+            )
+        )
         return [batch for reply in replies for batch in self._batches(reply)]
 
     async def _read_blocking(self) -> list[tuple[str, Sequence[Entry]]]:
@@ -313,6 +326,9 @@ class Aggregator:
             block=self.config.block_ms,
         )
         return self._batches(reply)
+
+    async def _apply(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        return await self._batch.evalsha(self._apply_script, keys, args)
 
     def _batches(self, reply: Any) -> list[tuple[str, Sequence[Entry]]]:
         out = []

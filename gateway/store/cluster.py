@@ -58,11 +58,15 @@ def by_slot(keys: Iterable[str]) -> dict[int, list[str]]:
 
 
 def command_key(args: Command) -> Any:
-    """The key a command is routed by: the first key of EVAL/EVALSHA, else the first argument
-    (GET, SET, HINCRBY...: the commands the request path sends). None: no key (any node)."""
+    """The key a command is routed by: the first key of EVAL/EVALSHA, the first stream of
+    XREADGROUP (the aggregator's reads), else the first argument (GET, SET, HINCRBY...: the
+    commands the request path sends). None: no key (any node)."""
     name = args[0].upper() if isinstance(args[0], str) else args[0].decode().upper()
     if name in _EVAL:
         return args[3] if len(args) > 3 and int(args[2]) > 0 else None
+    if name == "XREADGROUP":
+        words = [a.upper() if isinstance(a, str) else a for a in args]
+        return args[words.index("STREAMS", 4) + 1] if "STREAMS" in words[4:] else None
     return args[1] if len(args) > 1 else None
 
 

@@ -7,13 +7,14 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway import rediskeys
-from gateway.aggregator.consumer import Aggregator
+from gateway.aggregator.consumer import Aggregator, PoisonEntry, parse_entry
 from gateway.aggregator.metrics import AggregatorMetrics
 from gateway.aggregator.rollups import increments
 from gateway.config.model import AggregatorConfig
@@ -125,14 +126,14 @@ async def test_a_batch_read_before_a_store_error_is_applied_when_the_store_is_ba
     await produce(redis, events)
     metrics = AggregatorMetrics()
     a = Aggregator(redis, FAST, consumer="A", metrics=metrics, clock=NOW)
-    script = a._apply
+    apply = a._apply
     failures = []
 
-    async def apply_once_unreachable(**kwargs: object) -> object:
+    async def apply_once_unreachable(keys: Sequence[str], args: Sequence[str | int]) -> object:
         if not failures:
-            failures.append(kwargs)
+            failures.append(keys)
             raise RedisConnectionError("Connection closed by server.")
-        return await script(**kwargs)
+        return await apply(keys, args)
 
     a._apply = apply_once_unreachable  # type: ignore[assignment]
     stop = asyncio.Event()
@@ -213,6 +214,18 @@ async def test_poison_entries_are_dead_lettered_and_never_block(redis: Redis) ->
     assert dead[2][1][b"hello"] == b"world"
     assert metrics.events.labels("poison")._value.get() == 3
     assert metrics.events.labels("applied")._value.get() == 5
+
+
+def test_an_entry_reads_the_same_as_a_mapping_or_as_a_raw_reply() -> None:
+    # redis-py hands an entry's fields over as a mapping, the pipelined connection as the flat
+    # list Redis sent: name, value, name, value...
+    fields = {k.encode(): v.encode() for k, v in event(7).to_fields().items()}
+    flat = [x for pair in fields.items() for x in pair]
+    assert parse_entry("alpha", flat) == parse_entry("alpha", fields) == event(7)
+    with pytest.raises(PoisonEntry, match="not a spend event"):
+        parse_entry("alpha", flat[:-1])  # a name without its value
+    with pytest.raises(PoisonEntry, match="no fields"):
+        parse_entry("alpha", [])
 
 
 async def test_rollup_keys_expire_after_their_bucket(redis: Redis) -> None:

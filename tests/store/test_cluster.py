@@ -64,6 +64,10 @@ def test_command_keys() -> None:
     assert command_key(("EVAL", "return 1", 0)) is None
     assert command_key(("GET", "k")) == "k"
     assert command_key((b"SET", b"k", b"v")) == b"k"
+    read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 5, "STREAMS", "{t}:s", ">")
+    assert command_key(read) == "{t}:s"
+    # A consumer named like the keyword is not taken for it.
+    assert command_key(("XREADGROUP", "GROUP", "g", "streams", "STREAMS", "k", ">")) == "k"
 
 
 @pytest.fixture
