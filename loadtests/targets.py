@@ -66,6 +66,8 @@ class Bench:
     redis_url: str | None = None
     # The harness's redis-server, when one runs (--redis, or a spendgate-redis target).
     redis_server_url: str | None = None
+    # A command the server runs under (instructions.py: valgrind's callgrind), or none.
+    wrap: tuple[str, ...] = ()
 
     def log_for(self, name: str) -> Path | None:
         return self.workdir / f"{name}.log" if self.server_logs else None
@@ -224,7 +226,7 @@ def _launch(
 ) -> Running:
     started = time.monotonic()
     core = bench.server_core if cores is None else cores
-    proc = procs.spawn(cmd, core=core, env=env, log=bench.log_for(name))
+    proc = procs.spawn([*bench.wrap, *cmd], core=core, env=env, log=bench.log_for(name))
     try:
         startup = _ready(proc, port, headers, started, bench.start_timeout_s)
     except RuntimeError as exc:
