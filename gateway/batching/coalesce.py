@@ -33,10 +33,12 @@ class Shared(NamedTuple, Generic[T]):
 class _Flight(Generic[T]):
     __slots__ = ("group_size", "leader", "task", "waiters")
 
-    def __init__(self, task: asyncio.Task[T]) -> None:
-        self.task = task
-        self.waiters: list[object] = []  # one ticket per caller still waiting, oldest first
-        self.leader: object | None = None
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        # One future per caller still waiting, oldest first: the call sets each (a caller that
+        # is cancelled cancels its own, never another's).
+        self.waiters: list[asyncio.Future[T]] = []
+        self.leader: asyncio.Future[T] | None = None
         self.group_size = 0
 
     def settle(self) -> None:
@@ -64,51 +66,76 @@ class Coalescer(Generic[T]):
         flight = self._flights.get(key)
         if flight is None:
             flight = self._start(key, factory)
-        ticket = object()
-        flight.waiters.append(ticket)
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        flight.waiters.append(waiter)
         try:
-            result = await asyncio.shield(flight.task)
+            result = await waiter
         except asyncio.CancelledError:
-            self._leave(flight, ticket)
-            current = asyncio.current_task()
-            if flight.task.cancelled() and (current is None or not current.cancelling()):
-                raise ServiceUnavailable(
-                    "the identical request this one was sharing an upstream call with was "
-                    "cancelled; retry"
-                ) from None
+            self._leave(flight, waiter)
             raise
         except BaseException:
             flight.settle()
             raise
         flight.settle()
-        return Shared(result, flight.leader is ticket, flight.group_size)
+        return Shared(result, flight.leader is waiter, flight.group_size)
 
     async def aclose(self) -> None:
         """Cancel every call in flight (their callers get ServiceUnavailable)."""
-        tasks = [flight.task for flight in self._flights.values()]
+        tasks = [flight.task for flight in self._flights.values() if flight.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _start(self, key: str, factory: Callable[[], Awaitable[T]]) -> _Flight[T]:
-        async def call() -> T:
-            return await factory()
+        flight: _Flight[T] = _Flight()
 
-        flight = _Flight(asyncio.get_running_loop().create_task(call()))
+        async def call() -> None:
+            # The call hands its outcome to each waiter itself: one turn of the loop from the
+            # answer to its callers (a shield per caller would take two).
+            try:
+                result = await factory()
+            except asyncio.CancelledError:
+                self._land(key, flight)
+                _fail(flight.waiters, _cancelled())
+                raise
+            except BaseException as exc:
+                self._land(key, flight)
+                _fail(flight.waiters, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            self._land(key, flight)
+            for waiter in flight.waiters:
+                if not waiter.done():
+                    waiter.set_result(result)
+
+        flight.task = asyncio.get_running_loop().create_task(call())
         self._flights[key] = flight
-
-        def landed(_: asyncio.Task[T]) -> None:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
-
-        flight.task.add_done_callback(landed)
         return flight
 
-    def _leave(self, flight: _Flight[T], ticket: object) -> None:
-        if ticket in flight.waiters and flight.group_size == 0:
-            flight.waiters.remove(ticket)
-        if not flight.waiters and not flight.task.done():
-            flight.task.cancel()  # nobody wants the answer any more
+    def _land(self, key: str, flight: _Flight[T]) -> None:
+        """The call is over: a request arriving from now on starts a new one."""
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    def _leave(self, flight: _Flight[T], waiter: asyncio.Future[T]) -> None:
+        if flight.group_size == 0 and waiter in flight.waiters:
+            flight.waiters.remove(waiter)
+        task = flight.task
+        if task is not None and not task.done() and not any(not w.done() for w in flight.waiters):
+            task.cancel()  # nobody wants the answer any more
+
+
+def _cancelled() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "the identical request this one was sharing an upstream call with was cancelled; retry"
+    )
+
+
+def _fail(waiters: list[asyncio.Future[T]], exc: BaseException) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(exc)
 
 
 def coalesced_cost_nano(

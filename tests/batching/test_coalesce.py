@@ -4,6 +4,7 @@ and errors shared, cancellation never strands anyone, and billing parts that add
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import aiohttp
@@ -76,6 +77,36 @@ async def test_errors_reach_every_caller() -> None:
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(o, UpstreamError) for o in outcomes)
     assert len(coalescer) == 0
+
+
+async def test_a_caller_cancelled_just_as_the_error_lands_leaves_nothing_unretrieved() -> None:
+    # The error is handed to every waiter, then the first caller's cancellation (its client
+    # left) arrives before it resumes: it ends cancelled, the other still gets the error, and
+    # asyncio finds no exception that nobody retrieved.
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    coalescer: Coalescer[str] = Coalescer()
+    release = asyncio.Event()
+
+    callers: list[asyncio.Task[Shared[str]]] = []
+
+    async def factory() -> str:
+        await release.wait()
+        loop.call_soon(callers[0].cancel)  # before the callers' wake-ups this error schedules
+        raise UpstreamError("upstream said no", upstream_status=500)
+
+    callers += [asyncio.create_task(coalescer.run("k", factory)) for _ in range(2)]
+    await settle()
+    release.set()
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert isinstance(outcomes[1], UpstreamError)
+    del outcomes  # with the callers, the error's traceback holds the flight and its waiters
+    callers.clear()
+    gc.collect()
+    loop.set_exception_handler(None)
+    assert reported == []
 
 
 async def test_a_cancelled_leader_does_not_strand_followers() -> None:
