@@ -21,7 +21,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from gateway import rediskeys
-from gateway.store.batch import CommandBatcher
+from gateway.store.batch import CommandBatcher, within
 from gateway.store.connect import batcher_for
 from gateway.types import Usage
 
@@ -260,8 +260,8 @@ class ResponseCache:
         if batch is None:
             return None, "none"
         try:
-            async with asyncio.timeout(self.redis_timeout_s):
-                blob = await batch.execute("GET", rediskeys.cache_entry(key))
+            get = batch.execute("GET", rediskeys.cache_entry(key))
+            blob = await within(get, self.redis_timeout_s)
         except (RedisError, OSError, TimeoutError) as exc:
             self._redis_failed("read", exc)
             blob = None

@@ -174,6 +174,22 @@ class CommandBatcher:
                 future.set_result(reply)
 
 
+async def within(future: asyncio.Future[Any], seconds: float) -> Any:
+    """`await future` (a batcher's), or TimeoutError after `seconds`: as `asyncio.timeout`
+    around it, for a fraction of its cost on the request path (one timer, no context manager
+    and no cancellation to undo). The command may still run; its reply is then dropped."""
+    timer = future.get_loop().call_later(seconds, _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
     """`source`'s outcome into `target`, unless `target` is already settled (its exception is
     retrieved either way, so none is reported as never retrieved)."""

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from gateway.store.batch import CommandBatcher
+from gateway.store.batch import CommandBatcher, within
 from gateway.store.connect import batcher_for, close_store, open_store
 from gateway.store.wire import Wire
 from tests.conftest import _free_port as free_port
@@ -163,6 +163,19 @@ async def test_a_caller_that_left_does_not_disturb_the_others(redis: Redis, path
     queued = batch.execute("SET", "b", "2")
     await batch.drain()  # sends what is queued
     assert queued.result() and await redis.get("b") == b"2"
+
+
+async def test_a_command_past_its_time_fails_alone_and_its_late_reply_is_dropped(
+    redis: Redis, path: str
+) -> None:
+    batch = batcher(redis, path)
+    assert await within(batch.execute("INCR", "a"), 1.0) == 1
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await within(batch.execute("BLPOP", "empty", 0.5), 0.05)  # Redis answers in 0.5 s
+    assert time.monotonic() - started < 0.4
+    # The next reply in line is the BLPOP's nil: it is dropped, this GET gets its own.
+    assert await within(batch.execute("GET", "a"), 5.0) == b"1"
 
 
 async def test_a_lost_connection_fails_its_callers_and_the_next_batch_reconnects(
