@@ -38,7 +38,9 @@ _REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
     "embeddings": {"model": (str,), "input": (str, list)},
     "responses": {"model": (str,)},
 }
-_POSITIVE = ("max_tokens", "max_completion_tokens", "max_output_tokens", "n", "dimensions")
+_POSITIVE = frozenset(
+    {"max_tokens", "max_completion_tokens", "max_output_tokens", "n", "dimensions"}
+)
 
 
 def _type_name(value: object) -> str:
@@ -87,12 +89,12 @@ def validate_body(endpoint: str, body: dict[str, Any]) -> None:
                 f"'{field}' is required", code="missing_required_parameter", param=field
             )
         _check_type(body, field, types)
-    for field, types in _OPTIONAL.items():
-        if body.get(field) is not None:
-            _check_type(body, field, types)
-    for field in _POSITIVE:
-        value = body.get(field)
-        if value is not None and value < 1:
+    for field, value in body.items():  # a body has a few of the optional fields: look those up
+        allowed = _OPTIONAL.get(field)
+        if allowed is None or value is None:
+            continue
+        _check_type(body, field, allowed)
+        if field in _POSITIVE and value < 1:
             raise InvalidRequest(
                 f"'{field}' must be at least 1, got {value}", param=field, code="invalid_value"
             )
