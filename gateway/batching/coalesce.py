@@ -33,8 +33,9 @@ class Shared(NamedTuple, Generic[T]):
 class _Flight(Generic[T]):
     __slots__ = ("group_size", "leader", "task", "waiters")
 
+    task: asyncio.Task[None]  # set by `Coalescer._start` as soon as the flight exists
+
     def __init__(self) -> None:
-        self.task: asyncio.Task[None] | None = None
         # One future per caller still waiting, oldest first: the call sets each (a caller that
         # is cancelled cancels its own, never another's).
         self.waiters: list[asyncio.Future[T]] = []
@@ -81,7 +82,7 @@ class Coalescer(Generic[T]):
 
     async def aclose(self) -> None:
         """Cancel every call in flight (their callers get ServiceUnavailable)."""
-        tasks = [flight.task for flight in self._flights.values() if flight.task is not None]
+        tasks = [flight.task for flight in self._flights.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -95,19 +96,18 @@ class Coalescer(Generic[T]):
             try:
                 result = await factory()
             except asyncio.CancelledError:
-                self._land(key, flight)
                 _fail(flight.waiters, _cancelled())
                 raise
             except BaseException as exc:
-                self._land(key, flight)
                 _fail(flight.waiters, exc)
                 if not isinstance(exc, Exception):
                     raise
-                return
-            self._land(key, flight)
-            for waiter in flight.waiters:
-                if not waiter.done():
-                    waiter.set_result(result)
+            else:
+                for waiter in flight.waiters:
+                    if not waiter.done():
+                        waiter.set_result(result)
+            finally:
+                self._land(key, flight)
 
         flight.task = asyncio.get_running_loop().create_task(call())
         self._flights[key] = flight
@@ -121,9 +121,8 @@ class Coalescer(Generic[T]):
     def _leave(self, flight: _Flight[T], waiter: asyncio.Future[T]) -> None:
         if flight.group_size == 0 and waiter in flight.waiters:
             flight.waiters.remove(waiter)
-        task = flight.task
-        if task is not None and not task.done() and not any(not w.done() for w in flight.waiters):
-            task.cancel()  # nobody wants the answer any more
+        if not flight.task.done() and all(w.done() for w in flight.waiters):
+            flight.task.cancel()  # nobody wants the answer any more
 
 
 def _cancelled() -> ServiceUnavailable:
