@@ -318,8 +318,9 @@ class ResponseCache:
         if batch is None:
             return
         try:
-            async with asyncio.timeout(self.redis_timeout_s):
-                await batch.execute(*_set_command(key, value, expires_at, ttl_s))
+            await within(
+                batch.execute(*_set_command(key, value, expires_at, ttl_s)), self.redis_timeout_s
+            )
         except (RedisError, OSError, TimeoutError) as exc:
             self._redis_failed("write", exc)
 
