@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     redis_proc, redis_server_url = (
         targets.start_redis(GENERATOR_CORE) if need_redis else (None, None)
     )
-    redis_pids = (redis_proc.pid,) if redis_proc is not None else ()
+    redis_pids: tuple[int, ...] = (redis_proc.pid,) if redis_proc is not None else ()
     redis_url = redis_server_url if args.redis else "memory://" if args.memory else None
     cluster_procs: list[subprocess.Popen[bytes]] = []
     if args.cluster:

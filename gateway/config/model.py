@@ -381,7 +381,7 @@ class Config:
 #
 #   cache:
 #     enabled: true
-#     memory_max_bytes: 33554432
+#     memory_max_bytes: 16777216
 #     max_entry_bytes: 1048576
 #     use_redis: true
 #     default_ttl_s: 3600
@@ -474,7 +474,7 @@ DEFAULT_CACHE_POLICY = CacheRoutePolicy()
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     enabled: bool = True
-    memory_max_bytes: int = 32 * 1024 * 1024  # the in-process LRU, 0 disables that level
+    memory_max_bytes: int = 16 * 1024 * 1024  # the in-process LRU, 0 disables that level
     max_entry_bytes: int = 1024 * 1024  # larger answers are never cached
     use_redis: bool = True  # second level, shared by replicas
     default_ttl_s: float = 3600.0

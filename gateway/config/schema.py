@@ -642,7 +642,7 @@ class CacheRouteSpec(Spec):
 @dataclass(frozen=True, kw_only=True)
 class CacheSpec(Spec):
     enabled: bool = field(default=True, metadata=checks(Bool()))
-    memory_max_bytes: int = field(default=32 * 1024 * 1024, metadata=checks(Int(min=0)))
+    memory_max_bytes: int = field(default=16 * 1024 * 1024, metadata=checks(Int(min=0)))
     max_entry_bytes: int = field(default=1024 * 1024, metadata=checks(Int(min=1)))
     use_redis: bool = field(default=True, metadata=checks(Bool()))
     default_ttl_s: float = field(default=3600.0, metadata=checks(Number(positive=True)))
