@@ -485,7 +485,7 @@ class Accountant:
                     optimization=c.optimization,
                     cache=record.cache,
                     route=record.route_text,
-                    latency_ms=round(elapsed * 1000, 3),
+                    latency_ms=_ms(elapsed),
                     status=record.status,
                     outcome=record.outcome,
                     revenue_nano=record.revenue_nano if i == 0 else None,
@@ -537,9 +537,19 @@ def _set_none(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _ms(seconds: float) -> float:
+    """Milliseconds to three decimals, half up: round(seconds * 1000, 3) without its trip
+    through a decimal string."""
+    return int(seconds * 1_000_000 + 0.5) / 1000
+
+
 def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:
-    p, u = record.principal, record.usage
-    last = record.charges[-1] if record.charges else None
+    p, charges = record.principal, record.charges
+    last = charges[-1] if charges else None
+    u = last.usage if len(charges) == 1 and last is not None else record.usage
+    listed = 0
+    for c in charges:
+        listed += c.list_cost_nano
     return {
         "request_id": record.request_id,
         "endpoint": record.endpoint,
@@ -562,14 +572,14 @@ def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:
         "approval_id": record.approval_id,
         "cache": record.cache,
         "attempts": record.attempts,
-        "upstream_calls": len(record.charges),
+        "upstream_calls": len(charges),
         "prompt_tokens": u.prompt_tokens,
         "cached_prompt_tokens": u.cached_prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "reasoning_tokens": u.reasoning_tokens,
         "tokens_estimated": u.estimated,
         "cost_usd": nano_to_usd_str(record.cost_nano),
-        "list_cost_usd": nano_to_usd_str(sum(c.list_cost_nano for c in record.charges)),
-        "latency_ms": round(elapsed * 1000, 3),
-        "upstream_ms": round(record.upstream_s * 1000, 3),
+        "list_cost_usd": nano_to_usd_str(listed),
+        "latency_ms": _ms(elapsed),
+        "upstream_ms": _ms(record.upstream_s),
     }

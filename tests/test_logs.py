@@ -53,3 +53,43 @@ def test_a_full_buffer_and_an_explicit_flush_write_at_once() -> None:
     finally:
         os.close(write_fd)
         os.close(read_fd)
+
+
+def test_an_access_lines_time_is_its_own_to_the_millisecond_across_seconds() -> None:
+    # The part up to the second is formatted once per second and reused: each line must still
+    # carry its own second and millisecond, including across a second's end.
+    times = iter([1796351113.9994, 1796351113.9996, 1796351114.0004, 1796351175.25, 0.0])
+    read_fd, write_fd = os.pipe()
+    try:
+        writer = AccessWriter(write_fd, max_bytes=1, clock=lambda: next(times))
+        for n in range(4):
+            writer({"request_id": f"req_{n}", "latency_ms": 0.125})
+        writer({})  # no fields: still one object
+        writer.flush()
+        os.set_blocking(read_fd, False)
+        lines = os.read(read_fd, 65536).decode().splitlines()
+    finally:
+        os.close(write_fd)
+        os.close(read_fd)
+    docs = [orjson.loads(line) for line in lines]
+    assert [d["ts"] for d in docs[:4]] == [
+        "2026-12-04T02:25:13.999Z",
+        "2026-12-04T02:25:13.999Z",
+        "2026-12-04T02:25:14.000Z",
+        "2026-12-04T02:26:15.250Z",
+    ]
+    assert [list(d)[:5] for d in docs[:4]] == [["ts", "level", "logger", "msg", "request_id"]] * 4
+    assert docs[3] == {
+        "ts": "2026-12-04T02:26:15.250Z",
+        "level": "info",
+        "logger": "spendgate.access",
+        "msg": "request",
+        "request_id": "req_3",
+        "latency_ms": 0.125,
+    }
+    assert docs[4] == {
+        "ts": "1970-01-01T00:00:00.000Z",
+        "level": "info",
+        "logger": "spendgate.access",
+        "msg": "request",
+    }
