@@ -348,7 +348,9 @@ class Aggregator:
         cells = batch.items()
         keys = [rediskeys.events_stream(team), rediskeys.events_dead_letter(team)]
         keys += (key for key, _ in cells)
-        args: list[str | int] = [self.group, len(good), *(entry_id for entry_id, _ in good)]
+        first, last = _span(good, poison)
+        args: list[str | int] = [self.group, self.consumer, first, last]
+        args += [len(good), *(entry_id for entry_id, _ in good)]
         args.append(len(poison))
         for entry_id, reason in poison:
             args += [entry_id, reason[:500]]
@@ -446,6 +448,21 @@ class _SlotReads:
             read.cancel()
         await asyncio.gather(*self._reads.values(), return_exceptions=True)
         self._reads.clear()
+
+
+def _span(*batches: Sequence[tuple[str, object]]) -> tuple[str, str]:
+    """The first and last entry id of batches that are each in stream order (as reads and
+    claims return them): the range apply.lua lists this consumer's pending entries in. Were
+    they not in order, the script would look the ones outside it up one by one: slower, not
+    wrong."""
+    firsts = [batch[0][0] for batch in batches if batch]
+    lasts = [batch[-1][0] for batch in batches if batch]
+    return min(firsts, key=_id_order), max(lasts, key=_id_order)
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

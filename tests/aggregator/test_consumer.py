@@ -168,6 +168,58 @@ async def test_partly_stale_batch_applies_only_the_rest(redis: Redis, picked: li
     assert await backlog(redis, ["alpha"]) == 0
 
 
+async def test_a_batch_is_checked_against_every_entry_the_consumer_holds(redis: Redis) -> None:
+    # apply.lua lists what the group holds for the consumer between the batch's first and last
+    # ids, as many as the batch has; what that listing misses is looked up entry by entry. Here
+    # A holds ten entries and applies the first and the last only: the listing (two entries)
+    # stops at the second, so the last is found by its own lookup and applied, not called stale.
+    events = [event(i, cost_nano=100 + i) for i in range(10)]
+    await produce(redis, events)
+    a = Aggregator(redis, FAST, consumer="A", clock=NOW)
+    await a.refresh_streams()
+    stream = rediskeys.events_stream("alpha")
+    held = (await redis.xreadgroup(GROUP, "A", {stream: ">"}, count=10))[0][1]
+    assert await a.apply("alpha", [held[0], held[9]]) == 2
+    assert await stored(redis, {"alpha"}) == expected([events[0], events[9]])
+    # The eight between are still A's, pending; applied later, each counts once.
+    pending = await redis.xpending_range(stream, GROUP, "-", "+", 20, "A")
+    assert [p["message_id"] for p in pending] == [entry_id for entry_id, _ in held[1:9]]
+    assert await a.apply("alpha", held[1:9]) == 8
+    assert await stored(redis, {"alpha"}) == expected(events)
+    assert await backlog(redis, ["alpha"]) == 0
+
+
+async def test_an_entry_another_consumer_claimed_but_did_not_apply_is_applied_once(
+    redis: Redis,
+) -> None:
+    # B claims two of A's entries and stalls: they are pending, but to B. A's batch still holds
+    # them, so A applies them (they are not in A's listing: each is looked up on its own), and
+    # B's late apply of them changes nothing.
+    events = [event(i, cost_nano=1_000 + i) for i in range(6)]
+    await produce(redis, events)
+    a = Aggregator(redis, FAST, consumer="A", clock=NOW)
+    b = Aggregator(redis, FAST, consumer="B", clock=NOW)
+    await a.refresh_streams()
+    stream = rediskeys.events_stream("alpha")
+    batch = (await redis.xreadgroup(GROUP, "A", {stream: ">"}, count=6))[0][1]
+    claimed = await redis.xclaim(stream, GROUP, "B", 0, [batch[2][0], batch[4][0]])
+    assert await a.apply("alpha", batch) == 6
+    assert await b.apply("alpha", claimed) == 0
+    assert await stored(redis, {"alpha"}) == expected(events)
+    assert await backlog(redis, ["alpha"]) == 0
+
+
+async def test_a_batch_of_more_than_a_thousand_entries_is_acked_whole(redis: Redis) -> None:
+    # The script acks a thousand ids per XACK (Lua's unpack has a limit): a batch of 1,500
+    # leaves nothing pending and counts every event once.
+    events = [event(i, cost_nano=7) for i in range(1_500)]
+    await produce(redis, events)
+    assert await drain(redis, AggregatorConfig(batch_size=1_500, block_ms=10)) == 1_500
+    assert await backlog(redis, ["alpha"]) == 0
+    team = await rollup_hash(redis, "alpha", "d", DAY, "team")
+    assert (team["alpha|requests"], team["alpha|cost"]) == (1_500, 7 * 1_500)
+
+
 async def test_two_aggregators_at_once_5000_events(redis: Redis) -> None:
     events = random_events(5000, seed=11)
     await produce(redis, events)
