@@ -2,13 +2,15 @@
 
     .venv/bin/python loadtests/aggregator_throughput.py [--events 50000] [--teams 4]
         [--batch-size 500] [--url redis://127.0.0.1:6379/9 | memory://] [--no-uvloop]
-        [--anomalies on|off|both] [--rounds N]
+        [--anomalies on|off|both] [--rounds N] [--uniform]
 
 Without --url it starts its own redis-server on a free port (no persistence). It FLUSHDBs the
 database it uses. Events look like production traffic: a few projects, models, deployments and
 keys per team, one or two tags, a mix of cache hits, tiering savings and errors, spread over
-three hours. Reports the drain rate, the apply-script share of the time and Redis's own CPU, and
-checks the rolled-up cost against the sum of the events (to the nano). `--anomalies` writes the
+three hours; `--uniform`: one key's requests to one model within one hour, each a different
+request (the load test's traffic). Reports the drain rate, the apply-script share of the time,
+Redis's own CPU and its time per apply-script call, and checks the rolled-up cost against the
+sum of the events (to the nano). `--anomalies` writes the
 fine buckets anomaly detection reads (5-minute, as by default) with the rollups, or not; `both`
 alternates the two in each of `--rounds` rounds, so the machine's noise hits both alike, and
 prints the medians.
@@ -92,6 +94,40 @@ def make_events(
     return events
 
 
+def uniform_events(n: int, start_ms: int | None = None) -> list[SpendEvent]:
+    """`n` requests of one key of one team to one model within one hour, each a different
+    request (its own fingerprint, as the load test's bodies are): the traffic of one
+    application, and the load test's. Every batch adds to the same rollup fields."""
+    if start_ms is None:
+        start_ms = int(time.time() * 1000) // 3_600_000 * 3_600_000
+    return [
+        SpendEvent(
+            event_id=f"ev-{i}",
+            ts_ms=start_ms + i % 3_600_000,
+            team="team00",
+            request_id=f"req-{i}",
+            key_id="key_000000000001",
+            project="search",
+            environment="prod",
+            workload="online",
+            tags={"cost_center": "cc-1001"},
+            requested_model="gpt-4o-mini",
+            served_model="gpt-4o-mini",
+            provider="openai",
+            deployment="openai/gpt-4o-mini",
+            prompt_tokens=31 + i % 7,
+            completion_tokens=16,
+            cost_nano=14_250 + 150 * (i % 7),
+            list_cost_nano=14_250 + 150 * (i % 7),
+            cache="bypass",
+            latency_ms=2.0,
+            fingerprint=f"{i:016x}",
+            shape="simple",
+        )
+        for i in range(n)
+    ]
+
+
 async def preload(redis: object, events: list[SpendEvent]) -> None:
     r = redis  # redis.asyncio.Redis
     for i in range(0, len(events), 2000):
@@ -110,14 +146,24 @@ async def redis_cpu_s(redis: object) -> float | None:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+async def script_time(redis: object) -> tuple[int, float] | None:
+    """EVALSHA calls and their microseconds inside Redis so far (INFO commandstats)."""
+    try:
+        stats = await redis.info("commandstats")  # type: ignore[attr-defined]
+    except Exception:  # fakeredis keeps no command statistics
+        return None
+    evalsha = stats.get("cmdstat_evalsha") or {"calls": 0, "usec": 0}
+    return int(evalsha["calls"]), float(evalsha["usec"])
+
+
 async def run(
-    url: str, n: int, teams: int, batch_size: int, anomalies: bool
+    url: str, n: int, teams: int, batch_size: int, anomalies: bool, uniform: bool = False
 ) -> tuple[float, float]:
     """One drain; returns (events per second, events per second of the aggregator's CPU)."""
     redis = await open_store(url)
     try:
         await redis.flushdb()
-        events = make_events(n, teams)
+        events = uniform_events(n) if uniform else make_events(n, teams)
         t0 = time.perf_counter()
         await preload(redis, events)
         print(f"pre-loaded {n} events over {teams} team streams in {time.perf_counter() - t0:.1f}s")
@@ -130,6 +176,7 @@ async def run(
         )
         await aggregator.refresh_streams()
         cpu0, redis0 = resource.getrusage(resource.RUSAGE_SELF), await redis_cpu_s(redis)
+        script0 = await script_time(redis)
         started = time.perf_counter()
         applied = 0
         while applied < n:
@@ -147,6 +194,10 @@ async def run(
         print(f"  aggregator process CPU {own_cpu:.2f}s; apply (sum + script) {apply_s:.2f}s")
         if redis0 is not None and redis1 is not None:
             print(f"  redis-server CPU {redis1 - redis0:.2f}s")
+        script1 = await script_time(redis)
+        if script0 is not None and script1 is not None and script1[0] > script0[0]:
+            calls, usec = script1[0] - script0[0], script1[1] - script0[1]
+            print(f"  in Redis, {usec / calls:,.0f} us per apply script call ({calls} calls)")
         rolled = 0
         for team in sorted({e.team for e in events}):
             buckets = sorted({hour_bucket(e.ts_ms)[:8] for e in events if e.team == team})
@@ -170,7 +221,9 @@ async def rounds(url: str, args: argparse.Namespace) -> None:
     rates: dict[bool, list[tuple[float, float]]] = {mode: [] for mode in modes}
     for i in range(args.rounds):
         for mode in modes if i % 2 == 0 else modes[::-1]:  # ABBA: neither side always first
-            rates[mode].append(await run(url, args.events, args.teams, args.batch_size, mode))
+            rates[mode].append(
+                await run(url, args.events, args.teams, args.batch_size, mode, args.uniform)
+            )
     if len(rates) == 2 and args.rounds > 1:
         for what, i in (("events/s", 0), ("events per CPU-second", 1)):
             off, on = (statistics.median(r[i] for r in rates[m]) for m in (False, True))
@@ -198,6 +251,11 @@ def main() -> None:
         help="write the fine buckets of anomaly detection (both: alternate, compare)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="repetitions (with --anomalies both)")
+    parser.add_argument(
+        "--uniform",
+        action="store_true",
+        help="one key's requests to one model in one hour (the load test's traffic), not a mix",
+    )
     args = parser.parse_args()
     with redis_for(args.url) as url:
         main_coro = rounds(url, args)
