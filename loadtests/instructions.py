@@ -3,12 +3,14 @@ its drift and the host's steal do not move, where req/s and CPU seconds move by 
 
     .venv/bin/python loadtests/instructions.py [--targets bare,spendgate]
         [--scenarios chat,embeddings] [--connections 4] [--requests 300] [--warmup 300]
-        [--overlay FILE] [--url redis://HOST:PORT/DB]
+        [--overlay FILE] [--url redis://HOST:PORT/DB | --local]
 
 Needs valgrind (`apt-get install valgrind`). Each target runs alone on core 1 under
 `valgrind --tool=callgrind --instr-atstart=no`, which runs it at a few times below native speed
 until counting starts; spendgate on the Redis layout (a redis-server of its own on core 0, or
-`--url`, whose database is flushed, with `spendgate aggregate` beside it, not counted). Per
+`--url`, whose database is flushed, with `spendgate aggregate` beside it, not counted), or
+with `--local` on the local store (its server and aggregator moved to core 0, as the harness
+does; not counted). Per
 scenario: `--warmup` requests, then callgrind counts the target's user-space instructions over
 `--requests` more (`callgrind_control -z`, `-i on`, the requests, `-i off`, `-d`), sent by a
 Python client on core 0 at `--connections` at once, every body different as wrk's are.
@@ -29,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import aiohttp
@@ -52,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=300, help="sent before counting starts")
     p.add_argument("--overlay", action="append", default=[], help="YAML over the config")
     p.add_argument("--url", help="spendgate's Redis (default: a redis-server of its own)")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="spendgate on the local store (its server and aggregator on core 0), not Redis",
+    )
     args = p.parse_args(argv)
     names = [n for n in args.targets.split(",") if n]
     scenarios = [SCENARIOS[s] for s in args.scenarios.split(",") if s]
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, dict[str, float]] = {}
     mock, mock_url = targets.start_mock(GENERATOR_CORE, None)
     try:
-        with targets.redis_for(args.url) as redis_url:
+        with nullcontext() if args.local else targets.redis_for(args.url) as redis_url:
             bench = targets.Bench(
                 mock_url=mock_url,
                 mock_pid=mock.pid,
