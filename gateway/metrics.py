@@ -10,10 +10,21 @@ merges them all; each gauge's `multiprocess_mode` says how (see docs/operations.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -66,6 +77,10 @@ class Metrics:
         # First in the registry: whatever reads it sees every request that has finished.
         self.registry.register(_BeforeCollect(self._before_collect))
         r = self.registry
+        # With workers, python_info and each worker's process_* are added at each scrape
+        # (`_WorkerProcesses`) instead.
+        if multiprocess_dir is None:
+            describe_process(r)
         self.requests = Counter(
             "sg_requests_total",
             "Requests answered, by endpoint, requested model, provider, team and HTTP status.",
@@ -261,6 +276,8 @@ class Metrics:
                 hook()
             source = CollectorRegistry()
             MultiProcessCollector(source, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            PlatformCollector(registry=source)
+            source.register(_WorkerProcesses(self.multiprocess_dir))
         if not extra:
             return generate_latest(source)
         return generate_latest(_Families(_merged(source.collect(), extra)))
@@ -276,6 +293,43 @@ class _BeforeCollect:
         for hook in self._hooks:
             hook()
         return []
+
+
+class _WorkerProcesses:
+    """process_* of every live worker, each series labelled with its `pid`: a ProcessCollector
+    reads one process, and multiprocess mode has no way to merge what several read. A worker is
+    live while its file of live-summed gauges is in the metrics directory (the supervisor
+    removes it when the worker dies) and its process exists."""
+
+    _LIVE = re.compile(r"^gauge_livesum_(\d+)\.db$")
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> list[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in self._pids():
+            for family in ProcessCollector(pid=_returning(pid), registry=None).collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(
+                        family.name, family.documentation, family.type
+                    )
+                for sample in family.samples:
+                    merged.samples.append(sample._replace(labels={**sample.labels, "pid": pid}))
+        return list(families.values())
+
+    def _pids(self) -> list[str]:
+        try:
+            names = os.listdir(self._directory)
+        except OSError:
+            return []
+        found = (m.group(1) for name in names if (m := self._LIVE.match(name)) is not None)
+        return sorted((pid for pid in found if os.path.exists(f"/proc/{pid}")), key=int)
+
+
+def _returning(value: str) -> Callable[[], str]:
+    return lambda: value
 
 
 class _Families:
@@ -312,6 +366,15 @@ def _merged(ours: Iterable[Metric], theirs: bytes) -> list[Metric]:
                     value=mine.samples[at].value + sample.value
                 )
     return list(families.values())
+
+
+def describe_process(registry: CollectorRegistry) -> None:
+    """What every Prometheus client exports on its default registry, on `registry`: this
+    process's process_* (resident memory, CPU, file descriptors, start time), python_info and
+    the garbage collector's python_gc_*."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 def alerts_counter(registry: CollectorRegistry) -> Counter:

@@ -101,7 +101,7 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     from gateway.budgets.ledger import BudgetLedger
     from gateway.budgets.registry import BudgetRegistry
     from gateway.config.reload import LiveConfig
-    from gateway.metrics import alerts_counter
+    from gateway.metrics import alerts_counter, describe_process
     from gateway.store.connect import close_store, open_store, redact_url
 
     path = config_path(args.config)
@@ -115,6 +115,8 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     if child:
         loop.add_reader(_PARENT_FD, _on_parent, loop, stop)
     metrics = AggregatorMetrics()
+    if not child:  # a child's metrics are merged into its gateway's, which describes itself
+        describe_process(metrics.registry)
     redis = await open_store(url)
     runner = await _serve_metrics(metrics, args.metrics_host, args.metrics_port, args.gateway_child)
     watcher = loop.create_task(live.watch())

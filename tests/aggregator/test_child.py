@@ -115,6 +115,18 @@ async def test_the_aggregator_is_a_restarted_child_whose_metrics_the_gateway_ser
     await chat(served.url, key, 12)
     await all_applied(served, 12)
     await until_metric(served.url, 12)
+    # Its metrics are merged into the gateway's, but process_* describe the gateway alone: one
+    # series, the gateway process's resident memory, not its sum with the aggregator's.
+    async with aiohttp.ClientSession() as http, http.get(served.url + "/metrics") as response:
+        text = await response.text()
+    (rss,) = (
+        s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "process_resident_memory_bytes"
+    )
+    assert rss.labels == {}
+    assert 0.8 * resident_bytes(pid) < rss.value < 1.2 * resident_bytes(pid)
 
     os.kill(child, signal.SIGKILL)
     await until(lambda: aggregators_under(pid) not in ([], [child]))
@@ -125,6 +137,11 @@ async def test_the_aggregator_is_a_restarted_child_whose_metrics_the_gateway_ser
 
     assert await served.stop() == 0
     assert not alive(restarted)
+
+
+def resident_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) * 1024
 
 
 async def until_metric(url: str, value: float) -> None:

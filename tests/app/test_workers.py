@@ -226,9 +226,19 @@ async def test_two_workers_serve_one_port_and_report_each_others_metrics(
         assert await eventually(served_in_all, 40) == 40
         served = [requests_served_by(metrics_dir, pid) for pid in workers]
         assert all(n > 0 for n in served), served
-        # Whichever worker answers /metrics reports the requests of both.
+        # Whichever worker answers /metrics reports the requests of both, and each worker's
+        # process (resident memory, CPU, ...) by its pid.
         totals = [await scrape(http, fleet.url, "sg_requests_total") for _ in range(10)]
+        async with http.get(fleet.url + "/metrics") as response:
+            text = await response.text()
     assert totals == [40] * 10
+    rss = {
+        int(sample.labels["pid"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "process_resident_memory_bytes"
+    }
+    assert sorted(rss) == workers and all(value > 10 * 2**20 for value in rss.values()), rss
     fleet.process.send_signal(signal.SIGHUP)
     await fleet.wait_for("^config reloaded from", count=2)
     assert await fleet.stop() == 0
@@ -289,9 +299,19 @@ async def test_a_killed_worker_is_replaced_and_its_gauges_leave_the_sums(
             await eventually(lambda: scrape(http, fleet.url, "sg_requests_total"), served) == served
         )
         after = await asyncio.gather(*(post_chat(http, fleet.url, key) for _ in range(20)))
+        async with http.get(fleet.url + "/metrics") as response:
+            text = await response.text()
     assert after == [200] * 20
     replacement = int(re.findall(r"pid (\d+)", ready)[0])
     assert fleet.workers() == sorted([survivor, replacement])
+    # The killed worker's process is no longer reported; its replacement's is.
+    reported = {
+        int(sample.labels["pid"])
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "process_start_time_seconds"
+    }
+    assert reported == {survivor, replacement}
     assert await fleet.stop() == 0
     assert gone(metrics_dir)  # the private directory is removed at exit
 

@@ -261,6 +261,14 @@ async def test_docs_list_every_metric_the_gateway_and_aggregator_export(scrapes:
     assert not missing, f"not in docs/operations.md: {missing}"
 
 
+async def test_both_describe_their_process_as_prometheus_clients_do(scrapes: Scrapes) -> None:
+    # The gateway and a stand-alone aggregator each export process_* and python_info, as any
+    # Prometheus client does on its default registry.
+    for exported_by in (scrapes.gateway, scrapes.aggregator):
+        assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= set(exported_by)
+        assert {"process_start_time_seconds", "python_info"} <= set(exported_by)
+
+
 def test_a_renamed_metric_or_label_is_caught() -> None:
     """The check itself: a query on a name or label nobody exports is reported."""
     scrapes = Scrapes(
