@@ -58,7 +58,7 @@ _SENTINEL_DEFAULT_PORT = 26379
 # clock read on every command (measured: 85 -> 44 us per EVALSHA). Dead peers are found by TCP
 # keepalive; the request path bounds its own Redis calls (see accounting.STORE_TIMEOUT_S), and an
 # aggregator's XREADGROUP BLOCK needs no timeout above it.
-_CLIENT_DEFAULTS: dict[str, object] = {
+_CLIENT_DEFAULTS: dict[str, Any] = {
     "socket_connect_timeout": 2.0,
     "socket_timeout": None,
     "socket_keepalive": True,
@@ -306,7 +306,8 @@ class _SentinelUrl:
 
 def _open_sentinel(spec: _SentinelUrl) -> aioredis.Redis:
     timeouts = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.startswith("socket_")}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    # redis-py before 8.2 leaves Sentinel() untyped; 8.2 types it.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(spec.sentinels),
         sentinel_kwargs={**timeouts, "password": spec.sentinel_password},
         **_CLIENT_DEFAULTS,
