@@ -113,6 +113,14 @@ class Record:
         return total
 
     @property
+    def list_cost_nano(self) -> int:
+        """What the charges would have cost at the requested model's list price."""
+        total = 0
+        for c in self.charges:
+            total += c.list_cost_nano
+        return total
+
+    @property
     def tokens(self) -> int:
         """Prompt plus completion tokens: what a token budget counts."""
         total = 0
@@ -546,10 +554,7 @@ def _ms(seconds: float) -> float:
 def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:
     p, charges = record.principal, record.charges
     last = charges[-1] if charges else None
-    u = last.usage if len(charges) == 1 and last is not None else record.usage
-    listed = 0
-    for c in charges:
-        listed += c.list_cost_nano
+    u = charges[0].usage if len(charges) == 1 else record.usage
     return {
         "request_id": record.request_id,
         "endpoint": record.endpoint,
@@ -579,7 +584,7 @@ def _access_fields(record: Record, elapsed: float) -> dict[str, Any]:
         "reasoning_tokens": u.reasoning_tokens,
         "tokens_estimated": u.estimated,
         "cost_usd": nano_to_usd_str(record.cost_nano),
-        "list_cost_usd": nano_to_usd_str(listed),
+        "list_cost_usd": nano_to_usd_str(record.list_cost_nano),
         "latency_ms": _ms(elapsed),
         "upstream_ms": _ms(record.upstream_s),
     }

@@ -82,7 +82,7 @@ class Cache(Stage):
         assert plan.cache_key is not None
         answered = record.charges[-1]
         cost = record.cost_nano
-        listed = sum(c.list_cost_nano for c in record.charges) or cost
+        listed = record.list_cost_nano or cost
         self.services.cache.put_soon(
             plan.cache_key,
             CachedResponse.of(
