@@ -2,7 +2,7 @@
 
 `T0` is the fixed moment tests date their events at; `FakeClock` stands still until moved;
 `RunningClock` starts at a fixed moment and runs at the machine's pace, for whole gateways whose
-timers (leases, cooldowns) must see time pass."""
+timers (leases, cooldowns) must see time pass; a test may move it on."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ class FakeClock:
 
 
 class RunningClock:
-    """Epoch seconds from a fixed start, advancing with the machine's monotonic clock."""
+    """Epoch seconds from a fixed start, advancing with the machine's monotonic clock, and
+    moved on at once by `advance` (a TTL passes without the test waiting for it)."""
 
     def __init__(self, start: datetime | float = T0) -> None:
         self._start = _seconds(start)
@@ -50,3 +51,6 @@ class RunningClock:
 
     def __call__(self) -> float:
         return self._start + (time.monotonic() - self._origin)
+
+    def advance(self, seconds: float) -> None:
+        self._start += seconds

@@ -16,6 +16,7 @@ from gateway.app.state import PIPELINE
 from gateway.providers.mock import MockUpstream
 from gateway.providers.mock.embeddings import embedding_for
 from gateway.types import Principal
+from tests.clock import RunningClock
 from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory
 
 SHORT = [{"role": "user", "content": "What is a budget?"}]
@@ -199,12 +200,17 @@ async def test_another_team_misses(gw: Gateway, mock_upstream: MockUpstream) -> 
     assert len(mock_upstream.requests) == 2
 
 
-async def test_entries_expire_after_their_ttl(gw: Gateway, mock_upstream: MockUpstream) -> None:
-    # gpt-4o caches only deterministic requests, for 0.3 s.
+async def test_entries_expire_after_their_ttl(
+    gateway_factory: GatewayFactory, mock_upstream: MockUpstream
+) -> None:
+    # gpt-4o caches only deterministic requests, for 60 s of the gateway's clock.
+    clock = RunningClock()
+    gw = await gateway_factory("optimizers.yaml", clock=clock)
     await chat(gw, model="gpt-4o", temperature=0)
+    clock.advance(59)
     _, got, _ = await chat(gw, model="gpt-4o", temperature=0)
     assert got["x-sg-cache"] == "hit"
-    await asyncio.sleep(0.4)  # past the TTL: the wait is the behaviour under test
+    clock.advance(1.5)
     _, got, _ = await chat(gw, model="gpt-4o", temperature=0)
     assert got["x-sg-cache"] == "miss"
     _, got, _ = await chat(gw, model="gpt-4o", temperature=0.7)

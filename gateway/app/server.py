@@ -202,6 +202,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         config.cache.memory_max_bytes,
         max_entry_bytes=config.cache.max_entry_bytes,
         metrics=metrics,
+        clock=app[CLOCK],
     )
     pipeline = Pipeline(
         config,

@@ -272,7 +272,12 @@ class ResponseCache:
             except ValueError as exc:
                 self._redis_failed("decode", exc)
             else:
-                self._memorize(key, found, expires_at)
+                # Redis's PX is rounded to the millisecond and runs on Redis's clock: the
+                # entry's own expiry, on this cache's clock, decides (as the memory level's).
+                if expires_at > self._clock():
+                    self._memorize(key, found, expires_at)
+                else:
+                    found = None
         self._count("redis", found is not None)
         return found, ("redis" if found is not None else "none")
 

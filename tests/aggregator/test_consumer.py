@@ -333,7 +333,9 @@ async def test_run_stops_promptly(redis: Redis) -> None:
     stop = asyncio.Event()
     aggregator = Aggregator(redis, AggregatorConfig(block_ms=100), consumer="A", clock=NOW)
     task = asyncio.create_task(aggregator.run(stop))
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(10):  # applied, then blocked reading an empty stream
+        while not (await rollup_hash(redis, "alpha", "d", DAY, "team")).get("alpha|requests"):
+            await asyncio.sleep(0.02)
     stop.set()
     await asyncio.wait_for(task, timeout=2)
     assert (await rollup_hash(redis, "alpha", "d", DAY, "team"))["alpha|requests"] == 1

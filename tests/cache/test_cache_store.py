@@ -179,13 +179,17 @@ async def test_real_redis_round_trip_and_ttl_expiry(real_redis_url: str) -> None
         await client.flushdb()
         writer = ResponseCache(client, 1 << 20)
         reader = ResponseCache(client, 0)  # no memory level: every read goes to Redis
-        await writer.put("t:alpha:k", answer(), ttl_s=0.4)
+        await writer.put("t:alpha:k", answer(), ttl_s=60)
         hit, level = await reader.lookup("t:alpha:k")
         assert hit == answer() and level == "redis"
         assert await reader.get("t:beta:k") is None
-        await asyncio.sleep(0.6)
-        assert await reader.get("t:alpha:k") is None  # Redis expired it
-        assert await client.exists(rediskeys.cache_entry("t:alpha:k")) == 0
+        await writer.put("t:alpha:brief", answer(), ttl_s=0.2)
+        assert 0 < await client.pttl(rediskeys.cache_entry("t:alpha:brief")) <= 200
+        async with asyncio.timeout(5):  # Redis expires it on its own clock
+            while await client.exists(rediskeys.cache_entry("t:alpha:brief")):
+                await asyncio.sleep(0.05)
+        assert await reader.get("t:alpha:brief") is None
+        assert await reader.get("t:alpha:k") == answer()
     finally:
         await client.flushdb()
         await client.aclose()
@@ -200,6 +204,12 @@ async def test_redis_promoted_entry_keeps_its_remaining_ttl(fake_redis: aioredis
     assert await reader.get("t:a:k") is not None  # from Redis, expiring at the original time
     clock.now += 11
     assert reader.memory.get("t:a:k") is None
+    # Redis still holds it (its PX runs on Redis's clock); past its expiry on this cache's
+    # clock it is a miss all the same, and not promoted.
+    assert await fake_redis.exists(rediskeys.cache_entry("t:a:k"))
+    late = ResponseCache(fake_redis, 1 << 20, clock=clock)
+    assert await late.lookup("t:a:k") == (None, "none")
+    assert len(late.memory) == 0
 
 
 def _free_port() -> int:
