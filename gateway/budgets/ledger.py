@@ -193,6 +193,48 @@ class _SettleCall:
         return SettleResult(False, _text(raw[1]), int(raw[2]) == 1, crossed, status)
 
 
+_LAYOUTS = 1024  # settle layouts kept (teams x budget sets x periods x hours in use)
+
+
+@dataclass(frozen=True, slots=True)
+class _SettleLayout:
+    """What every settle of one team's budgets in one period and hour shares, worked out once:
+    a settle only adds its request's ids, amounts and event (and the TTLs, from the clock)."""
+
+    counters: tuple[str, ...]  # the budgets' counter keys
+    shared: tuple[str, ...]  # after the reservation's key: deadlines, settled set, stream, alerted
+    budget_args: tuple[tuple[int, int, str, int | None], ...]  # limits, thresholds, expiry (ms)
+    ends: tuple[datetime | None, ...]
+
+    @classmethod
+    def of(
+        cls, team: str, budgets: tuple[BudgetConfig, ...], period_ids: tuple[str, ...], hour: str
+    ) -> _SettleLayout:
+        _check_team(team, budgets)
+        ends = tuple(end_of_period_id(p) for p in period_ids)
+        pairs = list(zip(budgets, period_ids, strict=True))
+        shared = [
+            rediskeys.reservation_deadlines(team),
+            rediskeys.settled_events(team, hour),
+            rediskeys.events_stream(team),
+        ]
+        shared += [rediskeys.alerted_thresholds(team, b.name, p) for b, p in pairs]
+        return cls(
+            tuple(rediskeys.budget_counter(team, b.name, p) for b, p in pairs),
+            tuple(shared),
+            tuple(
+                (
+                    _limit(b.limit_nano),
+                    _limit(b.limit_tokens),
+                    _thresholds_text(b.thresholds),
+                    _expire_at_ms(end),
+                )
+                for b, end in zip(budgets, ends, strict=True)
+            ),
+            ends,
+        )
+
+
 class BudgetLedger:
     """Reserve / settle / status over one Redis client. The only money state it keeps is the
     leases it holds (leases.py), given back by `close_leases`."""
@@ -212,6 +254,7 @@ class BudgetLedger:
         self._settle: AsyncScript = redis.register_script(load_script("settle.lua"))
         self._registered: set[str] = set()  # teams whose stream is in the registry
         self._batch = batcher_for(redis)
+        self._layouts: dict[tuple[Any, ...], _SettleLayout] = {}
         self.leases = LeaseBook(
             self._grant_lease, self._release_lease, clock, lease_fraction, lease_window_s
         )
@@ -460,29 +503,25 @@ class BudgetLedger:
     ) -> _SettleCall:
         if event.team != team:
             raise ValueError(f"event of team {event.team!r} settled for team {team!r}")
-        _check_team(team, budgets)
         _check_amount(event.cost_nano, "cost_nano")
         tokens = event.prompt_tokens + event.completion_tokens
         _check_amount(tokens, "tokens")
-        ends = tuple(end_of_period_id(p) for p in period_ids)
+        budgets, period_ids = tuple(budgets), tuple(period_ids)
+        at = (team, budgets, period_ids, hour_id(event.ts_ms))
+        layout = self._layouts.get(at)
+        if layout is None:
+            if len(self._layouts) >= _LAYOUTS:
+                self._layouts.clear()
+            layout = self._layouts[at] = _SettleLayout.of(*at)
         now_ms = int(self._clock() * 1000)
-        hour = hour_id(event.ts_ms)
-        pairs = list(zip(budgets, period_ids, strict=True))
-        keys = [rediskeys.budget_counter(team, b.name, p) for b, p in pairs]
-        keys += [
-            rediskeys.reservation(team, request_id),
-            rediskeys.reservation_deadlines(team),
-            rediskeys.settled_events(team, hour),
-            rediskeys.events_stream(team),
-        ]
-        keys += [rediskeys.alerted_thresholds(team, b.name, p) for b, p in pairs]
+        keys = [*layout.counters, rediskeys.reservation(team, request_id), *layout.shared]
         args: list[str | int | bytes] = [request_id, event.event_id, event.cost_nano, tokens]
         args.append(rediskeys.SETTLED_TTL_S)
-        for budget, end in zip(budgets, ends, strict=True):
-            args += [_limit(budget.limit_nano), _limit(budget.limit_tokens)]
-            args += [_thresholds_text(budget.thresholds), _ttl_ms(end, now_ms)]
+        for limit_nano, limit_tokens, thresholds, expire_at_ms in layout.budget_args:
+            ttl_ms = -1 if expire_at_ms is None else max(1000, expire_at_ms - now_ms)
+            args += (limit_nano, limit_tokens, thresholds, ttl_ms)
         args.append(orjson.dumps(event.to_flat()))
-        return _SettleCall(keys, args, tuple(budgets), tuple(period_ids), ends)
+        return _SettleCall(keys, args, budgets, period_ids, layout.ends)
 
     async def release_expired(self, team: str) -> int:
         """Release the team's reservations past their deadline (at most 100 per call)."""
@@ -591,10 +630,15 @@ def _limit(value: int | None) -> int:
 def _ttl_ms(end: datetime | None, now_ms: int) -> int:
     """A counter's TTL: its period's end plus retention, relative to our clock (so a replica's
     clock skew or an injected test clock never expires it early); -1: never (total)."""
+    expire_at_ms = _expire_at_ms(end)
+    return -1 if expire_at_ms is None else max(1000, expire_at_ms - now_ms)
+
+
+def _expire_at_ms(end: datetime | None) -> int | None:
+    """When a counter of a period ending at `end` may go (epoch ms); None: never (total)."""
     if end is None:
-        return -1
-    expire_at_ms = (int(end.timestamp()) + rediskeys.BUDGET_COUNTER_RETENTION_S) * 1000
-    return max(1000, expire_at_ms - now_ms)
+        return None
+    return (int(end.timestamp()) + rediskeys.BUDGET_COUNTER_RETENTION_S) * 1000
 
 
 def _check_amount(value: int, name: str) -> None:
