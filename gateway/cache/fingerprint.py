@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway.bodies import response_format
 from gateway.cache.key import canonical_request
 
 # A prompt this long (about 1,024 tokens, where OpenAI's automatic prompt caching starts) has a
@@ -57,11 +58,7 @@ def request_shape(endpoint: str, body: Mapping[str, Any]) -> str | None:
     if endpoint not in _CHAT_ENDPOINTS:
         return None
     tools = bool(body.get("tools") or body.get("functions"))
-    fmt = body.get("response_format")
-    if not isinstance(fmt, Mapping):
-        text = body.get("text")
-        fmt = text.get("format") if isinstance(text, Mapping) else None
-    json_mode = isinstance(fmt, Mapping) and fmt.get("type") not in (None, "text")
+    json_mode = response_format(body) is not None
     if tools and json_mode:
         return "tools+json"
     return "tools" if tools else "json" if json_mode else "simple"

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from gateway.bodies import response_format
 from gateway.config.model import CASCADE_CHECKS, CascadeCheck
 from gateway.errors import GatewayError
 
@@ -84,7 +85,8 @@ def failed_check(
     answers = list(_answers(response))
     if not answers:
         return "empty" if "empty" in checks else None
-    json_kind = _json_kind(request_body)
+    json_kind = response_format(request_body)
+    json_kind = json_kind if json_kind in _JSON_FORMATS else None
     for check in _ORDER:
         if check in checks and any(_fails(check, a, json_kind) for a in answers):
             return check
@@ -162,15 +164,6 @@ def _parses_to_object(arguments: object) -> bool:
         return isinstance(orjson.loads(arguments), dict)
     except orjson.JSONDecodeError:
         return False
-
-
-def _json_kind(body: Mapping[str, Any]) -> str | None:
-    fmt = body.get("response_format")
-    if not isinstance(fmt, Mapping):
-        text = body.get("text")
-        fmt = text.get("format") if isinstance(text, Mapping) else None
-    kind = fmt.get("type") if isinstance(fmt, Mapping) else None
-    return kind if kind in _JSON_FORMATS else None
 
 
 def _answers(response: Mapping[str, Any]) -> Iterator[_Answer]:

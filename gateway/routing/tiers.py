@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.bodies import response_format
 from gateway.config.model import TIER_HINTS, TierCondition, TierConfig, TierHint
 from gateway.errors import InvalidRequest
 from gateway.routing.cascade import Escalation
@@ -93,7 +94,7 @@ def features(
         prompt_tokens=prompt_tokens,
         hint=tier_hint(body, headers),
         has_tools=bool(body.get("tools") or body.get("functions")),
-        has_response_format=_has_response_format(body),
+        has_response_format=response_format(body) is not None,
         has_code=bool(_CODE.search(_last_user_text(messages, body, endpoint))),
         messages=len(messages) if endpoint in ("chat/completions", "responses") else 1,
         stream=body.get("stream") is True,
@@ -228,11 +229,3 @@ def _text_of(content: object) -> str:
             if isinstance(part, Mapping) and isinstance(part.get("text"), str)
         )
     return ""
-
-
-def _has_response_format(body: Mapping[str, Any]) -> bool:
-    fmt = body.get("response_format")
-    if not isinstance(fmt, Mapping):
-        text = body.get("text")
-        fmt = text.get("format") if isinstance(text, Mapping) else None
-    return isinstance(fmt, Mapping) and fmt.get("type") not in (None, "text")
