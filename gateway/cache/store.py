@@ -246,6 +246,20 @@ class ResponseCache:
         self._last_error_log = -float("inf")
         self._suppressed = 0
         self._batch = None if redis is None else batcher_for(redis)
+        # The lookup counters' series, found once: a lookup is counted on every request.
+        self._lookups: dict[tuple[Level, bool], Any] = {}
+        if metrics is not None:
+            self._lookups = {
+                (level, hit): metrics.cache_lookups.labels("hit" if hit else "miss", level)
+                for level in ("memory", "redis")
+                for hit in (True, False)
+            }
+            # The memory level's size, read when the metrics are (not set on every write).
+            metrics.before_collect(self._report_size)
+
+    def _report_size(self) -> None:
+        assert self.metrics is not None
+        self.metrics.cache_memory_bytes.set(self.memory.bytes)
 
     async def get(self, key: str) -> CachedResponse | None:
         return (await self.lookup(key))[0]
@@ -313,8 +327,6 @@ class ResponseCache:
 
     def _memorize(self, key: str, value: CachedResponse, expires_at: float) -> None:
         self.memory.put(key, value, expires_at)
-        if self.metrics is not None:
-            self.metrics.cache_memory_bytes.set(self.memory.bytes)
 
     async def _write(
         self, key: str, value: CachedResponse, expires_at: float, ttl_s: float
@@ -335,9 +347,8 @@ class ResponseCache:
         return self._batch if self._clock() >= self._redis_down_until else None
 
     def _count(self, level: Level, hit: bool) -> None:
-        if self.metrics is not None:
-            m = self.metrics
-            m.child(m.cache_lookups, "hit" if hit else "miss", level).inc()
+        if self._lookups:
+            self._lookups[level, hit].inc()
 
     def _redis_failed(self, what: str, exc: BaseException) -> None:
         self.redis_errors += 1

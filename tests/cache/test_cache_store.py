@@ -158,6 +158,18 @@ async def test_redis_level_is_shared_by_replicas(fake_redis: aioredis.Redis) -> 
     assert count("miss", "memory") == 2 and count("miss", "redis") == 1
 
 
+async def test_the_memory_levels_size_is_reported_when_metrics_are_read() -> None:
+    metrics = Metrics()
+    cache = ResponseCache(None, 1 << 20, metrics=metrics)
+    await cache.put("t:alpha:a", answer(), ttl_s=60)
+    await cache.put("t:alpha:b", answer(b'{"other": true}'), ttl_s=60)
+    assert cache.memory.bytes > 0
+    scraped = metrics.exposition().decode()
+    assert f"sg_cache_memory_bytes {float(cache.memory.bytes)}" in scraped
+    cache.memory.clear()
+    assert "sg_cache_memory_bytes 0.0" in metrics.exposition().decode()
+
+
 async def test_put_soon_writes_redis_in_the_background(fake_redis: aioredis.Redis) -> None:
     cache = ResponseCache(fake_redis, 1 << 20)
     cache.put_soon("t:a:k", answer(), ttl_s=60)
