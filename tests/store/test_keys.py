@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -127,6 +128,70 @@ async def test_cache_hit_does_no_io(
     for _ in range(5):
         assert await keyring.resolve(secret) is not None
     assert len(calls) == 1
+
+
+async def test_a_burst_of_requests_with_an_unseen_key_reads_it_once(
+    keyring: Keyring, store: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, info = await keyring.create("alpha")
+    cold = Keyring(store, (), TTL)  # a replica that has not seen the key
+    calls = count_calls(monkeypatch, store, "hgetall")
+    found = await asyncio.gather(*(cold.resolve(secret) for _ in range(50)))
+    assert {p.key_id for p in found if p is not None} == {info.key_id}
+    assert None not in found
+    assert len(calls) == 1
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_the_others_read(
+    keyring: Keyring, store: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, info = await keyring.create("alpha")
+    cold = Keyring(store, (), TTL)
+    release = asyncio.Event()
+    original = store.hgetall
+
+    async def slow(*args: Any) -> Any:
+        await release.wait()
+        return await original(*args)
+
+    monkeypatch.setattr(store, "hgetall", slow)
+    first = asyncio.create_task(cold.resolve(secret))
+    second = asyncio.create_task(cold.resolve(secret))
+    await asyncio.sleep(0)  # both are waiting on the one read
+    first.cancel()
+    release.set()
+    principal = await second
+    assert principal is not None and principal.key_id == info.key_id
+    assert first.cancelled()
+
+
+async def test_a_read_begun_before_a_revoke_is_not_joined_after_it(
+    keyring: Keyring, store: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, info = await keyring.create("alpha")
+    cold = Keyring(store, (), TTL)
+    release = asyncio.Event()
+    original = store.hgetall
+    reads = 0
+
+    async def held_first(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            await release.wait()  # the first read saw the key before its revoke
+            return {b"team": b"alpha"} | dict(await original(*args))
+        return await original(*args)
+
+    before = asyncio.create_task(cold.resolve(secret))
+    monkeypatch.setattr(store, "hgetall", held_first)
+    await asyncio.sleep(0)
+    await cold.revoke(info.key_id)  # here: this replica's cached answers are stale now
+    after = asyncio.create_task(cold.resolve(secret))
+    await asyncio.sleep(0)
+    release.set()
+    await before
+    assert await after is None  # its own read, after the revoke
+    assert reads == 2
 
 
 async def test_revoke_elsewhere_is_seen_after_the_ttl(
