@@ -3,8 +3,11 @@ the CLI, the report)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio import Redis
 
+from gateway import rediskeys
 from gateway.analytics.anomaly import Anomaly, TeamState
 from gateway.analytics.causes import Cause
 from gateway.anomalies.records import AnomalyStore, Cursor
@@ -39,6 +42,17 @@ def sample_anomaly() -> Anomaly:
             Cause("volume", "", 115_000_000_000, 0.96, "requests 3,000 -> 14,500"),
         ],
     )
+
+
+async def plant_beside_detector(redis: Redis) -> Anomaly:
+    """`plant` into the store of a running gateway whose embedded aggregator detects anomalies:
+    once its detector has committed its first evaluation (the state's cursor), so that no run
+    which read the state before the plant commits over it afterwards. The planted cursor is
+    ahead of the test clocks' last closed bucket: the detector then leaves the state alone."""
+    async with asyncio.timeout(10):
+        while await redis.hget(rediskeys.anomaly_state(), "_cursor") is None:
+            await asyncio.sleep(0.02)
+    return await plant(redis)
 
 
 async def plant(redis: Redis) -> Anomaly:

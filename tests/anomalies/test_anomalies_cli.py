@@ -17,7 +17,7 @@ from gateway.anomalies import cli as anomalies_cli
 from gateway.app.state import REDIS
 from gateway.reports import cli as report_cli
 from gateway.store.connect import close_store
-from tests.anomalies.support import ANOMALY_ID, plant
+from tests.anomalies.support import ANOMALY_ID, plant, plant_beside_detector
 from tests.clock import T0, FakeClock
 from tests.conftest import ADMIN_KEY, Gateway
 from tests.ledger import db_url, open_db
@@ -114,7 +114,7 @@ async def test_from_a_shared_store(
 
 
 async def test_through_the_admin_api(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
-    await plant(gateway.app[REDIS])
+    await plant_beside_detector(gateway.app[REDIS])
     api = ("--url", gateway.url, "--admin-key", ADMIN_KEY)
     code, out, _ = await report(capsys, "--since", "2026-11-01", "--format", "csv", *api)
     assert code == 0

@@ -101,9 +101,9 @@ def concrete(path: str) -> str:
 
 async def plant_anomaly(gateway: Gateway) -> None:
     from gateway.app.state import REDIS
-    from tests.anomalies.support import plant
+    from tests.anomalies.support import plant_beside_detector
 
-    await plant(gateway.app[REDIS])
+    await plant_beside_detector(gateway.app[REDIS])
 
 
 async def plant_approval(gateway: Gateway) -> None:

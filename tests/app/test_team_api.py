@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from gateway.providers.mock import MockUpstream
-from tests.anomalies.support import ANOMALY_ID, plant
+from tests.anomalies.support import ANOMALY_ID, plant_beside_detector
 from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory
 from tests.dashboard.support import ADMIN, TRAFFIC, seeded_gateway, showback
 
@@ -38,7 +38,7 @@ async def gw(
 async def plant_anomaly(gw: Gateway) -> None:
     from gateway.app.state import REDIS
 
-    await plant(gw.app[REDIS])
+    await plant_beside_detector(gw.app[REDIS])
 
 
 def bearer(key: str) -> dict[str, str]:

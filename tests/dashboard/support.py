@@ -16,7 +16,7 @@ import pytest
 
 from gateway.app.state import PIPELINE, REDIS
 from gateway.providers.mock import MockUpstream
-from tests.anomalies.support import plant
+from tests.anomalies.support import plant_beside_detector
 from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory
 from tests.ledger import history, produce
 
@@ -82,7 +82,7 @@ async def add_history(gw: Gateway) -> None:
         for e in history(team, HISTORY_FIRST, HISTORY_LAST, usd, seed=n)
     ]
     await produce(redis, events)
-    await plant(redis)
+    await plant_beside_detector(redis)
     period = f"start={HISTORY_FIRST.isoformat()}&end=2026-11-05"
     async with aiohttp.ClientSession() as http, asyncio.timeout(20):
         while True:
