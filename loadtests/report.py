@@ -328,7 +328,7 @@ def layouts_table(results: Results) -> str:
     machine moves less than req/s) and the store's processes' CPU (on the generator's core)."""
     rows = []
     for scenario in results["meta"]["scenarios"]:
-        for c in [*results["meta"]["connections"], 1]:
+        for c in dict.fromkeys([*results["meta"]["connections"], 1]):  # one client: a probe too
             local, redis = (cell(results, t, scenario, c) for t in _LAYOUTS)
             if local is None or redis is None:
                 continue
