@@ -204,8 +204,6 @@ def _field_parsers() -> dict[str | bytes, tuple[str, Callable[[str], object] | N
     once: the aggregator parses every event."""
     import dataclasses
 
-    import orjson
-
     def tags(text: str) -> object:
         return MappingProxyType(orjson.loads(text))
 
