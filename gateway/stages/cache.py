@@ -4,8 +4,6 @@ after, it keeps a miss's answer with what it cost and would have cost at list pr
 
 from __future__ import annotations
 
-import time
-
 import orjson
 from aiohttp import web
 
@@ -93,7 +91,7 @@ class Cache(Stage):
                 deployment=answered.deployment,
                 cost_nano=cost,
                 list_cost_nano=listed,
-                created_at=time.time(),
+                created_at=self.services.clock(),
             ),
             plan.cache_ttl_s,
         )
