@@ -142,27 +142,39 @@ async def test_a_burst_of_requests_with_an_unseen_key_reads_it_once(
     assert len(calls) == 1
 
 
+class HeldReads:
+    """`store.hgetall` held until `release` is set, its calls counted; the first answers
+    `first` (a record as read earlier) when given."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: Redis, first: Any = None) -> None:
+        self.release = asyncio.Event()
+        self.count = 0
+        original = store.hgetall
+
+        async def held(*args: Any) -> Any:
+            self.count += 1
+            nth = self.count
+            await self.release.wait()
+            answer = await original(*args)
+            return first if nth == 1 and first is not None else answer
+
+        monkeypatch.setattr(store, "hgetall", held)
+
+
 async def test_a_caller_that_goes_away_does_not_cancel_the_others_read(
     keyring: Keyring, store: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret, info = await keyring.create("alpha")
     cold = Keyring(store, (), TTL)
-    release = asyncio.Event()
-    original = store.hgetall
-
-    async def slow(*args: Any) -> Any:
-        await release.wait()
-        return await original(*args)
-
-    monkeypatch.setattr(store, "hgetall", slow)
+    reads = HeldReads(monkeypatch, store)
     first = asyncio.create_task(cold.resolve(secret))
     second = asyncio.create_task(cold.resolve(secret))
     await asyncio.sleep(0)  # both are waiting on the one read
     first.cancel()
-    release.set()
+    reads.release.set()
     principal = await second
     assert principal is not None and principal.key_id == info.key_id
-    assert first.cancelled()
+    assert first.cancelled() and reads.count == 1
 
 
 async def test_a_read_begun_before_a_revoke_is_not_joined_after_it(
@@ -170,28 +182,18 @@ async def test_a_read_begun_before_a_revoke_is_not_joined_after_it(
 ) -> None:
     secret, info = await keyring.create("alpha")
     cold = Keyring(store, (), TTL)
-    release = asyncio.Event()
-    original = store.hgetall
-    reads = 0
-
-    async def held_first(*args: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        if reads == 1:
-            await release.wait()  # the first read saw the key before its revoke
-            return {b"team": b"alpha"} | dict(await original(*args))
-        return await original(*args)
-
+    as_issued = await store.hgetall(rediskeys.key_record(hash_key(secret)))
+    reads = HeldReads(monkeypatch, store, first=as_issued)  # the first read predates the revoke
     before = asyncio.create_task(cold.resolve(secret))
-    monkeypatch.setattr(store, "hgetall", held_first)
     await asyncio.sleep(0)
     await cold.revoke(info.key_id)  # here: this replica's cached answers are stale now
     after = asyncio.create_task(cold.resolve(secret))
     await asyncio.sleep(0)
-    release.set()
-    await before
+    reads.release.set()
+    seen_before = await before
+    assert seen_before is not None and seen_before.key_id == info.key_id
     assert await after is None  # its own read, after the revoke
-    assert reads == 2
+    assert reads.count == 2
 
 
 async def test_revoke_elsewhere_is_seen_after_the_ttl(
