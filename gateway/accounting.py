@@ -510,11 +510,13 @@ class Accountant:
         model = model or "<unknown>"
         team = record.principal.team if record.principal else "<none>"
         provider = record.charges[-1].provider if record.charges else "<none>"
-        endpoint, status = record.endpoint, str(record.status)
-        m.child(m.requests, endpoint, model, provider or "<none>", team, status).inc()
-        m.child(m.request_seconds, endpoint, model).observe(elapsed)
+        requests, seconds, overheads = m.request_series(
+            record.endpoint, model, provider or "<none>", team, record.status
+        )
+        requests.inc()
+        seconds.observe(elapsed)
         overhead = record.first_byte_s if record.first_byte_s is not None else elapsed
-        m.child(m.overhead_seconds, endpoint).observe(max(0.0, overhead - record.upstream_s))
+        overheads.observe(max(0.0, overhead - record.upstream_s))
         if record.principal is not None:
             for c in record.charges:
                 u = c.usage

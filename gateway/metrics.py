@@ -73,6 +73,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
         self._series: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._request_series: dict[tuple[str, str, str, str, int], tuple[Any, Any, Any]] = {}
         self._before_collect: list[Callable[[], None]] = []
         # First in the registry: whatever reads it sees every request that has finished.
         self.registry.register(_BeforeCollect(self._before_collect))
@@ -260,6 +261,21 @@ class Metrics:
         if series is None:
             series = self._series[key] = metric.labels(*labels)
         return series
+
+    def request_series(
+        self, endpoint: str, model: str, provider: str, team: str, status: int
+    ) -> tuple[Any, Any, Any]:
+        """The series every answered request updates (sg_requests_total, its duration and the
+        gateway's overhead), looked up once per label set. Labels as for `child`."""
+        key = (endpoint, model, provider, team, status)
+        found = self._request_series.get(key)
+        if found is None:
+            found = self._request_series[key] = (
+                self.requests.labels(endpoint, model, provider, team, str(status)),
+                self.request_seconds.labels(endpoint, model),
+                self.overhead_seconds.labels(endpoint),
+            )
+        return found
 
     def before_collect(self, hook: Callable[[], None]) -> None:
         """Call `hook` whenever the metrics are read (it records what is pending)."""

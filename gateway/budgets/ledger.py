@@ -69,15 +69,11 @@ class BudgetStatus:
     @property
     def pct(self) -> float:
         """Spent as a percentage of the limit: the higher of the USD and the token figure."""
-        pcts = [
-            _pct(spent, limit)
-            for spent, limit in (
-                (self.spent_nano, self.budget.limit_nano),
-                (self.spent_tokens, self.budget.limit_tokens),
-            )
-            if limit is not None
-        ]
-        return max(pcts, default=0.0)
+        usd, tokens = self.budget.limit_nano, self.budget.limit_tokens
+        if tokens is None:
+            return 0.0 if usd is None else _pct(self.spent_nano, usd)
+        by_tokens = _pct(self.spent_tokens, tokens)
+        return by_tokens if usd is None else max(_pct(self.spent_nano, usd), by_tokens)
 
 
 def _pct(spent: int, limit: int) -> float:

@@ -155,6 +155,17 @@ class BudgetConfig:
     downgrade_to: str | None = None  # an exposed model name, required for on_exceed=downgrade
     thresholds: tuple[int, ...] = (50, 75, 90, 100)  # percent; each alerts once per period
     source: Literal["config", "admin"] = "config"
+    # Its hash, computed once: a request's budgets key its lease and its settle's layout, and
+    # a frozen dataclass would otherwise hash all its fields at every lookup.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.name, self.team, self.scope, self.match, self.period, self.limit_nano)
+        more = (self.limit_tokens, self.on_exceed, self.downgrade_to, self.thresholds, self.source)
+        object.__setattr__(self, "_hash", hash((*fields, *more)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 # --- Rate limits: requests and tokens per minute, per key, team or model. ------------------------

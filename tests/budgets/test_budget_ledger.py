@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import rediskeys
-from gateway.budgets.ledger import BudgetLedger, Reservation
+from gateway.budgets.ledger import BudgetLedger, BudgetStatus, Reservation
 from gateway.budgets.messages import exceeded_error, remaining_headers
 from gateway.config.model import BudgetConfig
 from gateway.store.connect import close_store, open_store
@@ -390,3 +390,23 @@ async def test_exceeded_error_and_headers(store: Redis, clock: FakeClock) -> Non
     assert "does not reset" in error.message
     with pytest.raises(ValueError):
         exceeded_error(held)
+
+
+@pytest.mark.parametrize(
+    ("limit_nano", "limit_tokens", "spent_nano", "spent_tokens", "pct"),
+    [
+        (1000, None, 250, 999, 25.0),  # USD only: tokens spent do not count
+        (None, 200, 999, 50, 25.0),  # tokens only
+        (1000, 200, 250, 150, 75.0),  # both: the higher
+        (1000, 200, 900, 20, 90.0),
+        (None, None, 5, 5, 0.0),  # no limit (not configurable, but safe)
+        (0, None, 1, 0, 100.0),  # a zero limit spent is full
+        (0, None, 0, 0, 0.0),
+    ],
+)
+def test_a_budgets_used_percent_is_the_higher_of_its_limits(
+    limit_nano: int | None, limit_tokens: int | None, spent_nano: int, spent_tokens: int, pct: float
+) -> None:
+    limits = BudgetConfig("b", TEAM, "team", None, "monthly", limit_nano, limit_tokens)
+    status = BudgetStatus(limits, "m202611", None, spent_nano, 0, spent_tokens, 0)
+    assert status.pct == pct

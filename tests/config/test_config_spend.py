@@ -675,3 +675,16 @@ def test_the_review_schedule_compiles_and_is_checked() -> None:
     found = problems(BASE + "alerts: {review: {weekday: fri, hour_utc: 24}}\n")
     assert "monday" in reason_at(found, "alerts.review.weekday")
     assert reason_at(found, "alerts.review.hour_utc")
+
+
+def test_a_budget_hashes_and_compares_by_its_settings() -> None:
+    # Its hash is computed once (a request's budgets key its lease and its settle): it must
+    # still follow every setting, and equal budgets from two loads of a config must match.
+    budget = BudgetConfig("b", "alpha", "team", None, "monthly", 10**9, None)
+    again = BudgetConfig("b", "alpha", "team", None, "monthly", 10**9, None)
+    assert budget == again and hash(budget) == hash(again) and len({budget, again}) == 1
+    for name, value in (("limit_nano", 2 * 10**9), ("thresholds", (80,)), ("period", "daily")):
+        changed = dataclasses.replace(budget, **{name: value})
+        assert changed != budget and hash(changed) != hash(budget), name
+    assert "_hash" not in repr(budget)
+    assert [f.name for f in dataclasses.fields(BudgetConfig) if f.compare][-1] == "source"
