@@ -281,6 +281,28 @@ async def test_thresholds_fire_once_per_period_under_concurrency(
     assert again.crossed == ((b, 50),)
 
 
+async def test_a_burst_of_first_settles_registers_the_team_once(
+    store: Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = budget(limit_nano=10**12)
+    ledger = BudgetLedger(store, clock=clock)
+    adds: list[tuple[object, ...]] = []
+    original = store.sadd
+
+    async def counted(*args: object) -> object:
+        adds.append(args)
+        return await original(*args)
+
+    monkeypatch.setattr(store, "sadd", counted)
+    await asyncio.gather(
+        *(ledger.settle(None, TEAM, f"r{i}", [b], event(clock, i, 1000)) for i in range(50))
+    )
+    assert adds == [(rediskeys.streams_registry(), TEAM)]
+    assert await store.smembers(rediskeys.streams_registry()) == {TEAM.encode()}
+    await ledger.settle(None, TEAM, "later", [b], event(clock, "later", 1000))
+    assert len(adds) == 1  # registered: no more SADDs
+
+
 async def test_token_thresholds(store: Redis, clock: FakeClock) -> None:
     b = budget(limit_tokens=1000, thresholds=(50, 100))
     ledger = BudgetLedger(store, clock=clock)
