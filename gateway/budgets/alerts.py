@@ -57,6 +57,7 @@ class AlertSender:
         self._counter = metrics_counter
         self._clock = clock
         self._recent: dict[tuple[str, str], float] = {}  # (kind, subject) -> cooldown end
+        self._claiming: set[tuple[str, str]] = set()  # claims in flight in the store
 
     def set_config(self, config: AlertsConfig) -> None:
         self._config = config
@@ -120,6 +121,11 @@ class AlertSender:
             return False
         cooldown = max(self._config.cooldown_s, hold_s)
         if cooldown > 0:
+            # One claim at a time per alert: whatever it finds, the same alert raised meanwhile
+            # (a burst of refusals by one budget) falls in the same cooldown.
+            if (kind, subject) in self._claiming:
+                return False
+            self._claiming.add((kind, subject))
             try:
                 first = await self._redis.set(
                     rediskeys.alert_cooldown(kind, subject),
@@ -133,6 +139,8 @@ class AlertSender:
             else:
                 if not first:
                     return False  # another replica sent it
+            finally:
+                self._claiming.discard((kind, subject))
             self._remember(kind, subject, now + cooldown)
         return True
 

@@ -96,6 +96,31 @@ async def test_cooldown_is_shared_by_replicas(
     assert await loser.send(BUDGET_EXCEEDED, "alpha:b1:m203103", "over", {})
 
 
+async def test_a_burst_of_one_alert_claims_its_cooldown_once(
+    store: Redis,
+    receiver: Receiver,
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fifty requests refused by one budget at once: one alert, one SET NX in the store.
+    metrics = counter()
+    sender = AlertSender(session, store, alerts_config(receiver), metrics)
+    claims: list[object] = []
+    original = store.set
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        claims.append(args)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "set", counted)
+    sent = await asyncio.gather(
+        *(sender.send(BUDGET_EXCEEDED, "alpha:b1:m203103", "over", {}) for _ in range(50))
+    )
+    assert sent.count(True) == 1 and len(claims) == 1
+    assert count(metrics, BUDGET_EXCEEDED, "suppressed") == 49
+    assert len(receiver.posts["oncall"]) == 1
+
+
 async def test_failures_never_raise_nor_leak_the_url(
     store: Redis,
     receiver: Receiver,
