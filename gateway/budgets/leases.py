@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gateway.config.model import BudgetConfig
+from gateway.flights import Flights
 
 # A lease smaller than this many requests of the one asking for it is not worth holding.
 MIN_REQUESTS = 16
@@ -134,7 +135,7 @@ class LeaseBook:
         self._prefix = f"lease.{secrets.token_hex(4)}."
         self._numbers = itertools.count(1)
         self._open: dict[LeaseKey, Lease] = {}
-        self._granting: dict[LeaseKey, asyncio.Task[None]] = {}
+        self._granting: Flights[LeaseKey, None] = Flights()
         self._far: dict[LeaseKey, bool] = {}  # the last reservation left room for a lease
         self._tasks: set[asyncio.Task[None]] = set()
         self.divisor, self.window_s = 0.0, window_s
@@ -167,14 +168,8 @@ class LeaseBook:
             self.close(lease)
         if not self._far.get(key):
             return None
-        grant = self._granting.get(key)
-        if grant is None:
-            grant = asyncio.get_running_loop().create_task(
-                self._grant(key, ends, nano, tokens, ttl_s)
-            )
-            self._granting[key] = grant
-            grant.add_done_callback(lambda _: self._granting.pop(key, None))
-        await asyncio.shield(grant)  # a caller that gives up does not cancel the others' grant
+        # One grant at a time per key; a caller that gives up does not cancel the others'.
+        await self._granting.run(key, lambda: self._grant(key, ends, nano, tokens, ttl_s))
         return self.take(key, nano, tokens)
 
     def observed(

@@ -27,6 +27,7 @@ from gateway import rediskeys
 from gateway.budgets.leases import Lease, LeaseBook, LeaseKey
 from gateway.budgets.periods import end_of_period_id, hour_id, period_at, period_end, period_id
 from gateway.config.model import BudgetConfig
+from gateway.flights import Flights
 from gateway.store.connect import batcher_for
 from gateway.types import MAX_EXACT, SpendEvent
 
@@ -249,7 +250,7 @@ class BudgetLedger:
         self._reserve: AsyncScript = redis.register_script(load_script("reserve.lua"))
         self._settle: AsyncScript = redis.register_script(load_script("settle.lua"))
         self._registered: set[str] = set()  # teams whose stream is in the registry
-        self._registering: dict[str, asyncio.Future[Any]] = {}  # the SADD in flight, per team
+        self._registering: Flights[str, None] = Flights()  # the SADD in flight, per team
         self._batch = batcher_for(redis)
         self._layouts: dict[tuple[Any, ...], _SettleLayout] = {}
         self.leases = LeaseBook(
@@ -488,21 +489,13 @@ class BudgetLedger:
         """Put the team's stream in the registry the aggregator reads, once per team: the
         settles of a burst (a cold replica's first requests) wait for one SADD rather than
         each sending its own, each wanting a pooled connection at the same moment."""
-        if team in self._registered:
-            return
-        adding = self._registering.get(team)
-        if adding is None:
-            # Outside the script: the registry is not in the team's slot. SADD is idempotent.
-            adding = asyncio.ensure_future(self._redis.sadd(rediskeys.streams_registry(), team))
-            self._registering[team] = adding
-            adding.add_done_callback(lambda done: self._registered_or_not(team, done))
-        await asyncio.shield(adding)
+        if team not in self._registered:
+            await self._registering.run(team, lambda: self._add_stream(team))
 
-    def _registered_or_not(self, team: str, done: asyncio.Future[Any]) -> None:
-        if self._registering.get(team) is done:
-            del self._registering[team]
-        if not done.cancelled() and done.exception() is None:
-            self._registered.add(team)
+    async def _add_stream(self, team: str) -> None:
+        # Outside the script: the registry is not in the team's slot. SADD is idempotent.
+        await self._redis.sadd(rediskeys.streams_registry(), team)
+        self._registered.add(team)
 
     def _settle_call(
         self,

@@ -11,7 +11,6 @@ reports. `resolve` (the request path) refuses the read-only roles; `identify` an
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import hashlib
 import re
@@ -29,6 +28,7 @@ from redis.exceptions import RedisError
 
 from gateway import rediskeys
 from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
+from gateway.flights import Flights
 from gateway.store.connect import fsynced
 from gateway.types import EMPTY_TAGS, Principal
 
@@ -198,7 +198,7 @@ class Keyring:
         self._declared_holders: dict[str, Holder] = {}
         self._ttl_s = ttl_s
         # Reads of a key's record in flight, by digest and generation.
-        self._loading: dict[tuple[str, int], asyncio.Task[Holder | None]] = {}
+        self._loading: Flights[tuple[str, int], Holder | None] = Flights()
         self.set_declared(declared, ttl_s=ttl_s)
 
     def set_declared(
@@ -260,20 +260,9 @@ class Keyring:
         is one read, not one each (each wanting a pooled connection at the same moment)."""
         # A read that began before the cached answers went stale (a revoke, a reload) is not
         # joined: the request gets what Redis says now.
-        at = (key_hash, self._generation)
-        loading = self._loading.get(at)
-        if loading is None:
-            loading = asyncio.get_running_loop().create_task(self._fetch(key_hash, stale))
-            self._loading[at] = loading
-            loading.add_done_callback(lambda done: self._loaded(at, done))
-        # Shielded: a caller that goes away does not cancel the read the others wait for.
-        return await asyncio.shield(loading)
-
-    def _loaded(self, at: tuple[str, int], done: asyncio.Task[Holder | None]) -> None:
-        if self._loading.get(at) is done:
-            del self._loading[at]
-        if not done.cancelled():
-            done.exception()  # retrieved: every caller may have gone away
+        return await self._loading.run(
+            (key_hash, self._generation), lambda: self._fetch(key_hash, stale)
+        )
 
     async def _fetch(self, key_hash: str, stale: Holder | None) -> Holder | None:
         generation = self._generation
