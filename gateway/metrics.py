@@ -271,9 +271,9 @@ class Metrics:
         found = self._request_series.get(key)
         if found is None:
             found = self._request_series[key] = (
-                self.requests.labels(endpoint, model, provider, team, str(status)),
-                self.request_seconds.labels(endpoint, model),
-                self.overhead_seconds.labels(endpoint),
+                self.child(self.requests, endpoint, model, provider, team, str(status)),
+                self.child(self.request_seconds, endpoint, model),
+                self.child(self.overhead_seconds, endpoint),
             )
         return found
 

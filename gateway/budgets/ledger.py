@@ -522,8 +522,7 @@ class BudgetLedger:
         args: list[str | int | bytes] = [request_id, event.event_id, event.cost_nano, tokens]
         args.append(rediskeys.SETTLED_TTL_S)
         for limit_nano, limit_tokens, thresholds, expire_at_ms in layout.budget_args:
-            ttl_ms = -1 if expire_at_ms is None else max(1000, expire_at_ms - now_ms)
-            args += (limit_nano, limit_tokens, thresholds, ttl_ms)
+            args += (limit_nano, limit_tokens, thresholds, _ttl_until(expire_at_ms, now_ms))
         args.append(orjson.dumps(event.to_flat()))
         return _SettleCall(keys, args, budgets, period_ids, layout.ends)
 
@@ -634,7 +633,10 @@ def _limit(value: int | None) -> int:
 def _ttl_ms(end: datetime | None, now_ms: int) -> int:
     """A counter's TTL: its period's end plus retention, relative to our clock (so a replica's
     clock skew or an injected test clock never expires it early); -1: never (total)."""
-    expire_at_ms = _expire_at_ms(end)
+    return _ttl_until(_expire_at_ms(end), now_ms)
+
+
+def _ttl_until(expire_at_ms: int | None, now_ms: int) -> int:
     return -1 if expire_at_ms is None else max(1000, expire_at_ms - now_ms)
 
 

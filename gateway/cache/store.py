@@ -250,7 +250,7 @@ class ResponseCache:
         self._lookups: dict[tuple[Level, bool], Any] = {}
         if metrics is not None:
             self._lookups = {
-                (level, hit): metrics.cache_lookups.labels("hit" if hit else "miss", level)
+                (level, hit): metrics.child(metrics.cache_lookups, "hit" if hit else "miss", level)
                 for level in ("memory", "redis")
                 for hit in (True, False)
             }
