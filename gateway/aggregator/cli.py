@@ -102,6 +102,7 @@ async def _main(url: str, args: argparse.Namespace) -> int:
     from gateway.budgets.registry import BudgetRegistry
     from gateway.config.reload import LiveConfig
     from gateway.metrics import alerts_counter, describe_process
+    from gateway.slices import Slices
     from gateway.store.connect import close_store, open_store, redact_url
 
     path = config_path(args.config)
@@ -140,6 +141,7 @@ async def _main(url: str, args: argparse.Namespace) -> int:
             metrics=metrics,
             forecast_alerts=forecasts,
             alerts=alerts,
+            slices=Slices(),  # a process of its own: its bursts give way to the request path's
         )
     finally:
         await session.close()

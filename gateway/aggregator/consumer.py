@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway import rediskeys
 from gateway.aggregator.metrics import AggregatorMetrics
 from gateway.aggregator.rollups import RollupBatch, SeriesSpec
+from gateway.slices import NO_SLICES, Slices
 from gateway.store.cluster import by_slot, is_cluster
 from gateway.store.connect import batcher_for
 from gateway.types import SpendEvent
@@ -102,14 +103,17 @@ class Aggregator:
         group: str = rediskeys.EVENTS_GROUP,
         prices: PriceList | None = None,
         series: SeriesSpec | None = None,
+        slices: Slices = NO_SLICES,
     ) -> None:
         """`clock`: the wall clock (epoch seconds) that rollup lifetimes are measured against;
         the loop's own timers run on the monotonic clock. `series`: the fine buckets anomaly
-        detection reads (none when it is off)."""
+        detection reads (none when it is off). `slices`: how a process of its own gives its
+        core way during an apply's work (none inside a gateway)."""
         self.redis = redis
         self.config = config  # reassignable: the embedded aggregator follows config reloads
         self.prices = prices  # prices the FOCUS lines; reassignable like `config`
         self.series = series  # reassignable like `config`
+        self.slices = slices
         self.consumer = consumer or default_consumer_name()
         self.clock = clock
         self.metrics = metrics or AggregatorMetrics()
@@ -151,6 +155,7 @@ class Aggregator:
         if now >= self._next_refresh:
             await self.refresh_streams()
             self._next_refresh = now + _REGISTRY_REFRESH_S
+        self.slices.give_way()
         handled = 0
         if self._recovering:
             handled += await self.recover()
@@ -164,7 +169,9 @@ class Aggregator:
         if not self._streams:
             await asyncio.sleep(self.config.block_ms / 1000)
             return handled
+        self.slices.give_way()
         batches = await self._read_each()
+        self.slices.give_way()  # the reply's entries were parsed in the read's last step
         if self._slot_reads is not None:
             batches += self._slot_reads.harvest(self._batches)
         if not batches and not handled:
@@ -178,9 +185,11 @@ class Aggregator:
         """Apply entries read (or claimed) from the team's stream; those another consumer applied
         meanwhile are skipped. Returns how many this call applied (poison included)."""
         started = time.perf_counter()
+        give_way = self.slices.give_way
         good: list[tuple[str, SpendEvent]] = []
         poison: list[tuple[str, str]] = []
         for n, (raw_id, fields) in enumerate(entries, 1):
+            give_way()
             entry_id = _text(raw_id)
             try:
                 good.append((entry_id, parse_entry(team, fields)))
@@ -189,13 +198,16 @@ class Aggregator:
             if n % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         while good or poison:
-            batch = RollupBatch(self.prices, self.series)
+            batch = RollupBatch(self.prices, self.series, self.slices)
             for n, (_, event) in enumerate(good, 1):
+                give_way()
                 batch.add(event)
                 if n % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
             keys, args = self._script_args(team, batch, good, poison)
+            give_way()  # before the arguments are packed and written
             status, detail = await self._apply(keys, args)
+            give_way()
             if status == 1:
                 self._record(team, len(good), poison, time.perf_counter() - started)
                 return len(good) + len(poison)
@@ -358,7 +370,9 @@ class Aggregator:
         # Lifetimes go to Redis relative to our clock (a bucket already past its end of life
         # gets 0: dropped), so an injected clock and Redis's own agree.
         now = int(self.clock())
+        give_way = self.slices.give_way
         for key, sums in cells:
+            give_way()
             args += [max(batch.expiry[key] - now, 0), len(sums)]
             for hash_field, amount in sums.items():
                 args += [hash_field, amount]

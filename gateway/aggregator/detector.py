@@ -33,6 +33,7 @@ from gateway.analytics.detector import Change, Pattern, TeamDetector
 from gateway.analytics.series import SeriesHistory
 from gateway.anomalies.alerts import send_change
 from gateway.anomalies.records import AnomalyStore, Cursor
+from gateway.slices import NO_SLICES, Slices
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -60,10 +61,13 @@ class AnomalyDetector:
         alerts: AlertSender | None = None,
         metrics: AggregatorMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        slices: Slices = NO_SLICES,
     ) -> None:
         """`teams`: the configured teams (every team with a spend stream is evaluated too).
-        `clock`: the wall clock buckets close on; the loop's own timers are monotonic."""
+        `clock`: the wall clock buckets close on; the loop's own timers are monotonic.
+        `slices`: how a process of its own gives its core way between teams."""
         self.redis = redis
+        self.slices = slices
         self.config = config  # reassignable: a reload takes effect on the next run
         self.teams = teams
         self.alerts = alerts
@@ -149,6 +153,7 @@ class AnomalyDetector:
     ) -> list[Change]:
         changes: list[Change] = []
         for team, detector in sorted(self._detectors.items()):
+            self.slices.give_way()
             state = states.setdefault(team, TeamState())
             open_anomalies = self._open.setdefault(team, {})
             changes += detector.evaluate(n, state, open_anomalies, suppress, now)

@@ -41,6 +41,7 @@ from gateway.rollupformat import (
     series_field,
     signal_sampled,
 )
+from gateway.slices import NO_SLICES, Slices
 from gateway.types import SpendEvent
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class RollupBatch:
 
     prices: PriceList | None = None  # to price the FOCUS lines
     series: SeriesSpec | None = None
+    slices: Slices = NO_SLICES  # the aggregator's process gives its core way while it spreads
     _cells: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> field -> amount
     _expiry: dict[str, int] = field(default_factory=dict)  # key -> epoch s
     # (hour, `_alike`) of requests, (team, hour, the values of every dimension) of external
@@ -169,12 +171,14 @@ class RollupBatch:
 
     def _spread(self) -> None:
         """Add the pending sums to the fields of every rollup key they belong to."""
+        give_way = self.slices.give_way
         for team, hour, ts_ms, values, sums in self._pending.values():
             metrics = list(sums.items())
             line_metrics = [(m, a) for m, a in metrics if m in LINE_METRICS]
             hourly = self._sums(team, ts_ms, HOURLY, hour, HOURLY_DIMENSIONS)
             daily = self._sums(team, ts_ms, DAILY, hour[:8], DIMENSIONS)
             for dimension in DIMENSIONS:
+                give_way()
                 day_sums = daily[dimension]
                 hour_sums = hourly.get(dimension)
                 for value in values[dimension]:

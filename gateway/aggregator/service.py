@@ -21,6 +21,7 @@ from gateway.aggregator.prices import PriceList
 from gateway.aggregator.reviews import ReviewDigests
 from gateway.aggregator.rollups import SeriesSpec
 from gateway.budgets.registry import BudgetRegistry
+from gateway.slices import NO_SLICES, Slices
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -42,13 +43,15 @@ async def run_service(
     clock: Callable[[], float] = time.time,
     forecast_alerts: ForecastAlerts | None = None,
     alerts: AlertSender | None = None,
+    slices: Slices = NO_SLICES,
 ) -> None:
     """Consume, apply, archive, detect anomalies and (with `forecast_alerts`) check budgets
     against their forecasts until `stop` is set, following `config_getter()`. `alerts` sends
     the anomaly alerts (none: they are only recorded). Store outages are retried inside the
     loops; anything else stops them all and propagates. `clock`: the wall clock rollup
     lifetimes are measured against and fine buckets close on (the archive follows the stream
-    ids, which are Redis's own time)."""
+    ids, which are Redis's own time). `slices`: given in a process of the aggregator's own (not
+    a gateway), it gives its core way during the applies and the detection (`gateway.slices`)."""
     current = config_getter()
     metrics = metrics or AggregatorMetrics()
     aggregator = Aggregator(
@@ -59,6 +62,7 @@ async def run_service(
         clock=clock,
         prices=PriceList.from_config(current),
         series=SeriesSpec.from_config(current.anomalies),
+        slices=slices,
     )
     archiver = Archiver(redis, current.aggregator, metrics=metrics)
     detector = AnomalyDetector(
@@ -68,6 +72,7 @@ async def run_service(
         alerts=alerts,
         metrics=metrics,
         clock=clock,
+        slices=slices,
     )
 
     reviews = None

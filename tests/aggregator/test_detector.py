@@ -21,6 +21,7 @@ from gateway.anomalies.records import AnomalyStore
 from gateway.budgets.alerts import AlertSender
 from gateway.config.model import AlertsConfig, AnomaliesConfig, Webhook
 from gateway.metrics import alerts_counter
+from gateway.slices import Slices
 from tests.analytics.synthetic import BUCKET_S, Team, bucket
 from tests.clock import FakeClock
 from tests.conftest import Receiver, metric_sum
@@ -140,6 +141,28 @@ async def test_one_replica_detects_another_takes_over_and_nothing_is_sent_twice(
     assert listed.anomaly.status == "resolved"
     assert listed.anomaly.resolved_s == evaluated_by(FIRST + 26)
     assert gauge(b) == 0
+
+
+async def test_a_detector_that_gives_its_core_way_detects_the_same(redis: Redis) -> None:
+    """In `spendgate aggregate` detection slices its work (`gateway.slices`): it gives way
+    before each team's evaluation of each bucket, and finds what it finds without."""
+    clock = FakeClock(evaluated_by(FIRST + 23))
+    await write(redis, FIRST, FIRST + 25, "surge")
+    yields: list[int] = []
+    detector = AnomalyDetector(
+        redis,
+        CONFIG,
+        teams=lambda: ("alpha",),
+        clock=clock,
+        slices=Slices(0.0, yield_cpu=lambda: yields.append(1)),
+    )
+    assert await detector.run_once() == 1
+    assert len(yields) == 1
+    clock.set(evaluated_by(FIRST + 24))
+    assert await detector.run_once() == 1
+    assert len(yields) == 2
+    (listed,) = await AnomalyStore(redis).list(0)
+    assert (listed.anomaly.status, listed.anomaly.start_s) == ("open", (FIRST + 24) * BUCKET_S)
 
 
 async def test_feedback_expected_silences_an_anomaly_and_its_pattern(
