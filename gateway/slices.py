@@ -1,11 +1,12 @@
 """Background work in short slices, so that it never holds a core the request path waits on.
 
-Linux's EEVDF scheduler lets a CPU-bound task finish its slice (about 1.5 ms on a two-core
-machine) before a task that wakes beside it runs, whatever their priorities: a 1.5 ms burst of
-the aggregator delays by up to that much the upstream or Redis answering the request in flight on
-the same core (`nice` and `SCHED_IDLE` did not help; docs/benchmarks.md). A process doing
-background work calls `give_way` in its loops: once per `slice_s` of work it hands the core to
-whatever is waiting for it (`sched_yield`), which, with nothing waiting, costs one system call.
+On Linux (6.18, EEVDF, the benchmark VM's) a task that wakes beside a CPU-bound one often waits
+until that one's burst ends, whatever their priorities: a 1.5 ms burst of the aggregator delays
+by up to that much the upstream or Redis answering the request in flight on the same core, and
+neither `nice` nor `SCHED_IDLE` for the aggregator changed that (docs/benchmarks.md, "The
+aggregator gives its core way"). A process doing background work calls `give_way` in its loops:
+once per `slice_s` of work it hands the core to whatever is waiting for it (`sched_yield`),
+which, with nothing waiting, costs one system call.
 
 Only the aggregator's own process slices its work (`spendgate aggregate`, and the local store's
 aggregator child); a gateway never yields its core, so the aggregator embedded in one (the
