@@ -171,7 +171,7 @@ class Aggregator:
             return handled
         self.slices.give_way()
         batches = await self._read_each()
-        self.slices.give_way()  # the reply's entries were parsed in the read's last step
+        self.slices.give_way()  # parsing the reply was work too
         if self._slot_reads is not None:
             batches += self._slot_reads.harvest(self._batches)
         if not batches and not handled:
