@@ -155,7 +155,6 @@ class Aggregator:
         if now >= self._next_refresh:
             await self.refresh_streams()
             self._next_refresh = now + _REGISTRY_REFRESH_S
-        self.slices.give_way()
         handled = 0
         if self._recovering:
             handled += await self.recover()
