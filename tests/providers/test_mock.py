@@ -626,11 +626,18 @@ async def test_disconnect_mid_anthropic_stream(
     mock: MockUpstream, claude: anthropic.AsyncAnthropic
 ) -> None:
     mock.inject(mode="disconnect", after_chunks=5)
-    # Unlike the OpenAI SDK, this one lets the transport error through mid-stream unwrapped.
-    with pytest.raises(httpx2.RemoteProtocolError):
+    received = 0
+    # Anthropic SDKs before 2.17 let the transport error through mid-stream unwrapped; later
+    # ones wrap it in APIConnectionError. Either way it is the peer's cut, after some events.
+    with pytest.raises((anthropic.APIConnectionError, httpx2.RemoteProtocolError)) as failure:
         async with claude.messages.stream(**claude_body()) as stream:
             async for _ in stream:
-                pass
+                received += 1
+    cut = failure.value
+    if isinstance(cut, anthropic.APIConnectionError):
+        cut = cut.__cause__
+    assert isinstance(cut, httpx2.RemoteProtocolError)
+    assert received > 0
 
 
 async def test_anthropic_errors_are_anthropic_shaped(
