@@ -18,6 +18,8 @@ from aiohttp import web
 
 # What a user changes when the gateway's own port is taken.
 GATEWAY_PORT_OPTION = "--port (or server.port in the config)"
+# Set by `serve_app` once the app's port is bound: what the app's helpers wait for to start.
+LISTENING = web.AppKey("listening", asyncio.Event)
 # After the app's own drain, how long aiohttp waits for handlers still running before it
 # cancels them (none should be: the drain cut them).
 _SHUTDOWN_BACKSTOP_S = 10.0
@@ -103,7 +105,8 @@ async def serve_app(
     """What `web.run_app` does (start the app, listen, serve until SIGINT/SIGTERM or `stop`,
     then stop listening, run the app's on_shutdown (the gateway drains its requests there),
     give the requests still running 10 s more and clean up), except that a port that cannot be
-    bound raises `PortUnavailable`, and `on_listening(port)` runs once it is bound."""
+    bound raises `PortUnavailable`, and `on_listening(port)` runs (and `app[LISTENING]`, if the
+    app has one, is set) once it is bound."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -115,6 +118,8 @@ async def serve_app(
         await runner.setup()
         if not stop.is_set():
             on_listening(await start_site(runner, host, port, reuse_port=reuse_port))
+            if LISTENING in app:
+                app[LISTENING].set()
             await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -51,6 +51,7 @@ from gateway.budgets.spool import Spool, adopt_segments, orphaned_directories, p
 from gateway.cache.store import ResponseCache
 from gateway.config.model import Config, StoreConfig
 from gateway.config.reload import LiveConfig
+from gateway.listen import LISTENING
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.pricing.tokens import counts_exactly
@@ -251,7 +252,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     """With spendgate's own store (local://, memory://) there is no separate `spendgate
     aggregate`. The local store's runs as a child process (`aggregator.child`; with `serve
-    --workers N`, the supervisor's), off the request path's core; memory://'s (one per
+    --workers N`, the supervisor's), off the request path's core, started once the port is
+    bound; memory://'s (one per
     process), and local://'s when the config is not a file (the demo), runs here."""
     worker, live = app[WORKER], app[LIVE_CONFIG]
     store = live.current.store
@@ -262,11 +264,8 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
             return
         assert live.path is not None
         child = AggregatorChild(live.path, app[AGGREGATOR_METRICS], _log_level())
-        await child.start()
-        try:
+        async with child.running_once(app[LISTENING]):
             yield
-        finally:
-            await child.stop()
         return
     if not serves_inside(store.url) or (worker and worker.index):
         yield
@@ -339,6 +338,7 @@ def create_app(
     app[ACCESS_WRITER] = access_writer
     app[CLOCK] = clock
     app[FORECASTER] = Forecaster()
+    app[LISTENING] = asyncio.Event()
     app.cleanup_ctx.extend(
         [_tasks_ctx, _store_ctx, _http_ctx, _budgets_ctx, _aggregator_ctx, _pipeline_ctx]
     )

@@ -84,21 +84,19 @@ async def _run_with_store(
     supervisor: Supervisor, config: Config, path: str | None, log_level: str
 ) -> int:
     """The supervisor's run, inside the life of the local store's server and its aggregator
-    (a child process) when the store is local:// (the workers are the server's clients; both
-    stop once the workers have)."""
+    (a child process, started once every worker listens) when the store is local:// (the
+    workers are the server's clients; both stop once the workers have)."""
     if not config.store.local:
         return await supervisor.run()
     server = LocalServer(config.store.data_dir)
     await server.start()
-    aggregator = None
     try:
-        if path is not None:
-            aggregator = AggregatorChild(path, aggregator_socket(config.store.data_dir), log_level)
-            await aggregator.start()
-        return await supervisor.run()
+        if path is None:
+            return await supervisor.run()
+        aggregator = AggregatorChild(path, aggregator_socket(config.store.data_dir), log_level)
+        async with aggregator.running_once(supervisor.listening):
+            return await supervisor.run()
     finally:
-        if aggregator is not None:
-            await aggregator.stop()
         await server.stop()
 
 
@@ -172,7 +170,7 @@ class Supervisor:
         self._start_attempts = start_attempts  # consecutive deaths before listening
         self._workers: dict[int, _Worker] = {}
         self._stopping = asyncio.Event()
-        self._announced = False
+        self.listening = asyncio.Event()  # set once every worker has listened
         self._status = 0
 
     async def run(self) -> int:
@@ -284,8 +282,8 @@ class Supervisor:
         worker.ready = True
         log.info("worker %d (pid %d) listening", worker.index, worker.process.pid)
         listening = sum(w.ready for w in self._workers.values())
-        if not self._announced and listening == self._count:
-            self._announced = True
+        if not self.listening.is_set() and listening == self._count:
+            self.listening.set()
             log.info("all %d workers listening", self._count)
         return True
 

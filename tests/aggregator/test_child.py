@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import rediskeys
+from gateway.aggregator.child import AggregatorChild
 from gateway.providers.mock import MockUpstream
 from tests.conftest import ADMIN_KEY
 from tests.serving import TEAM, Served, store_of
@@ -111,6 +112,9 @@ async def test_the_aggregator_is_a_restarted_child_whose_metrics_the_gateway_ser
     pid = served.process.pid
     await until(lambda: aggregators_under(pid))
     (child,) = aggregators_under(pid)
+    # Started once the gateway listens, so its start-up does not delay the first request.
+    log = served.log()
+    assert log.index("serving on") < log.index("aggregator started as a child process")
     key = await served.new_key()
     await chat(served.url, key, 12)
     await all_applied(served, 12)
@@ -176,8 +180,10 @@ async def test_with_workers_the_supervisor_runs_the_aggregator_and_every_worker_
         [sys.executable, "-m", "gateway", *argv], env=env, stdout=log, stderr=log
     )
     try:
-        await until(lambda: b"all 2 workers listening" in (tmp_path / "workers.log").read_bytes())
+        await until(lambda: aggregators_under(supervisor.pid))
         (child,) = aggregators_under(supervisor.pid)
+        said = (tmp_path / "workers.log").read_text()
+        assert said.index("all 2 workers listening") < said.index("aggregator started")
         await chat(served.url, key, 10)
         await all_applied(served, 10)
         # Whichever worker answers /metrics (one connection each: the kernel picks) has it.
@@ -194,3 +200,34 @@ async def test_with_workers_the_supervisor_runs_the_aggregator_and_every_worker_
             supervisor.kill()
             supervisor.wait()
         log.close()
+
+
+class Waiting(AggregatorChild):
+    """A child that only waits for its stdin to end, as the aggregator does."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import sys; sys.stdin.read()"]
+
+
+async def test_the_child_starts_once_the_gateway_listens_and_stops_on_the_way_out(
+    tmp_path: Path,
+) -> None:
+    child, listening = Waiting("gateway.yaml", tmp_path / "metrics.sock"), asyncio.Event()
+    async with child.running_once(listening):
+        await asyncio.sleep(0)
+        assert child.pid is None
+        listening.set()
+        await until(lambda: child.pid is not None)
+        assert child.pid is not None
+        pid = child.pid
+        assert alive(pid)
+    assert not alive(pid)
+
+
+async def test_a_gateway_that_never_listened_never_starts_the_child(tmp_path: Path) -> None:
+    child, listening = Waiting("gateway.yaml", tmp_path / "metrics.sock"), asyncio.Event()
+    async with child.running_once(listening):
+        await asyncio.sleep(0)
+    listening.set()  # too late: the block is over
+    await asyncio.sleep(0)
+    assert child.pid is None
