@@ -175,6 +175,12 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.cache_evictions = Counter(
+            "sg_cache_redis_evictions_total",
+            "Response cache entries evicted from Redis before their expiry to keep the level "
+            "within cache.redis_max_bytes.",
+            registry=r,
+        )
         self.cache_memory_bytes = Gauge(
             "sg_cache_memory_bytes",
             "Bytes held by the in-process response cache (summed over workers).",

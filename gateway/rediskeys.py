@@ -161,12 +161,34 @@ def anomaly_lease() -> str:
 ANOMALY_RETENTION_S = 400 * 86400  # anomaly records are kept as long as daily rollups
 
 
-# Response cache. Entries are independent single keys with no hash tag, so a cluster spreads them
-# over every slot. `key` is what `cache.key.cache_key` returns: "<namespace>:<sha256 hex>", the
-# namespace being "t:<team>" or "shared", so one team's entries can be found (SCAN) and purged.
+# Response cache. Entries are spread over CACHE_SHARDS shards by the last character of `key` (what
+# `cache.key.cache_key` returns: "<namespace>:<sha256 hex>", the namespace being "t:<team>" or
+# "shared", so one team's entries can be found by SCAN). A shard is one hash tag: its entries,
+# their index and their sizes are in one slot on a cluster (the put script touches all three),
+# and the shards spread the cache over up to 16 slots.
+CACHE_SHARDS = 16
+
+
+def cache_shard(key: str) -> str:
+    """The hash tag of `key`'s shard: "c" and the last hex digit of its hash."""
+    return f"{{c{key[-1]}}}"
+
+
 def cache_entry(key: str) -> str:
-    """String: a zlib-compressed cached response (`cache.store`), SET with PX = its TTL."""
-    return f"{PREFIX}:cache:{key}"
+    """String: a zlib-compressed cached response (`cache.store`), SET with PX = its TTL, by
+    the put script (`cache/lua/put.lua`)."""
+    return f"{PREFIX}:cache:{cache_shard(key)}:{key}"
+
+
+def cache_index(shard: str) -> str:
+    """Sorted set: the shard's entry keys -> their expiry (ms): what the put script evicts
+    first when the shard is full, and forgets once expired."""
+    return f"{PREFIX}:cache:{shard}:index"
+
+
+def cache_sizes(shard: str) -> str:
+    """Hash: the shard's entry keys -> their bytes, and field "_bytes": the shard's total."""
+    return f"{PREFIX}:cache:{shard}:sizes"
 
 
 # Budget lifetimes. A counter outlives its period by BUDGET_COUNTER_RETENTION_S, so a settle that

@@ -202,6 +202,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         None if config.store.embedded or not config.cache.use_redis else app[REDIS],
         config.cache.memory_max_bytes,
         max_entry_bytes=config.cache.max_entry_bytes,
+        redis_max_bytes=config.cache.redis_max_bytes,
         metrics=metrics,
         clock=app[CLOCK],
     )
@@ -227,6 +228,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         app[ALERTS].set_config(new.alerts)
         cache.memory.max_bytes = new.cache.memory_max_bytes
         cache.max_entry_bytes = new.cache.max_entry_bytes
+        cache.redis_max_bytes = new.cache.redis_max_bytes
 
     def on_result(ok: bool, reason: str) -> None:
         metrics.config_reloads.labels("ok" if ok else "failed").inc()

@@ -1,7 +1,10 @@
 """The response cache's two levels: an in-process LRU bounded by bytes, then Redis.
 
 A lookup tries this process's memory first, then Redis (zlib-compressed, shared by replicas),
-and copies a Redis hit into memory until the entry's own expiry. The cache is an optimization:
+and copies a Redis hit into memory until the entry's own expiry. The Redis level is bounded by
+bytes too (`redis_max_bytes`, split over the key space's shards): a script stores each entry
+and evicts the entries closest to expiry when its shard is full, so the cache never fills the
+store that budgets and spend live in. The cache is an optimization:
 a Redis error or a slow Redis reads as a miss and a failed write is dropped, logged at most once
 per interval, and the Redis level is then skipped for `redis_backoff_s`, so an outage costs one
 timeout per backoff period rather than one per request. The cache never fails a request.
@@ -10,6 +13,8 @@ timeout per backoff period rather than one per request. The cache never fails a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.resources
 import logging
 import time
 import zlib
@@ -27,6 +32,7 @@ from gateway.types import Usage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
     from gateway.metrics import Metrics
 
@@ -40,6 +46,7 @@ _FORMAT_VERSION = 1
 # costs more than the few bytes it would save.
 _COMPRESS_FROM = 1024
 _PPM = 1_000_000
+_PUT_SCRIPT = (importlib.resources.files("gateway.cache") / "lua" / "put.lua").read_text()
 
 
 class CachedResponse(NamedTuple):
@@ -215,10 +222,11 @@ class MemoryLRU:
 class ResponseCache:
     """`get` / `put` over memory then Redis. `redis=None` runs with the memory level only.
 
-    `put` writes memory at once and awaits the Redis SET (bounded by `redis_timeout_s`);
-    `put_soon` returns after the memory write and leaves the Redis SET to the batch it joins,
+    `put` writes memory at once and awaits the Redis write (bounded by `redis_timeout_s`);
+    `put_soon` returns after the memory write and leaves the Redis write to the batch it joins,
     which `aclose` waits for. Redis reads and writes of one loop turn go in one pipelined round
-    trip (store/batch.py). Entries above `max_entry_bytes` are not stored at all.
+    trip (store/batch.py). Entries above `max_entry_bytes` are not stored at all; the Redis
+    level holds at most `redis_max_bytes` of entries (blobs and keys).
     """
 
     def __init__(
@@ -227,6 +235,7 @@ class ResponseCache:
         max_memory_bytes: int,
         *,
         max_entry_bytes: int = 1024 * 1024,
+        redis_max_bytes: int = 256 * 1024 * 1024,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         redis_timeout_s: float = 0.25,
@@ -236,6 +245,7 @@ class ResponseCache:
         self.redis = redis
         self.memory = MemoryLRU(max_memory_bytes, clock)
         self.max_entry_bytes = max_entry_bytes
+        self.redis_max_bytes = redis_max_bytes
         self.metrics = metrics
         self.redis_timeout_s = redis_timeout_s
         self.redis_backoff_s = redis_backoff_s
@@ -246,6 +256,9 @@ class ResponseCache:
         self._last_error_log = -float("inf")
         self._suppressed = 0
         self._batch = None if redis is None else batcher_for(redis)
+        self._put_script: AsyncScript | None = (
+            None if redis is None else redis.register_script(_PUT_SCRIPT)
+        )
         # The lookup counters' series, found once: a lookup is counted on every request.
         self._lookups: dict[tuple[Level, bool], Any] = {}
         if metrics is not None:
@@ -309,13 +322,17 @@ class ResponseCache:
             return
         self._memorize(key, value, expires_at)
         if (batch := self._usable_redis()) is not None:
-            batch.execute_later(*_set_command(key, value, expires_at, ttl_s)).add_done_callback(
+            self._store(batch, key, value, expires_at, ttl_s, later=True).add_done_callback(
                 self._written
             )
 
     def _written(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and (exc := future.exception()) is not None:
+        if future.cancelled():
+            return
+        if (exc := future.exception()) is not None:
             self._redis_failed("write", exc)
+        elif (evicted := future.result()) and evicted > 0 and self.metrics is not None:
+            self.metrics.cache_evictions.inc(evicted)
 
     async def aclose(self) -> None:
         """Wait for the Redis writes `put_soon` started."""
@@ -334,12 +351,10 @@ class ResponseCache:
         batch = self._usable_redis()
         if batch is None:
             return
-        try:
-            await within(
-                batch.execute(*_set_command(key, value, expires_at, ttl_s)), self.redis_timeout_s
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._redis_failed("write", exc)
+        stored = self._store(batch, key, value, expires_at, ttl_s)
+        stored.add_done_callback(self._written)  # counts and logs a failure, a timeout's too
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await within(stored, self.redis_timeout_s)
 
     def _usable_redis(self) -> CommandBatcher | None:
         """Redis (through this cache's batcher), unless there is none or it failed within the
@@ -370,9 +385,30 @@ class ResponseCache:
         )
         self._last_error_log, self._suppressed = now, 0
 
-
-def _set_command(
-    key: str, value: CachedResponse, expires_at: float, ttl_s: float
-) -> tuple[Any, ...]:
-    blob = value.encode(expires_at)
-    return ("SET", rediskeys.cache_entry(key), blob, "PX", max(1, round(ttl_s * 1000)))
+    def _store(
+        self,
+        batch: CommandBatcher,
+        key: str,
+        value: CachedResponse,
+        expires_at: float,
+        ttl_s: float,
+        *,
+        later: bool = False,
+    ) -> asyncio.Future[Any]:
+        """The put script's call for `key`: the entry stored in its shard, within the shard's
+        share of `redis_max_bytes`; its result is the number of entries evicted."""
+        assert self._put_script is not None
+        shard = rediskeys.cache_shard(key)
+        keys = (
+            rediskeys.cache_entry(key),
+            rediskeys.cache_index(shard),
+            rediskeys.cache_sizes(shard),
+        )
+        args = (
+            value.encode(expires_at),
+            max(1, round(ttl_s * 1000)),
+            round(expires_at * 1000),
+            round(self._clock() * 1000),
+            self.redis_max_bytes // rediskeys.CACHE_SHARDS,
+        )
+        return batch.evalsha(self._put_script, keys, args, later=later)

@@ -395,6 +395,7 @@ class Config:
 #     memory_max_bytes: 16777216
 #     max_entry_bytes: 1048576
 #     use_redis: true
+#     redis_max_bytes: 268435456
 #     default_ttl_s: 3600
 #     hit_cost_fraction: 0.0
 #     routes:                                # keyed by exposed model (or tier) name
@@ -488,6 +489,7 @@ class CacheConfig:
     memory_max_bytes: int = 16 * 1024 * 1024  # the in-process LRU, 0 disables that level
     max_entry_bytes: int = 1024 * 1024  # larger answers are never cached
     use_redis: bool = True  # second level, shared by replicas
+    redis_max_bytes: int = 256 * 1024 * 1024  # the second level's bound (entries and keys)
     default_ttl_s: float = 3600.0
     # A hit is billed at this fraction of the list cost of the answer it replays (internal
     # chargeback of the cache); 0 bills hits at nothing. 0 <= fraction <= 1.

@@ -127,6 +127,7 @@ class OptimizerCompiler:
             memory_max_bytes=spec.memory_max_bytes,
             max_entry_bytes=spec.max_entry_bytes,
             use_redis=spec.use_redis,
+            redis_max_bytes=spec.redis_max_bytes,
             default_ttl_s=spec.default_ttl_s,
             hit_cost_fraction=spec.hit_cost_fraction,
             routes=MappingProxyType(routes),

@@ -54,6 +54,7 @@ from gateway.config.model import (
 )
 from gateway.config.policyspec import PoliciesSpec
 from gateway.config.storeurl import cluster_url_problem
+from gateway.rediskeys import CACHE_SHARDS
 from gateway.types import MAX_EXACT, NANO_PER_USD
 
 # The shape of the file.
@@ -645,6 +646,7 @@ class CacheSpec(Spec):
     memory_max_bytes: int = field(default=16 * 1024 * 1024, metadata=checks(Int(min=0)))
     max_entry_bytes: int = field(default=1024 * 1024, metadata=checks(Int(min=1)))
     use_redis: bool = field(default=True, metadata=checks(Bool()))
+    redis_max_bytes: int = field(default=256 * 1024 * 1024, metadata=checks(Int(min=1)))
     default_ttl_s: float = field(default=3600.0, metadata=checks(Number(positive=True)))
     hit_cost_fraction: float = field(default=0.0, metadata=checks(Number(min=0, max=1)))
     routes: dict[str, CacheRouteSpec | None] = field(
@@ -657,6 +659,15 @@ class CacheSpec(Spec):
             yield (
                 "use_redis",
                 f"{reason}: set use_redis: true, memory_max_bytes above 0, or enabled: false",
+            )
+        # The Redis level is split over CACHE_SHARDS shards, each of which must hold the
+        # largest entry.
+        least = CACHE_SHARDS * self.max_entry_bytes
+        if self.use_redis and self.redis_max_bytes < least:
+            yield (
+                "redis_max_bytes",
+                f"must be at least {CACHE_SHARDS} x max_entry_bytes ({least}): the level is "
+                f"split into {CACHE_SHARDS} shards, each holding entries up to max_entry_bytes",
             )
 
 

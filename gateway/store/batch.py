@@ -75,7 +75,7 @@ class CommandBatcher:
         return future
 
     def evalsha(
-        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], *, later: bool = False
     ) -> asyncio.Future[Any]:
         """`script(keys, args)` as an EVALSHA sent with this loop turn's commands (a pipeline
         given the Script object would ask SCRIPT EXISTS first: one more round trip each time).
@@ -84,9 +84,10 @@ class CommandBatcher:
         a cluster, and the command sent again: a burst of them is not a burst of loads.
 
         A future, not a coroutine: callers gather many (a settle burst) and a coroutine each
-        would cost a task each; only a NOSCRIPT starts one."""
+        would cost a task each; only a NOSCRIPT starts one. `later`: sent as `execute_later`
+        sends (a cache write nobody waits on)."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        first = self.execute(*command)
+        first = self.execute_later(*command) if later else self.execute(*command)
         result: asyncio.Future[Any] = first.get_loop().create_future()
 
         def landed(done: asyncio.Future[Any]) -> None:

@@ -307,3 +307,125 @@ def test_an_entry_holds_no_more_memory_than_its_body() -> None:
         lambda i: CachedResponse.of(orjson.dumps({"n": i, "text": "short answer"}), Usage())
     )
     assert per_entry < 1024
+
+
+@pytest.fixture(params=["memory", "redis", "local", "cluster"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    """The bounded Redis level on every store layout: in-process, a Redis, the local store, a
+    Redis Cluster (where each shard's keys must share a slot)."""
+    from gateway.store.connect import close_store, open_store
+    from tests.budgets.support import real_db_url
+    from tests.conftest import cluster_store, local_store
+
+    if request.param == "cluster":
+        async with cluster_store(request) as client:
+            yield client
+        return
+    if request.param == "local":
+        async with local_store(request) as client:
+            yield client
+        return
+    url = "memory://"
+    if request.param == "redis":
+        url = real_db_url(request.getfixturevalue("real_redis_url"))
+    client = await open_store(url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.flushdb()
+        await close_store(client)
+
+
+def in_shard(n: int, shard: str = "a") -> str:
+    """The n-th cache key of one shard (keys end in their hash's last hex digit)."""
+    return f"t:alpha:{n:063x}{shard}"
+
+
+def room_for(count: int, one: CachedResponse, clock: FakeClock) -> int:
+    """A shard's bound with room for `count` entries like `one` and not one more (an entry's
+    blob varies by a byte or two with its expiry)."""
+    entry_bytes = len(one.encode(clock.now + 500)) + len(rediskeys.cache_entry(in_shard(0)))
+    return count * entry_bytes + entry_bytes // 2
+
+
+async def stored_bytes(client: aioredis.Redis, keys: list[str]) -> dict[str, int]:
+    """What the level holds of `keys`: each present entry's bytes and key, as the bound counts."""
+    held = {}
+    for key in keys:
+        entry = rediskeys.cache_entry(key)
+        if length := await client.strlen(entry):
+            held[key] = length + len(entry)
+    return held
+
+
+async def test_a_full_shard_evicts_the_entries_closest_to_expiry(store: aioredis.Redis) -> None:
+    clock, metrics = FakeClock(1000.0), Metrics()
+    one = answer(b'{"n": "' + b"x" * 4000 + b'"}')
+    cache = ResponseCache(store, 0, clock=clock, metrics=metrics, redis_max_bytes=1)
+    cache.redis_max_bytes = rediskeys.CACHE_SHARDS * room_for(5, one, clock)  # a shard's
+    keys = [in_shard(n) for n in range(8)]
+    # Stored in this order, expiring in another: 0 and 5 first, then 3, 6, 1...
+    ttls = [100, 700, 800, 300, 900, 200, 500, 600]
+    for key, ttl in zip(keys, ttls, strict=True):
+        await cache.put(key, one, ttl_s=ttl)
+    held = await stored_bytes(store, keys)
+    assert sorted(held) == sorted(keys[n] for n in (1, 2, 4, 6, 7))  # 0, 5, 3 went, in order
+    assert sum(held.values()) <= cache.redis_max_bytes // rediskeys.CACHE_SHARDS
+    assert metrics.registry.get_sample_value("sg_cache_redis_evictions_total") == 3
+    for key in keys:
+        assert (await cache.get(key) is not None) == (key in held)
+    # Another shard has room of its own.
+    await cache.put(in_shard(0, shard="b"), one, ttl_s=50)
+    assert await cache.get(in_shard(0, shard="b")) == one
+    assert sorted(await stored_bytes(store, keys)) == sorted(held)
+
+
+async def test_an_entry_stored_again_counts_once(store: aioredis.Redis) -> None:
+    clock = FakeClock(1000.0)
+    one = answer(b'{"n": "' + b"y" * 4000 + b'"}')
+    cache = ResponseCache(store, 0, clock=clock)
+    cache.redis_max_bytes = rediskeys.CACHE_SHARDS * room_for(3, one, clock)
+    for _ in range(10):  # a refresh, or two replicas storing the same answer
+        await cache.put(in_shard(0), one, ttl_s=600)
+    await cache.put(in_shard(1), one, ttl_s=600)
+    await cache.put(in_shard(2), one, ttl_s=600)
+    assert len(await stored_bytes(store, [in_shard(n) for n in range(3)])) == 3
+
+
+async def test_expired_entries_stop_counting_against_the_bound(store: aioredis.Redis) -> None:
+    clock = FakeClock(1000.0)
+    one = answer(b'{"n": "' + b"z" * 4000 + b'"}')
+    cache = ResponseCache(store, 0, clock=clock)
+    cache.redis_max_bytes = rediskeys.CACHE_SHARDS * room_for(3, one, clock)
+    await cache.put(in_shard(0), one, ttl_s=3600)
+    await cache.put(in_shard(1), one, ttl_s=60)  # past its expiry below, on the cache's clock
+    await cache.put(in_shard(2), one, ttl_s=60)
+    clock.now += 120
+    await cache.put(in_shard(3), one, ttl_s=3600)
+    await cache.put(in_shard(4), one, ttl_s=3600)
+    # The two expired ones made the room: the long-lived first entry was not evicted for them.
+    assert await cache.get(in_shard(0)) == one
+    assert await cache.get(in_shard(3)) == one and await cache.get(in_shard(4)) == one
+
+
+async def test_many_entries_across_shards_stay_within_the_bound(store: aioredis.Redis) -> None:
+    clock, metrics = FakeClock(1000.0), Metrics()
+    bound = rediskeys.CACHE_SHARDS * 32 * 1024
+    cache = ResponseCache(store, 0, clock=clock, metrics=metrics, redis_max_bytes=bound)
+    keys = [
+        cache_key("embeddings", {"model": "e", "input": f"text {n}"}, f"t:team{n % 3}")
+        for n in range(400)
+    ]
+    for n, key in enumerate(keys):
+        vector = [(n * 7919 + i) * 2654435761 % 10**9 / 1e9 for i in range(300)]
+        body = orjson.dumps({"data": [{"embedding": vector}]})
+        await cache.put(key, answer(body), ttl_s=600 + n)
+    held = await stored_bytes(store, keys)
+    assert 0 < sum(held.values()) <= bound
+    for shard in "0123456789abcdef":
+        in_it = [b for k, b in held.items() if k.endswith(shard)]
+        assert sum(in_it) <= bound // rediskeys.CACHE_SHARDS
+    evicted = metrics.registry.get_sample_value("sg_cache_redis_evictions_total")
+    assert evicted == len(keys) - len(held)
+    assert len(held) < len(keys)

@@ -21,6 +21,8 @@ from gateway import rediskeys
 from gateway.aggregator.consumer import Aggregator
 from gateway.aggregator.rollups import RollupBatch, SeriesSpec
 from gateway.budgets.ledger import BudgetLedger
+from gateway.cache.key import cache_key
+from gateway.cache.store import CachedResponse, ResponseCache
 from gateway.config.model import AggregatorConfig
 from gateway.store.cluster import slot_of
 from gateway.store.connect import close_store, open_store
@@ -105,6 +107,25 @@ async def _approval_keys(team: str) -> list[list[str]]:
     return [[records, current, rediskeys.approval_index()], [records, current]]
 
 
+async def _cache_put_keys(team: str) -> list[list[str]]:
+    # cache/store.py: the entry, its shard's index and sizes, for a key of every shard.
+    redis = await open_store("memory://")
+    calls: list[list[str]] = []
+
+    class Capture:
+        def evalsha(self, script: object, keys: list[str], args: object, later: bool) -> None:
+            calls.append(list(keys))
+
+    try:
+        cache = ResponseCache(redis, 0)
+        for shard in "0123456789abcdef":
+            key = f"{cache_key('chat', {'model': 'm'}, f't:{team}')[:-1]}{shard}"
+            cache._store(Capture(), key, CachedResponse(b"{}"), 60.0, 60.0)  # type: ignore[arg-type]
+        return calls
+    finally:
+        await close_store(redis)
+
+
 CASES = {
     "budgets/lua/reserve.lua": _reserve_keys,
     "budgets/lua/settle.lua": _settle_keys,
@@ -116,6 +137,7 @@ CASES = {
     "ratelimits/lua/take.lua": _rate_keys,
     "policies/lua/ask.lua": _approval_keys,
     "policies/lua/decide.lua": _approval_keys,
+    "cache/lua/put.lua": _cache_put_keys,
 }
 
 
@@ -137,6 +159,11 @@ async def test_teams_spread_over_slots() -> None:
     # The hash tag is the team's, not a constant: teams land on different slots (nodes).
     slots = {slot_of(rediskeys.events_stream(f"team-{n}")) for n in range(50)}
     assert len(slots) > 40
+
+
+async def test_cache_shards_spread_over_slots() -> None:
+    keys = await _cache_put_keys("alpha")
+    assert len({slot_of(k[0]) for k in keys}) == rediskeys.CACHE_SHARDS
 
 
 # MULTI blocks (pipeline(transaction=True)) are refused across slots too: each one's keys.
