@@ -47,6 +47,16 @@ def _embeddings(n: str) -> bytes:
     )
 
 
+def _embeddings_1536(n: str) -> bytes:
+    return orjson.dumps(
+        {
+            "model": "text-embedding-3-small",
+            "dimensions": 1536,
+            "input": f"query {n}: best budget laptops for students with long battery life",
+        }
+    )
+
+
 _CACHE_HIT = orjson.dumps(
     {
         "model": "gpt-4o-mini",
@@ -87,3 +97,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("cache_hit", "/v1/chat/completions", False, lambda n: _CACHE_HIT),
     )
 }
+
+# On request only (cache_bound.py): embeddings the size of real ones, ~25 KB an answer where the
+# mock's default is 8 dimensions; every one a miss the cache keeps.
+LARGE_EMBEDDINGS = Scenario("embeddings_1536", "/v1/embeddings", False, _embeddings_1536)
