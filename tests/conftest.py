@@ -232,6 +232,42 @@ async def local_store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
         await server.stop()
 
 
+LAYOUTS = ("memory", "redis", "local", "cluster")
+
+
+@asynccontextmanager
+async def store_on(
+    request: pytest.FixtureRequest, layout: str, redis_db: int
+) -> AsyncIterator[Redis]:
+    """An empty store of one layout for one test, for the contracts that hold on every layout
+    (`LAYOUTS`): "memory" (in-process), "redis" (database `redis_db` of the test run's Redis,
+    flushed before and after: each suite has its own), "local" (the local store's own server),
+    "cluster" (the test run's Redis Cluster)."""
+    from urllib.parse import urlsplit
+
+    from gateway.store.connect import close_store, open_store
+
+    if layout == "cluster":
+        async with cluster_store(request) as client:
+            yield client
+        return
+    if layout == "local":
+        async with local_store(request) as client:
+            yield client
+        return
+    url = "memory://"
+    if layout == "redis":
+        base = request.getfixturevalue("real_redis_url")
+        url = urlsplit(base)._replace(path=f"/{redis_db}").geturl()
+    client = await open_store(url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.flushdb()
+        await close_store(client)
+
+
 @pytest.fixture
 async def mock_upstream() -> AsyncIterator[MockUpstream]:
     from gateway.providers.mock import MockUpstream

@@ -22,7 +22,9 @@ from gateway.cache.key import cache_key
 from gateway.cache.store import CachedResponse, MemoryLRU, ResponseCache
 from gateway.metrics import Metrics
 from gateway.types import Usage
+from tests.budgets.support import REAL_DB
 from tests.clock import FakeClock
+from tests.conftest import LAYOUTS, store_on
 
 BODY = orjson.dumps(
     {
@@ -309,32 +311,12 @@ def test_an_entry_holds_no_more_memory_than_its_body() -> None:
     assert per_entry < 1024
 
 
-@pytest.fixture(params=["memory", "redis", "local", "cluster"])
+@pytest.fixture(params=LAYOUTS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
-    """The bounded Redis level on every store layout: in-process, a Redis, the local store, a
-    Redis Cluster (where each shard's keys must share a slot)."""
-    from gateway.store.connect import close_store, open_store
-    from tests.budgets.support import real_db_url
-    from tests.conftest import cluster_store, local_store
-
-    if request.param == "cluster":
-        async with cluster_store(request) as client:
-            yield client
-        return
-    if request.param == "local":
-        async with local_store(request) as client:
-            yield client
-        return
-    url = "memory://"
-    if request.param == "redis":
-        url = real_db_url(request.getfixturevalue("real_redis_url"))
-    client = await open_store(url)
-    await client.flushdb()
-    try:
+    """The bounded Redis level on every store layout (on a cluster, each shard's keys must
+    share a slot)."""
+    async with store_on(request, request.param, REAL_DB) as client:
         yield client
-    finally:
-        await client.flushdb()
-        await close_store(client)
 
 
 def in_shard(n: int, shard: str = "a") -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -15,38 +14,20 @@ from gateway import rediskeys
 from gateway.config.model import DeclaredKey
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.store import keys as keys_module
-from gateway.store.connect import close_store, open_store
 from gateway.store.keys import KeyInfo, Keyring, hash_key, key_id_for, new_key
 from gateway.types import Principal
 from tests.clock import FakeClock
-from tests.conftest import cluster_store, local_store
+from tests.conftest import LAYOUTS, store_on
 
 TTL = 30.0
 DECLARED_SECRET = "sk-sg-declared-in-yaml-0123456789"
 
 
-@pytest.fixture(params=["memory", "redis", "local", "cluster"])
+@pytest.fixture(params=LAYOUTS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
-    if request.param == "cluster":
-        async with cluster_store(request) as r:
-            yield r
-        return
-    if request.param == "local":
-        async with local_store(request) as r:
-            yield r
-        return
-    if request.param == "memory":
-        r = await open_store("memory://")
+    # On Redis, the test run's own server's db 15: only this db is ever flushed.
+    async with store_on(request, request.param, 15) as r:
         yield r
-        await close_store(r)
-        return
-    # The test run's own Redis (tests/conftest.py), db 15: only this db is ever flushed.
-    base = request.getfixturevalue("real_redis_url")
-    r = await open_store(urlsplit(base)._replace(path="/15").geturl())
-    await r.flushdb()
-    yield r
-    await r.flushdb()
-    await close_store(r)
 
 
 @pytest.fixture
