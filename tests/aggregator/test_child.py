@@ -113,8 +113,10 @@ async def test_the_aggregator_is_a_restarted_child_whose_metrics_the_gateway_ser
     await until(lambda: aggregators_under(pid))
     (child,) = aggregators_under(pid)
     # Started once the gateway listens, so its start-up does not delay the first request.
+    started = "aggregator started as a child process"
+    await until(lambda: started in served.log())  # logged once the spawn returns
     log = served.log()
-    assert log.index("serving on") < log.index("aggregator started as a child process")
+    assert log.index("serving on") < log.index(started)
     key = await served.new_key()
     await chat(served.url, key, 12)
     await all_applied(served, 12)
@@ -182,8 +184,10 @@ async def test_with_workers_the_supervisor_runs_the_aggregator_and_every_worker_
     try:
         await until(lambda: aggregators_under(supervisor.pid))
         (child,) = aggregators_under(supervisor.pid)
+        started = "aggregator started as a child process"
+        await until(lambda: started in (tmp_path / "workers.log").read_text())
         said = (tmp_path / "workers.log").read_text()
-        assert said.index("all 2 workers listening") < said.index("aggregator started")
+        assert said.index("all 2 workers listening") < said.index(started)
         await chat(served.url, key, 10)
         await all_applied(served, 10)
         # Whichever worker answers /metrics (one connection each: the kernel picks) has it.
