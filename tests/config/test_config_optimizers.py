@@ -565,12 +565,32 @@ def test_a_broken_rule_keeps_the_tier_out_but_reports_only_itself() -> None:
             "memory_max_bytes above 0, or enabled: false",
         ),
         ("{ttl_s: 60}", "ttl_s", "unknown key 'ttl_s'"),
+        ("{redis_max_bytes: 0}", "redis_max_bytes", "must be at least 1, got 0"),
+        (
+            "{redis_max_bytes: 16000000}",
+            "redis_max_bytes",
+            "must be at least 16 x max_entry_bytes (16777216): the level is split into 16 "
+            "shards, each holding entries up to max_entry_bytes",
+        ),
+        (
+            "{redis_max_bytes: 1600, max_entry_bytes: 101}",
+            "redis_max_bytes",
+            "must be at least 16 x max_entry_bytes (1616)",
+        ),
     ],
 )
 def test_cache_rules(cache: str, path: str, reason: str) -> None:
     found = problems(BASE + f"cache: {cache}\n")
     assert len(found) == 1, found
     assert reason_at(found, f"cache.{path}").startswith(reason)
+
+
+def test_the_redis_levels_bound_is_read_and_need_not_fit_a_level_that_is_off() -> None:
+    assert load(BASE).cache.redis_max_bytes == 256 * 1024 * 1024
+    config = load(BASE + "cache: {redis_max_bytes: 1600, max_entry_bytes: 100}\n")
+    assert config.cache.redis_max_bytes == 1600
+    off = load(BASE + "cache: {redis_max_bytes: 1, use_redis: false}\n")
+    assert off.cache.redis_max_bytes == 1 and not off.cache.use_redis
 
 
 def test_cache_routes_may_name_tiers_including_broken_ones() -> None:
