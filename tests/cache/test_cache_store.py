@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import socket
 import time
@@ -319,6 +320,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]
         yield client
 
 
+INCOMPRESSIBLE = hashlib.shake_256(b"large").digest(16384)
+
+
 def in_shard(n: int, shard: str = "a") -> str:
     """The n-th cache key of one shard (keys end in their hash's last hex digit)."""
     return f"t:alpha:{n:063x}{shard}"
@@ -411,3 +415,42 @@ async def test_many_entries_across_shards_stay_within_the_bound(store: aioredis.
     evicted = metrics.registry.get_sample_value("sg_cache_redis_evictions_total")
     assert evicted == len(keys) - len(held)
     assert len(held) < len(keys)
+
+
+async def test_a_large_entry_makes_room_a_few_dozen_entries_at_a_time(
+    store: aioredis.Redis,
+) -> None:
+    clock, metrics = FakeClock(1000.0), Metrics()
+    small, large = answer(b'{"n": 1}'), answer(INCOMPRESSIBLE)
+    cache = ResponseCache(store, 0, clock=clock, metrics=metrics, max_entry_bytes=1 << 20)
+    cache.redis_max_bytes = rediskeys.CACHE_SHARDS * room_for(1, large, clock)
+    room = room_for(1, large, clock)
+    smalls = [in_shard(n) for n in range(1, room // (len(small.encode(clock.now)) + 90))]
+    for key in smalls:
+        await cache.put(key, small, ttl_s=600)
+    full = len(await stored_bytes(store, smalls))
+    assert full > 64  # the shard is full of small entries
+    # One call evicts at most 32 of them (a call never blocks the store for long) and stores
+    # the large entry only once it fits.
+    attempts = 0
+    while await cache.get(in_shard(0)) is None:
+        before = len(await stored_bytes(store, smalls))
+        await cache.put(in_shard(0), large, ttl_s=900)
+        assert before - len(await stored_bytes(store, smalls)) <= 32
+        attempts += 1
+    assert attempts > 1
+    held = await stored_bytes(store, [*smalls, in_shard(0)])
+    assert sum(held.values()) <= room
+    evicted = metrics.registry.get_sample_value("sg_cache_redis_evictions_total")
+    assert evicted == full - (len(held) - 1)
+
+
+async def test_an_entry_larger_than_its_shard_is_never_stored(store: aioredis.Redis) -> None:
+    clock = FakeClock(1000.0)
+    small, large = answer(b'{"n": 1}'), answer(INCOMPRESSIBLE)
+    cache = ResponseCache(store, 0, clock=clock, max_entry_bytes=1 << 20)
+    cache.redis_max_bytes = rediskeys.CACHE_SHARDS * room_for(1, large, clock) // 2
+    await cache.put(in_shard(1), small, ttl_s=600)
+    await cache.put(in_shard(0), large, ttl_s=600)
+    assert await cache.get(in_shard(0)) is None
+    assert await cache.get(in_shard(1)) == small  # nothing was evicted for it

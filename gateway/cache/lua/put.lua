@@ -8,11 +8,15 @@
 -- here are in it too. An entry counts as its blob's bytes plus its key's. An entry stored
 -- again replaces its old size. While the shard would be over its bound, the entries closest to
 -- expiry leave: first those already expired (Redis dropped them; they only stop counting),
--- then live ones, evicted. An entry larger than the bound is not stored. Nothing else runs on
--- the common path (a new entry into a shard with room): five commands.
+-- then live ones, evicted. At most MAX_POPS leave per call, so one call stays short (a large
+-- entry arriving in a shard full of small ones would otherwise block the store while it
+-- evicted thousands); an entry that still does not fit is not stored this time, and neither is
+-- one larger than the bound. Nothing else runs on the common path (a new entry into a shard
+-- with room): five commands.
 --
--- Returns the number of live entries evicted, or -1 when the entry was not stored.
+-- Returns the number of live entries evicted.
 
+local MAX_POPS = 32
 local entry, index, sizes = KEYS[1], KEYS[2], KEYS[3]
 local size = #ARGV[1] + #entry
 local max_bytes = tonumber(ARGV[5])
@@ -24,19 +28,15 @@ if old then
   redis.call('HDEL', sizes, entry)
   total = total - tonumber(old)
 end
-if size > max_bytes then
-  redis.call('DEL', entry)
-  redis.call('HSET', sizes, '_bytes', total)
-  return -1
-end
 
-local now, evicted = tonumber(ARGV[4]), 0
-while total + size > max_bytes do
+local now, evicted, pops = tonumber(ARGV[4]), 0, 0
+while total + size > max_bytes and size <= max_bytes and pops < MAX_POPS do
   local oldest = redis.call('ZPOPMIN', index)
   if #oldest == 0 then
     total = 0  -- every stored entry is in the index: an empty one holds nothing
     break
   end
+  pops = pops + 1
   total = total - tonumber(redis.call('HGET', sizes, oldest[1]) or '0')
   redis.call('HDEL', sizes, oldest[1])
   if tonumber(oldest[2]) > now then
@@ -45,6 +45,11 @@ while total + size > max_bytes do
   end
 end
 
+if total + size > max_bytes then
+  redis.call('DEL', entry)  -- its old version, if any, no longer counts
+  redis.call('HSET', sizes, '_bytes', total)
+  return evicted
+end
 redis.call('SET', entry, ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', index, ARGV[3], entry)
 redis.call('HSET', sizes, entry, size, '_bytes', total + size)
