@@ -181,8 +181,8 @@ def cache_entry(key: str) -> str:
 
 
 def cache_index(shard: str) -> str:
-    """Sorted set: the shard's entry keys -> their expiry (ms): what the put script evicts
-    first when the shard is full, and forgets once expired."""
+    """Sorted set: the shard's entry keys -> their expiry (ms): the order in which the put
+    script lets entries go when the shard needs room (the expired ones first)."""
     return f"{PREFIX}:cache:{shard}:index"
 
 

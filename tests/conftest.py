@@ -243,9 +243,8 @@ async def store_on(
     (`LAYOUTS`): "memory" (in-process), "redis" (database `redis_db` of the test run's Redis,
     flushed before and after: each suite has its own), "local" (the local store's own server),
     "cluster" (the test run's Redis Cluster)."""
-    from urllib.parse import urlsplit
-
     from gateway.store.connect import close_store, open_store
+    from tests.ledger import db_url
 
     if layout == "cluster":
         async with cluster_store(request) as client:
@@ -257,8 +256,7 @@ async def store_on(
         return
     url = "memory://"
     if layout == "redis":
-        base = request.getfixturevalue("real_redis_url")
-        url = urlsplit(base)._replace(path=f"/{redis_db}").geturl()
+        url = db_url(request.getfixturevalue("real_redis_url"), redis_db)
     client = await open_store(url)
     await client.flushdb()
     try:

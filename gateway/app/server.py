@@ -255,8 +255,8 @@ async def _aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     """With spendgate's own store (local://, memory://) there is no separate `spendgate
     aggregate`. The local store's runs as a child process (`aggregator.child`; with `serve
     --workers N`, the supervisor's), off the request path's core, started once the port is
-    bound; memory://'s (one per
-    process), and local://'s when the config is not a file (the demo), runs here."""
+    bound; memory://'s (one per process), and local://'s when the config is not a file (the
+    demo), runs here."""
     worker, live = app[WORKER], app[LIVE_CONFIG]
     store = live.current.store
     if store.local and (worker is not None or live.path is not None):

@@ -331,7 +331,7 @@ class ResponseCache:
             return
         if (exc := future.exception()) is not None:
             self._redis_failed("write", exc)
-        elif (evicted := future.result()) and evicted > 0 and self.metrics is not None:
+        elif self.metrics is not None and (evicted := future.result()) > 0:
             self.metrics.cache_evictions.inc(evicted)
 
     async def aclose(self) -> None:
@@ -408,7 +408,7 @@ class ResponseCache:
             value.encode(expires_at),
             max(1, round(ttl_s * 1000)),
             round(expires_at * 1000),
-            round(self._clock() * 1000),
+            round((expires_at - ttl_s) * 1000),  # now: the callers read the clock for expires_at
             self.redis_max_bytes // rediskeys.CACHE_SHARDS,
         )
         return batch.evalsha(self._put_script, keys, args, later=later)
